@@ -1,0 +1,1 @@
+"""bulkchange: the Airflow-free core of the bulk device-change pipeline."""

@@ -1,0 +1,241 @@
+"""Domain vocabulary and request models (pydantic v2). No Airflow, no DB.
+
+Names follow the legacy AMOP system: codes in ``DeviceChangeRequestType.Code``, integration names
+in ``Integration.Name``, status strings in ``DeviceBulkChange.Status`` and the device-change tables.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import Enum, IntEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class PortalType(IntEnum):
+    M2M = 0
+    LNP = 1
+    MOBILITY = 2
+
+
+class ChangeType(str, Enum):
+    """Dispatch happens on the lower-cased Code, as the legacy lambda did."""
+
+    STATUS_UPDATE = "StatusUpdate"
+    CARRIER_RATE_PLAN_CHANGE = "CarrierRatePlanChange"
+    CUSTOMER_RATE_PLAN_CHANGE = "CustomerRatePlanChange"
+    CUSTOMER_ASSIGNMENT = "CustomerAssignment"
+    ARCHIVAL = "Archival"
+    ACTIVATE_NEW_SERVICE = "ActivateNewService"
+    CREATE_REV_SERVICE = "CreateRevService"
+    CHANGE_ICCID_AND_IMEI = "ChangeICCIDAndIMEI"
+    EDIT_USERNAME_COST_CENTER = "EditUsernameCostCenter"
+
+    @classmethod
+    def from_code(cls, code: str) -> "ChangeType":
+        wanted = (code or "").strip().lower()
+        for member in cls:
+            if member.value.lower() == wanted:
+                return member
+        raise ValueError(f"unknown change request type code {code!r}")
+
+
+# Seed ids of DeviceChangeRequestType as AMOP's portal numbers them (dispatch uses the Code).
+CHANGE_TYPE_IDS: dict[ChangeType, int] = {
+    ChangeType.STATUS_UPDATE: 1,
+    ChangeType.CARRIER_RATE_PLAN_CHANGE: 2,
+    ChangeType.CUSTOMER_RATE_PLAN_CHANGE: 3,
+    ChangeType.CUSTOMER_ASSIGNMENT: 4,
+    ChangeType.ARCHIVAL: 5,
+    ChangeType.ACTIVATE_NEW_SERVICE: 6,
+    ChangeType.CREATE_REV_SERVICE: 7,
+    ChangeType.CHANGE_ICCID_AND_IMEI: 8,
+    ChangeType.EDIT_USERNAME_COST_CENTER: 9,
+}
+
+
+class Integration(str, Enum):
+    JASPER = "Jasper"
+    THINGSPACE = "ThingSpace"
+    TELEGENCE = "Telegence"
+    POD19 = "POD19"
+    TMOBILE_JASPER = "TMobileJasper"
+    ROGERS = "Rogers"
+    TEAL = "Teal"
+    POND = "Pond"
+
+    @classmethod
+    def from_name(cls, name: str) -> "Integration":
+        wanted = (name or "").strip().lower()
+        for member in cls:
+            if member.value.lower() == wanted:
+                return member
+        raise ValueError(f"unknown integration {name!r}")
+
+    @property
+    def family(self) -> "Integration":
+        """POD19, TMobileJasper and Rogers speak the Jasper (Control Center) API."""
+        if self in (Integration.POD19, Integration.TMOBILE_JASPER, Integration.ROGERS):
+            return Integration.JASPER
+        return self
+
+
+INTEGRATION_IDS: dict[Integration, int] = {
+    Integration.JASPER: 1,
+    Integration.THINGSPACE: 4,
+    Integration.TELEGENCE: 6,
+    Integration.POD19: 9,
+    Integration.TMOBILE_JASPER: 11,
+    Integration.TEAL: 12,
+    Integration.POND: 13,
+    Integration.ROGERS: 14,
+}
+
+
+class BulkStatus(str, Enum):
+    NEW = "NEW"
+    PENDING = "PENDING"          # claimed by the sensor, processing launched
+    PROCESSING = "PROCESSING"
+    PROCESSED = "PROCESSED"
+    PROCESSED_WITH_ERRORS = "PROCESSED_WITH_ERRORS"
+    ERROR = "ERROR"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (BulkStatus.PROCESSED, BulkStatus.PROCESSED_WITH_ERRORS, BulkStatus.ERROR)
+
+
+class DeviceChangeStatus(str, Enum):
+    NEW = "NEW"
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"        # handed to the carrier; outcome not yet recorded
+    PENDING_ACTIVATION = "PENDING_ACTIVATION"  # carrier accepted, finishes asynchronously
+    PROCESSED = "PROCESSED"
+    API_FAILED = "API_FAILED"
+    ERROR = "ERROR"                  # rejected by validation or a DB/pre-flight failure
+
+    @property
+    def is_settled(self) -> bool:
+        return self in SETTLED_DEVICE_STATUSES
+
+
+SETTLED_DEVICE_STATUSES = frozenset(
+    {DeviceChangeStatus.PROCESSED, DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR}
+)
+FAILED_DEVICE_STATUSES = frozenset({DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR})
+
+
+class _Lenient(BaseModel):
+    """Change requests come from a C# portal: PascalCase keys, extra keys tolerated."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, str_strip_whitespace=True)
+
+
+class StatusUpdateRequest(_Lenient):
+    UpdateStatus: str = Field(min_length=1)
+    IsIgnoreCurrentStatus: bool = False
+    PostUpdateStatusId: int | None = None
+    AccountNumber: str | None = None
+    Request: dict[str, Any] | None = None
+    RevService: dict[str, Any] | None = None
+    RevServiceProductCreateModel: dict[str, Any] | None = None
+    IntegrationAuthenticationId: int | None = None
+
+
+class RequestParseError(ValueError):
+    """A change request that cannot be parsed; the message names the field."""
+
+
+def parse_change_request(change_type: ChangeType, raw: str | dict | None) -> BaseModel:
+    """Parse a device change's ChangeRequest JSON into its model, with a readable error."""
+    model = REQUEST_MODELS.get(change_type)
+    if model is None:
+        raise RequestParseError(f"change type {change_type.value} is not supported yet")
+    if raw is None or raw == "":
+        raise RequestParseError("ChangeRequest is empty")
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise RequestParseError(f"ChangeRequest is not valid JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise RequestParseError("ChangeRequest must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "ChangeRequest"
+            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+        raise RequestParseError("; ".join(parts)) from exc
+
+
+REQUEST_MODELS: dict[ChangeType, type[BaseModel]] = {
+    ChangeType.STATUS_UPDATE: StatusUpdateRequest,
+}
+
+
+class BulkChange(BaseModel):
+    """A DeviceBulkChange row joined with its type, provider and integration."""
+
+    id: int
+    tenant_id: int
+    service_provider_id: int
+    service_provider_name: str
+    integration: Integration
+    change_type: ChangeType
+    portal_type: PortalType
+    status: BulkStatus
+    write_is_enabled: bool = True
+    created_by: str | None = None
+
+
+class DeviceChange(BaseModel):
+    """One row of M2M_DeviceChange / Mobility_DeviceChange."""
+
+    id: int
+    bulk_change_id: int
+    iccid: str | None = None
+    msisdn: str | None = None
+    imei: str | None = None
+    eid: str | None = None
+    device_identifier: str | None = None
+    device_id: int | None = None
+    change_request: str | None = None
+    status: DeviceChangeStatus
+    status_details: str | None = None
+    service_provider_id: int | None = None
+    tenant_id: int | None = None
+
+
+class DeviceResult(BaseModel):
+    """The outcome of one device change, as recorded in the DB."""
+
+    device_change_id: int
+    status: DeviceChangeStatus
+    details: str
+    device_id: int | None = None
+    iccid: str | None = None
+    # Device-table effects on success
+    new_device_status: str | None = None
+    previous_device_status: str | None = None
+    carrier_rate_plan: str | None = None
+    msisdn: str | None = None
+    ip_address: str | None = None
+    carrier_request_id: str | None = None
+    attempts: int = 0
+    duration_s: float = 0.0
+
+
+class BatchPlan(BaseModel):
+    """One mapped process_batch task's work."""
+
+    bulk_change_id: int
+    device_change_ids: list[int]
+    label: str
+
+
+def utcnow() -> datetime:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -218,6 +218,7 @@ class DeviceResult(BaseModel):
     iccid: str | None = None
     # Device-table effects on success
     new_device_status: str | None = None
+    new_device_status_id: int | None = None
     previous_device_status: str | None = None
     carrier_rate_plan: str | None = None
     msisdn: str | None = None

@@ -126,8 +126,9 @@ class HttpCarrierClient:
 
     carrier_name = "carrier"
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, pool_size: int = 32):
+    def __init__(self, base_url: str, *, policy: Any = None, timeout: float = 30.0, pool_size: int = 32):
         self.base_url = base_url.rstrip("/")
+        self.policy = policy  # bulkchange.engine.CallPolicy: rate limit + retry, shared per account
         self.timeout = timeout
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size,
@@ -154,6 +155,10 @@ class HttpCarrierClient:
     def _call(self, method: str, path: str, *, description: str, json_body: Any = None,
               params: dict | None = None, log: CallLog | None = None,
               parse: Callable[[requests.Response], Any] | None = None) -> Any:
+        """Send one logical call: rate limit, retries and re-auth come from ``self.policy``.
+
+        One CallRecord per logical call (with the number of attempts), appended to ``log``.
+        """
         url = f"{self.base_url}{path}"
         req_text = f"{method} {path}"
         if params:
@@ -162,8 +167,8 @@ class HttpCarrierClient:
             req_text += "\n" + json.dumps(json_body, sort_keys=True)
         record = CallRecord(description=description, method=method, url=url,
                             request_text=self.sanitize(req_text))
-        started = time.monotonic()
-        try:
+
+        def attempt() -> Any:
             try:
                 resp = self.session.request(method, url, json=json_body, params=params,
                                             headers={"Accept": "application/json", **self._auth_headers()},
@@ -171,7 +176,8 @@ class HttpCarrierClient:
             except requests.Timeout as exc:
                 raise TransientError(f"timeout after {self.timeout}s calling {self.carrier_name}") from exc
             except requests.ConnectionError as exc:
-                raise TransientError(f"connection error calling {self.carrier_name}: {type(exc).__name__}") from exc
+                raise TransientError(f"connection error calling {self.carrier_name}: "
+                                     f"{type(exc).__name__}") from exc
             record.status_code = resp.status_code
             record.response_text = self.sanitize(resp.text[:4000])
             classify_response(resp)
@@ -181,9 +187,18 @@ class HttpCarrierClient:
                 return resp.json() if resp.content else None
             except ValueError as exc:
                 raise TransientError(f"malformed JSON from {self.carrier_name}",
-                                     status_code=resp.status_code, response_text=resp.text[:500]) from exc
+                                     status_code=resp.status_code) from exc
+
+        started = time.monotonic()
+        try:
+            if self.policy is not None:
+                value, record.attempts = self.policy.execute(attempt, reauthenticate=self.reauthenticate)
+            else:
+                value = attempt()
+            return value
         except CarrierError as exc:
             record.error = self.sanitize(str(exc))
+            record.attempts = getattr(exc, "attempts", record.attempts)
             raise
         finally:
             record.duration_s = time.monotonic() - started

@@ -1,0 +1,105 @@
+"""bulk_change_process: apply one bulk change (prepare -> process_batch x N -> finalize).
+
+Launched by bulk_change_sensor with conf {"bulk_change_id": N}, or by hand from the UI form /
+``airflow dags trigger bulk_change_process -c '{"bulk_change_id": N}'``. Re-running it for the
+same bulk change only touches device changes that are not settled yet.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange_plugins.notifiers import failure_notifier
+from bulkchange_plugins.operators import CarrierBatchOperator
+
+# How many batch tasks of one run may call the carrier at once. Each gets 1/N of the account's
+# rate limit so one run never exceeds the account's requests/s.
+BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
+
+default_args = {
+    "owner": "bulkchange",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "on_failure_callback": failure_notifier(),
+}
+
+
+@dag(
+    dag_id="bulk_change_process",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=16,
+    default_args=default_args,
+    render_template_as_native_obj=True,
+    tags=["bulkchange"],
+    doc_md=__doc__,
+    params={
+        "bulk_change_id": Param(None, type="integer", minimum=1, title="Bulk change id",
+                                description="DeviceBulkChange.Id to process"),
+        "batch_size": Param(100, type="integer", minimum=1, maximum=1000, title="Batch size",
+                            description="Devices per mapped task (1 = one task per device)"),
+        "max_parallel": Param(10, type="integer", minimum=1, maximum=100, title="Parallel requests",
+                              description="Carrier requests in flight at once inside one batch task"),
+    },
+)
+def bulk_change_process():
+    @task
+    def prepare(params=None) -> list[dict]:
+        from bulkchange import processing
+        from bulkchange.db import repository as repo
+        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+
+        bulk_id = params["bulk_change_id"]
+        if not bulk_id:
+            raise AirflowFailException("conf must name a bulk change: {\"bulk_change_id\": N}")
+        engine = AmopHook().get_engine()
+        with engine.connect() as conn:
+            try:
+                bulk = repo.load_bulk_change(conn, int(bulk_id))
+            except repo.BulkChangeNotFound as exc:
+                raise AirflowFailException(str(exc)) from exc
+        problem = CarrierHook(carrier_conn_id(bulk.service_provider_id)).credentials_problem()
+        result = processing.prepare(engine, bulk.id, batch_size=int(params["batch_size"]),
+                                    credentials_problem=problem)
+        print(f"bulk change {bulk.id} ({bulk.change_type.value} on {bulk.integration.value}, "
+              f"{bulk.service_provider_name}): {result.queued} queued, {result.rejected} rejected, "
+              f"{len(result.batches)} batches")
+        if result.preflight_error:
+            print(f"stopped before any carrier call: {result.preflight_error}")
+        return [{"bulk_change_id": b.bulk_change_id, "device_change_ids": b.device_change_ids,
+                 "label": b.label} for b in result.batches]
+
+    batches = prepare()
+
+    processed = CarrierBatchOperator.partial(
+        task_id="process_batch",
+        max_parallel="{{ params.max_parallel }}",
+        rate_share=BATCH_CONCURRENCY,
+        max_active_tis_per_dagrun=BATCH_CONCURRENCY,
+        map_index_template="{{ task.label }}",
+    ).expand_kwargs(batches)
+
+    @task(trigger_rule="all_done", retries=3)
+    def finalize(params=None) -> dict:
+        from bulkchange import processing
+        from bulkchange_plugins.hooks import AmopHook
+
+        summary = processing.finalize(AmopHook().get_engine(), int(params["bulk_change_id"]))
+        print(f"bulk change {summary['bulk_change_id']} -> {summary['status']}: "
+              f"{processing.summary_line(summary['counts'])}")
+        if summary["swept"]:
+            raise AirflowFailException(
+                f"{summary['swept']} device changes were left unprocessed by failed batch tasks and "
+                f"are now ERROR; bulk change is {summary['status']}")
+        return summary
+
+    processed >> finalize()
+
+
+bulk_change_process()

@@ -1,0 +1,65 @@
+"""bulk_change_sensor: find NEW bulk changes, claim each exactly once, launch processing.
+
+The claim is one conditional UPDATE (NEW -> PENDING): of two overlapping sensor runs only one
+wins each bulk change, and the launched run id ``bulk_change_<id>`` is unique as a second guard.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import PokeReturnValue, dag, task
+
+import bulkchange_plugins  # noqa: F401
+from bulkchange_plugins.notifiers import failure_notifier
+
+SCHEDULE_MINUTES = int(os.environ.get("BULKCHANGE_SENSOR_EVERY_MINUTES", "2"))
+CLAIM_LIMIT = int(os.environ.get("BULKCHANGE_CLAIM_LIMIT", "50"))
+
+
+@dag(
+    dag_id="bulk_change_sensor",
+    schedule=timedelta(minutes=SCHEDULE_MINUTES),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "bulkchange", "retries": 1, "retry_delay": timedelta(seconds=20),
+                  "on_failure_callback": failure_notifier()},
+    tags=["bulkchange"],
+    doc_md=__doc__,
+)
+def bulk_change_sensor():
+    @task.sensor(poke_interval=15, timeout=SCHEDULE_MINUTES * 60 - 10, mode="reschedule", soft_fail=True)
+    def wait_for_new_bulk_changes() -> PokeReturnValue:
+        from bulkchange.db import repository as repo
+        from bulkchange_plugins.hooks import AmopHook
+
+        with AmopHook().get_engine().connect() as conn:
+            ids = repo.find_new_bulk_change_ids(conn, CLAIM_LIMIT)
+        return PokeReturnValue(is_done=bool(ids), xcom_value=ids)
+
+    @task
+    def claim(candidates: list[int]) -> list[dict]:
+        from bulkchange.db import repository as repo
+        from bulkchange_plugins.hooks import AmopHook
+
+        engine = AmopHook().get_engine()
+        won = []
+        for bulk_id in candidates:
+            with engine.begin() as conn:
+                if repo.claim_bulk_change(conn, bulk_id):
+                    won.append(bulk_id)
+        print(f"claimed {won} of candidates {candidates}")
+        return [{"conf": {"bulk_change_id": i}, "trigger_run_id": f"bulk_change_{i}"} for i in won]
+
+    launches = claim(wait_for_new_bulk_changes())
+    TriggerDagRunOperator.partial(
+        task_id="launch_processing",
+        trigger_dag_id="bulk_change_process",
+        skip_when_already_exists=True,
+        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
+    ).expand_kwargs(launches)
+
+
+bulk_change_sensor()

@@ -1,0 +1,69 @@
+"""Cisco IoT Control Center (Jasper) REST client.
+
+Auth: ``Authorization: Basic base64(username:apiKey)``. Endpoints (carrier_apis.md section 1):
+``GET /devices/{iccid}``, ``PUT /devices/{iccid}`` (Edit Device Details), ``GET
+/devices/{iccid}/auditTrails``. Success of an edit means a 2xx whose body names the ICCID, as the
+legacy code required. POD19, TMobileJasper and Rogers use this same client.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from bulkchange.carriers.base import CallLog, HttpCarrierClient, TransientError
+
+
+class JasperClient(HttpCarrierClient):
+    carrier_name = "Jasper"
+
+    def __init__(self, base_url: str, username: str, api_key: str, **kw: Any):
+        super().__init__(base_url, **kw)
+        if not username or not api_key:
+            raise ValueError("Jasper needs a username (login) and an API key (password)")
+        token = base64.b64encode(f"{username}:{api_key}".encode()).decode()
+        self._auth = f"Basic {token}"
+        self.add_secret(api_key)
+        self.add_secret(token)
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": self._auth}
+
+    def get_device(self, iccid: str, *, log: CallLog | None = None) -> dict:
+        return self._call("GET", f"/devices/{iccid}", description="Get Device Details: Jasper API", log=log)
+
+    def edit_device(self, iccid: str, changes: dict[str, Any], *, description: str,
+                    log: CallLog | None = None) -> dict:
+        """PUT Edit Device Details; raises unless the carrier's 2xx answer names the ICCID."""
+        body = self._call("PUT", f"/devices/{iccid}", json_body=changes, description=description, log=log,
+                          parse=_json_naming_iccid(iccid))
+        return body
+
+    def update_status(self, iccid: str, status: str, *, log: CallLog | None = None) -> dict:
+        return self.edit_device(iccid, {"status": status}, description="Update Jasper Status: Jasper API", log=log)
+
+    def update_rate_plan(self, iccid: str, rate_plan: str, communication_plan: str | None = None, *,
+                         effective_date: str | None = None, log: CallLog | None = None) -> dict:
+        changes: dict[str, Any] = {"ratePlan": rate_plan}
+        if communication_plan:
+            changes["communicationPlan"] = communication_plan
+        if effective_date:
+            changes["effectiveDate"] = effective_date
+        return self.edit_device(iccid, changes, description="Update Jasper Rate Plan: Jasper API", log=log)
+
+    def audit_trail(self, iccid: str, *, days: int = 30, log: CallLog | None = None) -> list[dict]:
+        body = self._call("GET", f"/devices/{iccid}/auditTrails", params={"daysOfHistory": days},
+                          description="Get Device Audit Trail: Jasper API", log=log) or {}
+        return body.get("deviceAuditTrails") or body.get("auditTrails") or []
+
+
+def _json_naming_iccid(iccid: str):
+    def parse(resp):
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise TransientError("malformed JSON from Jasper", status_code=resp.status_code) from exc
+        if not isinstance(body, dict) or str(body.get("iccid") or "") != iccid:
+            raise TransientError(f"Jasper answered {resp.status_code} without naming ICCID {iccid}",
+                                 status_code=resp.status_code)
+        return body
+    return parse

@@ -1,0 +1,53 @@
+"""The contract every (change type, carrier) handler implements.
+
+A handler is built once per batch with the bulk change, a carrier client and whatever DB context
+it loaded (``load_context``). ``validate`` runs before any carrier call and raises RuleError with
+the reason; ``apply`` does the carrier work for one device and returns its DeviceResult. ``apply``
+runs in worker threads: it must not touch the DB (the batch records all results at once).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection
+
+from bulkchange.carriers.base import AuthError, CallLog, CarrierError, PermanentError, TransientError
+from bulkchange.db.repository import DeviceRow
+from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult
+
+
+class ChangeHandler:
+    request_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
+        self.bulk = bulk
+        self.client = client
+        self.context = context
+
+    @classmethod
+    def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
+        return {}
+
+    def validate(self, dc: DeviceChange, request: BaseModel, device: DeviceRow | None) -> None:
+        raise NotImplementedError
+
+    def apply(self, dc: DeviceChange, request: BaseModel, device: DeviceRow | None, *,
+              verify_first: bool, log: CallLog) -> DeviceResult:
+        raise NotImplementedError
+
+
+def failed_result(dc: DeviceChange, device: DeviceRow | None, exc: Exception, step: str) -> DeviceResult:
+    """The DeviceResult for a carrier failure: API_FAILED with a reason that says what and why."""
+    if isinstance(exc, TransientError):
+        attempts = getattr(exc, "attempts", 1)
+        reason = f"{step} failed after {attempts} attempt(s): {exc}"
+    elif isinstance(exc, AuthError):
+        reason = f"{step} failed: carrier refused the credentials ({exc})"
+    elif isinstance(exc, (PermanentError, CarrierError)):
+        reason = f"{step} refused by carrier: {exc}"
+    else:
+        reason = f"{step} failed: {type(exc).__name__}: {exc}"
+    return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.API_FAILED, details=reason,
+                        device_id=device.id if device else None, iccid=dc.iccid,
+                        previous_device_status=device.status if device else None)

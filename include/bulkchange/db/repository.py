@@ -1,0 +1,349 @@
+"""Every read and write the pipeline makes to the AMOP database, as SQLAlchemy Core.
+
+The legacy stored procedures become these transactional functions; each statement compiles for
+SQL Server, PostgreSQL and SQLite (tests/db proves it). Functions take a ``Connection`` inside
+the caller's transaction unless they say otherwise; batch writes are executemany round trips,
+not one statement per device. ``IN`` lists are chunked below SQL Server's 2,100-parameter limit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from bulkchange.carriers.base import CallRecord
+from bulkchange.db import schema as t
+from bulkchange.models import (
+    BulkChange,
+    BulkStatus,
+    ChangeType,
+    DeviceChange,
+    DeviceChangeStatus,
+    DeviceResult,
+    FAILED_DEVICE_STATUSES,
+    Integration,
+    PortalType,
+    SETTLED_DEVICE_STATUSES,
+    utcnow,
+)
+
+IN_CHUNK = 1000
+UNSETTLED = (DeviceChangeStatus.NEW.value, DeviceChangeStatus.PENDING.value,
+             DeviceChangeStatus.PROCESSING.value)
+
+
+class BulkChangeNotFound(LookupError):
+    pass
+
+
+def _chunks(seq: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def change_table(portal_type: PortalType | int):
+    return t.mobility_device_change if int(portal_type) == PortalType.MOBILITY else t.m2m_device_change
+
+
+# --- claiming ----------------------------------------------------------------------------
+def find_new_bulk_change_ids(conn: Connection, limit: int = 50) -> list[int]:
+    bc = t.device_bulk_change
+    q = (select(bc.c.Id).where(bc.c.Status == BulkStatus.NEW.value, bc.c.ProcessChanges == True)  # noqa: E712
+         .order_by(bc.c.Id).limit(limit))
+    return [int(i) for i in conn.execute(q).scalars()]
+
+
+def claim_bulk_change(conn: Connection, bulk_id: int, *, from_status: str = BulkStatus.NEW.value) -> bool:
+    """NEW -> PENDING as one conditional UPDATE: of two concurrent claimers exactly one wins."""
+    bc = t.device_bulk_change
+    res = conn.execute(update(bc).where(bc.c.Id == bulk_id, bc.c.Status == from_status)
+                       .values(Status=BulkStatus.PENDING.value, ModifiedDate=utcnow()))
+    return res.rowcount == 1
+
+
+def claim_new_bulk_changes(engine: Engine, limit: int = 50) -> list[int]:
+    """Find NEW bulk changes and claim each in its own short transaction; return the won ids."""
+    with engine.connect() as conn:
+        candidates = find_new_bulk_change_ids(conn, limit)
+    won = []
+    for bulk_id in candidates:
+        with engine.begin() as conn:
+            if claim_bulk_change(conn, bulk_id):
+                won.append(bulk_id)
+    return won
+
+
+# --- loading -----------------------------------------------------------------------------
+def load_bulk_change(conn: Connection, bulk_id: int) -> BulkChange:
+    bc, sp, ct, integ = t.device_bulk_change, t.service_provider, t.device_change_request_type, t.integration
+    q = (select(bc.c.Id, bc.c.TenantId, bc.c.ServiceProviderId, bc.c.PortalTypeId, bc.c.Status,
+                bc.c.CreatedBy, sp.c.Name.label("SpName"), sp.c.WriteIsEnabled, ct.c.Code,
+                integ.c.Name.label("IntegrationName"))
+         .select_from(bc.join(sp, sp.c.Id == bc.c.ServiceProviderId)
+                      .join(ct, ct.c.Id == bc.c.ChangeRequestTypeId)
+                      .join(integ, integ.c.Id == sp.c.IntegrationId))
+         .where(bc.c.Id == bulk_id))
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        raise BulkChangeNotFound(f"bulk change {bulk_id} does not exist")
+    return BulkChange(
+        id=row["Id"], tenant_id=row["TenantId"], service_provider_id=row["ServiceProviderId"],
+        service_provider_name=row["SpName"], integration=Integration.from_name(row["IntegrationName"]),
+        change_type=ChangeType.from_code(row["Code"]), portal_type=PortalType(row["PortalTypeId"]),
+        status=BulkStatus(row["Status"]), write_is_enabled=bool(row["WriteIsEnabled"]),
+        created_by=row["CreatedBy"],
+    )
+
+
+def set_bulk_status(conn: Connection, bulk_id: int, status: BulkStatus, *,
+                    error_message: str | None = None) -> None:
+    bc = t.device_bulk_change
+    now = utcnow()
+    values = {"Status": status.value, "ModifiedDate": now}
+    if status.is_final:
+        values["ProcessedDate"] = now
+        values["ErrorMessage"] = error_message
+    elif error_message is not None:
+        values["ErrorMessage"] = error_message
+    conn.execute(update(bc).where(bc.c.Id == bulk_id).values(**values))
+
+
+def load_device_changes(conn: Connection, bulk: BulkChange, *, ids: Sequence[int] | None = None,
+                        statuses: Sequence[str] | None = None) -> list[DeviceChange]:
+    tbl = change_table(bulk.portal_type)
+    base = select(tbl).where(tbl.c.BulkChangeId == bulk.id)
+    if statuses is not None:
+        base = base.where(tbl.c.Status.in_(list(statuses)))
+    rows = []
+    if ids is None:
+        rows = conn.execute(base.order_by(tbl.c.Id)).mappings().all()
+    else:
+        for chunk in _chunks(list(ids)):
+            rows.extend(conn.execute(base.where(tbl.c.Id.in_(chunk)).order_by(tbl.c.Id)).mappings().all())
+    return [_device_change(r) for r in rows]
+
+
+def _device_change(r) -> DeviceChange:
+    return DeviceChange(
+        id=r["Id"], bulk_change_id=r["BulkChangeId"], iccid=r["ICCID"], msisdn=r["MSISDN"],
+        imei=r["IMEI"], eid=r["EID"], device_identifier=r["DeviceIdentifier"], device_id=r["DeviceId"],
+        change_request=r["ChangeRequest"], status=DeviceChangeStatus(r["Status"]),
+        status_details=r["StatusDetails"], service_provider_id=r["ServiceProviderId"],
+        tenant_id=r["TenantId"],
+    )
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    id: int
+    iccid: str
+    msisdn: str | None
+    status: str | None
+    communication_plan: str | None
+    carrier_rate_plan: str | None
+    data_usage_mb: Decimal | None
+
+
+def load_devices_by_iccid(conn: Connection, bulk: BulkChange, iccids: Sequence[str]) -> dict[str, DeviceRow]:
+    """Devices of the bulk change's service provider and tenant only (multi-tenant guard)."""
+    d = t.device
+    out: dict[str, DeviceRow] = {}
+    wanted = sorted({i for i in iccids if i})
+    for chunk in _chunks(wanted):
+        q = select(d.c.Id, d.c.ICCID, d.c.MSISDN, d.c.Status, d.c.CommunicationPlan, d.c.CarrierRatePlan,
+                   d.c.DataUsageMB).where(
+            d.c.ICCID.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
+            d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)  # noqa: E712
+        for r in conn.execute(q):
+            out[r.ICCID] = DeviceRow(int(r.Id), r.ICCID, r.MSISDN, r.Status, r.CommunicationPlan,
+                                     r.CarrierRatePlan, r.DataUsageMB)
+    return out
+
+
+@dataclass(frozen=True)
+class RatePlan:
+    code: str
+    communication_plan: str | None
+    plan_mb: Decimal
+    base_rate: Decimal
+
+
+def load_rate_plans(conn: Connection, service_provider_id: int) -> list[RatePlan]:
+    rp = t.jasper_carrier_rate_plan
+    q = select(rp.c.RatePlanCode, rp.c.CommunicationPlan, rp.c.PlanMB, rp.c.BaseRate).where(
+        rp.c.ServiceProviderId == service_provider_id, rp.c.IsActive == True)  # noqa: E712
+    return [RatePlan(r[0], r[1], Decimal(r[2]), Decimal(r[3])) for r in conn.execute(q)]
+
+
+# --- writing device outcomes ----------------------------------------------------------------
+def mark_device_changes(conn: Connection, bulk: BulkChange, ids: Sequence[int], status: DeviceChangeStatus,
+                        *, details: str | None = None, processed_by: str,
+                        only_statuses: Sequence[str] | None = None) -> int:
+    """Set one status on many device changes (chunked IN). Returns rows changed."""
+    tbl = change_table(bulk.portal_type)
+    now = utcnow()
+    values = {"Status": status.value, "LastModified": now, "ProcessedBy": processed_by,
+              "IsProcessed": status in SETTLED_DEVICE_STATUSES}
+    if details is not None:
+        values["StatusDetails"] = details
+    if status in SETTLED_DEVICE_STATUSES:
+        values["ProcessedDate"] = now
+    n = 0
+    for chunk in _chunks(list(ids)):
+        stmt = update(tbl).where(tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(chunk))
+        if only_statuses is not None:
+            stmt = stmt.where(tbl.c.Status.in_(list(only_statuses)))
+        n += conn.execute(stmt.values(**values)).rowcount
+    return n
+
+
+@dataclass
+class LogEntry:
+    device_change_id: int | None
+    description: str
+    request_text: str = ""
+    response_text: str = ""
+    error_text: str | None = None
+    response_status: str | None = None
+
+    @classmethod
+    def from_call(cls, device_change_id: int, call: CallRecord) -> "LogEntry":
+        status = str(call.status_code) if call.status_code is not None else "NO_RESPONSE"
+        suffix = f" (after {call.attempts} attempts)" if call.attempts > 1 else ""
+        return cls(device_change_id, call.description + suffix, call.request_text, call.response_text,
+                   call.error, status)
+
+
+def add_log_entries(conn: Connection, bulk: BulkChange, entries: Sequence[LogEntry], *, processed_by: str) -> None:
+    if not entries:
+        return
+    mobility = bulk.portal_type == PortalType.MOBILITY
+    now = utcnow()
+    rows = [{
+        "BulkChangeId": bulk.id,
+        "M2MDeviceChangeId": None if mobility else e.device_change_id,
+        "MobilityDeviceChangeId": e.device_change_id if mobility else None,
+        "LogEntryDescription": e.description[:512], "ProcessBy": processed_by,
+        "RequestText": e.request_text, "ResponseText": e.response_text, "ErrorText": e.error_text,
+        "HasErrors": e.error_text is not None, "ResponseStatus": e.response_status, "CreatedDate": now,
+    } for e in entries]
+    for chunk in _chunks(rows, 200):
+        conn.execute(insert(t.device_bulk_change_log), list(chunk))
+
+
+def reject_device_changes(conn: Connection, bulk: BulkChange, rejections: Sequence[tuple[int, str]], *,
+                          processed_by: str, description: str = "Validation: rejected") -> None:
+    """Mark each rejected device change ERROR with its own reason and log why (one round trip each)."""
+    if not rejections:
+        return
+    tbl = change_table(bulk.portal_type)
+    now = utcnow()
+    stmt = (update(tbl).where(tbl.c.Id == bindparam("dc_id"))
+            .values(Status=DeviceChangeStatus.ERROR.value, StatusDetails=bindparam("details"),
+                    IsProcessed=True, ProcessedDate=now, ProcessedBy=processed_by, LastModified=now))
+    conn.execute(stmt, [{"dc_id": i, "details": reason} for i, reason in rejections])
+    add_log_entries(conn, bulk, [LogEntry(i, description, error_text=reason, response_status="ERROR")
+                                 for i, reason in rejections], processed_by=processed_by)
+
+
+def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceResult],
+                   calls: dict[int, list[CallRecord]], *, processed_by: str,
+                   source: str = "BulkChange") -> None:
+    """Write a batch's outcomes: device changes, Device rows, status history and call logs.
+
+    One executemany per table, inside the caller's transaction.
+    """
+    if not results:
+        return
+    tbl = change_table(bulk.portal_type)
+    now = utcnow()
+    conn.execute(
+        update(tbl).where(tbl.c.Id == bindparam("dc_id")).values(
+            Status=bindparam("status"), StatusDetails=bindparam("details"),
+            IsProcessed=bindparam("settled"), ProcessedDate=bindparam("pdate"),
+            ProcessedBy=processed_by, LastModified=now,
+            MSISDN=func.coalesce(bindparam("msisdn"), tbl.c.MSISDN),
+            IpAddress=func.coalesce(bindparam("ip"), tbl.c.IpAddress),
+            CarrierRequestId=func.coalesce(bindparam("req_id"), tbl.c.CarrierRequestId)),
+        [{"dc_id": r.device_change_id, "status": r.status.value, "details": r.details,
+          "settled": r.status in SETTLED_DEVICE_STATUSES,
+          "pdate": now if r.status in SETTLED_DEVICE_STATUSES else None,
+          "msisdn": r.msisdn, "ip": r.ip_address, "req_id": r.carrier_request_id} for r in results])
+
+    changed = [r for r in results if r.status == DeviceChangeStatus.PROCESSED and r.device_id is not None
+               and (r.new_device_status is not None or r.carrier_rate_plan is not None)]
+    if changed:
+        d = t.device
+        conn.execute(
+            update(d).where(d.c.Id == bindparam("d_id")).values(
+                Status=func.coalesce(bindparam("new_status"), d.c.Status),
+                DeviceStatusId=func.coalesce(bindparam("new_status_id"), d.c.DeviceStatusId),
+                CarrierRatePlan=func.coalesce(bindparam("rate_plan"), d.c.CarrierRatePlan),
+                MSISDN=func.coalesce(bindparam("msisdn"), d.c.MSISDN),
+                IPAddress=func.coalesce(bindparam("ip"), d.c.IPAddress),
+                LastStatusChange=bindparam("lsc"), ModifiedDate=now),
+            [{"d_id": r.device_id, "new_status": r.new_device_status, "new_status_id": r.new_device_status_id,
+              "rate_plan": r.carrier_rate_plan, "msisdn": r.msisdn, "ip": r.ip_address,
+              "lsc": now if r.new_device_status and r.new_device_status != r.previous_device_status else None}
+             for r in changed])
+        history = [{"DeviceId": r.device_id, "ICCID": r.iccid, "PreviousStatus": r.previous_device_status,
+                    "CurrentStatus": r.new_device_status, "ChangedBy": processed_by, "BulkChangeId": bulk.id,
+                    "Source": source, "ChangedDate": now}
+                   for r in changed if r.new_device_status and r.new_device_status != r.previous_device_status]
+        if history:
+            conn.execute(insert(t.device_status_history), history)
+
+    entries: list[LogEntry] = []
+    for r in results:
+        recs = calls.get(r.device_change_id) or []
+        entries.extend(LogEntry.from_call(r.device_change_id, c) for c in recs)
+        if not recs:
+            failed = r.status in FAILED_DEVICE_STATUSES
+            entries.append(LogEntry(r.device_change_id, "Update AMOP: no carrier call",
+                                    response_text="" if failed else r.details,
+                                    error_text=r.details if failed else None,
+                                    response_status=r.status.value))
+    add_log_entries(conn, bulk, entries, processed_by=processed_by)
+
+
+# --- roll-up ----------------------------------------------------------------------------------
+def status_counts(conn: Connection, bulk: BulkChange) -> dict[str, int]:
+    tbl = change_table(bulk.portal_type)
+    q = select(tbl.c.Status, func.count()).where(tbl.c.BulkChangeId == bulk.id).group_by(tbl.c.Status)
+    return {status: int(n) for status, n in conn.execute(q)}
+
+
+def fail_unsettled(conn: Connection, bulk: BulkChange, reason: str, *, processed_by: str) -> int:
+    """Sweep device changes no task settled (a batch task failed for good) to ERROR with the reason."""
+    tbl = change_table(bulk.portal_type)
+    ids = [int(i) for i in conn.execute(select(tbl.c.Id).where(
+        tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(UNSETTLED))).scalars()]
+    if ids:
+        reject_device_changes(conn, bulk, [(i, reason) for i in ids], processed_by=processed_by,
+                              description="Finalize: not processed")
+    return len(ids)
+
+
+def decide_bulk_status(counts: dict[str, int]) -> tuple[BulkStatus, str | None]:
+    """The bulk status that the device statuses add up to (PROCESSING while any is open)."""
+    total = sum(counts.values())
+    open_ = sum(n for s, n in counts.items() if DeviceChangeStatus(s) not in SETTLED_DEVICE_STATUSES)
+    if total == 0:
+        return BulkStatus.ERROR, "bulk change has no device changes"
+    if open_:
+        return BulkStatus.PROCESSING, None
+    failed = sum(n for s, n in counts.items() if DeviceChangeStatus(s) in FAILED_DEVICE_STATUSES)
+    if failed == 0:
+        return BulkStatus.PROCESSED, None
+    message = f"{failed} of {total} device changes failed"
+    return (BulkStatus.ERROR if failed == total else BulkStatus.PROCESSED_WITH_ERRORS), message
+
+
+def rollup(conn: Connection, bulk: BulkChange) -> tuple[BulkStatus, dict[str, int]]:
+    counts = status_counts(conn, bulk)
+    status, message = decide_bulk_status(counts)
+    set_bulk_status(conn, bulk.id, status, error_message=message)
+    return status, counts

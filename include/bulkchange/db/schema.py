@@ -1,0 +1,200 @@
+"""AMOP tables as SQLAlchemy Core objects, with the legacy SQL Server names.
+
+Production (SQL Server) already has these tables; the names here must match so the pipeline can
+be pointed at it. ``create_schema`` builds them in an empty development/test database
+(SQLite, PostgreSQL; on SQL Server it is only for a scratch database).
+
+Columns we added to the legacy shape are marked ``# added``: they need a migration in
+production (see README, "Database").
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UnicodeText,
+)
+from sqlalchemy.engine import Connection, Engine
+
+metadata = MetaData()
+
+# Identity keys: BigInteger ids autoincrement as IDENTITY on SQL Server, SERIAL on PostgreSQL;
+# on SQLite only INTEGER PRIMARY KEY autoincrements, so map BigInteger to Integer there.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+device_change_request_type = Table(
+    "DeviceChangeRequestType", metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=False),
+    Column("Code", String(64), nullable=False, unique=True),
+    Column("DisplayName", String(128)),
+)
+
+integration = Table(
+    "Integration", metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=False),
+    Column("Name", String(64), nullable=False, unique=True),
+)
+
+service_provider = Table(
+    "ServiceProvider", metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=False),
+    Column("Name", String(128), nullable=False),
+    Column("IntegrationId", Integer, ForeignKey("Integration.Id"), nullable=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("WriteIsEnabled", Boolean, nullable=False, default=True),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Column("Settings", UnicodeText),  # JSON, non-secret provider settings
+)
+
+device_status = Table(
+    "DeviceStatus", metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=False),
+    Column("IntegrationId", Integer, ForeignKey("Integration.Id")),
+    Column("Status", String(64), nullable=False),
+    Column("DisplayName", String(128)),
+)
+
+device_bulk_change = Table(
+    "DeviceBulkChange", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("TenantId", Integer, nullable=False),
+    Column("ServiceProviderId", Integer, ForeignKey("ServiceProvider.Id"), nullable=False),
+    Column("ChangeRequestTypeId", Integer, ForeignKey("DeviceChangeRequestType.Id"), nullable=False),
+    Column("PortalTypeId", Integer, nullable=False, default=0),
+    Column("ProcessChanges", Boolean, nullable=False, default=True),
+    Column("Status", String(32), nullable=False, default="NEW"),
+    Column("CreatedBy", String(128)),
+    Column("CreatedDate", DateTime, nullable=False),
+    Column("ProcessedDate", DateTime),
+    Column("ErrorMessage", UnicodeText),
+    Column("ModifiedDate", DateTime),  # added: last status change, for the progress view
+    Index("IX_DeviceBulkChange_Status", "Status", "ProcessChanges"),
+)
+
+
+def _device_change_table(name: str) -> Table:
+    return Table(
+        name, metadata,
+        Column("Id", Id, primary_key=True, autoincrement=True),
+        Column("BulkChangeId", BigInteger, ForeignKey("DeviceBulkChange.Id"), nullable=False),
+        Column("ICCID", String(32)),
+        Column("MSISDN", String(32)),
+        Column("IMEI", String(32)),
+        Column("EID", String(64)),
+        Column("DeviceIdentifier", String(64)),
+        Column("DeviceId", BigInteger),
+        Column("ChangeRequest", UnicodeText),
+        Column("Status", String(32), nullable=False, default="NEW"),
+        Column("StatusDetails", UnicodeText),
+        Column("IsProcessed", Boolean, nullable=False, default=False),
+        Column("ProcessedDate", DateTime),
+        Column("ProcessedBy", String(128)),
+        Column("IpAddress", String(64)),
+        Column("LastModified", DateTime),
+        Column("ServiceProviderId", Integer),
+        Column("TenantId", Integer),
+        Column("CarrierRequestId", String(128)),  # added: async carrier request being waited on
+        Index(f"IX_{name}_BulkChange_Status", "BulkChangeId", "Status"),
+    )
+
+
+m2m_device_change = _device_change_table("M2M_DeviceChange")
+mobility_device_change = _device_change_table("Mobility_DeviceChange")
+
+device = Table(
+    "Device", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("ICCID", String(32), nullable=False),
+    Column("MSISDN", String(32)),
+    Column("IMEI", String(32)),
+    Column("EID", String(64)),
+    Column("ServiceProviderId", Integer, ForeignKey("ServiceProvider.Id"), nullable=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("DeviceStatusId", Integer),
+    Column("Status", String(64)),
+    Column("CarrierRatePlan", String(128)),
+    Column("CommunicationPlan", String(128)),
+    Column("CustomerRatePlanId", Integer),
+    Column("CustomerPoolId", Integer),
+    Column("Username", String(256)),
+    Column("CostCenter1", String(128)),
+    Column("CostCenter2", String(128)),
+    Column("CostCenter3", String(128)),
+    Column("IPAddress", String(64)),
+    Column("DataUsageMB", Numeric(18, 4)),
+    Column("LastStatusChange", DateTime),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Column("IsDeleted", Boolean, nullable=False, default=False),
+    Column("CreatedDate", DateTime),
+    Column("ModifiedDate", DateTime),
+    Index("IX_Device_ICCID", "ICCID"),
+    Index("IX_Device_SP_Tenant", "ServiceProviderId", "TenantId"),
+)
+
+device_status_history = Table(
+    "DeviceStatusHistory", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("DeviceId", BigInteger),
+    Column("ICCID", String(32)),
+    Column("PreviousStatus", String(64)),
+    Column("CurrentStatus", String(64)),
+    Column("ChangedBy", String(128)),
+    Column("BulkChangeId", BigInteger),
+    Column("Source", String(64)),
+    Column("ChangedDate", DateTime, nullable=False),
+    Index("IX_DeviceStatusHistory_Device", "DeviceId"),
+)
+
+device_bulk_change_log = Table(
+    "DeviceBulkChangeLog", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("BulkChangeId", BigInteger, nullable=False),
+    Column("M2MDeviceChangeId", BigInteger),
+    Column("MobilityDeviceChangeId", BigInteger),
+    Column("LogEntryDescription", String(512)),
+    Column("ProcessBy", String(128)),
+    Column("RequestText", UnicodeText),
+    Column("ResponseText", UnicodeText),
+    Column("ErrorText", UnicodeText),
+    Column("HasErrors", Boolean, nullable=False, default=False),
+    Column("ResponseStatus", String(32)),
+    Column("CreatedDate", DateTime, nullable=False),
+    Index("IX_DeviceBulkChangeLog_BulkChange", "BulkChangeId"),
+)
+
+jasper_carrier_rate_plan = Table(
+    "JasperCarrierRatePlan", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("ServiceProviderId", Integer, ForeignKey("ServiceProvider.Id"), nullable=False),
+    Column("RatePlanCode", String(128), nullable=False),
+    Column("CommunicationPlan", String(128)),
+    Column("PlanMB", Numeric(18, 4), nullable=False),
+    Column("BaseRate", Numeric(18, 4), nullable=False),
+    Column("IsActive", Boolean, nullable=False, default=True),
+)
+
+
+def create_schema(bind: Engine | Connection) -> None:
+    """Create every table that does not exist yet (idempotent) and seed the lookups."""
+    from bulkchange.db.seed import seed_lookups
+
+    metadata.create_all(bind)
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            seed_lookups(conn)
+    else:
+        seed_lookups(bind)
+
+
+def drop_schema(bind: Engine | Connection) -> None:
+    metadata.drop_all(bind)

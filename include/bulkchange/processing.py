@@ -1,0 +1,240 @@
+"""The three steps of processing one bulk change: prepare, process a batch, finalize.
+
+Plain Python over an SQLAlchemy engine and a carrier client: the Airflow tasks call these, and
+so do the tests and benchmarks without a scheduler. The DB is the source of truth for progress,
+so every step is idempotent:
+
+* ``prepare`` validates only device changes not validated yet (NEW), queues the valid ones as
+  PENDING and plans batches over every unsettled device change (PENDING and PROCESSING).
+* ``process_batch`` only touches device changes of its batch that are still PENDING or
+  PROCESSING. A device found in PROCESSING was handed to the carrier by an attempt that died
+  before recording the outcome: the handler asks the carrier before sending again, so a retried
+  task never sends the same change twice.
+* ``finalize`` sweeps whatever no batch settled to ERROR with the reason and rolls the bulk
+  change up, so it never stays PROCESSING after its run.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy.engine import Engine
+
+from bulkchange.carriers.base import CallLog
+from bulkchange.changes import UnsupportedChange, get_handler
+from bulkchange.db import repository as repo
+from bulkchange.engine import run_batch
+from bulkchange.models import (
+    BatchPlan,
+    BulkChange,
+    BulkStatus,
+    DeviceChange,
+    DeviceChangeStatus,
+    DeviceResult,
+    RequestParseError,
+    parse_change_request,
+)
+from bulkchange.rules import RuleError, iccid_problem
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_PROCESSED_BY = "bulk_change_process"
+
+
+@dataclass
+class PrepareResult:
+    bulk_change_id: int
+    batches: list[BatchPlan]
+    rejected: int = 0
+    queued: int = 0
+    preflight_error: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def preflight_problem(bulk: BulkChange, credentials_problem: str | None) -> str | None:
+    """A reason that stops the whole bulk change before any carrier call, or None."""
+    try:
+        get_handler(bulk.change_type, bulk.integration)
+    except UnsupportedChange as exc:
+        return str(exc)
+    if not bulk.write_is_enabled:
+        return (f"writes are disabled for service provider {bulk.service_provider_id} "
+                f"({bulk.service_provider_name}): WriteIsEnabled is off")
+    return credentials_problem
+
+
+def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE,
+            credentials_problem: str | None = None, processed_by: str = DEFAULT_PROCESSED_BY) -> PrepareResult:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    with engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        if bulk.status == BulkStatus.NEW:
+            # Launched by hand without the sensor: claim it so the sensor cannot launch it again.
+            repo.claim_bulk_change(conn, bulk_id)
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+
+        problem = preflight_problem(bulk, credentials_problem)
+        if problem:
+            open_ids = [dc.id for dc in repo.load_device_changes(conn, bulk, statuses=repo.UNSETTLED)]
+            repo.reject_device_changes(conn, bulk, [(i, problem) for i in open_ids],
+                                       processed_by=processed_by, description="Pre-flight: not processed")
+            status, counts = repo.rollup(conn, bulk)
+            if status != BulkStatus.PROCESSING:
+                repo.set_bulk_status(conn, bulk_id, status, error_message=problem)
+            log.error("bulk change %s stopped before any carrier call: %s", bulk_id, problem)
+            return PrepareResult(bulk_id, [], rejected=len(open_ids), preflight_error=problem, counts=counts)
+
+        handler_cls = get_handler(bulk.change_type, bulk.integration)
+        handler = handler_cls(bulk, None, handler_cls.load_context(conn, bulk))
+        new = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.NEW.value])
+        devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in new if dc.iccid])
+        seen = _already_queued_identifiers(conn, bulk)
+        rejected: list[tuple[int, str]] = []
+        accepted: list[int] = []
+        for dc in new:
+            reason = _validate(handler, bulk, dc, devices, seen)
+            if reason:
+                rejected.append((dc.id, reason))
+            else:
+                accepted.append(dc.id)
+        repo.reject_device_changes(conn, bulk, rejected, processed_by=processed_by)
+        repo.mark_device_changes(conn, bulk, accepted, DeviceChangeStatus.PENDING, details="validated, queued",
+                                 processed_by=processed_by, only_statuses=[DeviceChangeStatus.NEW.value])
+        todo = [dc.id for dc in repo.load_device_changes(
+            conn, bulk, statuses=[DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value])]
+        counts = repo.status_counts(conn, bulk)
+        if not todo:
+            status, counts = repo.rollup(conn, bulk)
+    batches = plan_batches(bulk, todo, batch_size)
+    log.info("bulk change %s: %d rejected, %d queued, %d device changes in %d batches of up to %d",
+             bulk_id, len(rejected), len(accepted), len(todo), len(batches), batch_size)
+    return PrepareResult(bulk_id, batches, rejected=len(rejected), queued=len(accepted), counts=counts)
+
+
+def _already_queued_identifiers(conn, bulk: BulkChange) -> dict[str, int]:
+    """Identifiers of device changes that passed validation earlier (for duplicate detection on re-runs)."""
+    done = repo.load_device_changes(conn, bulk, statuses=[s.value for s in DeviceChangeStatus
+                                                          if s not in (DeviceChangeStatus.NEW,
+                                                                       DeviceChangeStatus.ERROR)])
+    return {_identity(dc): dc.id for dc in done if _identity(dc)}
+
+
+def _identity(dc: DeviceChange) -> str | None:
+    return dc.iccid or dc.msisdn or dc.device_identifier
+
+
+def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: dict[str, int]) -> str | None:
+    problem = iccid_problem(dc.iccid)
+    if problem:
+        return problem
+    key = _identity(dc)
+    if key in seen:
+        return f"duplicate: device {key} is already in this bulk change as device change {seen[key]}"
+    try:
+        request = parse_change_request(bulk.change_type, dc.change_request)
+        handler.validate(dc, request, devices.get(dc.iccid))
+    except (RequestParseError, RuleError) as exc:
+        return str(exc)
+    seen[key] = dc.id
+    return None
+
+
+def plan_batches(bulk: BulkChange, ids: list[int], batch_size: int) -> list[BatchPlan]:
+    ids = sorted(ids)
+    batches = []
+    total = len(ids)
+    for start in range(0, total, batch_size):
+        chunk = ids[start:start + batch_size]
+        end = start + len(chunk)
+        label = (f"{bulk.integration.value} devices {start + 1}-{end} of {total}" if len(chunk) > 1
+                 else f"{bulk.integration.value} device {start + 1} of {total}")
+        batches.append(BatchPlan(bulk_change_id=bulk.id, device_change_ids=chunk, label=label))
+    return batches
+
+
+@dataclass
+class BatchSummary:
+    bulk_change_id: int
+    counts: dict[str, int]
+    skipped: int
+    calls: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bulk_change_id": self.bulk_change_id, "counts": self.counts, "skipped": self.skipped,
+                "calls": self.calls}
+
+
+def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *, client: Any,
+                  max_parallel: int = 10, processed_by: str = DEFAULT_PROCESSED_BY,
+                  on_progress: Callable[[int, int], None] | None = None) -> BatchSummary:
+    with engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        handler_cls = get_handler(bulk.change_type, bulk.integration)
+        context = handler_cls.load_context(conn, bulk)
+        open_changes = repo.load_device_changes(
+            conn, bulk, ids=device_change_ids,
+            statuses=[DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value])
+        devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in open_changes if dc.iccid])
+        interrupted = {dc.id for dc in open_changes if dc.status == DeviceChangeStatus.PROCESSING}
+        # Hand them to the carrier: from here on an outcome may exist at the carrier before we know it.
+        repo.mark_device_changes(conn, bulk, [dc.id for dc in open_changes if dc.id not in interrupted],
+                                 DeviceChangeStatus.PROCESSING, processed_by=processed_by,
+                                 details="sent to carrier", only_statuses=[DeviceChangeStatus.PENDING.value])
+    skipped = len(device_change_ids) - len(open_changes)
+    handler = handler_cls(bulk, client, context)
+    logs: dict[int, CallLog] = {dc.id: CallLog() for dc in open_changes}
+    done = [0]
+
+    def work(dc: DeviceChange) -> DeviceResult:
+        device = devices.get(dc.iccid)
+        try:
+            request = parse_change_request(bulk.change_type, dc.change_request)
+            handler.validate(dc, request, device)
+        except (RequestParseError, RuleError) as exc:  # the device changed since prepare
+            return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, details=str(exc),
+                                device_id=device.id if device else None, iccid=dc.iccid)
+        return handler.apply(dc, request, device, verify_first=dc.id in interrupted, log=logs[dc.id])
+
+    def progress(_item, _outcome) -> None:
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(done[0], len(open_changes))
+
+    outcomes = run_batch(open_changes, work, max_parallel=max_parallel, on_result=progress)
+    results = []
+    for outcome in outcomes:
+        dc = outcome.item
+        if outcome.error is not None:  # a bug or DB-free failure inside the handler: never lose the device
+            results.append(DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, iccid=dc.iccid,
+                                        details=f"internal error: {type(outcome.error).__name__}: {outcome.error}"))
+        else:
+            results.append(outcome.value)
+    with engine.begin() as conn:
+        repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
+                            processed_by=processed_by)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    calls = sum(len(c.records) for c in logs.values())
+    return BatchSummary(bulk_id, counts, skipped, calls)
+
+
+def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY,
+             unsettled_reason: str | None = None) -> dict[str, Any]:
+    """Settle the bulk change at the end of its run. Never leaves it PROCESSING."""
+    reason = unsettled_reason or ("not processed: the batch task handling this device failed before "
+                                  "recording an outcome (a carrier call may have been sent); "
+                                  "see the task log and retry the failed devices")
+    with engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        swept = repo.fail_unsettled(conn, bulk, reason, processed_by=processed_by)
+        status, counts = repo.rollup(conn, bulk)
+    return {"bulk_change_id": bulk_id, "status": status.value, "counts": counts, "swept": swept}
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no device changes"
+

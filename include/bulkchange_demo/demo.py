@@ -1,0 +1,232 @@
+"""The main job on the embedded default: a 1,000-device Jasper suspend, end to end, for real.
+
+1. Start the carrier simulators on loopback (Jasper with 1,000 seeded devices).
+2. Create the AMOP database (SQLite), a Jasper service provider, its devices and rate plans, and
+   a StatusUpdate bulk change to Suspend, inserted as NEW the way the portal writes it.
+3. Run Airflow (``airflow standalone``: scheduler, dag-processor, api-server, triggerer;
+   LocalExecutor; SQLite metadata DB) with the project's DAGs and demo connections.
+4. Trigger bulk_change_sensor, which claims the bulk change and launches bulk_change_process.
+5. Wait for the bulk change to reach a final status and print a per-status summary.
+
+``--serve`` does steps 1-3 and keeps Airflow up (UI on the printed URL) until Ctrl-C.
+Everything lives under ``var/demo/`` and is recreated on every run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.db.connect import make_engine
+from bulkchange.db.schema import create_schema
+from bulkchange.models import ChangeType, Integration
+
+ROOT = Path(__file__).resolve().parents[2]
+VAR = ROOT / "var" / "demo"
+SP_ID, TENANT_ID = 1, 1
+JASPER_USER, JASPER_KEY = "demo", "demo-api-key-7f3a9c"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_devices(n: int) -> list[dict]:
+    """Half the fleet has a communication plan, so the DEACTIVATED rate-plan rule shows up."""
+    out = []
+    for i in range(n):
+        with_plan = i % 2 == 0
+        out.append({
+            "ICCID": seed.make_iccid(i + 1), "MSISDN": f"1555{i + 1:07d}", "IMEI": f"35{i + 1:013d}",
+            "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB",
+            "CommunicationPlan": "IOT-COMM" if with_plan else None,
+            "DataUsageMB": (i % 7) * 100,
+        })
+    return out
+
+
+def seed_amop(url: str, n: int) -> int:
+    engine = make_engine(url)
+    create_schema(engine)
+    devices = demo_devices(n)
+    with engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=SP_ID, name="Demo Jasper account", integration=Integration.JASPER,
+                                  tenant_id=TENANT_ID)
+        for code, mb, rate in (("IOT-SUSPEND-0", 0, 0.50), ("IOT-SUSPEND-500", 500, 1.00), ("IOT-1GB", 1024, 4.00)):
+            conn.execute(t.jasper_carrier_rate_plan.insert().values(
+                ServiceProviderId=SP_ID, RatePlanCode=code, CommunicationPlan="IOT-COMM", PlanMB=mb, BaseRate=rate,
+                IsActive=True))
+        seed.add_devices(conn, devices, sp_id=SP_ID, tenant_id=TENANT_ID)
+        bulk_id = seed.add_bulk_change(
+            conn, sp_id=SP_ID, tenant_id=TENANT_ID, change_type=ChangeType.STATUS_UPDATE, created_by="demo",
+            requests=[{"ICCID": d["ICCID"], "MSISDN": d["MSISDN"],
+                       "ChangeRequest": {"UpdateStatus": "Suspend", "IsIgnoreCurrentStatus": False}}
+                      for d in devices])
+    engine.dispose()
+    return bulk_id
+
+
+def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]:
+    home = VAR / "airflow"
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "AIRFLOW_CONN_AMOP_DB": json.dumps({"conn_type": "sqlite", "host": amop_url.removeprefix("sqlite:///")}),
+        f"AIRFLOW_CONN_CARRIER_SP_{SP_ID}": json.dumps({
+            "conn_type": "http", "host": jasper_url, "login": JASPER_USER, "password": JASPER_KEY,
+            "extra": {"rate_limit_per_s": 200, "timeout_s": 10}}),
+        "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}",
+    })
+    return env
+
+
+def airflow(env: dict, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, check=check, text=True,
+                          capture_output=capture)
+
+
+def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def print_summary(amop_url: str, bulk_id: int, sim_control) -> dict:
+    engine = make_engine(amop_url)
+    with engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        counts = repo.status_counts(conn, bulk)
+        device_status = dict(conn.execute(select(t.device.c.Status, func.count()).group_by(t.device.c.Status)).all())
+        history = conn.execute(select(func.count()).select_from(t.device_status_history)
+                               .where(t.device_status_history.c.BulkChangeId == bulk_id)).scalar_one()
+        logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)
+                            .where(t.device_bulk_change_log.c.BulkChangeId == bulk_id)).scalar_one()
+        leaks = conn.execute(select(func.count()).select_from(t.device_bulk_change_log).where(
+            t.device_bulk_change_log.c.RequestText.contains(JASPER_KEY)
+            | t.device_bulk_change_log.c.ResponseText.contains(JASPER_KEY)
+            | t.device_bulk_change_log.c.RequestText.contains("Authorization")
+        )).scalar_one()
+    status_puts = [c for c in sim_control.calls(method="PUT") if '"status"' in json.dumps(c.get("body") or c.get("request") or {})]
+    per_device: dict[str, int] = {}
+    for c in status_puts:
+        per_device[c.get("iccid")] = per_device.get(c.get("iccid"), 0) + 1
+    print()
+    print(f"Bulk change {bulk_id}: {bulk.status.value}")
+    print("  device changes by status: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    print("  Device table by status:   " + ", ".join(f"{k}={v}" for k, v in sorted(device_status.items())))
+    print(f"  DeviceStatusHistory rows: {history}")
+    print(f"  DeviceBulkChangeLog rows: {logs} (rows containing the API key or an Authorization header: {leaks})")
+    print(f"  carrier status changes:   {len(status_puts)} for {len(per_device)} devices "
+          f"(most for one device: {max(per_device.values(), default=0)})")
+    return {"status": bulk.status.value, "counts": counts, "history": history, "logs": logs, "leaks": leaks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--serve", action="store_true", help="keep Airflow running with the UI; no bulk change run")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args(argv)
+
+    from simulators.server import SimulatorServer
+
+    shutil.rmtree(VAR, ignore_errors=True)
+    (VAR / "airflow").mkdir(parents=True)
+    amop_url = f"sqlite:///{VAR / 'amop.db'}"
+
+    print("== starting carrier simulators")
+    sims = SimulatorServer(jasper_accounts={JASPER_USER: JASPER_KEY}, latency_ms=20)
+    sims.start()
+    control = sims.control("jasper")
+    control.seed_devices([{"iccid": d["ICCID"], "msisdn": d["MSISDN"], "imei": d["IMEI"], "status": "ACTIVATED",
+                           "ratePlan": d["CarrierRatePlan"], "communicationPlan": d["CommunicationPlan"]}
+                          for d in demo_devices(args.devices)])
+    print(f"   Jasper simulator: {sims.url_for('jasper')} ({args.devices} devices)")
+
+    print("== creating the AMOP database and a NEW bulk change")
+    bulk_id = seed_amop(amop_url, args.devices)
+    print(f"   {amop_url}: bulk change {bulk_id}, StatusUpdate -> Suspend, {args.devices} devices")
+
+    api_port = free_port()
+    env = airflow_env(amop_url, sims.url_for("jasper"), api_port)
+    print("== preparing the Airflow metadata database (SQLite)")
+    airflow(env, "db", "migrate")
+    print(f"== starting Airflow (scheduler, dag-processor, api-server on :{api_port}, triggerer)")
+    log_path = VAR / "airflow" / "standalone.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def dags_ready():
+            out = airflow(env, "dags", "list", "-o", "json", check=False)
+            return out.returncode == 0 and "bulk_change_process" in out.stdout and "bulk_change_sensor" in out.stdout
+        wait_for(dags_ready, 180, 3, "Airflow to parse the DAGs")
+        if args.serve:
+            print(f"\nAirflow UI: http://127.0.0.1:{api_port} (no login needed in this demo setup)")
+            print(f"Bulk change {bulk_id} is NEW; the sensor DAG picks it up within "
+                  f"{os.environ.get('BULKCHANGE_SENSOR_EVERY_MINUTES', '2')} minutes. Ctrl-C stops everything.")
+            signal.pause()
+            return 0
+        print("== triggering bulk_change_sensor")
+        airflow(env, "dags", "trigger", "bulk_change_sensor")
+        engine = make_engine(amop_url)
+        started = time.monotonic()
+        last = [""]
+
+        def finished():
+            with engine.connect() as conn:
+                bulk = repo.load_bulk_change(conn, bulk_id)
+                counts = repo.status_counts(conn, bulk)
+            line = f"   {time.monotonic() - started:5.0f}s  {bulk.status.value:<22} " + \
+                ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            if line.split(None, 1)[1] != last[0]:
+                print(line, flush=True)
+                last[0] = line.split(None, 1)[1]
+            return bulk.status.is_final
+
+        wait_for(finished, args.timeout, 3, f"bulk change {bulk_id} to finish (see {log_path})")
+        summary = print_summary(amop_url, bulk_id, control)
+        ok = summary["status"] == "PROCESSED" and summary["leaks"] == 0
+        print("\nDemo " + ("succeeded." if ok else f"ended with bulk change status {summary['status']}."))
+        return 0 if ok else 1
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        sims.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Hooks: Airflow connections in, core objects (SQLAlchemy engine, carrier client) out.
+
+* ``AmopHook`` resolves the ``amop_db`` connection (conn types mssql, postgres, sqlite) through
+  the providers' own DB hooks and returns a SQLAlchemy engine configured by the core.
+* ``CarrierHook`` resolves one carrier account's connection (by convention
+  ``carrier_sp_<ServiceProviderId>``) into a core carrier client with its rate limit and retry
+  policy. Credentials stay inside the client; Airflow masks connection passwords in task logs.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from bulkchange.carriers import CarrierSettings, build_client
+from bulkchange.db.connect import make_engine
+from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
+from bulkchange.models import Integration
+
+_ENGINES: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+class AmopHook(BaseHook):
+    conn_name_attr = "amop_conn_id"
+    default_conn_name = "amop_db"
+    hook_name = "AMOP database"
+
+    def __init__(self, amop_conn_id: str = default_conn_name, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.amop_conn_id = amop_conn_id
+
+    def get_engine(self):
+        """One engine (and connection pool) per database URL per process."""
+        conn = self.get_connection(self.amop_conn_id)
+        url = conn.get_hook().sqlalchemy_url  # via SqliteHook / PostgresHook / MsSqlHook
+        key = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                engine = _ENGINES[key] = make_engine(url)
+            return engine
+
+
+def carrier_conn_id(service_provider_id: int) -> str:
+    return f"carrier_sp_{service_provider_id}"
+
+
+class CarrierHook(BaseHook):
+    """One carrier account. Connection fields: host = API base URL (or extra ``base_url``),
+    login = user / API key id, password = API key / secret; extra = engine knobs
+    (``rate_limit_per_s``, ``timeout_s``, ``max_attempts``) and carrier-specific settings."""
+
+    conn_name_attr = "carrier_conn_id"
+    default_conn_name = "carrier_default"
+    hook_name = "Carrier account (bulkchange)"
+
+    def __init__(self, carrier_conn_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.carrier_conn_id = carrier_conn_id
+
+    def get_settings(self) -> CarrierSettings:
+        conn = self.get_connection(self.carrier_conn_id)
+        extra = conn.extra_dejson or {}
+        base_url = extra.get("base_url") or conn.host or ""
+        if base_url and "://" not in base_url:
+            scheme = conn.schema or "https"
+            port = f":{conn.port}" if conn.port else ""
+            base_url = f"{scheme}://{base_url}{port}"
+        if not base_url:
+            raise ValueError(f"connection {self.carrier_conn_id} has no host / base_url")
+        return CarrierSettings(base_url=base_url, login=conn.login, password=conn.password, extra=extra)
+
+    def get_client(self, integration: Integration, *, rate_share: int = 1):
+        """A client whose calls share one limiter: the account's rate divided by ``rate_share``
+        (the number of batch tasks of one run allowed to call this account at once)."""
+        settings = self.get_settings()
+        rate = settings.rate_limit_per_s
+        policy = CallPolicy(
+            rate_limiter=RateLimiter(rate / max(1, rate_share) if rate else None),
+            retry=RetryPolicy(max_attempts=settings.max_attempts),
+        )
+        return build_client(integration, settings, policy=policy)
+
+    def credentials_problem(self) -> str | None:
+        """None when the account's connection exists and is usable, else the reason."""
+        try:
+            settings = self.get_settings()
+        except Exception as exc:  # AirflowNotFoundException and friends
+            return (f"no usable carrier connection {self.carrier_conn_id!r}: "
+                    f"{type(exc).__name__}: {exc}")
+        if not settings.login or not settings.password:
+            return f"carrier connection {self.carrier_conn_id!r} has no login or password"
+        return None

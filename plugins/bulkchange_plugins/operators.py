@@ -1,0 +1,58 @@
+"""Operators: thin wrappers that wire hooks to the core's processing steps."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator
+
+from bulkchange import processing
+from bulkchange.db import repository as repo
+from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+
+
+class CarrierBatchOperator(BaseOperator):
+    """Apply a bulk change to one batch of its device changes through the carrier's API.
+
+    Mapped over the batches ``prepare`` planned (``expand_kwargs``); ``label`` names the batch in
+    the UI (``map_index_template="{{ task.label }}"``). Safe to retry: only device changes still
+    open are touched, and one that an earlier attempt left in flight is checked at the carrier
+    before anything is sent again.
+    """
+
+    template_fields: Sequence[str] = ("bulk_change_id", "max_parallel", "rate_share")
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, bulk_change_id: int | str, device_change_ids: list[int], label: str = "",
+                 max_parallel: int | str = 10, rate_share: int | str = 1,
+                 amop_conn_id: str = AmopHook.default_conn_name, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.bulk_change_id = bulk_change_id
+        self.device_change_ids = device_change_ids
+        self.label = label
+        self.max_parallel = max_parallel
+        self.rate_share = rate_share
+        self.amop_conn_id = amop_conn_id
+
+    def execute(self, context: Any) -> dict:
+        engine = AmopHook(self.amop_conn_id).get_engine()
+        bulk_id = int(self.bulk_change_id)
+        with engine.connect() as conn:
+            bulk = repo.load_bulk_change(conn, bulk_id)
+        client = CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(
+            bulk.integration, rate_share=int(self.rate_share))
+        step = max(1, len(self.device_change_ids) // 5)
+
+        def progress(done: int, total: int) -> None:
+            if done % step == 0 or done == total:
+                self.log.info("%s: %d/%d device changes done", self.label, done, total)
+
+        try:
+            summary = processing.process_batch(
+                engine, bulk_id, list(self.device_change_ids), client=client,
+                max_parallel=int(self.max_parallel), processed_by=f"bulk_change_process:{context['run_id']}",
+                on_progress=progress)
+        finally:
+            client.close()
+        self.log.info("%s: %s (%d already settled, %d carrier calls)", self.label,
+                      processing.summary_line(summary.counts), summary.skipped, summary.calls)
+        return summary.as_dict()

@@ -1,0 +1,109 @@
+"""Shared fixtures: AMOP databases (SQLite and PostgreSQL), statement capture for the SQL Server
+compile check, and an isolated Airflow home. Environment is set before Airflow is imported."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="bulkchange-airflow-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                      f"sqlite:///{Path(os.environ['AIRFLOW_HOME']) / 'airflow.db'}")
+for p in (ROOT / "include", ROOT / "plugins"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from sqlalchemy import event  # noqa: E402
+from sqlalchemy.sql.elements import ClauseElement  # noqa: E402
+
+from bulkchange.db.connect import make_engine  # noqa: E402
+from bulkchange.db.schema import create_schema  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("BULKCHANGE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+# Every Core statement any test engine executes, for tests/db/test_mssql_compile.py
+CAPTURED_STATEMENTS: dict[str, ClauseElement] = {}
+
+
+def _capture(engine):
+    @event.listens_for(engine, "before_execute")
+    def _before_execute(conn, clauseelement, multiparams, params, execution_options):
+        if isinstance(clauseelement, ClauseElement):
+            key = f"{type(clauseelement).__name__}:{clauseelement}"
+            CAPTURED_STATEMENTS.setdefault(key, clauseelement)
+    return engine
+
+
+def pg_available() -> str | None:
+    """None if the PostgreSQL server answers, else why not."""
+    import sqlalchemy as sa
+    try:
+        eng = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(sa.text("select 1"))
+        eng.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+
+
+def require_pg():
+    reason = pg_available()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}: .ci/run must start PostgreSQL")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'amop.db'}"
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url):
+    engine = _capture(make_engine(sqlite_url))
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    require_pg()
+    import sqlalchemy as sa
+    name = f"bulkchange_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_url):
+    engine = _capture(make_engine(pg_url))
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def amop_engine(request):
+    """The AMOP DB on each supported embedded/test dialect."""
+    return request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")

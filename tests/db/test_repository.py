@@ -1,0 +1,151 @@
+"""Repository behaviour on SQLite and PostgreSQL (the same code path as SQL Server)."""
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from bulkchange.carriers.base import CallRecord
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.db.connect import make_engine
+from bulkchange.models import BulkStatus, ChangeType, DeviceChangeStatus, DeviceResult, Integration
+
+
+def make_bulk(engine, n=3, status="NEW", sp_id=1, tenant_id=1, process=True):
+    with engine.begin() as conn:
+        if conn.execute(select(t.service_provider.c.Id).where(t.service_provider.c.Id == sp_id)).first() is None:
+            seed.add_service_provider(conn, sp_id=sp_id, name=f"sp{sp_id}", integration=Integration.JASPER,
+                                      tenant_id=tenant_id)
+        start = 1000 * sp_id
+        seed.add_devices(conn, [{"ICCID": seed.make_iccid(start + i), "Status": "ACTIVATED"} for i in range(n)],
+                         sp_id=sp_id, tenant_id=tenant_id)
+        return seed.add_bulk_change(
+            conn, sp_id=sp_id, tenant_id=tenant_id, change_type=ChangeType.STATUS_UPDATE, status=status,
+            process_changes=process,
+            requests=[{"ICCID": seed.make_iccid(start + i), "ChangeRequest": {"UpdateStatus": "Suspend"}}
+                      for i in range(n)])
+
+
+def test_schema_creation_is_idempotent_and_seeds_lookups(amop_engine):
+    from bulkchange.db.schema import create_schema
+    create_schema(amop_engine)  # second time
+    with amop_engine.connect() as conn:
+        codes = set(conn.execute(select(t.device_change_request_type.c.Code)).scalars())
+        assert len(codes) == 9 and "EditUsernameCostCenter" in codes
+        assert conn.execute(select(t.integration.c.Name).where(t.integration.c.Id == 4)).scalar_one() == "ThingSpace"
+
+
+def test_find_and_claim_only_new_with_process_changes(amop_engine):
+    a = make_bulk(amop_engine)
+    make_bulk(amop_engine, sp_id=2, process=False)
+    make_bulk(amop_engine, sp_id=3, status="PROCESSED")
+    assert repo.claim_new_bulk_changes(amop_engine) == [a]
+    assert repo.claim_new_bulk_changes(amop_engine) == []
+    with amop_engine.connect() as conn:
+        assert repo.load_bulk_change(conn, a).status == BulkStatus.PENDING
+
+
+def test_concurrent_claimers_each_bulk_change_claimed_once(amop_engine):
+    ids = [make_bulk(amop_engine, n=1, sp_id=10 + i) for i in range(12)]
+    url = amop_engine.url.render_as_string(hide_password=False)
+    results, barrier = [], threading.Barrier(4)
+
+    def claimer():
+        engine = make_engine(url)  # each claimer has its own engine, like two sensor runs
+        barrier.wait()
+        results.append(repo.claim_new_bulk_changes(engine))
+        engine.dispose()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    claimed = [i for r in results for i in r]
+    assert sorted(claimed) == sorted(ids)  # every one claimed, none twice
+
+
+def test_load_bulk_change_joins_type_provider_integration(amop_engine):
+    bulk_id = make_bulk(amop_engine)
+    with amop_engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        assert (bulk.change_type, bulk.integration, bulk.service_provider_name) == \
+            (ChangeType.STATUS_UPDATE, Integration.JASPER, "sp1")
+        with pytest.raises(repo.BulkChangeNotFound):
+            repo.load_bulk_change(conn, 999999)
+
+
+def test_devices_of_other_tenants_are_invisible(amop_engine):
+    bulk_id = make_bulk(amop_engine)
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=7, name="other", integration=Integration.JASPER, tenant_id=2)
+        seed.add_devices(conn, [{"ICCID": seed.make_iccid(5555), "Status": "ACTIVATED"}], sp_id=7, tenant_id=2)
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        found = repo.load_devices_by_iccid(conn, bulk, [seed.make_iccid(1000), seed.make_iccid(5555)])
+    assert list(found) == [seed.make_iccid(1000)]
+
+
+def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
+    bulk_id = make_bulk(amop_engine, n=3)
+    with amop_engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        dcs = repo.load_device_changes(conn, bulk)
+        devices = repo.load_devices_by_iccid(conn, bulk, [d.iccid for d in dcs])
+        ok, failed, rejected = dcs
+        results = [
+            DeviceResult(device_change_id=ok.id, status=DeviceChangeStatus.PROCESSED, details="done",
+                         device_id=devices[ok.iccid].id, iccid=ok.iccid, previous_device_status="ACTIVATED",
+                         new_device_status="DEACTIVATED", new_device_status_id=3, carrier_rate_plan="P0"),
+            DeviceResult(device_change_id=failed.id, status=DeviceChangeStatus.API_FAILED, details="HTTP 400",
+                         device_id=devices[failed.iccid].id, iccid=failed.iccid),
+        ]
+        calls = {ok.id: [CallRecord("Update Jasper Status: Jasper API", "PUT", "u", "PUT /devices/x", 200, "{}")],
+                 failed.id: [CallRecord("Update Jasper Status: Jasper API", "PUT", "u", "PUT", 400, "{}",
+                                        error="HTTP 400", attempts=1)]}
+        repo.record_results(conn, bulk, results, calls, processed_by="test")
+        repo.reject_device_changes(conn, bulk, [(rejected.id, "bad ICCID")], processed_by="test")
+    with amop_engine.connect() as conn:
+        by_id = {d.id: d for d in repo.load_device_changes(conn, bulk)}
+        assert by_id[ok.id].status == DeviceChangeStatus.PROCESSED
+        assert by_id[failed.id].status_details == "HTTP 400"
+        assert by_id[rejected.id].status == DeviceChangeStatus.ERROR
+        dev = conn.execute(select(t.device).where(t.device.c.ICCID == ok.iccid)).mappings().one()
+        assert (dev["Status"], dev["DeviceStatusId"], dev["CarrierRatePlan"]) == ("DEACTIVATED", 3, "P0")
+        assert dev["LastStatusChange"] is not None
+        untouched = conn.execute(select(t.device.c.Status).where(t.device.c.ICCID == failed.iccid)).scalar_one()
+        assert untouched == "ACTIVATED"
+        hist = conn.execute(select(t.device_status_history)).mappings().all()
+        assert [(h["PreviousStatus"], h["CurrentStatus"], h["BulkChangeId"]) for h in hist] == \
+            [("ACTIVATED", "DEACTIVATED", bulk_id)]
+        logs = conn.execute(select(t.device_bulk_change_log)
+                            .order_by(t.device_bulk_change_log.c.Id)).mappings().all()
+        assert [(lg["M2MDeviceChangeId"], lg["HasErrors"]) for lg in logs] == \
+            [(ok.id, False), (failed.id, True), (rejected.id, True)]
+        assert logs[2]["ErrorText"] == "bad ICCID"
+        assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS
+
+
+@pytest.mark.parametrize("counts,expected", [
+    ({"PROCESSED": 3}, BulkStatus.PROCESSED),
+    ({"PROCESSED": 2, "API_FAILED": 1}, BulkStatus.PROCESSED_WITH_ERRORS),
+    ({"ERROR": 2, "API_FAILED": 1}, BulkStatus.ERROR),
+    ({"PROCESSED": 2, "PROCESSING": 1}, BulkStatus.PROCESSING),
+    ({"PROCESSED": 2, "PENDING_ACTIVATION": 1}, BulkStatus.PROCESSING),
+    ({}, BulkStatus.ERROR),
+])
+def test_decide_bulk_status(counts, expected):
+    assert repo.decide_bulk_status(counts)[0] == expected
+
+
+def test_mark_and_sweep_chunk_large_id_lists(amop_engine):
+    bulk_id = make_bulk(amop_engine, n=2300)  # more ids than one IN chunk / SQL Server's 2,100 params
+    with amop_engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        ids = [d.id for d in repo.load_device_changes(conn, bulk)]
+        assert repo.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PENDING, processed_by="t") == 2300
+        assert len(repo.load_device_changes(conn, bulk, ids=ids, statuses=["PENDING"])) == 2300
+        assert repo.fail_unsettled(conn, bulk, "swept", processed_by="t") == 2300
+        assert repo.rollup(conn, bulk) == (BulkStatus.ERROR, {"ERROR": 2300})
+        n_logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)).scalar_one()
+        assert n_logs == 2300

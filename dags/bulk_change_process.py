@@ -73,7 +73,7 @@ def bulk_change_process():
         if result.preflight_error:
             print(f"stopped before any carrier call: {result.preflight_error}")
         return [{"bulk_change_id": b.bulk_change_id, "device_change_ids": b.device_change_ids,
-                 "label": b.label} for b in result.batches]
+                 "batch_label": b.label} for b in result.batches]
 
     batches = prepare()
 
@@ -82,7 +82,7 @@ def bulk_change_process():
         max_parallel="{{ params.max_parallel }}",
         rate_share=BATCH_CONCURRENCY,
         max_active_tis_per_dagrun=BATCH_CONCURRENCY,
-        map_index_template="{{ task.label }}",
+        map_index_template="{{ task.batch_label }}",
     ).expand_kwargs(batches)
 
     @task(trigger_rule="all_done", retries=3)

@@ -107,3 +107,12 @@ def pg_engine(pg_url):
 def amop_engine(request):
     """The AMOP DB on each supported embedded/test dialect."""
     return request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """All carrier simulators on a free loopback port for the whole session."""
+    from simulators.server import SimulatorServer
+
+    with SimulatorServer() as server:
+        yield server

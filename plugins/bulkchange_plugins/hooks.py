@@ -31,10 +31,17 @@ class AmopHook(BaseHook):
         super().__init__(**kwargs)
         self.amop_conn_id = amop_conn_id
 
+    def get_url(self):
+        """The SQLAlchemy URL the provider's own DB hook builds for the connection."""
+        db_hook = self.get_connection(self.amop_conn_id).get_hook()  # Sqlite/Postgres/MsSql hook
+        try:
+            return db_hook.sqlalchemy_url
+        except NotImplementedError:  # SqliteHook only builds a URI string
+            return db_hook.get_uri()
+
     def get_engine(self):
         """One engine (and connection pool) per database URL per process."""
-        conn = self.get_connection(self.amop_conn_id)
-        url = conn.get_hook().sqlalchemy_url  # via SqliteHook / PostgresHook / MsSqlHook
+        url = self.get_url()
         key = url if isinstance(url, str) else url.render_as_string(hide_password=False)
         with _ENGINES_LOCK:
             engine = _ENGINES.get(key)

@@ -13,8 +13,8 @@ from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
 class CarrierBatchOperator(BaseOperator):
     """Apply a bulk change to one batch of its device changes through the carrier's API.
 
-    Mapped over the batches ``prepare`` planned (``expand_kwargs``); ``label`` names the batch in
-    the UI (``map_index_template="{{ task.label }}"``). Safe to retry: only device changes still
+    Mapped over the batches ``prepare`` planned (``expand_kwargs``); ``batch_label`` names the batch in
+    the UI (``map_index_template="{{ task.batch_label }}"``). Safe to retry: only device changes still
     open are touched, and one that an earlier attempt left in flight is checked at the carrier
     before anything is sent again.
     """
@@ -22,13 +22,13 @@ class CarrierBatchOperator(BaseOperator):
     template_fields: Sequence[str] = ("bulk_change_id", "max_parallel", "rate_share")
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, bulk_change_id: int | str, device_change_ids: list[int], label: str = "",
+    def __init__(self, *, bulk_change_id: int | str, device_change_ids: list[int], batch_label: str = "",
                  max_parallel: int | str = 10, rate_share: int | str = 1,
                  amop_conn_id: str = AmopHook.default_conn_name, **kwargs: Any):
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
         self.device_change_ids = device_change_ids
-        self.label = label
+        self.batch_label = batch_label
         self.max_parallel = max_parallel
         self.rate_share = rate_share
         self.amop_conn_id = amop_conn_id
@@ -44,7 +44,7 @@ class CarrierBatchOperator(BaseOperator):
 
         def progress(done: int, total: int) -> None:
             if done % step == 0 or done == total:
-                self.log.info("%s: %d/%d device changes done", self.label, done, total)
+                self.log.info("%s: %d/%d device changes done", self.batch_label, done, total)
 
         try:
             summary = processing.process_batch(
@@ -53,6 +53,6 @@ class CarrierBatchOperator(BaseOperator):
                 on_progress=progress)
         finally:
             client.close()
-        self.log.info("%s: %s (%d already settled, %d carrier calls)", self.label,
+        self.log.info("%s: %s (%d already settled, %d carrier calls)", self.batch_label,
                       processing.summary_line(summary.counts), summary.skipped, summary.calls)
         return summary.as_dict()

@@ -26,7 +26,7 @@ def test_process_dag_shape(dagbag):
     assert dag.task_dict["finalize"].trigger_rule == "all_done"
     assert dag.params["batch_size"] == 100 and dag.params["max_parallel"] == 10
     batch = dag.task_dict["process_batch"]
-    assert batch.partial_kwargs.get("map_index_template") == "{{ task.label }}"
+    assert batch.partial_kwargs.get("map_index_template") == "{{ task.batch_label }}"
     for task in dag.tasks:
         assert task.retries >= 1 and task.on_failure_callback, task.task_id
 

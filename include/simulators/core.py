@@ -68,6 +68,7 @@ class SimulatedCarrier:
         self._peak_inflight = 0
         self._rng = random.Random(self.knobs.seed)
         self._scheduled: list[tuple[float, Callable[[], None]]] = []
+        self._generation = 0
         self.router = APIRouter(prefix=self.prefix)
         self.control = APIRouter(prefix=f"{self.prefix}/_control")
         self._add_control_routes()
@@ -107,8 +108,10 @@ class SimulatedCarrier:
         """Return the account name or raise SimError (the carrier's 401)."""
         raise NotImplementedError
 
-    def log_call(self, request: Request, account: str | None, iccid: str | None, body: Any, status: int) -> None:
-        entry = {"ts": time.time(), "method": request.method, "path": request.url.path, "iccid": iccid,
+    def log_call(self, request: Request, account: str | None, iccid: str | None, body: Any, status: int,
+                 arrived: float | None = None) -> None:
+        """``ts`` is the arrival time, so rates in the stats match what the limiter admitted."""
+        entry = {"ts": arrived if arrived is not None else time.time(), "method": request.method, "path": request.url.path, "iccid": iccid,
                  "account": account, "body": body, "status": status}
         with self._lock:
             self.calls.append(entry)
@@ -116,6 +119,8 @@ class SimulatedCarrier:
     async def handle(self, request: Request, iccid: str | None,
                      fn: Callable[[str, Any], tuple[int, Any]]) -> Response:
         """Authenticate, admit (limits, latency, faults), run ``fn(account, body)``, log, answer."""
+        arrived = time.time()
+        generation = self._generation
         body = None
         if request.method in ("POST", "PUT", "PATCH"):
             raw = await request.body()
@@ -130,9 +135,9 @@ class SimulatedCarrier:
         except SimError as exc:
             self.log_call(request, None, iccid, body, exc.response.status_code)
             return exc.response
-        limited = self._limit(account)
+        limited = self._limit(account, arrived)
         if limited is not None:
-            self.log_call(request, account, iccid, body, 429)
+            self.log_call(request, account, iccid, body, 429, arrived)
             return JSONResponse({"errorMessage": "license has exceeded the rate limit", "errorCode": "400101"},
                                 status_code=429, headers={"Retry-After": f"{limited:.2f}"})
         try:
@@ -144,14 +149,16 @@ class SimulatedCarrier:
         finally:
             with self._lock:
                 self._inflight[account] = max(0, self._inflight[account] - 1)
-        self.log_call(request, account, iccid, body, response.status_code)
+        if generation == self._generation:  # not a request from before a reset
+            self.log_call(request, account, iccid, body, response.status_code, arrived)
         return response
 
-    def _limit(self, account: str) -> float | None:
-        """Admit (counting the request in flight) or return the Retry-After seconds for a 429."""
+    def _limit(self, account: str, now: float) -> float | None:
+        """Admit (counting the request in flight) or return the Retry-After seconds for a 429.
+
+        ``now`` is the arrival time the call log records, so the stats see the same windows."""
         k = self.knobs
         self.run_due()
-        now = time.monotonic()
         with self._lock:
             if k.rate_limit:
                 window = self._windows[account]
@@ -199,6 +206,7 @@ class SimulatedCarrier:
             self._scheduled.clear()
             self.knobs = Knobs()
             self._rng = random.Random()
+            self._generation += 1
         self.reset_state()
 
     def stats(self) -> dict[str, Any]:

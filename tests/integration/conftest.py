@@ -1,0 +1,66 @@
+import pytest
+
+from bulkchange.carriers.jasper import JasperClient
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
+from bulkchange.models import ChangeType, Integration
+
+KEY = "integration-api-key-XYZ"
+
+
+@pytest.fixture
+def jasper(simulator):
+    control = simulator.control("jasper")
+    control.reset()
+    simulator.set_account("jasper", "acct", KEY)
+    return control
+
+
+@pytest.fixture
+def make_client(simulator):
+    clients = []
+
+    def make(rate=None, attempts=3, timeout=10.0, base_delay=0.05):
+        policy = CallPolicy(RateLimiter(rate), RetryPolicy(max_attempts=attempts, base_delay=base_delay, max_delay=2))
+        client = JasperClient(simulator.url_for("jasper"), "acct", KEY, policy=policy, timeout=timeout)
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+class Fleet:
+    """A Jasper service provider with devices in the AMOP DB and in the simulator."""
+
+    def __init__(self, engine, control, n, *, status="ACTIVATED", comm_plan=None, start=70_000, sp_id=1,
+                 tenant_id=1, write_enabled=True):
+        self.engine, self.control = engine, control
+        self.iccids = [seed.make_iccid(start + i) for i in range(n)]
+        with engine.begin() as conn:
+            seed.add_service_provider(conn, sp_id=sp_id, name=f"sp{sp_id}", integration=Integration.JASPER,
+                                      tenant_id=tenant_id, write_enabled=write_enabled)
+            for code, mb, rate in (("P-0", 0, 0.5), ("P-500", 500, 1.0), ("P-1G", 1024, 4.0)):
+                conn.execute(t.jasper_carrier_rate_plan.insert().values(
+                    ServiceProviderId=sp_id, RatePlanCode=code, PlanMB=mb, BaseRate=rate, IsActive=True))
+            seed.add_devices(conn, [{"ICCID": i, "Status": status, "CarrierRatePlan": "P-1G",
+                                     "CommunicationPlan": comm_plan, "DataUsageMB": 200} for i in self.iccids],
+                             sp_id=sp_id, tenant_id=tenant_id)
+        control.seed_devices([{"iccid": i, "status": status, "ratePlan": "P-1G", "communicationPlan": comm_plan}
+                              for i in self.iccids])
+        self.sp_id, self.tenant_id = sp_id, tenant_id
+
+    def bulk(self, update_status="Suspend", iccids=None, extra=None, **req):
+        requests = [{"ICCID": i, "ChangeRequest": {"UpdateStatus": update_status, **req}}
+                    for i in (self.iccids if iccids is None else iccids)]
+        requests += extra or []
+        with self.engine.begin() as conn:
+            return seed.add_bulk_change(conn, sp_id=self.sp_id, tenant_id=self.tenant_id,
+                                        change_type=ChangeType.STATUS_UPDATE, requests=requests)
+
+
+@pytest.fixture
+def fleet_factory(amop_engine, jasper):
+    return lambda n, **kw: Fleet(amop_engine, jasper, n, **kw)

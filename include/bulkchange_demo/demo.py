@@ -102,6 +102,8 @@ def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]
             "conn_type": "http", "host": jasper_url, "login": JASPER_USER, "password": JASPER_KEY,
             "extra": {"rate_limit_per_s": 200, "timeout_s": 10}}),
         "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}",
+        # standalone starts its components as `airflow ...` from PATH
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     })
     return env
 
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def dags_ready():
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see {log_path}")
             out = airflow(env, "dags", "list", "-o", "json", check=False)
             return out.returncode == 0 and "bulk_change_process" in out.stdout and "bulk_change_sensor" in out.stdout
         wait_for(dags_ready, 180, 3, "Airflow to parse the DAGs")

@@ -69,15 +69,14 @@ class RateLimiter:
             return 0.0
         with self._lock:
             now = self._clock()
-            start = max(now, self._blocked_until)
             if self.rate is not None:
                 interval = 1.0 / self.rate
-                # never bank more than `burst` tokens of idle time
+                # idle time banks at most `burst` tokens: slots may lie up to burst-1 intervals back
                 earliest = now - (self.burst - 1) * interval
-                slot = max(self._next_free, earliest, start)
+                slot = max(self._next_free, earliest, self._blocked_until)
                 self._next_free = slot + interval
             else:
-                slot = start
+                slot = max(now, self._blocked_until)
             wait = slot - now
         if wait > 0:
             self._sleep(wait)

@@ -36,10 +36,20 @@ PG_ADMIN_URL = os.environ.get("BULKCHANGE_TEST_PG_URL", "postgresql+psycopg2://p
 CAPTURED_STATEMENTS: dict[str, ClauseElement] = {}
 
 
+def _ours(stmt) -> bool:
+    """Our statements only: the dialects' own catalog queries (pg_catalog, sqlite_master) are not ours."""
+    from sqlalchemy.sql.util import find_tables
+
+    from bulkchange.db.schema import metadata
+
+    tables = find_tables(stmt, include_crud=True)
+    return bool(tables) and all(tb.key in metadata.tables for tb in tables)
+
+
 def _capture(engine):
     @event.listens_for(engine, "before_execute")
     def _before_execute(conn, clauseelement, multiparams, params, execution_options):
-        if isinstance(clauseelement, ClauseElement):
+        if isinstance(clauseelement, ClauseElement) and _ours(clauseelement):
             key = f"{type(clauseelement).__name__}:{clauseelement}"
             CAPTURED_STATEMENTS.setdefault(key, clauseelement)
     return engine

@@ -90,7 +90,12 @@ def bulk_change_process():
         from bulkchange import processing
         from bulkchange_plugins.hooks import AmopHook
 
-        summary = processing.finalize(AmopHook().get_engine(), int(params["bulk_change_id"]))
+        from bulkchange.db.repository import BulkChangeNotFound
+
+        try:
+            summary = processing.finalize(AmopHook().get_engine(), int(params["bulk_change_id"] or 0))
+        except BulkChangeNotFound as exc:  # nothing to settle; retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
         print(f"bulk change {summary['bulk_change_id']} -> {summary['status']}: "
               f"{processing.summary_line(summary['counts'])}")
         if summary["swept"]:

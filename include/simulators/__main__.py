@@ -1,46 +1,111 @@
-"""python -m simulators serve [--host H] [--port P] [--seed-jasper N] [knobs]"""
+"""python -m simulators serve [--host H] [--port P] [--seed-jasper N] [knobs]
+
+Serves every carrier simulator in the foreground (Ctrl-C / SIGTERM stops). Knob flags apply to every
+carrier; ``--set CARRIER.KNOB=VALUE`` (value parsed as JSON, else a string) sets one carrier's knob,
+e.g. ``--set jasper.rate_limit=5 --set 'jasper.fail_iccids={"8901260000000000018": 404}'``.
+"""
 from __future__ import annotations
 
 import argparse
-import signal
+import json
 import sys
+from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators")
+def _kv(text: str) -> tuple[str, str, Any]:
+    target, eq, raw = text.partition("=")
+    carrier, dot, knob = target.partition(".")
+    if not eq or not dot or not carrier or not knob:
+        raise argparse.ArgumentTypeError(f"expected CARRIER.KNOB=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return carrier, knob, value
+
+
+def _account(text: str) -> tuple[str, str]:
+    user, sep, key = text.partition(":")
+    if not sep or not user or not key:
+        raise argparse.ArgumentTypeError(f"expected USERNAME:APIKEY, got {text!r}")
+    return user, key
+
+
+def _fail(text: str) -> tuple[str, int]:
+    iccid, sep, status = text.partition("=")
+    if not sep or not status.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ICCID=HTTP_STATUS, got {text!r}")
+    return iccid, int(status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="serve every carrier simulator in the foreground")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8700)
-    serve.add_argument("--jasper-username", default="demo")
-    serve.add_argument("--jasper-api-key", default="demo-api-key")
-    serve.add_argument("--seed-jasper", type=int, default=0, metavar="N", help="seed N ACTIVATED Jasper devices")
-    serve.add_argument("--latency-ms", type=float, default=0.0)
-    serve.add_argument("--jitter-ms", type=float, default=0.0)
-    serve.add_argument("--rate-limit", type=float, default=None, help="requests/s per account (429 beyond)")
-    serve.add_argument("--max-concurrency", type=int, default=None, help="in-flight requests per account")
-    serve.add_argument("--error-rate", type=float, default=0.0)
-    args = parser.parse_args(argv)
+    serve.add_argument("--port", type=int, default=8700, help="0 picks a free port (default 8700)")
+    g = serve.add_argument_group("Jasper")
+    g.add_argument("--jasper-username", default="demo")
+    g.add_argument("--jasper-api-key", default="demo-api-key")
+    g.add_argument("--jasper-account", type=_account, action="append", default=[], metavar="USER:APIKEY",
+                   help="an extra Jasper account (repeatable)")
+    g.add_argument("--seed-jasper", type=int, default=0, metavar="N",
+                   help="seed N ACTIVATED demo devices (ICCIDs 8901260...; Luhn-valid)")
+    k = serve.add_argument_group("behaviour knobs (every carrier)")
+    k.add_argument("--latency-ms", type=float)
+    k.add_argument("--jitter-ms", type=float)
+    k.add_argument("--rate-limit", type=float, metavar="RPS", help="admitted requests/s per account; 429 beyond")
+    k.add_argument("--max-concurrency", type=int, metavar="N", help="requests in flight per account; 429 beyond")
+    k.add_argument("--error-rate", type=float, metavar="FRACTION")
+    k.add_argument("--timeout-rate", type=float, metavar="FRACTION")
+    k.add_argument("--timeout-s", type=float)
+    k.add_argument("--malformed-rate", type=float, metavar="FRACTION")
+    k.add_argument("--seed", type=int, help="deterministic faults and jitter")
+    k.add_argument("--fail-iccid", type=_fail, action="append", default=[], metavar="ICCID=STATUS")
+    k.add_argument("--integer-retry-after", action="store_true", default=None,
+                   help="Retry-After in whole seconds (default: fractional, e.g. 0.2)")
+    serve.add_argument("--set", type=_kv, action="append", default=[], metavar="CARRIER.KNOB=VALUE",
+                       help="one carrier's knob (repeatable)")
+    return parser
 
-    from simulators.server import SimulatorServer
 
-    server = SimulatorServer(args.host, args.port, jasper_accounts={args.jasper_username: args.jasper_api_key},
-                             latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, rate_limit=args.rate_limit,
-                             max_concurrency=args.max_concurrency, error_rate=args.error_rate)
-    server.start()
-    if args.seed_jasper:
-        from bulkchange.db.seed import make_iccid
+KNOB_FLAGS = ("latency_ms", "jitter_ms", "rate_limit", "max_concurrency", "error_rate", "timeout_rate",
+              "timeout_s", "malformed_rate", "seed", "integer_retry_after")
 
-        server.control("jasper").seed_devices(
-            [{"iccid": make_iccid(i + 1), "status": "ACTIVATED", "ratePlan": "IOT-1GB"} for i in range(args.seed_jasper)])
-    print(f"carrier simulators on {server.base_url} (Ctrl-C stops)")
-    for name in server.carriers:
-        print(f"  {name}: API {server.url_for(name)}  control {server.base_url}/{name}/_control/")
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from simulators.devices import demo_devices
+    from simulators.server import CARRIER_CLASSES, SimulatorServer
+
+    knobs: dict[str, Any] = {k: getattr(args, k) for k in KNOB_FLAGS if getattr(args, k) is not None}
+    if args.fail_iccid:
+        knobs["fail_iccids"] = dict(args.fail_iccid)
+    per_carrier: dict[str, dict[str, Any]] = {}
+    for carrier, knob, value in args.set:
+        if carrier not in CARRIER_CLASSES:
+            print(f"unknown carrier {carrier!r} in --set (known: {', '.join(CARRIER_CLASSES)})", file=sys.stderr)
+            return 2
+        per_carrier.setdefault(carrier, {})[knob] = value
+    accounts = {args.jasper_username: args.jasper_api_key, **dict(args.jasper_account)}
     try:
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
-    server.stop()
+        server = SimulatorServer(args.host, args.port, jasper_accounts=accounts, **per_carrier, **knobs)
+    except (ValueError, OSError) as exc:
+        print(f"cannot start the simulators: {exc}", file=sys.stderr)
+        return 2
+    if args.seed_jasper:
+        server.carrier("jasper").seed(demo_devices(args.seed_jasper, status="ACTIVATED", ratePlan="IOT-1GB"))
+    print(f"carrier simulators on {server.base_url} (Ctrl-C stops)")
+    for name, carrier in server.carriers.items():
+        seeded = len(carrier.devices)
+        print(f"  {name}: API {server.url_for(name)}  control {server.control_url(name)}/_control/"
+              + (f"  ({seeded} devices)" if seeded else ""))
+    if "jasper" in server.carriers:
+        print(f"  jasper accounts: {', '.join(sorted(accounts))}")
+    sys.stdout.flush()
+    server.run()
     return 0
 
 

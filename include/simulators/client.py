@@ -1,4 +1,12 @@
-"""A small Python client for a simulated carrier's control API (tests, demo, benchmarks)."""
+"""A small client for one simulated carrier's control API (tests, demo, benchmarks).
+
+    control = SimulatorControl("http://127.0.0.1:8700/jasper")   # the carrier's prefix URL
+    control.reset(); control.seed_devices([{"iccid": ...}]); control.configure(rate_limit=5)
+    control.calls(iccid=..., method="PUT"); control.stats()
+
+Every method raises ``requests.HTTPError`` on a non-2xx answer (e.g. ``device()`` of an unknown ICCID,
+or ``configure()`` with an invalid knob: the 400 body says why).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -7,33 +15,61 @@ import requests
 
 
 class SimulatorControl:
-    def __init__(self, carrier_base_url: str, timeout: float = 30.0):
+    def __init__(self, carrier_base_url: str, timeout: float = 60.0):
         self.base = carrier_base_url.rstrip("/") + "/_control"
         self.session = requests.Session()
         self.timeout = timeout
 
-    def _req(self, method: str, path: str, **kw: Any) -> Any:
+    def request(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.session.request(method, self.base + path, timeout=self.timeout, **kw)
-        resp.raise_for_status()
+        if resp.status_code >= 400:
+            raise requests.HTTPError(f"{resp.status_code} from {method} {self.base + path}: {resp.text[:500]}",
+                                     response=resp)
         return resp.json()
 
     def reset(self) -> None:
-        self._req("POST", "/reset")
+        self.request("POST", "/reset")
 
     def seed_devices(self, devices: list[dict]) -> dict:
-        return self._req("POST", "/devices", json=devices)
+        """Add or replace devices; returns ``{"seeded": n, "total": devices now held}``."""
+        return self.request("POST", "/devices", json=list(devices))
 
     def device(self, iccid: str) -> dict:
-        return self._req("GET", f"/devices/{iccid}")
+        return self.request("GET", f"/devices/{iccid}")
+
+    def devices(self, limit: int = 100) -> dict:
+        """``{"total": n, "devices": [first `limit` devices]}``."""
+        return self.request("GET", "/devices", params={"limit": limit})
 
     def configure(self, **knobs: Any) -> dict:
-        return self._req("PUT", "/config", json=knobs)
+        """Merge knobs into the carrier's config; returns the whole config."""
+        return self.request("PUT", "/config", json=knobs)
 
     def config(self) -> dict:
-        return self._req("GET", "/config")
+        return self.request("GET", "/config")
+
+    def set_accounts(self, accounts: dict[str, str]) -> list[str]:
+        return self.request("PUT", "/accounts", json=accounts)["accounts"]
 
     def calls(self, **filters: Any) -> list[dict]:
-        return self._req("GET", "/calls", params={k: v for k, v in filters.items() if v is not None})
+        """Filters: iccid, method, path_contains, since, until (epoch seconds), status, account, fault, limit."""
+        return self.request("GET", "/calls", params={k: v for k, v in filters.items() if v is not None})
 
     def stats(self) -> dict:
-        return self._req("GET", "/stats")
+        return self.request("GET", "/stats")
+
+    # -- Jasper extras ------------------------------------------------------------------------------
+    def set_rate_plans(self, plans: list[dict]) -> list[dict]:
+        return self.request("PUT", "/rateplans", json=plans)["ratePlans"]
+
+    def scheduled_edits(self, iccid: str | None = None) -> list[dict]:
+        return self.request("GET", "/scheduled_edits", params={"iccid": iccid} if iccid else None)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "SimulatorControl":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,290 +1,221 @@
 """The simulator framework: what every simulated carrier shares.
 
-A ``SimulatedCarrier`` owns an in-memory device inventory, a FastAPI router mounted under its
-prefix (``/jasper``, later ``/thingspace`` ...), behaviour knobs and a call log. Every carrier
-endpoint goes through ``await self.handle(request, iccid, fn)``, which applies, in order:
-authentication (the carrier's 401),
-rate limit per account (HTTP 429 + ``Retry-After`` in seconds, fractional, e.g. ``"0.2"``),
-concurrency limit per account (429), latency, and fault injection (5xx, hang, malformed body,
-per-device failures). A control API under ``/<prefix>/_control/`` seeds devices, changes knobs
-and reads the call log and stats; it is not rate limited, authenticated or logged.
+A :class:`SimulatedCarrier` owns
+
+* an in-memory device inventory ``devices`` (dict keyed by ICCID, guarded by ``self.lock``),
+* credentials ``accounts`` (username -> secret; the carrier decides how they are presented),
+* a FastAPI ``router`` with the carrier's API under ``<prefix><api_root>`` and a ``control`` router
+  under ``<prefix>/_control``,
+* behaviour knobs (:class:`Knobs`; carriers may extend the model),
+* a call log (:class:`CallLog`) and a scheduler for delayed state changes (``schedule``).
+
+Subclasses set ``name``/``prefix``/``api_root``, implement ``authenticate`` and ``add_routes`` (using
+``self.route(method, path)`` as a decorator) and may override ``error_body``, ``normalize_device``,
+``rate_limited_response``, ``add_control_routes`` and ``reset_state``.
+
+Every API request goes through one pipeline, in this order:
+
+1. due scheduled state changes are applied (lazily, O(1) when nothing is due);
+2. ``authenticate`` -> the account (username) or the carrier's 401;
+3. admission per account: rate limit (sliding 1-second window of admitted requests) and
+   concurrency limit (requests in flight); a refusal is answered at once with HTTP 429, the
+   carrier's error body and ``Retry-After``;
+4. the request body is parsed (invalid JSON -> 400);
+5. latency: ``latency_ms`` + uniform(0, ``jitter_ms``), with ``asyncio.sleep`` (the request is in flight);
+6. faults: ``fail_iccids`` (that status for that device), then one roll decides between
+   ``error_rate`` (500/503, nothing applied), ``timeout_rate`` (hang ``timeout_s`` then 504, nothing
+   applied) and ``malformed_rate`` (the handler *runs*, so the change is applied, but the 2xx body is
+   cut in half: a response lost in transit);
+7. the handler; its result is answered as JSON; 8. the call is logged.
+
+**Retry-After** is in seconds, as a decimal string with up to two decimals (``"0.2"``, ``"0.35"``,
+``"1"``): for the rate limit, the time until the oldest admitted request leaves the 1-second window;
+for the concurrency limit, ``max(0.1, latency_ms/1000)``. Clients must accept fractional values. Set
+the knob ``integer_retry_after`` to send whole seconds (rounded up, at least 1) as RFC 9110 prescribes.
+
+**Determinism**: with ``seed`` set, the fault roll and jitter of a call depend only on
+(seed, method, path, how many times that method+path was called since the seed was set or the
+simulator reset), so the same workload gets the same faults whatever the interleaving of parallel
+calls; a retry of the same call rolls again. Without a seed, rolls are random.
+
+The control API is neither authenticated, rate limited, delayed nor logged.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import heapq
+import inspect
+import itertools
 import json
+import math
 import random
 import threading
 import time
-from collections import defaultdict, deque
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, ClassVar, Union
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROLL_SCALE = float(2 ** 64)
 
 
-@dataclass
-class Knobs:
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    rate_limit: float | None = None        # admitted requests per second per account (sliding 1 s window)
-    max_concurrency: int | None = None     # requests in flight per account
-    error_rate: float = 0.0                # fraction answered 500/503
-    timeout_rate: float = 0.0              # fraction that hang for timeout_s before answering 504
-    timeout_s: float = 30.0
-    malformed_rate: float = 0.0            # fraction answered 200 with a truncated body
-    seed: int | None = None
-    fail_iccids: dict[str, int] = field(default_factory=dict)  # iccid -> HTTP status to answer
+class Knobs(BaseModel):
+    """Behaviour knobs of one carrier. ``GET /_control/config`` answers this model as JSON;
+    ``PUT /_control/config`` merges a partial object into it (top-level keys; ``fail_iccids`` is
+    replaced as a whole) and validates the result."""
 
-    def update(self, data: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown knobs: {sorted(unknown)}")
-        for k, v in data.items():
-            setattr(self, k, v)
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(0.0, ge=0, description="fixed latency added to every admitted request")
+    jitter_ms: float = Field(0.0, ge=0, description="plus uniform(0, jitter_ms)")
+    rate_limit: float | None = Field(None, gt=0, description="admitted requests/second per account; 0/None = off")
+    max_concurrency: int | None = Field(None, ge=1, description="requests in flight per account; 0/None = off")
+    error_rate: float = Field(0.0, ge=0, le=1, description="fraction answered with one of error_statuses")
+    error_statuses: list[int] = Field(default_factory=lambda: [500, 503])
+    timeout_rate: float = Field(0.0, ge=0, le=1, description="fraction that hang timeout_s, then 504")
+    timeout_s: float = Field(30.0, ge=0)
+    malformed_rate: float = Field(0.0, ge=0, le=1, description="fraction whose 2xx body is truncated")
+    seed: int | None = Field(None, description="makes faults and jitter deterministic")
+    fail_iccids: dict[str, int] = Field(default_factory=dict, description="iccid -> HTTP status to answer")
+    integer_retry_after: bool = Field(False, description="Retry-After in whole seconds instead of '0.2'")
+
+    @field_validator("rate_limit", "max_concurrency", mode="before")
+    @classmethod
+    def _zero_is_off(cls, v: Any) -> Any:
+        return None if v in (0, 0.0, "0", "") else v
+
+    @field_validator("error_statuses")
+    @classmethod
+    def _error_statuses(cls, v: list[int]) -> list[int]:
+        if not v or any(not 400 <= s <= 599 for s in v):
+            raise ValueError("error_statuses must be a non-empty list of 4xx/5xx codes")
+        return v
+
+    @field_validator("fail_iccids")
+    @classmethod
+    def _fail_statuses(cls, v: dict[str, int]) -> dict[str, int]:
+        if any(not 400 <= s <= 599 for s in v.values()):
+            raise ValueError("fail_iccids statuses must be 4xx/5xx")
+        return v
+
+    @model_validator(mode="after")
+    def _rates_sum(self) -> "Knobs":
+        if self.error_rate + self.timeout_rate + self.malformed_rate > 1.0 + 1e-9:
+            raise ValueError("error_rate + timeout_rate + malformed_rate must not exceed 1")
+        return self
 
 
 class SimError(Exception):
-    """Raised inside an endpoint to answer with this response (the carrier's error shape)."""
+    """Raise inside a handler (or ``authenticate``) to answer with ``response``."""
 
     def __init__(self, response: Response):
+        super().__init__(response.status_code)
         self.response = response
 
 
-class SimulatedCarrier:
-    name = "carrier"
-    prefix = "/carrier"
+@dataclass
+class Call:
+    """What a route handler gets. Handlers may set ``iccid`` / ``iccids`` for the call log (a
+    ``{iccid}`` path parameter is filled in already)."""
 
-    def __init__(self, **knobs: Any):
-        self.knobs = Knobs()
-        self.knobs.update(knobs)
-        self.devices: dict[str, dict] = {}
-        self.calls: list[dict] = []
+    request: Request
+    method: str
+    path: str
+    path_params: dict[str, Any]
+    arrived: float
+    account: str | None = None
+    body: Any = None
+    iccid: str | None = None
+    iccids: list[str] | None = None
+
+    @property
+    def query(self):
+        return self.request.query_params
+
+    def q(self, name: str, default: str | None = None) -> str | None:
+        return self.request.query_params.get(name, default)
+
+
+HandlerResult = Union[Response, tuple, dict, list, None]
+Handler = Callable[[Call], Union[HandlerResult, Awaitable[HandlerResult]]]
+
+
+class CallLog:
+    """Append-only log of API calls with running counters; O(1) per call.
+
+    An entry: ``{"ts": arrival time.time(), "method", "path", "query", "iccid", "iccids"?, "account",
+    "body": request JSON or None, "status", "duration_ms", "fault": None | "rate_limit" | "concurrency" |
+    "error" | "timeout" | "malformed" | "fail_iccid"}``."""
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._windows: dict[str, deque] = defaultdict(deque)
-        self._inflight: dict[str, int] = defaultdict(int)
-        self._peak_inflight = 0
-        self._rng = random.Random(self.knobs.seed)
-        self._scheduled: list[tuple[float, Callable[[], None]]] = []
-        self._generation = 0
-        self.router = APIRouter(prefix=self.prefix)
-        self.control = APIRouter(prefix=f"{self.prefix}/_control")
-        self._add_control_routes()
-        self.add_routes()
+        self.clear()
 
-    # -- for subclasses ----------------------------------------------------------------------
-    def add_routes(self) -> None:
-        raise NotImplementedError
-
-    def error(self, status: int, message: str, code: str | None = None) -> SimError:
-        body: dict[str, Any] = {"errorMessage": message}
-        if code:
-            body["errorCode"] = code
-        return SimError(JSONResponse(body, status_code=status))
-
-    def normalize_device(self, device: dict) -> dict:
-        return device
-
-    def reset_state(self) -> None:
-        """Subclass hook for carrier-specific state."""
-
-    # -- delayed state changes (asynchronous carriers) -------------------------------------------
-    def schedule(self, delay_s: float, fn: Callable[[], None]) -> None:
+    def clear(self) -> None:
         with self._lock:
-            self._scheduled.append((time.monotonic() + delay_s, fn))
+            self.entries: list[dict] = []
+            self.by_iccid: dict[str, list[dict]] = defaultdict(list)
+            self.by_status: Counter = Counter()
+            self.by_method: Counter = Counter()
+            self.by_account: Counter = Counter()
+            self.by_fault: Counter = Counter()
 
-    def run_due(self) -> None:
-        now = time.monotonic()
+    def add(self, entry: dict) -> None:
         with self._lock:
-            due = [f for t, f in self._scheduled if t <= now]
-            self._scheduled = [(t, f) for t, f in self._scheduled if t > now]
-        for fn in due:
-            fn()
+            self.entries.append(entry)
+            keys = entry.get("iccids") or ([entry["iccid"]] if entry["iccid"] else [])
+            for k in keys:
+                self.by_iccid[k].append(entry)
+            self.by_status[str(entry["status"])] += 1
+            self.by_method[entry["method"]] += 1
+            self.by_account[str(entry["account"])] += 1
+            if entry["fault"]:
+                self.by_fault[entry["fault"]] += 1
 
-    # -- the gate every carrier endpoint goes through --------------------------------------------
-    def authenticate(self, request: Request) -> str:
-        """Return the account name or raise SimError (the carrier's 401)."""
-        raise NotImplementedError
-
-    def log_call(self, request: Request, account: str | None, iccid: str | None, body: Any, status: int,
-                 arrived: float | None = None) -> None:
-        """``ts`` is the arrival time, so rates in the stats match what the limiter admitted."""
-        entry = {"ts": arrived if arrived is not None else time.time(), "method": request.method, "path": request.url.path, "iccid": iccid,
-                 "account": account, "body": body, "status": status}
+    def query(self, *, iccid: str | None = None, method: str | None = None, path_contains: str | None = None,
+              since: float | None = None, until: float | None = None, status: int | None = None,
+              account: str | None = None, fault: str | None = None, limit: int | None = None) -> list[dict]:
         with self._lock:
-            self.calls.append(entry)
-
-    async def handle(self, request: Request, iccid: str | None,
-                     fn: Callable[[str, Any], tuple[int, Any]]) -> Response:
-        """Authenticate, admit (limits, latency, faults), run ``fn(account, body)``, log, answer."""
-        arrived = time.time()
-        generation = self._generation
-        body = None
-        if request.method in ("POST", "PUT", "PATCH"):
-            raw = await request.body()
-            if raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    self.log_call(request, None, iccid, raw[:200].decode(errors="replace"), 400)
-                    return self.error(400, "Request body is not valid JSON", "10000002").response
-        try:
-            account = self.authenticate(request)
-        except SimError as exc:
-            self.log_call(request, None, iccid, body, exc.response.status_code)
-            return exc.response
-        limited = self._limit(account, arrived)
-        if limited is not None:
-            self.log_call(request, account, iccid, body, 429, arrived)
-            return JSONResponse({"errorMessage": "license has exceeded the rate limit", "errorCode": "400101"},
-                                status_code=429, headers={"Retry-After": f"{limited:.2f}"})
-        try:
-            await self._delay_and_faults(iccid)
-            status, payload = fn(account, body)
-            response: Response = JSONResponse(payload, status_code=status)
-        except SimError as exc:
-            response = exc.response
-        finally:
-            with self._lock:
-                self._inflight[account] = max(0, self._inflight[account] - 1)
-        if generation == self._generation:  # not a request from before a reset
-            self.log_call(request, account, iccid, body, response.status_code, arrived)
-        return response
-
-    def _limit(self, account: str, now: float) -> float | None:
-        """Admit (counting the request in flight) or return the Retry-After seconds for a 429.
-
-        ``now`` is the arrival time the call log records, so the stats see the same windows."""
-        k = self.knobs
-        self.run_due()
-        with self._lock:
-            if k.rate_limit:
-                window = self._windows[account]
-                while window and window[0] <= now - 1.0:
-                    window.popleft()
-                if len(window) >= k.rate_limit:
-                    return max(0.01, window[0] + 1.0 - now)
-            if k.max_concurrency and self._inflight[account] >= k.max_concurrency:
-                return 0.1
-            if k.rate_limit:
-                self._windows[account].append(now)
-            self._inflight[account] += 1
-            self._peak_inflight = max(self._peak_inflight, self._inflight[account])
-        return None
-
-    async def _delay_and_faults(self, iccid: str | None) -> None:
-        k = self.knobs
-        with self._lock:
-            roll = self._rng.random()
-            jitter = self._rng.uniform(0, k.jitter_ms) if k.jitter_ms else 0.0
-            coin = self._rng.random()
-        delay = k.latency_ms + jitter
-        if delay > 0:
-            await asyncio.sleep(delay / 1000.0)
-        if iccid and iccid in k.fail_iccids:
-            raise self.error(int(k.fail_iccids[iccid]), f"injected failure for {iccid}", "99999999")
-        if roll < k.error_rate:
-            raise self.error(503 if coin < 0.5 else 500, "injected server error", "50000000")
-        roll -= k.error_rate
-        if roll < k.timeout_rate:
-            await asyncio.sleep(k.timeout_s)
-            raise self.error(504, "injected gateway timeout", "50400000")
-        roll -= k.timeout_rate
-        if roll < k.malformed_rate:
-            raise SimError(PlainTextResponse('{"iccid": "', status_code=200, media_type="application/json"))
-
-    # -- control API ------------------------------------------------------------------------------
-    def reset(self) -> None:
-        with self._lock:
-            self.devices.clear()
-            self.calls.clear()
-            self._windows.clear()
-            self._inflight.clear()
-            self._peak_inflight = 0
-            self._scheduled.clear()
-            self.knobs = Knobs()
-            self._rng = random.Random()
-            self._generation += 1
-        self.reset_state()
+            rows = list(self.by_iccid.get(iccid, ())) if iccid else list(self.entries)
+        if method:
+            m = method.upper()
+            rows = [c for c in rows if c["method"] == m]
+        if path_contains:
+            rows = [c for c in rows if path_contains in c["path"]]
+        if since is not None:
+            rows = [c for c in rows if c["ts"] >= since]
+        if until is not None:
+            rows = [c for c in rows if c["ts"] < until]
+        if status is not None:
+            rows = [c for c in rows if c["status"] == status]
+        if account is not None:
+            rows = [c for c in rows if c["account"] == account]
+        if fault is not None:
+            rows = [c for c in rows if c["fault"] == fault]
+        rows.sort(key=lambda c: c["ts"])  # entries are appended at completion; order by arrival
+        if limit is not None and limit >= 0:
+            rows = rows[-limit:] if limit else []
+        return rows
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            calls = list(self.calls)
-            peak = self._peak_inflight
-        by_status: dict[str, int] = defaultdict(int)
-        by_method: dict[str, int] = defaultdict(int)
-        for c in calls:
-            by_status[str(c["status"])] += 1
-            by_method[c["method"]] += 1
-        return {"calls": len(calls), "by_status": dict(by_status), "by_method": dict(by_method),
-                "peak_in_flight": peak,
-                "max_rps_all": _max_per_second([c["ts"] for c in calls]),
-                "max_rps_admitted": _max_per_second([c["ts"] for c in calls if c["status"] != 429])}
-
-    def _add_control_routes(self) -> None:
-        r = self.control
-
-        @r.post("/reset")
-        async def reset():
-            self.reset()
-            return {"ok": True}
-
-        @r.post("/devices")
-        async def seed(devices: list[dict]):
-            with self._lock:
-                for d in devices:
-                    dev = self.normalize_device(dict(d))
-                    self.devices[dev["iccid"]] = dev
-            return {"seeded": len(devices), "total": len(self.devices)}
-
-        @r.get("/devices/{iccid}")
-        async def device(iccid: str):
-            self.run_due()
-            dev = self.devices.get(iccid)
-            if dev is None:
-                return JSONResponse({"error": "no such device"}, status_code=404)
-            return dev
-
-        @r.get("/config")
-        async def get_config():
-            return asdict(self.knobs)
-
-        @r.put("/config")
-        async def put_config(data: dict):
-            try:
-                self.knobs.update(data)
-            except ValueError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            if "seed" in data:
-                self._rng = random.Random(self.knobs.seed)
-            return asdict(self.knobs)
-
-        @r.get("/calls")
-        async def calls(iccid: str | None = None, method: str | None = None, path_contains: str | None = None,
-                        since: float | None = None, status: int | None = None):
-            with self._lock:
-                out = list(self.calls)
-            if iccid:
-                out = [c for c in out if c["iccid"] == iccid]
-            if method:
-                out = [c for c in out if c["method"] == method.upper()]
-            if path_contains:
-                out = [c for c in out if path_contains in c["path"]]
-            if since is not None:
-                out = [c for c in out if c["ts"] >= since]
-            if status is not None:
-                out = [c for c in out if c["status"] == status]
-            return out
-
-        @r.get("/stats")
-        async def stats():
-            return self.stats()
+            ts_all = [c["ts"] for c in self.entries]
+            ts_admitted = [c["ts"] for c in self.entries if c["status"] != 429]
+            out = {"calls": len(self.entries), "by_status": dict(self.by_status), "by_method": dict(self.by_method),
+                   "by_account": dict(self.by_account), "by_fault": dict(self.by_fault)}
+        out["max_rps_all"] = max_per_second(ts_all)
+        out["max_rps_admitted"] = max_per_second(ts_admitted)
+        out["first_ts"] = min(ts_all) if ts_all else None
+        out["last_ts"] = max(ts_all) if ts_all else None
+        return out
 
 
-def _max_per_second(timestamps: list[float]) -> int:
-    """The most events inside any sliding 1-second window."""
+def max_per_second(timestamps: list[float]) -> int:
+    """The most events inside any 1-second window ``(t-1, t]`` (the limiter's window)."""
     ts = sorted(timestamps)
     best, lo = 0, 0
     for hi, t in enumerate(ts):
@@ -292,3 +223,444 @@ def _max_per_second(timestamps: list[float]) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+def format_retry_after(seconds: float, integer: bool = False) -> str:
+    if integer:
+        return str(max(1, math.ceil(seconds - 1e-9)))
+    hundredths = max(1, math.ceil(seconds * 100 - 1e-6))
+    whole, frac = divmod(hundredths, 100)
+    return str(whole) if not frac else f"{whole}.{frac:02d}".rstrip("0")
+
+
+class SimulatedCarrier:
+    name: ClassVar[str] = "carrier"
+    prefix: ClassVar[str] = "/carrier"
+    api_root: ClassVar[str] = ""          # e.g. "/rws/api/v1"; url_for() = base + prefix + api_root
+    knobs_model: ClassVar[type[Knobs]] = Knobs
+    rate_limit_message: ClassVar[tuple[str, str | None]] = ("Rate limit exceeded", None)
+    concurrency_message: ClassVar[tuple[str, str | None]] = ("Too many concurrent requests", None)
+
+    def __init__(self, accounts: dict[str, str] | None = None, **knobs: Any):
+        self.lock = threading.RLock()
+        self.accounts: dict[str, str] = dict(accounts or {})
+        try:
+            self._base_knobs = self.knobs_model(**knobs)
+        except ValidationError as exc:
+            raise ValueError(f"{self.name}: invalid knobs: {exc}") from None
+        self.knobs = self._base_knobs
+        self.devices: dict[str, dict] = {}
+        self.log = CallLog()
+        self._windows: dict[str, deque] = defaultdict(deque)
+        self._inflight: Counter = Counter()
+        self._inflight_total = 0
+        self._peak_inflight = 0
+        self._peak_inflight_total = 0
+        self._rng = random.Random()
+        self._occurrences: dict[tuple[str, str], int] = {}
+        self._scheduled: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._generation = 0
+        self.router = APIRouter(prefix=self.prefix)
+        self.control = APIRouter(prefix=f"{self.prefix}/_control")
+        self._add_common_control_routes()
+        self.add_control_routes(self.control)
+        self.add_routes()
+
+    # ---------------------------------------------------------------- for subclasses
+    def add_routes(self) -> None:
+        raise NotImplementedError
+
+    def add_control_routes(self, router: APIRouter) -> None:
+        """Carrier-specific control endpoints (under ``<prefix>/_control``)."""
+
+    def authenticate(self, request: Request) -> str:
+        """Return the account (username) or raise ``self.error(401, ...)``."""
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str, code: str | None) -> Any:
+        """The carrier's JSON error shape (default: Cisco's ``{"errorMessage", "errorCode"?}``)."""
+        body: dict[str, Any] = {"errorMessage": message}
+        if code is not None:
+            body["errorCode"] = code
+        return body
+
+    def error(self, status: int, message: str, code: str | None = None,
+              headers: dict[str, str] | None = None) -> SimError:
+        return SimError(JSONResponse(self.error_body(status, message, code), status_code=status, headers=headers))
+
+    def rate_limited_response(self, retry_after: float, reason: str) -> Response:
+        message, code = self.rate_limit_message if reason == "rate_limit" else self.concurrency_message
+        header = format_retry_after(retry_after, self.knobs.integer_retry_after)
+        return self.error(429, message, code, headers={"Retry-After": header}).response
+
+    def normalize_device(self, device: dict) -> dict:
+        """Fill defaults / validate one seeded device (raise ValueError to refuse the seed)."""
+        if not isinstance(device, dict) or not device.get("iccid"):
+            raise ValueError("every device needs an 'iccid'")
+        device["iccid"] = str(device["iccid"])
+        return device
+
+    def on_devices_seeded(self, devices: list[dict]) -> None:
+        """Hook after a seed (e.g. to index the new devices); called under ``self.lock``."""
+
+    def reset_state(self) -> None:
+        """Clear carrier-specific state; called under ``self.lock`` by ``reset``."""
+
+    def control_view(self, device: dict) -> dict:
+        """What ``GET /_control/devices/{iccid}`` answers for a device."""
+        return dict(device)
+
+    # ---------------------------------------------------------------- routes
+    def route(self, method: str, path: str, *, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register ``fn(call) -> result`` for ``<prefix><api_root><path>``; ``result`` is a Response,
+        ``(status, json)``, or JSON for a 200. ``fn`` may be sync (runs under ``self.lock``) or async."""
+
+        def register(fn: Handler) -> Handler:
+            is_async = inspect.iscoroutinefunction(fn)
+
+            async def endpoint(request: Request) -> Response:
+                return await self._dispatch(request, fn, is_async)
+
+            self.router.add_api_route(self.api_root + path, endpoint, methods=[method.upper()],
+                                      name=name or f"{self.name}:{fn.__name__}")
+            return fn
+
+        return register
+
+    def int_param(self, call: Call, name: str, default: int, lo: int, hi: int, message: str,
+                  code: str | None = None) -> int:
+        """A bounded integer query parameter, or the carrier's 400."""
+        raw = call.q(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise self.error(400, message, code) from None
+        if not lo <= value <= hi:
+            raise self.error(400, message, code)
+        return value
+
+    # ---------------------------------------------------------------- delayed state changes
+    def schedule_at(self, when: float, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` (under ``self.lock``) at epoch ``when``: lazily, before the next API or control
+        read at or after that time. Cleared by ``reset``."""
+        with self.lock:
+            heapq.heappush(self._scheduled, (when, next(self._seq), fn))
+
+    def schedule(self, delay_s: float, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` ``delay_s`` seconds from now (e.g. "device becomes active N s after the request")."""
+        self.schedule_at(time.time() + delay_s, fn)
+
+    def schedule_device_update(self, iccid: str, delay_s: float, changes: dict[str, Any]) -> None:
+        """Merge ``changes`` into device ``iccid`` after ``delay_s`` seconds (no-op if it is gone)."""
+
+        def apply() -> None:
+            dev = self.devices.get(iccid)
+            if dev is not None:
+                dev.update(changes)
+                self.on_device_changed(dev)
+
+        self.schedule(delay_s, apply)
+
+    def on_device_changed(self, device: dict) -> None:
+        """Hook after a scheduled update changed ``device`` (e.g. re-index); under ``self.lock``."""
+
+    def run_due(self) -> int:
+        if not self._scheduled or self._scheduled[0][0] > time.time():
+            return 0
+        ran = 0
+        with self.lock:
+            now = time.time()
+            while self._scheduled and self._scheduled[0][0] <= now:
+                _, _, fn = heapq.heappop(self._scheduled)
+                fn()
+                ran += 1
+        return ran
+
+    # ---------------------------------------------------------------- the request pipeline
+    async def _dispatch(self, request: Request, fn: Handler, is_async: bool) -> Response:
+        arrived = time.time()
+        t0 = time.perf_counter()
+        generation = self._generation
+        self.run_due()
+        call = Call(request=request, method=request.method, path=request.url.path,
+                    path_params=request.path_params, arrived=arrived)
+        call.iccid = request.path_params.get("iccid")
+        fault: str | None = None
+        try:
+            call.account = self.authenticate(request)
+        except SimError as exc:
+            self._log(call, exc.response.status_code, None, t0, generation)
+            return exc.response
+        knobs = self.knobs
+        refusal = self._admit(call.account, arrived, knobs)
+        if refusal is not None:
+            retry_after, fault = refusal
+            response = self.rate_limited_response(retry_after, fault)
+            self._log(call, 429, fault, t0, generation)
+            return response
+        try:
+            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+                raw = await request.body()
+                if raw:
+                    try:
+                        call.body = json.loads(raw)
+                    except ValueError:
+                        call.body = raw[:200].decode(errors="replace")
+                        raise self.bad_json() from None
+            roll, jitter_roll, pick_roll = self._draw(knobs, call.method, call.path)
+            delay = knobs.latency_ms + (jitter_roll * knobs.jitter_ms if knobs.jitter_ms else 0.0)
+            if delay > 0:
+                await asyncio.sleep(delay / 1000.0)
+            failing = knobs.fail_iccids and self._failing_status(knobs, call)
+            if failing:
+                fault = "fail_iccid"
+                raise self.error(failing, f"Injected failure for {call.iccid}", None)
+            if roll < knobs.error_rate:
+                fault = "error"
+                status = knobs.error_statuses[int(pick_roll * len(knobs.error_statuses))]
+                raise self.error(status, "Internal server error (injected)" if status == 500
+                                 else "Service temporarily unavailable (injected)", None)
+            roll -= knobs.error_rate
+            if roll < knobs.timeout_rate:
+                fault = "timeout"
+                await asyncio.sleep(knobs.timeout_s)
+                raise self.error(504, "Gateway timeout (injected)", None)
+            roll -= knobs.timeout_rate
+            malformed = roll < knobs.malformed_rate
+            response = await self._run_handler(fn, is_async, call)
+            if malformed and 200 <= response.status_code < 300:
+                fault = "malformed"
+                response = _truncated(response)
+        except SimError as exc:
+            response = exc.response
+        except Exception as exc:  # noqa: BLE001 - a simulator bug: answer and log it, don't hide it
+            fault = "simulator_bug"
+            response = self.error(500, f"Simulator bug: {exc!r}", None).response
+        finally:
+            self._release(call.account, generation)
+        self._log(call, response.status_code, fault, t0, generation)
+        return response
+
+    def bad_json(self) -> SimError:
+        return self.error(400, "Request body is not valid JSON", None)
+
+    async def _run_handler(self, fn: Handler, is_async: bool, call: Call) -> Response:
+        if is_async:
+            result = await fn(call)
+        else:
+            with self.lock:
+                result = fn(call)
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, tuple):
+            status, payload = result
+            return JSONResponse(payload, status_code=status)
+        return JSONResponse(result)
+
+    def _failing_status(self, knobs: Knobs, call: Call) -> int | None:
+        for iccid in ([call.iccid] if call.iccid else []) + (call.iccids or []):
+            status = knobs.fail_iccids.get(iccid)
+            if status:
+                return int(status)
+        return None
+
+    def _draw(self, knobs: Knobs, method: str, path: str) -> tuple[float, float, float]:
+        if knobs.seed is None:
+            r = self._rng.random
+            return r(), r(), r()
+        key = (method, path)
+        with self.lock:
+            n = self._occurrences[key] = self._occurrences.get(key, 0) + 1
+        digest = hashlib.blake2b(f"{knobs.seed}|{method}|{path}|{n}".encode(), digest_size=24).digest()
+        return tuple(int.from_bytes(digest[i:i + 8], "big") / ROLL_SCALE for i in (0, 8, 16))  # type: ignore
+
+    def _admit(self, account: str, now: float, knobs: Knobs) -> tuple[float, str] | None:
+        """Admit (count in flight, record in the window) or return (Retry-After seconds, reason)."""
+        with self.lock:
+            if knobs.rate_limit:
+                # at most `cap` admissions in any window of `span` seconds: rate 5 -> 5 per 1 s,
+                # rate 2.5 -> 2 per 1 s, rate 0.5 -> 1 per 2 s
+                cap = max(1, int(knobs.rate_limit))
+                span = 1.0 if knobs.rate_limit >= 1 else 1.0 / knobs.rate_limit
+                window = self._windows[account]
+                while window and window[0] <= now - span:
+                    window.popleft()
+                if len(window) >= cap:
+                    # room for one more once window[len - cap] has left the window
+                    return max(0.01, window[len(window) - cap] + span - now), "rate_limit"
+            if knobs.max_concurrency and self._inflight[account] >= knobs.max_concurrency:
+                return max(0.1, knobs.latency_ms / 1000.0), "concurrency"
+            if knobs.rate_limit:
+                self._windows[account].append(now)
+            self._inflight[account] += 1
+            self._inflight_total += 1
+            self._peak_inflight = max(self._peak_inflight, self._inflight[account])
+            self._peak_inflight_total = max(self._peak_inflight_total, self._inflight_total)
+        return None
+
+    def _release(self, account: str, generation: int) -> None:
+        with self.lock:
+            if generation == self._generation:
+                self._inflight[account] -= 1
+                self._inflight_total -= 1
+
+    def _log(self, call: Call, status: int, fault: str | None, t0: float, generation: int) -> None:
+        if generation != self._generation:  # a request from before a reset
+            return
+        entry = {"ts": call.arrived, "method": call.method, "path": call.path,
+                 "query": call.request.url.query, "iccid": call.iccid, "account": call.account,
+                 "body": call.body, "status": status, "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
+                 "fault": fault}
+        if call.iccids:
+            entry["iccids"] = list(call.iccids)
+        self.log.add(entry)
+
+    # ---------------------------------------------------------------- control operations (in-process too)
+    def configure(self, **changes: Any) -> Knobs:
+        """Merge ``changes`` into the knobs (validated; raises ValueError)."""
+        with self.lock:
+            merged = {**self.knobs.model_dump(), **changes}
+            try:
+                new = self.knobs_model(**merged)
+            except ValidationError as exc:
+                raise ValueError(str(exc)) from None
+            if "seed" in changes:
+                self._occurrences.clear()
+                self._rng = random.Random(new.seed)
+            self.knobs = new
+            return new
+
+    def seed(self, devices: list[dict]) -> dict[str, int]:
+        """Add or replace devices (all validated first: nothing is seeded if one is refused)."""
+        normalized = [self.normalize_device(dict(d)) if isinstance(d, dict) else self.normalize_device(d)
+                      for d in devices]
+        with self.lock:
+            for dev in normalized:
+                self.devices[dev["iccid"]] = dev
+            self.on_devices_seeded(normalized)
+            return {"seeded": len(normalized), "total": len(self.devices)}
+
+    def set_accounts(self, accounts: dict[str, str]) -> None:
+        with self.lock:
+            self.accounts.update(accounts)
+
+    def reset(self) -> None:
+        """Forget devices, calls, scheduled changes and limiter state; knobs go back to the ones given
+        at construction (the CLI/constructor baseline; all defaults unless some were given). Accounts
+        are kept."""
+        with self.lock:
+            self._generation += 1
+            self.devices.clear()
+            self.log.clear()
+            self._windows.clear()
+            self._inflight.clear()
+            self._inflight_total = 0
+            self._peak_inflight = 0
+            self._peak_inflight_total = 0
+            self._scheduled.clear()
+            self._occurrences.clear()
+            self.knobs = self._base_knobs
+            self._rng = random.Random(self.knobs.seed)
+            self.reset_state()
+
+    def stats(self) -> dict[str, Any]:
+        out = self.log.stats()
+        with self.lock:
+            out.update({"peak_in_flight": self._peak_inflight, "peak_in_flight_total": self._peak_inflight_total,
+                        "in_flight": self._inflight_total, "devices": len(self.devices),
+                        "scheduled_pending": len(self._scheduled)})
+        return out
+
+    def _add_common_control_routes(self) -> None:
+        r = self.control
+
+        def bad(message: str, status: int = 400) -> JSONResponse:
+            return JSONResponse({"error": message}, status_code=status)
+
+        @r.post("/reset")
+        async def reset():
+            self.reset()
+            return {"ok": True}
+
+        @r.post("/devices")
+        async def seed_devices(request: Request):
+            try:
+                data = json.loads(await request.body() or b"[]")
+            except ValueError:
+                return bad("body must be a JSON list of devices (or {\"devices\": [...]})")
+            if isinstance(data, dict):
+                data = data.get("devices")
+            if not isinstance(data, list):
+                return bad("body must be a JSON list of devices (or {\"devices\": [...]})")
+            try:
+                return self.seed(data)
+            except (ValueError, TypeError, KeyError) as exc:
+                return bad(f"device refused: {exc}")
+
+        @r.get("/devices")
+        async def list_devices(limit: int = 100):
+            self.run_due()
+            with self.lock:
+                sample = [self.control_view(d) for d in itertools.islice(self.devices.values(), max(0, limit))]
+                return {"total": len(self.devices), "devices": sample}
+
+        @r.get("/devices/{iccid}")
+        async def device(iccid: str):
+            self.run_due()
+            with self.lock:
+                dev = self.devices.get(iccid)
+                if dev is None:
+                    return bad(f"no device {iccid}", 404)
+                return self.control_view(dev)
+
+        @r.get("/config")
+        async def get_config():
+            return self.knobs.model_dump()
+
+        @r.put("/config")
+        async def put_config(request: Request):
+            try:
+                data = json.loads(await request.body() or b"{}")
+                if not isinstance(data, dict):
+                    raise ValueError("body must be a JSON object of knobs")
+                return self.configure(**data).model_dump()
+            except ValueError as exc:
+                return bad(str(exc))
+
+        @r.get("/accounts")
+        async def get_accounts():
+            with self.lock:
+                return {"accounts": sorted(self.accounts)}
+
+        @r.put("/accounts")
+        async def put_accounts(request: Request):
+            try:
+                data = json.loads(await request.body() or b"{}")
+            except ValueError:
+                data = None
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                return bad('body must be {"username": "secret", ...}')
+            self.set_accounts(data)
+            return {"accounts": sorted(self.accounts)}
+
+        @r.get("/calls")
+        async def calls(iccid: str | None = None, method: str | None = None, path_contains: str | None = None,
+                        since: float | None = None, until: float | None = None, status: int | None = None,
+                        account: str | None = None, fault: str | None = None, limit: int | None = None):
+            return self.log.query(iccid=iccid, method=method, path_contains=path_contains, since=since,
+                                  until=until, status=status, account=account, fault=fault, limit=limit)
+
+        @r.get("/stats")
+        async def stats():
+            self.run_due()
+            return self.stats()
+
+
+def _truncated(response: Response) -> Response:
+    body = bytes(response.body)
+    cut = body[: max(1, len(body) // 2)]
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return Response(cut, status_code=response.status_code, headers=headers, media_type="application/json")

@@ -1,10 +1,21 @@
 """Serve every simulated carrier from one FastAPI app on one loopback port.
 
 ``SimulatorServer`` runs uvicorn in a background thread (tests, demo, benchmarks);
-``python -m simulators serve`` runs it in the foreground.
+``python -m simulators serve`` runs the same app in the foreground.
+
+    with SimulatorServer(latency_ms=20, jasper={"rate_limit": 5}) as sims:
+        sims.url_for("jasper")            # http://127.0.0.1:<port>/jasper/rws/api/v1
+        sims.control("jasper").seed_devices([...])
+
+Options: top-level knob keywords (``latency_ms=``, ``rate_limit=`` ...) apply to every carrier; a
+keyword named after a carrier (``jasper={...}``) holds that carrier's constructor options (its knobs,
+which win over the top-level ones, plus carrier options such as ``accounts`` or ``rate_plans``);
+``jasper_accounts=`` is a shortcut for ``jasper={"accounts": ...}``.
 """
 from __future__ import annotations
 
+import http.client
+import importlib
 import socket
 import threading
 import time
@@ -15,9 +26,16 @@ from fastapi import FastAPI
 
 from simulators.client import SimulatorControl
 from simulators.core import SimulatedCarrier
-from simulators.jasper import JasperSimulator
 
-API_ROOTS = {"jasper": "/jasper/rws/api/v1"}
+# carrier name -> "module:Class"; later carriers register here
+CARRIER_CLASSES: dict[str, str] = {
+    "jasper": "simulators.jasper:JasperSimulator",
+}
+
+
+def carrier_class(name: str) -> type[SimulatedCarrier]:
+    module, _, cls = CARRIER_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def build_app(carriers: dict[str, SimulatedCarrier]) -> FastAPI:
@@ -33,56 +51,116 @@ def build_app(carriers: dict[str, SimulatedCarrier]) -> FastAPI:
     return app
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 class SimulatorServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, jasper_accounts: dict[str, str] | None = None,
-                 **knobs: Any):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, carriers: list[str] | None = None,
+                 jasper_accounts: dict[str, str] | None = None, **options: Any):
         self.host = host
-        self.port = port or _free_port(host)
-        self.carriers: dict[str, SimulatedCarrier] = {"jasper": JasperSimulator(accounts=jasper_accounts, **knobs)}
+        names = list(carriers or CARRIER_CLASSES)
+        per_carrier = {n: dict(options.pop(n, None) or {}) for n in list(CARRIER_CLASSES)}
+        if jasper_accounts is not None:
+            per_carrier["jasper"].setdefault("accounts", jasper_accounts)
+        global_knobs = options  # whatever is left: knobs for every carrier
+        self.carriers: dict[str, SimulatedCarrier] = {}
+        for name in names:
+            cls = carrier_class(name)
+            self.carriers[name] = cls(**{**global_knobs, **per_carrier[name]})
         self.app = build_app(self.carriers)
+        self._sock = bind_socket(host, port)
+        self.port: int = self._sock.getsockname()[1]
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
+    # ---------------------------------------------------------------- addresses
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def url_for(self, carrier: str) -> str:
-        """The carrier's API root, as a client's base URL."""
-        return self.base_url + API_ROOTS[carrier]
+        """The carrier's API root, to be used as a client's base URL."""
+        c = self.carriers[carrier]
+        return self.base_url + c.prefix + c.api_root
+
+    def control_url(self, carrier: str) -> str:
+        return self.base_url + self.carriers[carrier].prefix
 
     def control(self, carrier: str) -> SimulatorControl:
-        return SimulatorControl(f"{self.base_url}/{carrier}")
+        return SimulatorControl(self.control_url(carrier))
+
+    def carrier(self, name: str) -> SimulatedCarrier:
+        """The in-process simulator object (for direct inspection; prefer the control API)."""
+        return self.carriers[name]
 
     def set_account(self, carrier: str, username: str, secret: str) -> None:
-        self.carriers[carrier].accounts[username] = secret
+        self.carriers[carrier].set_accounts({username: secret})
+
+    # ---------------------------------------------------------------- lifecycle
+    def _config(self) -> uvicorn.Config:
+        return uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                              timeout_graceful_shutdown=2, timeout_keep_alive=30, backlog=2048)
+
+    def run(self) -> None:
+        """Serve in the calling thread until interrupted (Ctrl-C / SIGTERM in the main thread)."""
+        self._server = uvicorn.Server(self._config())
+        try:
+            self._server.run(sockets=[self._sock])
+        finally:
+            self._sock.close()
 
     def start(self, timeout: float = 20.0) -> "SimulatorServer":
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
-                                lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="carrier-simulators", daemon=True)
+        if self._thread is not None:
+            return self
+        self._server = uvicorn.Server(self._config())
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name=f"carrier-simulators:{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"simulators on {self.base_url} exited during startup")
+            if self._server.started and self._healthy():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"simulators did not start on {self.base_url} within {timeout}s")
+
+    def _healthy(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=1)
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"simulators did not start on {self.base_url}")
+                conn.request("GET", "/health")
+                return conn.getresponse().status == 200
+            finally:
+                conn.close()
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+            if self._thread.is_alive() and self._server is not None:
+                self._server.force_exit = True
+                self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self._sock.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> "SimulatorServer":
         return self.start()

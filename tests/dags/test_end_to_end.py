@@ -120,3 +120,19 @@ def test_missing_carrier_connection_marks_every_device(dagbag, sqlite_engine, ja
         assert {c.status.value for c in changes} == {"ERROR"}
         assert all("carrier_sp_1" in c.status_details for c in changes)
     assert jasper.calls() == []
+
+
+def test_failed_task_emails_the_ops_team(dagbag, sqlite_engine, smtp_server, monkeypatch):
+    """A bulk change id that does not exist fails prepare; the failure notifier mails a real SMTP server."""
+    from airflow.sdk import DagRunState
+
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", _amop_conn_json(sqlite_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_server.conn_json)
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": 424242})
+    assert run.state == DagRunState.FAILED
+    subjects = [msg["Subject"] for _, msg in smtp_server.inbox.messages]
+    assert "[bulkchange] bulk_change_process failed: prepare" in subjects
+    rcpts, msg = smtp_server.inbox.messages[0]
+    assert rcpts == ["ops@example.com"]
+    body = msg.get_body(preferencelist=("html",)).get_content()
+    assert "424242" in body and "does not exist" in body

@@ -7,29 +7,33 @@ A :class:`SimulatedCarrier` owns
 * a FastAPI ``router`` with the carrier's API under ``<prefix><api_root>`` and a ``control`` router
   under ``<prefix>/_control``,
 * behaviour knobs (:class:`Knobs`; carriers may extend the model),
-* a call log (:class:`CallLog`) and a scheduler for delayed state changes (``schedule``).
+* a call log (:class:`CallLog`) and a scheduler for delayed state changes (``schedule``,
+  ``schedule_at``, ``schedule_device_update``; applied lazily before the next request or control read).
 
 Subclasses set ``name``/``prefix``/``api_root``, implement ``authenticate`` and ``add_routes`` (using
-``self.route(method, path)`` as a decorator) and may override ``error_body``, ``normalize_device``,
-``rate_limited_response``, ``add_control_routes`` and ``reset_state``.
+``self.route(method, path, auth=True)`` as a decorator) and may override ``error_body``,
+``normalize_device``, ``on_devices_seeded``, ``control_view``, ``rate_limited_response``,
+``add_control_routes``, ``reset_state`` and ``knobs_model`` (a subclass of :class:`Knobs`).
 
 Every API request goes through one pipeline, in this order:
 
 1. due scheduled state changes are applied (lazily, O(1) when nothing is due);
 2. ``authenticate`` -> the account (username) or the carrier's 401;
-3. admission per account: rate limit (sliding 1-second window of admitted requests) and
-   concurrency limit (requests in flight); a refusal is answered at once with HTTP 429, the
-   carrier's error body and ``Retry-After``;
+3. admission per account: rate limit (at most ``rate_limit`` admitted requests in any sliding
+   1-second window; below 1/s, one per ``1/rate_limit`` seconds) and concurrency limit (requests in
+   flight); a refusal is answered at once (no latency) with HTTP 429, the carrier's error body and
+   ``Retry-After``, and is not counted against the limits;
 4. the request body is parsed (invalid JSON -> 400);
 5. latency: ``latency_ms`` + uniform(0, ``jitter_ms``), with ``asyncio.sleep`` (the request is in flight);
 6. faults: ``fail_iccids`` (that status for that device), then one roll decides between
-   ``error_rate`` (500/503, nothing applied), ``timeout_rate`` (hang ``timeout_s`` then 504, nothing
+   ``error_rate`` (one of ``error_statuses``, default 500/503; nothing applied), ``timeout_rate`` (hang ``timeout_s`` then 504, nothing
    applied) and ``malformed_rate`` (the handler *runs*, so the change is applied, but the 2xx body is
    cut in half: a response lost in transit);
 7. the handler; its result is answered as JSON; 8. the call is logged.
 
-**Retry-After** is in seconds, as a decimal string with up to two decimals (``"0.2"``, ``"0.35"``,
-``"1"``): for the rate limit, the time until the oldest admitted request leaves the 1-second window;
+**Retry-After** is in seconds, as a decimal string with up to two decimals, rounded up, at least 0.01
+(``"0.2"``, ``"0.35"``, ``"1"``): for the rate limit, the time until the oldest admitted request leaves
+the window (so a request sent after it is admitted);
 for the concurrency limit, ``max(0.1, latency_ms/1000)``. Clients must accept fractional values. Set
 the knob ``integer_retry_after`` to send whole seconds (rounded up, at least 1) as RFC 9110 prescribes.
 
@@ -53,7 +57,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, ClassVar, Union
 
 from fastapi import APIRouter, Request
@@ -61,6 +65,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ROLL_SCALE = float(2 ** 64)
+ANONYMOUS = "(anonymous)"  # limiter key of calls to auth=False routes
 
 
 class Knobs(BaseModel):
@@ -82,6 +87,7 @@ class Knobs(BaseModel):
     seed: int | None = Field(None, description="makes faults and jitter deterministic")
     fail_iccids: dict[str, int] = Field(default_factory=dict, description="iccid -> HTTP status to answer")
     integer_retry_after: bool = Field(False, description="Retry-After in whole seconds instead of '0.2'")
+    call_log_limit: int = Field(500_000, ge=100, description="entries kept; beyond, the oldest half is dropped")
 
     @field_validator("rate_limit", "max_concurrency", mode="before")
     @classmethod
@@ -145,11 +151,13 @@ Handler = Callable[[Call], Union[HandlerResult, Awaitable[HandlerResult]]]
 
 
 class CallLog:
-    """Append-only log of API calls with running counters; O(1) per call.
+    """Append-only log of API calls with running counters; amortized O(1) per call.
 
     An entry: ``{"ts": arrival time.time(), "method", "path", "query", "iccid", "iccids"?, "account",
     "body": request JSON or None, "status", "duration_ms", "fault": None | "rate_limit" | "concurrency" |
-    "error" | "timeout" | "malformed" | "fail_iccid"}``."""
+    "error" | "timeout" | "malformed" | "fail_iccid" | "simulator_bug"}``. Beyond ``max_entries`` the
+    oldest half of the entries is dropped (the counters in ``stats`` keep counting every call; the
+    busiest-second figures only see kept entries)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -157,6 +165,8 @@ class CallLog:
 
     def clear(self) -> None:
         with self._lock:
+            self.total = 0
+            self.dropped = 0
             self.entries: list[dict] = []
             self.by_iccid: dict[str, list[dict]] = defaultdict(list)
             self.by_status: Counter = Counter()
@@ -164,12 +174,20 @@ class CallLog:
             self.by_account: Counter = Counter()
             self.by_fault: Counter = Counter()
 
-    def add(self, entry: dict) -> None:
+    def add(self, entry: dict, max_entries: int | None = None) -> None:
         with self._lock:
+            self.total += 1
             self.entries.append(entry)
-            keys = entry.get("iccids") or ([entry["iccid"]] if entry["iccid"] else [])
-            for k in keys:
+            for k in _entry_iccids(entry):
                 self.by_iccid[k].append(entry)
+            if max_entries and len(self.entries) > max_entries:  # amortized O(1): drop the oldest half
+                drop = len(self.entries) - max_entries // 2
+                self.dropped += drop
+                self.entries = self.entries[drop:]
+                self.by_iccid = defaultdict(list)
+                for e in self.entries:
+                    for k in _entry_iccids(e):
+                        self.by_iccid[k].append(e)
             self.by_status[str(entry["status"])] += 1
             self.by_method[entry["method"]] += 1
             self.by_account[str(entry["account"])] += 1
@@ -205,13 +223,18 @@ class CallLog:
         with self._lock:
             ts_all = [c["ts"] for c in self.entries]
             ts_admitted = [c["ts"] for c in self.entries if c["status"] != 429]
-            out = {"calls": len(self.entries), "by_status": dict(self.by_status), "by_method": dict(self.by_method),
+            out = {"calls": self.total, "calls_kept": len(self.entries), "calls_dropped": self.dropped,
+                   "by_status": dict(self.by_status), "by_method": dict(self.by_method),
                    "by_account": dict(self.by_account), "by_fault": dict(self.by_fault)}
         out["max_rps_all"] = max_per_second(ts_all)
         out["max_rps_admitted"] = max_per_second(ts_admitted)
         out["first_ts"] = min(ts_all) if ts_all else None
         out["last_ts"] = max(ts_all) if ts_all else None
         return out
+
+
+def _entry_iccids(entry: dict) -> list[str]:
+    return entry.get("iccids") or ([entry["iccid"]] if entry["iccid"] else [])
 
 
 def max_per_second(timestamps: list[float]) -> int:
@@ -312,15 +335,18 @@ class SimulatedCarrier:
         return dict(device)
 
     # ---------------------------------------------------------------- routes
-    def route(self, method: str, path: str, *, name: str | None = None) -> Callable[[Handler], Handler]:
+    def route(self, method: str, path: str, *, auth: bool = True,
+              name: str | None = None) -> Callable[[Handler], Handler]:
         """Register ``fn(call) -> result`` for ``<prefix><api_root><path>``; ``result`` is a Response,
-        ``(status, json)``, or JSON for a 200. ``fn`` may be sync (runs under ``self.lock``) or async."""
+        ``(status, json)``, or JSON for a 200. ``fn`` may be sync (runs under ``self.lock``) or async.
+        ``auth=False`` (e.g. a token endpoint) skips ``authenticate``; such calls are limited and
+        logged under the account ``None`` (limiter key ``ANONYMOUS``)."""
 
         def register(fn: Handler) -> Handler:
             is_async = inspect.iscoroutinefunction(fn)
 
             async def endpoint(request: Request) -> Response:
-                return await self._dispatch(request, fn, is_async)
+                return await self._dispatch(request, fn, is_async, auth)
 
             self.router.add_api_route(self.api_root + path, endpoint, methods=[method.upper()],
                                       name=name or f"{self.name}:{fn.__name__}")
@@ -380,7 +406,7 @@ class SimulatedCarrier:
         return ran
 
     # ---------------------------------------------------------------- the request pipeline
-    async def _dispatch(self, request: Request, fn: Handler, is_async: bool) -> Response:
+    async def _dispatch(self, request: Request, fn: Handler, is_async: bool, auth: bool = True) -> Response:
         arrived = time.time()
         t0 = time.perf_counter()
         generation = self._generation
@@ -389,13 +415,15 @@ class SimulatedCarrier:
                     path_params=request.path_params, arrived=arrived)
         call.iccid = request.path_params.get("iccid")
         fault: str | None = None
-        try:
-            call.account = self.authenticate(request)
-        except SimError as exc:
-            self._log(call, exc.response.status_code, None, t0, generation)
-            return exc.response
+        if auth:
+            try:
+                call.account = self.authenticate(request)
+            except SimError as exc:
+                self._log(call, exc.response.status_code, None, t0, generation)
+                return exc.response
+        limiter_key = call.account if call.account is not None else ANONYMOUS
         knobs = self.knobs
-        refusal = self._admit(call.account, arrived, knobs)
+        refusal = self._admit(limiter_key, arrived, knobs)
         if refusal is not None:
             retry_after, fault = refusal
             response = self.rate_limited_response(retry_after, fault)
@@ -440,7 +468,7 @@ class SimulatedCarrier:
             fault = "simulator_bug"
             response = self.error(500, f"Simulator bug: {exc!r}", None).response
         finally:
-            self._release(call.account, generation)
+            self._release(limiter_key, generation)
         self._log(call, response.status_code, fault, t0, generation)
         return response
 
@@ -516,7 +544,7 @@ class SimulatedCarrier:
                  "fault": fault}
         if call.iccids:
             entry["iccids"] = list(call.iccids)
-        self.log.add(entry)
+        self.log.add(entry, self.knobs.call_log_limit)
 
     # ---------------------------------------------------------------- control operations (in-process too)
     def configure(self, **changes: Any) -> Knobs:

@@ -60,23 +60,29 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
+    sock.listen(2048)  # connections queue from now on, even before uvicorn serves
     sock.set_inheritable(True)
     return sock
 
 
 class SimulatorServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, carriers: list[str] | None = None,
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 carriers: list[str | SimulatedCarrier] | None = None,
                  jasper_accounts: dict[str, str] | None = None, **options: Any):
+        """``carriers``: names from ``CARRIER_CLASSES`` (default: all of them) and/or ready-made
+        ``SimulatedCarrier`` instances (served as they are; the knob options do not apply to them)."""
         self.host = host
-        names = list(carriers or CARRIER_CLASSES)
+        wanted = list(carriers or CARRIER_CLASSES)
         per_carrier = {n: dict(options.pop(n, None) or {}) for n in list(CARRIER_CLASSES)}
         if jasper_accounts is not None:
             per_carrier["jasper"].setdefault("accounts", jasper_accounts)
         global_knobs = options  # whatever is left: knobs for every carrier
         self.carriers: dict[str, SimulatedCarrier] = {}
-        for name in names:
-            cls = carrier_class(name)
-            self.carriers[name] = cls(**{**global_knobs, **per_carrier[name]})
+        for item in wanted:
+            if isinstance(item, SimulatedCarrier):
+                self.carriers[item.name] = item
+            else:
+                self.carriers[item] = carrier_class(item)(**{**global_knobs, **per_carrier[item]})
         self.app = build_app(self.carriers)
         self._sock = bind_socket(host, port)
         self.port: int = self._sock.getsockname()[1]

@@ -1,0 +1,273 @@
+"""./run bench [--scale F] [--only R1,R2,...] [--out bench/results/latest.json]
+
+Measures, in one run on this machine, against the Jasper simulator running in its own process:
+
+R1  bound ratio     N devices (10,000) at 50 requests/s and 50 ms latency through the core
+                    (prepare, process_batch per batch of 100, finalize; SQLite): wall / (N x 1 call / 50)
+R2  legacy shape    1,000 devices at 100 ms latency, no rate limit: a sequential per-device loop (the
+                    legacy code's shape) vs our engine (max_parallel 10, and 20 = two batch tasks at once)
+R3  cost per device CPU time of this process per device at zero latency and no rate limit, on SQLite
+                    and PostgreSQL (client + validation + DB writes; the simulator's CPU is not counted)
+R4  Airflow         the R1 workload through bulk_change_process under dag.test() / the core alone;
+                    and batch size 1 vs 100 vs 500 on 1,000 devices under dag.test()
+MEM                 peak RSS of one process running process_batch over 500 devices
+
+``--scale`` multiplies every device count (the smoke test uses a tiny one). Prints a table and
+writes the same figures as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import harness
+
+RATE, LATENCY_MS = 50.0, 50
+
+
+def _scaled(n: int, scale: float, minimum: int = 4) -> int:
+    return max(minimum, int(n * scale))
+
+
+def run_core(engine, api_root, bulk_id, *, rate, batch_size=100, max_parallel=10):
+    from bulkchange import processing
+
+    client = harness.client(api_root, rate)
+    plan = processing.prepare(engine, bulk_id, batch_size=batch_size)
+    for batch in plan.batches:
+        processing.process_batch(engine, bulk_id, batch.device_change_ids, client=client, max_parallel=max_parallel)
+    summary = processing.finalize(engine, bulk_id)
+    client.close()
+    assert summary["status"] == "PROCESSED", summary
+    return summary
+
+
+def r1(scale, workdir, api_root, control):
+    n = _scaled(10_000, scale)
+    control.configure(latency_ms=LATENCY_MS, rate_limit=RATE)
+    with harness.amop_database("sqlite", workdir) as engine:
+        bulk_id = harness.seed_fleet(engine, control, n)
+        control.configure(latency_ms=LATENCY_MS, rate_limit=RATE)
+        t0 = time.perf_counter()
+        run_core(engine, api_root, bulk_id, rate=RATE)
+        wall = time.perf_counter() - t0
+    stats = control.stats()
+    bound = n * 1 / RATE
+    return {"devices": n, "wall_s": round(wall, 2), "bound_s": round(bound, 2), "ratio": round(wall / bound, 3),
+            "carrier_429s": stats["by_status"].get("429", 0), "max_rps_admitted": stats["max_rps_admitted"]}
+
+
+def r2(scale, workdir, api_root, control):
+    from bulkchange.engine import run_batch
+
+    n = _scaled(1000, scale)
+    out = {"devices": n, "latency_ms": 100}
+    control.reset()
+    control.seed_devices([{"iccid": harness.seed.make_iccid(i + 1), "status": "ACTIVATED"} for i in range(n)])
+    control.configure(latency_ms=100)
+    iccids = [harness.seed.make_iccid(i + 1) for i in range(n)]
+    client = harness.client(api_root, None)
+    t0 = time.perf_counter()
+    for iccid in iccids:  # the legacy shape: one call after another
+        client.update_status(iccid, "DEACTIVATED")
+    out["sequential_s"] = round(time.perf_counter() - t0, 2)
+    for par in (10, 20):
+        control.seed_devices([{"iccid": i, "status": "ACTIVATED"} for i in iccids])
+        t0 = time.perf_counter()
+        outcomes = run_batch(iccids, lambda i: client.update_status(i, "DEACTIVATED"), max_parallel=par)
+        assert all(o.ok for o in outcomes)
+        wall = time.perf_counter() - t0
+        out[f"engine_p{par}_s"] = round(wall, 2)
+        out[f"speedup_p{par}"] = round(out["sequential_s"] / wall, 2)
+    client.close()
+    return out
+
+
+def r3(scale, workdir, api_root, control):
+    n = _scaled(2000, scale)
+    out = {"devices": n}
+    kinds = ["sqlite"] + (["postgres"] if harness.pg_reachable() else [])
+    for kind in kinds:
+        with harness.amop_database(kind, workdir) as engine:
+            bulk_id = harness.seed_fleet(engine, control, n)
+            control.configure(latency_ms=0, rate_limit=None)
+            c0, t0 = time.process_time(), time.perf_counter()
+            run_core(engine, api_root, bulk_id, rate=None)
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        out[f"{kind}_cpu_ms_per_device"] = round(cpu / n * 1000, 3)
+        out[f"{kind}_wall_s"] = round(wall, 2)
+    if "postgres" not in kinds:
+        out["postgres"] = "skipped: PostgreSQL not reachable"
+    return out
+
+
+def _airflow_env(workdir: Path):
+    home = workdir / "airflow"
+    home.mkdir(exist_ok=True)
+    os.environ.update({
+        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(harness.ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(harness.ROOT / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        # dag.test() runs mapped tasks one after another: give each the account's whole rate
+        "BULKCHANGE_BATCH_CONCURRENCY": "1",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    })
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(harness.ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags["bulk_change_process"]
+
+
+def _dag_run(dag, engine, api_root, bulk_id, rate, batch_size):
+    from airflow.sdk import DagRunState
+
+    os.environ["AIRFLOW_CONN_AMOP_DB"] = json.dumps({"conn_type": "sqlite", "host": engine.url.database})
+    os.environ["AIRFLOW_CONN_CARRIER_SP_1"] = harness.carrier_conn_json(api_root, rate)
+    t0 = time.perf_counter()
+    run = dag.test(run_conf={"bulk_change_id": bulk_id, "batch_size": batch_size, "max_parallel": 10})
+    wall = time.perf_counter() - t0
+    assert run.state == DagRunState.SUCCESS, run.state
+    return wall
+
+
+def r4(scale, workdir, api_root, control, r1_result):
+    import logging
+
+    logging.getLogger("airflow").setLevel(logging.WARNING)
+    dag = _airflow_env(workdir)
+    n = r1_result["devices"]
+    out = {"devices": n}
+    with harness.amop_database("sqlite", workdir) as engine:
+        # warm-up: the first dag.test() in a process starts the in-process Execution API (~5 s)
+        warm = harness.seed_fleet(engine, control, 4, start=900_000)
+        _dag_run(dag, engine, api_root, warm, None, 100)
+        bulk_id = harness.seed_fleet(engine, control, n)
+        control.configure(latency_ms=LATENCY_MS, rate_limit=RATE)
+        wall = _dag_run(dag, engine, api_root, bulk_id, RATE, 100)
+    bound = n / RATE
+    out.update({"dag_test_wall_s": round(wall, 2), "core_wall_s": r1_result["wall_s"],
+                "ratio_to_core": round(wall / r1_result["wall_s"], 3),
+                "overhead_pct_of_bound": round((wall - r1_result["wall_s"]) / bound * 100, 1)})
+    m = _scaled(1000, scale)
+    for size in (1, 100, 500):
+        with harness.amop_database("sqlite", workdir) as engine:
+            bulk_id = harness.seed_fleet(engine, control, m)
+            control.configure(latency_ms=LATENCY_MS, rate_limit=RATE)
+            out[f"batch{size}_devices"] = m
+            out[f"batch{size}_wall_s"] = round(_dag_run(dag, engine, api_root, bulk_id, RATE, size), 2)
+    out["batch_bound_s"] = round(m / RATE, 2)
+    return out
+
+
+MEM_CHILD = """
+import resource, sys
+from bulkchange import processing
+from bulkchange.db.connect import make_engine
+from bench import harness
+url, api_root, bulk_id, ids = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
+engine = make_engine(url)
+client = harness.client(api_root, None)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after imports, before any device is loaded
+processing.process_batch(engine, bulk_id, ids, client=client)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before, after)
+"""
+
+
+def mem(scale, workdir, api_root, control):
+    """Peak RSS of a fresh process that runs one process_batch over n devices (what a mapped task does)."""
+    from bulkchange import processing
+
+    n = _scaled(500, scale)
+    with harness.amop_database("sqlite", workdir) as engine:
+        bulk_id = harness.seed_fleet(engine, control, n)
+        control.configure(latency_ms=0, rate_limit=None)
+        plan = processing.prepare(engine, bulk_id, batch_size=n)
+        ids = ",".join(str(i) for i in plan.batches[0].device_change_ids)
+        env = dict(os.environ, PYTHONPATH=f"{harness.ROOT}:{harness.ROOT / 'include'}:{harness.ROOT / 'plugins'}")
+        res = subprocess.run([sys.executable, "-c", MEM_CHILD, str(engine.url), api_root, str(bulk_id), ids],
+                             env=env, capture_output=True, text=True, check=True)
+    before, after = (int(x) for x in res.stdout.split()[-2:])
+    return {"devices": n, "peak_rss_mb": round(after / 1024, 1), "rss_before_batch_mb": round(before / 1024, 1),
+            "batch_cost_mb": round((after - before) / 1024, 1)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--only", default="R1,R2,R3,R4,MEM")
+    parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+    only = {x.strip().upper() for x in args.only.split(",")}
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "platform": platform.platform(), "scale": args.scale,
+                                 "when": time.strftime("%Y-%m-%d %H:%M:%S")}}
+    with tempfile.TemporaryDirectory(prefix="bulkchange-bench-") as tmp, harness.simulator_process() as (api, control):
+        workdir = Path(tmp)
+        if "R1" in only or "R4" in only:
+            results["R1"] = r1(args.scale, workdir, api, control)
+            print("R1", results["R1"], flush=True)
+        if "R2" in only:
+            results["R2"] = r2(args.scale, workdir, api, control)
+            print("R2", results["R2"], flush=True)
+        if "R3" in only:
+            results["R3"] = r3(args.scale, workdir, api, control)
+            print("R3", results["R3"], flush=True)
+        if "MEM" in only:
+            results["MEM"] = mem(args.scale, workdir, api, control)
+            print("MEM", results["MEM"], flush=True)
+        if "R4" in only:
+            results["R4"] = r4(args.scale, workdir, api, control, results["R1"])
+            print("R4", results["R4"], flush=True)
+    print_table(results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+def print_table(res: dict) -> None:
+    rows = []
+    if "R1" in res:
+        r = res["R1"]
+        rows.append(("R1 bound ratio", f"{r['ratio']:.3f}", "<= 1.15",
+                     f"{r['devices']} devices, {r['wall_s']} s vs bound {r['bound_s']} s"))
+    if "R2" in res:
+        r = res["R2"]
+        rows.append(("R2 speed-up vs legacy loop", f"{r['speedup_p20']:.1f} (p10: {r['speedup_p10']:.1f})", ">= 10",
+                     f"sequential {r['sequential_s']} s, engine {r['engine_p20_s']} s at 20 in flight"))
+    if "R3" in res:
+        r = res["R3"]
+        pg = r.get("postgres_cpu_ms_per_device", r.get("postgres"))
+        rows.append(("R3 CPU per device (ms)", f"SQLite {r['sqlite_cpu_ms_per_device']}, PostgreSQL {pg}", "< 2",
+                     f"{r['devices']} devices, zero latency"))
+    if "R4" in res:
+        r = res["R4"]
+        rows.append(("R4 Airflow / core", f"{r['ratio_to_core']:.3f}", "overhead <= 15 % of bound",
+                     f"overhead {r['overhead_pct_of_bound']} % of bound"))
+        rows.append(("R4 batch size 1/100/500", f"{r['batch1_wall_s']} / {r['batch100_wall_s']} / {r['batch500_wall_s']} s",
+                     "", f"{r['batch1_devices']} devices, bound {r['batch_bound_s']} s"))
+    if "MEM" in res:
+        r = res["MEM"]
+        rows.append(("MEM peak RSS, 500-device batch", f"{r['peak_rss_mb']} MB", "",
+                     f"{r['batch_cost_mb']} MB above the process before the batch"))
+    width = max(len(r[0]) for r in rows) if rows else 10
+    print(f"\n{'measure':<{width}}  {'value':<34}  {'target':<26}  notes")
+    for name, value, target, notes in rows:
+        print(f"{name:<{width}}  {value:<34}  {target:<26}  {notes}")
+    m = res["machine"]
+    print(f"\nmachine: {m['cpus']} CPUs, Python {m['python']}, {m['platform']}, scale {m['scale']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Shared pieces: a simulator in its own process (so its CPU is not ours), AMOP databases, fleets."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+from bulkchange.carriers.jasper import JasperClient
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.db.connect import make_engine
+from bulkchange.db.schema import create_schema
+from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
+from bulkchange.models import ChangeType, Integration
+from simulators.client import SimulatorControl
+
+ROOT = Path(__file__).resolve().parents[1]
+USER, KEY = "bench", "bench-api-key"
+PG_ADMIN_URL = os.environ.get("BULKCHANGE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def simulator_process():
+    """The simulators in a child process; yields (api_root, control)."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'include'}:{ROOT / 'plugins'}")
+    proc = subprocess.Popen([sys.executable, "-m", "simulators", "serve", "--port", str(port),
+                             "--jasper-username", USER, "--jasper-api-key", KEY],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(base + "/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("simulator process did not start")
+                time.sleep(0.1)
+        yield base + "/jasper/rws/api/v1", SimulatorControl(base + "/jasper")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def client(api_root: str, rate: float | None, max_attempts: int = 5) -> JasperClient:
+    policy = CallPolicy(RateLimiter(rate), RetryPolicy(max_attempts=max_attempts, base_delay=0.2, max_delay=5))
+    return JasperClient(api_root, USER, KEY, policy=policy)
+
+
+@contextmanager
+def amop_database(kind: str, workdir: Path):
+    """A fresh AMOP database: ``sqlite`` (a file) or ``postgres`` (a throwaway database)."""
+    if kind == "sqlite":
+        path = workdir / f"amop-{uuid.uuid4().hex[:8]}.db"
+        engine = make_engine(f"sqlite:///{path}")
+        create_schema(engine)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+        return
+    name = f"bulkchange_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+    create_schema(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def pg_reachable() -> bool:
+    try:
+        eng = sa.create_engine(PG_ADMIN_URL)
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def seed_fleet(engine, control: SimulatorControl, n: int, *, start: int = 1) -> int:
+    """n ACTIVATED Jasper devices (no communication plan: one call per device) and a NEW Suspend bulk change."""
+    iccids = [seed.make_iccid(start + i) for i in range(n)]
+    control.reset()
+    for i in range(0, n, 5000):
+        control.seed_devices([{"iccid": x, "status": "ACTIVATED"} for x in iccids[i:i + 5000]])
+    with engine.begin() as conn:
+        if conn.execute(sa.select(t.service_provider.c.Id).where(t.service_provider.c.Id == 1)).first() is None:
+            seed.add_service_provider(conn, sp_id=1, name="bench", integration=Integration.JASPER, tenant_id=1)
+        conn.execute(t.device.delete())
+        seed.add_devices(conn, [{"ICCID": x, "Status": "ACTIVATED"} for x in iccids], sp_id=1, tenant_id=1)
+        return seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
+                                    requests=[{"ICCID": x, "ChangeRequest": {"UpdateStatus": "Suspend"}}
+                                              for x in iccids])
+
+
+def carrier_conn_json(api_root: str, rate: float | None) -> str:
+    extra = {"rate_limit_per_s": rate} if rate else {}
+    return json.dumps({"conn_type": "http", "host": api_root, "login": USER, "password": KEY, "extra": extra})

@@ -1,6 +1,6 @@
 """The batch engine: runs one carrier action over a batch of devices.
 
-Knows nothing about Airflow or any particular carrier. Three parts:
+Knows nothing about Airflow or any particular carrier (plain Python, stdlib only). Three parts:
 
 * ``RateLimiter``  - a thread-safe token bucket shared by every call to one carrier account;
   a 429's Retry-After slows everyone sharing it down (``penalize``), not just the thread that
@@ -13,147 +13,247 @@ Knows nothing about Airflow or any particular carrier. Three parts:
 """
 from __future__ import annotations
 
+import logging
+import operator
 import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
 from bulkchange.carriers.base import AuthError, PermanentError, TransientError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAX_PARALLEL = 10
+_NEVER = float("-inf")
 
 
 def max_parallel_from_env(default: int = DEFAULT_MAX_PARALLEL) -> int:
-    """``MAX_PARALLEL_REQUESTS`` as the legacy lambda read it: unset -> default, invalid or <= 0 -> 1."""
+    """``MAX_PARALLEL_REQUESTS`` as the legacy lambda read it.
+
+    Unset or blank -> ``default``; not an integer, zero or negative -> 1 (the legacy code fell
+    back to sequential processing rather than failing the run on a bad setting).
+    """
     raw = os.environ.get("MAX_PARALLEL_REQUESTS")
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        value = int(raw.strip())
     except ValueError:
         return 1
     return value if value > 0 else 1
 
 
+# --------------------------------------------------------------------------------------------
+# Rate limiting
+# --------------------------------------------------------------------------------------------
 class RateLimiter:
-    """Token bucket: long-run rate never above ``rate_per_s``; ``burst`` tokens may be used at once.
+    """Token bucket: the long-run rate never exceeds ``rate_per_s``; up to ``burst`` tokens may be
+    spent at once after an idle period (``burst=1``: requests are evenly spaced ``1/rate`` apart).
+    ``rate_per_s`` None or <= 0 means unlimited (only ``penalize`` can then make callers wait).
 
-    Waiting threads reserve their slot under the lock and sleep outside it, so many threads can
-    wait at once and are released evenly spaced.
+    Implementation: a "virtual scheduling" bucket. Under the lock each caller reserves the next
+    free slot and advances it by ``1/rate``; it then sleeps *outside* the lock until its slot,
+    so any number of threads can wait at once and are released evenly spaced. The bucket starts
+    full.
+
+    ``penalize(seconds)``: nobody sharing the limiter is let through until ``now + seconds``.
+    Callers already asleep on a slot that falls inside the penalty window re-queue when they
+    wake, so a carrier's "slow down" holds for every thread, including those already waiting.
+    After the penalty, sending resumes at the steady rate (no banked burst).
+
+    ``clock`` and ``sleep`` are injectable for tests.
     """
 
-    def __init__(self, rate_per_s: float | None, burst: int = 1, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, rate_per_s: float | None, burst: int = 1,
+                 clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
-        self.rate = float(rate_per_s) if rate_per_s and rate_per_s > 0 else None
-        self.burst = max(1, int(burst))
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self.rate: float | None = float(rate_per_s) if rate_per_s and rate_per_s > 0 else None
+        self.burst = int(burst)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        # The earliest time the next token is free; with burst b, up to b tokens may be "banked".
-        self._next_free = clock()
-        self._blocked_until = 0.0
+        self._next_free = _NEVER       # earliest start of the next slot (bucket starts full)
+        self._blocked_until = _NEVER   # penalty: no slot before this time
 
     @property
     def unlimited(self) -> bool:
         return self.rate is None
 
+    def _reserve(self) -> tuple[float, float]:
+        """Reserve a slot; returns (slot time, now). Caller holds the lock."""
+        now = self._clock()
+        if self.rate is None:
+            return max(now, self._blocked_until), now
+        interval = 1.0 / self.rate
+        # Idle time banks at most `burst` tokens: a slot may lie up to burst-1 intervals back.
+        earliest = now - (self.burst - 1) * interval
+        slot = max(self._next_free, earliest, self._blocked_until)
+        self._next_free = slot + interval
+        return slot, now
+
     def acquire(self) -> float:
         """Block until this caller may send; returns the seconds waited."""
-        if self.rate is None and self._blocked_until == 0.0:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            if self.rate is not None:
-                interval = 1.0 / self.rate
-                # idle time banks at most `burst` tokens: slots may lie up to burst-1 intervals back
-                earliest = now - (self.burst - 1) * interval
-                slot = max(self._next_free, earliest, self._blocked_until)
-                self._next_free = slot + interval
-            else:
-                slot = max(now, self._blocked_until)
+        if self.rate is None and self._blocked_until <= self._clock():
+            return 0.0  # unlimited and not penalized: no lock, no wait
+        waited = 0.0
+        while True:
+            with self._lock:
+                slot, now = self._reserve()
             wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
-        return max(0.0, wait)
+            if wait <= 0:
+                return waited
+            self._sleep(wait)  # never under the lock
+            waited += wait
+            with self._lock:
+                if self._blocked_until <= slot:
+                    return waited
+            # A penalty arrived while we slept and covers our slot: that slot is void, queue again.
 
     def penalize(self, seconds: float) -> None:
-        """Nobody sharing this limiter sends for ``seconds`` from now (a carrier's Retry-After)."""
-        if seconds <= 0:
+        """Nobody sharing this limiter sends for ``seconds`` from now (a carrier's Retry-After).
+        Penalties do not add up: the later end wins."""
+        if seconds is None or seconds <= 0:
             return
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
 
+# --------------------------------------------------------------------------------------------
+# Retries
+# --------------------------------------------------------------------------------------------
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with full jitter (AWS's recommendation: spreads out retries of many
-    parallel clients best); a carrier's Retry-After is a floor. Delays are capped at max_delay."""
+    """How often and how long to wait between attempts of one call.
+
+    ``delay(n)`` after failed attempt ``n`` (1-based): exponential ``base_delay * 2**(n-1)``
+    capped at ``max_delay``. With ``jitter`` it is "full jitter", uniform in ``[0, that]``:
+    a batch runs up to MAX_PARALLEL_REQUESTS threads (and several batch tasks) against one carrier
+    account, and when a gateway hiccups they all fail at once; full jitter de-synchronises those
+    retries best and does the least total work (AWS "Exponential Backoff and Jitter"). The
+    occasional near-zero wait is harmless because every retry still goes through the shared
+    RateLimiter. A carrier's Retry-After is a floor (itself capped at ``max_delay``, so a
+    hostile or buggy header cannot stall a task for hours).
+
+    ``rng`` defaults to a fresh ``random.Random()`` per policy; pass a seeded one in tests.
+    """
 
     max_attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 30.0
     jitter: bool = True
-    rng: random.Random | None = None
+    rng: random.Random | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        self._rng = self.rng or random.Random()
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("base_delay and max_delay must not be negative")
+        if self.rng is None:
+            self.rng = random.Random()
+
+    def backoff(self, attempt: int) -> float:
+        """The un-jittered backoff after failed attempt ``attempt`` (1-based), capped."""
+        exponent = min(max(attempt, 1) - 1, 62)  # 2**62 already dwarfs any max_delay
+        return min(self.max_delay, self.base_delay * (2 ** exponent))
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        delay = self._rng.uniform(0, ceiling) if self.jitter else ceiling
-        if retry_after is not None:
+        ceiling = self.backoff(attempt)
+        delay = self.rng.uniform(0.0, ceiling) if self.jitter else ceiling
+        if retry_after is not None and retry_after > 0:
             delay = max(delay, min(retry_after, self.max_delay))
         return delay
 
 
-class CallPolicy:
-    """Rate limit + retry + re-auth around one logical carrier call."""
+def _set_attempts(exc: BaseException, attempts: int) -> None:
+    try:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # exotic exception types with __slots__
+        pass
 
-    def __init__(self, rate_limiter: RateLimiter | None = None, retry: RetryPolicy | None = None, *,
+
+class CallPolicy:
+    """Rate limit + retry + re-auth around one logical carrier call. Share one instance (and so
+    one RateLimiter) between all threads calling the same carrier account.
+
+    ``execute(fn)`` returns ``(value, attempts)`` where ``attempts`` is the number of times
+    ``fn`` was called. Per attempt: acquire the limiter, call ``fn``:
+
+    * ``TransientError``: retried until ``retry.max_attempts`` attempts were made, sleeping
+      ``retry.delay(n, retry_after)`` in between. A Retry-After (429, or 503 with the header)
+      also ``penalize``s the shared limiter by ``min(retry_after, retry.max_delay)`` - even on
+      the last attempt, since the other threads must still slow down. When the attempts are
+      used up the last error is re-raised with ``exc.attempts`` set and a note added.
+    * ``AuthError``: ``reauthenticate()`` is called once (if given) and the call is retried at
+      once; that retry does not use up ``max_attempts`` (it is still counted in ``attempts``).
+      A second AuthError, or one without ``reauthenticate``, is raised.
+    * ``PermanentError``: raised at once, never retried.
+    * anything else propagates unchanged (no retry).
+
+    Every exception that leaves ``execute`` carries ``exc.attempts``.
+    """
+
+    def __init__(self, rate_limiter: RateLimiter | None = None, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.rate_limiter = rate_limiter
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
 
-    def execute(self, fn: Callable[[], R], *, reauthenticate: Callable[[], None] | None = None) -> tuple[R, int]:
-        attempts = 0
+    def execute(self, fn: Callable[[], R], *,
+                reauthenticate: Callable[[], None] | None = None) -> tuple[R, int]:
+        attempts = 0           # calls of fn, as reported
+        budget_used = 0        # attempts that count against max_attempts
         reauthenticated = False
         while True:
             if self.rate_limiter is not None:
                 self.rate_limiter.acquire()
             attempts += 1
+            budget_used += 1
             try:
                 return fn(), attempts
             except TransientError as exc:
-                exc.attempts = attempts
-                if attempts >= self.retry.max_attempts:
+                _set_attempts(exc, attempts)
+                if exc.retry_after and exc.retry_after > 0 and self.rate_limiter is not None:
+                    self.rate_limiter.penalize(min(exc.retry_after, self.retry.max_delay))
+                if budget_used >= self.retry.max_attempts:
+                    exc.add_note(f"gave up after {attempts} attempt(s)")
                     raise
-                if exc.retry_after and self.rate_limiter is not None:
-                    self.rate_limiter.penalize(exc.retry_after)
-                self._sleep(self.retry.delay(attempts, exc.retry_after))
+                self._sleep(self.retry.delay(budget_used, exc.retry_after))
             except AuthError as exc:
-                exc.attempts = attempts
+                _set_attempts(exc, attempts)
                 if reauthenticated or reauthenticate is None:
                     raise
-                reauthenticate()
                 reauthenticated = True
-                attempts -= 1  # the retry after re-authentication is not counted as a failure
+                budget_used -= 1  # the retry after re-authentication is free
+                try:
+                    reauthenticate()
+                except BaseException as reauth_exc:
+                    _set_attempts(reauth_exc, attempts)
+                    raise
             except PermanentError as exc:
-                exc.attempts = attempts
+                _set_attempts(exc, attempts)
+                raise
+            except BaseException as exc:
+                _set_attempts(exc, attempts)
                 raise
 
 
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
 @dataclass
 class Outcome(Generic[T, R]):
+    """The result of one item: ``value`` on success, else ``error`` (the exception)."""
+
     item: T
     value: R | None = None
     error: BaseException | None = None
@@ -166,27 +266,41 @@ class Outcome(Generic[T, R]):
 
 def run_batch(items: Sequence[T], action: Callable[[T], R], *, max_parallel: int = DEFAULT_MAX_PARALLEL,
               on_result: Callable[[T, Outcome], None] | None = None) -> list[Outcome]:
-    """Run ``action`` over ``items`` with at most ``max_parallel`` at once; outcomes in input order.
+    """Run ``action`` over ``items`` with at most ``max_parallel`` running at once.
 
-    ``on_result`` is called from worker threads as each item finishes: it must be thread-safe.
+    Returns one ``Outcome`` per item, in input order. An ``Exception`` raised by ``action`` is
+    captured in that item's Outcome and never affects the others (``BaseException`` such as
+    KeyboardInterrupt still propagates). ``max_parallel=1`` (or a single item) runs sequentially
+    in the caller's thread; otherwise a ThreadPoolExecutor is used.
+
+    ``on_result(item, outcome)`` is called once per item as it finishes, **from worker
+    threads**, possibly concurrently: it must be thread-safe. If it raises, the error is logged
+    and the batch carries on (progress reporting must not lose device results).
     """
-    if max_parallel < 1:
-        raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
+    try:
+        limit = operator.index(max_parallel)  # ints (and numpy ints); not floats or strings
+    except TypeError:
+        limit = 0
+    if isinstance(max_parallel, bool) or limit < 1:
+        raise ValueError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
 
     def one(item: T) -> Outcome:
         started = time.monotonic()
         try:
-            out = Outcome(item, value=action(item))
+            out: Outcome = Outcome(item, value=action(item))
         except Exception as exc:  # noqa: BLE001 - captured per item, never lost
             out = Outcome(item, error=exc)
         out.duration_s = time.monotonic() - started
         if on_result is not None:
-            on_result(item, out)
+            try:
+                on_result(item, out)
+            except Exception:  # noqa: BLE001
+                log.exception("on_result callback failed for %r; continuing", item)
         return out
 
-    if max_parallel == 1 or len(items) <= 1:
+    items = list(items)
+    if limit == 1 or len(items) <= 1:
         return [one(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(max_parallel, len(items)),
+    with ThreadPoolExecutor(max_workers=min(limit, len(items)),
                             thread_name_prefix="bulkchange-batch") as pool:
         return list(pool.map(one, items))
-

@@ -73,8 +73,8 @@ def test_sensor_then_processing_end_to_end(dagbag, amop_engine, simulator, jaspe
 
     monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", _amop_conn_json(amop_engine))
     monkeypatch.setenv("AIRFLOW_CONN_CARRIER_SP_1", json.dumps({
-        "conn_type": "http", "host": simulator.url_for("jasper"), "login": "demo", "password": KEY}))
-    simulator.set_account("jasper", "demo", KEY)
+        "conn_type": "http", "host": simulator.url_for("jasper"), "login": "e2e", "password": KEY}))
+    simulator.set_account("jasper", "e2e", KEY)
     bulk_id = _seed(amop_engine, jasper)
 
     sensor_run = dagbag.dags["bulk_change_sensor"].test()

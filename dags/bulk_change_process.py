@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
@@ -19,6 +19,8 @@ from bulkchange_plugins.operators import CarrierBatchOperator
 # How many batch tasks of one run may call the carrier at once. Each gets 1/N of the account's
 # rate limit so one run never exceeds the account's requests/s.
 BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
+# How long a run waits for asynchronous carrier requests before leaving them to reconciliation.
+WAIT_FOR_CARRIER_S = int(os.environ.get("BULKCHANGE_WAIT_FOR_CARRIER_SECONDS", "1800"))
 
 default_args = {
     "owner": "bulkchange",
@@ -64,7 +66,7 @@ def bulk_change_process():
                 bulk = repo.load_bulk_change(conn, int(bulk_id))
             except repo.BulkChangeNotFound as exc:
                 raise AirflowFailException(str(exc)) from exc
-        problem = CarrierHook(carrier_conn_id(bulk.service_provider_id)).credentials_problem()
+        problem = CarrierHook(carrier_conn_id(bulk.service_provider_id)).credentials_problem(bulk.integration)
         result = processing.prepare(engine, bulk.id, batch_size=int(params["batch_size"]),
                                     credentials_problem=problem)
         print(f"bulk change {bulk.id} ({bulk.change_type.value} on {bulk.integration.value}, "
@@ -85,6 +87,33 @@ def bulk_change_process():
         map_index_template="{{ task.batch_label }}",
     ).expand_kwargs(batches)
 
+    @task.sensor(poke_interval=15, timeout=WAIT_FOR_CARRIER_S, mode="reschedule", soft_fail=True,
+                 trigger_rule="all_done")
+    def wait_for_carrier(params=None) -> PokeReturnValue:
+        """Asynchronous carriers (ThingSpace suspend/restore/deactivate): poll their requests without
+        holding a worker slot. Activations are left to device_status_reconcile."""
+        from bulkchange import reconcile
+        from bulkchange.db import repository as repo
+        from bulkchange.models import DeviceChangeStatus
+        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+
+        engine = AmopHook().get_engine()
+        with engine.connect() as conn:
+            try:
+                bulk = repo.load_bulk_change(conn, int(params["bulk_change_id"] or 0))
+            except repo.BulkChangeNotFound:
+                return PokeReturnValue(is_done=True)
+            waiting = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.PENDING_CARRIER.value])
+        if not waiting:
+            return PokeReturnValue(is_done=True)
+        client = CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(bulk.integration)
+        try:
+            summary = reconcile.settle_bulk(engine, bulk.id, client, include_activations=False, count_checks=False)
+        finally:
+            client.close()
+        print(f"carrier requests: settled {summary.settled}, still waiting {summary.still_waiting}")
+        return PokeReturnValue(is_done=summary.still_waiting == 0)
+
     @task(trigger_rule="all_done", retries=3)
     def finalize(params=None) -> dict:
         from bulkchange import processing
@@ -104,7 +133,7 @@ def bulk_change_process():
                 f"are now ERROR; bulk change is {summary['status']}")
         return summary
 
-    processed >> finalize()
+    processed >> wait_for_carrier() >> finalize()
 
 
 bulk_change_process()

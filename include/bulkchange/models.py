@@ -97,6 +97,7 @@ class BulkStatus(str, Enum):
     NEW = "NEW"
     PENDING = "PENDING"          # claimed by the sensor, processing launched
     PROCESSING = "PROCESSING"
+    WAITING_FOR_CARRIER = "WAITING_FOR_CARRIER"  # its run ended; devices wait on asynchronous carrier work
     PROCESSED = "PROCESSED"
     PROCESSED_WITH_ERRORS = "PROCESSED_WITH_ERRORS"
     ERROR = "ERROR"
@@ -110,7 +111,8 @@ class DeviceChangeStatus(str, Enum):
     NEW = "NEW"
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"        # handed to the carrier; outcome not yet recorded
-    PENDING_ACTIVATION = "PENDING_ACTIVATION"  # carrier accepted, finishes asynchronously
+    PENDING_ACTIVATION = "PENDING_ACTIVATION"  # carrier accepted an activation; reconciliation settles it
+    PENDING_CARRIER = "PENDING_CARRIER"        # carrier accepted an asynchronous action (requestId stored)
     PROCESSED = "PROCESSED"
     API_FAILED = "API_FAILED"
     ERROR = "ERROR"                  # rejected by validation or a DB/pre-flight failure
@@ -124,6 +126,7 @@ SETTLED_DEVICE_STATUSES = frozenset(
     {DeviceChangeStatus.PROCESSED, DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR}
 )
 FAILED_DEVICE_STATUSES = frozenset({DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR})
+WAITING_DEVICE_STATUSES = frozenset({DeviceChangeStatus.PENDING_ACTIVATION, DeviceChangeStatus.PENDING_CARRIER})
 
 
 class _Lenient(BaseModel):
@@ -206,6 +209,8 @@ class DeviceChange(BaseModel):
     status_details: str | None = None
     service_provider_id: int | None = None
     tenant_id: int | None = None
+    carrier_request_id: str | None = None
+    carrier_check_count: int = 0
 
 
 class DeviceResult(BaseModel):

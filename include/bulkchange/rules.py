@@ -59,6 +59,12 @@ STATUS_ALIASES: dict[Integration, dict[str, str]] = {
         "retire": "RETIRED", "retired": "RETIRED", "terminate": "RETIRED", "terminated": "RETIRED",
         "purged": "PURGED",
     },
+    # ThingSpace states (carrierInformations.state); "restore" is the action back to active.
+    Integration.THINGSPACE: {
+        "active": "active", "activate": "active", "activated": "active", "restore": "active",
+        "resume": "active", "suspend": "suspend", "suspended": "suspend",
+        "deactive": "deactive", "deactivate": "deactive", "deactivated": "deactive",
+    },
 }
 
 # Allowed transitions: target -> the current statuses it may come from. Cisco does not publish
@@ -73,6 +79,13 @@ TRANSITIONS: dict[Integration, dict[str, frozenset[str]]] = {
         "TEST_READY": frozenset({"INVENTORY"}),
         "RETIRED": frozenset({"DEACTIVATED", "INVENTORY"}),
         "PURGED": frozenset({"RETIRED"}),
+    },
+    # ThingSpace provisioning rules (carrier_apis.md): activate from preactive/deactive (restore
+    # from suspend), suspend only an active line, deactivate an active or suspended line.
+    Integration.THINGSPACE: {
+        "active": frozenset({"preactive", "pending activation", "inventory", "deactive", "suspend"}),
+        "suspend": frozenset({"active"}),
+        "deactive": frozenset({"active", "suspend"}),
     },
 }
 
@@ -90,9 +103,9 @@ def carrier_status(integration: Integration, requested: str) -> str:
     key = (requested or "").strip().lower()
     if key in aliases:
         return aliases[key]
-    upper = key.upper()
-    if upper in TRANSITIONS[family]:
-        return upper
+    for status in TRANSITIONS[family]:
+        if status.lower() == key:
+            return status
     allowed = ", ".join(sorted(TRANSITIONS[family]))
     raise RuleError(f"status {requested!r} is not a {family.value} status (allowed: {allowed})")
 
@@ -107,13 +120,13 @@ def check_transition(integration: Integration, current: str | None, requested: s
                      ignore_current: bool) -> TransitionCheck:
     """Validate moving a device from ``current`` to ``requested`` on this carrier."""
     target = carrier_status(integration, requested)
-    cur = (current or "").strip().upper()
+    cur = (current or "").strip().lower()
     if ignore_current:
         return TransitionCheck(target, False)
-    if cur == target:
+    if cur == target.lower():
         return TransitionCheck(target, True)
     allowed_from = TRANSITIONS[integration.family][target]
-    if cur not in allowed_from:
+    if cur not in {s.lower() for s in allowed_from}:
         shown = current if current else "unknown"
         raise RuleError(
             f"cannot change status from {shown} to {target} on {integration.value} "

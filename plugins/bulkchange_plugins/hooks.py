@@ -90,8 +90,8 @@ class CarrierHook(BaseHook):
         )
         return build_client(integration, settings, policy=policy)
 
-    def credentials_problem(self) -> str | None:
-        """None when the account's connection exists and is usable, else the reason."""
+    def credentials_problem(self, integration: Integration) -> str | None:
+        """None when the account's connection exists and holds what the carrier needs, else why."""
         try:
             settings = self.get_settings()
         except Exception as exc:  # AirflowNotFoundException and friends
@@ -99,4 +99,8 @@ class CarrierHook(BaseHook):
                     f"{type(exc).__name__}: {exc}")
         if not settings.login or not settings.password:
             return f"carrier connection {self.carrier_conn_id!r} has no login or password"
+        try:
+            build_client(integration, settings).close()
+        except (ValueError, NotImplementedError) as exc:
+            return f"carrier connection {self.carrier_conn_id!r}: {exc}"
         return None

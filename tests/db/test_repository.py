@@ -131,7 +131,8 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
     ({"PROCESSED": 2, "API_FAILED": 1}, BulkStatus.PROCESSED_WITH_ERRORS),
     ({"ERROR": 2, "API_FAILED": 1}, BulkStatus.ERROR),
     ({"PROCESSED": 2, "PROCESSING": 1}, BulkStatus.PROCESSING),
-    ({"PROCESSED": 2, "PENDING_ACTIVATION": 1}, BulkStatus.PROCESSING),
+    ({"PROCESSED": 2, "PENDING_ACTIVATION": 1}, BulkStatus.WAITING_FOR_CARRIER),
+    ({"PENDING_CARRIER": 1, "PENDING": 1}, BulkStatus.PROCESSING),
     ({}, BulkStatus.ERROR),
 ])
 def test_decide_bulk_status(counts, expected):

@@ -74,3 +74,12 @@ def test_change_type_and_integration_dispatch_on_names():
     assert Integration.from_name("TMOBILEJASPER").family is Integration.JASPER
     with pytest.raises(ValueError):
         ChangeType.from_code("Teleport")
+
+
+def test_thingspace_vocabulary_and_transitions():
+    assert carrier_status(Integration.THINGSPACE, "Restore") == "active"
+    assert carrier_status(Integration.THINGSPACE, "Deactivate") == "deactive"
+    assert check_transition(Integration.THINGSPACE, "suspend", "Active", False).target == "active"
+    assert check_transition(Integration.THINGSPACE, "ACTIVE", "active", False).already_there
+    with pytest.raises(RuleError, match="cannot change status from preactive to suspend"):
+        check_transition(Integration.THINGSPACE, "preactive", "Suspend", False)

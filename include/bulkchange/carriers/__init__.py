@@ -45,4 +45,11 @@ def build_client(integration: Integration, settings: CarrierSettings, *, policy:
 
         return JasperClient(settings.base_url, settings.login or "", settings.password or "",
                             policy=policy, timeout=settings.timeout_s)
+    if family == Integration.THINGSPACE:
+        from bulkchange.carriers.thingspace import ThingSpaceClient
+
+        extra = settings.extra
+        return ThingSpaceClient(settings.base_url, settings.login or "", settings.password or "",
+                                extra.get("uws_username", ""), extra.get("uws_password", ""),
+                                extra.get("account_name", ""), policy=policy, timeout=settings.timeout_s)
     raise NotImplementedError(f"no client for carrier {integration.value} yet")

@@ -141,6 +141,10 @@ class HttpCarrierClient:
     def _auth_headers(self) -> dict[str, str]:
         return {}
 
+    def _classify(self, resp: requests.Response) -> None:
+        """Raise the CarrierError for a non-2xx answer; carriers with their own codes override."""
+        classify_response(resp)
+
     def reauthenticate(self) -> None:
         """Drop cached tokens so the next call logs in again. Basic-auth clients do nothing."""
 
@@ -180,7 +184,7 @@ class HttpCarrierClient:
                                      f"{type(exc).__name__}") from exc
             record.status_code = resp.status_code
             record.response_text = self.sanitize(resp.text[:4000])
-            classify_response(resp)
+            self._classify(resp)
             if parse is not None:
                 return parse(resp)
             try:

@@ -56,6 +56,19 @@ class JasperClient(HttpCarrierClient):
         return body.get("deviceAuditTrails") or body.get("auditTrails") or []
 
 
+    def iter_devices(self, modified_since: str = "2000-01-01T00:00:00Z", page_size: int = 50):
+        """Every device of the account (Search Devices, 50 per page, oldest change first)."""
+        page = 1
+        while True:
+            body = self._call("GET", "/devices", params={"modifiedSince": modified_since, "pageSize": page_size,
+                                                         "pageNumber": page},
+                              description="Search Devices: Jasper API") or {}
+            yield from body.get("devices") or []
+            if body.get("lastPage", True) or not body.get("devices"):
+                return
+            page += 1
+
+
 def _json_naming_iccid(iccid: str):
     def parse(resp):
         try:

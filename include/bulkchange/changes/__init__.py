@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from bulkchange.changes.base import ChangeHandler
-from bulkchange.changes.status_update import JasperStatusUpdate
+from bulkchange.changes.status_update import JasperStatusUpdate, ThingSpaceStatusUpdate
 from bulkchange.models import ChangeType, Integration
 
 HANDLERS: dict[tuple[ChangeType, Integration], type[ChangeHandler]] = {
     (ChangeType.STATUS_UPDATE, Integration.JASPER): JasperStatusUpdate,
+    (ChangeType.STATUS_UPDATE, Integration.THINGSPACE): ThingSpaceStatusUpdate,
 }
 
 

@@ -96,3 +96,80 @@ class JasperStatusUpdate(ChangeHandler):
             return result
         suffix = f" (rate plan {new_plan} first)" if new_plan else ""
         return done(f"status changed to {target}{suffix}", rate_plan=new_plan)
+
+
+def thingspace_action(current: str | None, target: str) -> str:
+    """The ThingSpace action that moves a line to ``target`` (restore when it is suspended)."""
+    if target == "active":
+        return "restore" if (current or "").strip().lower() == "suspend" else "activate"
+    return {"suspend": "suspend", "deactive": "deactivate"}[target]
+
+
+def _request_field(request: StatusUpdateRequest, *names: str) -> str | None:
+    data = request.Request or {}
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+class ThingSpaceStatusUpdate(ChangeHandler):
+    """ThingSpace: every action answers a requestId at once and completes later.
+
+    Suspend, restore and deactivate wait as PENDING_CARRIER until the request completes;
+    activation waits as PENDING_ACTIVATION until the line is active with an MDN and IP. Nothing
+    blocks a worker: bulk_change_process polls the short ones in reschedule mode and
+    device_status_reconcile settles activations (bulkchange.settle).
+    """
+
+    request_model = StatusUpdateRequest
+
+    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
+        if device is None:
+            raise RuleError(device_not_found(dc, self.bulk))
+        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                 request.IsIgnoreCurrentStatus)
+        if thingspace_action(device.status, check.target) == "activate" and not check.already_there:
+            if not (_request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode")
+                    and _request_field(request, "mdnZipCode", "ZipCode")):
+                raise RuleError("ThingSpace activation needs Request.servicePlan and Request.mdnZipCode")
+
+    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
+              verify_first: bool, log: CallLog) -> DeviceResult:
+        assert device is not None
+        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                 request.IsIgnoreCurrentStatus)
+        target = check.target
+        base = dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
+                    previous_device_status=device.status)
+        if check.already_there:
+            return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=f"already {target}; no carrier call needed",
+                                new_device_status=target, new_device_status_id=request.PostUpdateStatusId, **base)
+        if verify_first:
+            try:
+                current = self.client.get_device(device.iccid, log=log)
+            except CarrierError as exc:
+                return failed_result(dc, device, exc, "Get ThingSpace device before retry")
+            from bulkchange.carriers.thingspace import device_id, device_state
+
+            if device_state(current) == target:
+                return DeviceResult(status=DeviceChangeStatus.PROCESSED,
+                                    details=f"state {target} confirmed at the carrier after an interrupted attempt",
+                                    new_device_status=target, new_device_status_id=request.PostUpdateStatusId,
+                                    msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
+                                    ip_address=current.get("ipAddress"), **base)
+        action = thingspace_action(device.status, target)
+        try:
+            request_id = self.client.action(
+                action, [device.iccid], log=log,
+                service_plan=_request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
+                mdn_zip_code=_request_field(request, "mdnZipCode", "ZipCode"),
+                reason_code=_request_field(request, "reasonCode"))
+        except CarrierError as exc:
+            return failed_result(dc, device, exc, f"ThingSpace {action}")
+        waiting = DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
+        return DeviceResult(status=waiting, carrier_request_id=request_id,
+                            details=f"ThingSpace accepted {action} (request {request_id}); waiting for the carrier",
+                            **base)

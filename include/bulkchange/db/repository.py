@@ -27,6 +27,7 @@ from bulkchange.models import (
     Integration,
     PortalType,
     SETTLED_DEVICE_STATUSES,
+    WAITING_DEVICE_STATUSES,
     utcnow,
 )
 
@@ -132,7 +133,8 @@ def _device_change(r) -> DeviceChange:
         imei=r["IMEI"], eid=r["EID"], device_identifier=r["DeviceIdentifier"], device_id=r["DeviceId"],
         change_request=r["ChangeRequest"], status=DeviceChangeStatus(r["Status"]),
         status_details=r["StatusDetails"], service_provider_id=r["ServiceProviderId"],
-        tenant_id=r["TenantId"],
+        tenant_id=r["TenantId"], carrier_request_id=r["CarrierRequestId"],
+        carrier_check_count=r["CarrierCheckCount"] or 0,
     )
 
 
@@ -309,6 +311,70 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
     add_log_entries(conn, bulk, entries, processed_by=processed_by)
 
 
+def count_carrier_checks(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -> None:
+    """One more poll of the carrier request for each of these waiting device changes."""
+    tbl = change_table(bulk.portal_type)
+    for chunk in _chunks(list(ids)):
+        conn.execute(update(tbl).where(tbl.c.Id.in_(chunk))
+                     .values(CarrierCheckCount=func.coalesce(tbl.c.CarrierCheckCount, 0) + 1, LastModified=utcnow()))
+
+
+def bulk_changes_waiting(conn: Connection, service_provider_ids: Sequence[int] | None = None) -> list[int]:
+    """Bulk changes with device changes waiting on asynchronous carrier work."""
+    waiting = [s.value for s in WAITING_DEVICE_STATUSES]
+    ids: set[int] = set()
+    for tbl in (t.m2m_device_change, t.mobility_device_change):
+        q = select(tbl.c.BulkChangeId).where(tbl.c.Status.in_(waiting)).distinct()
+        if service_provider_ids is not None:
+            q = q.where(tbl.c.ServiceProviderId.in_(list(service_provider_ids)))
+        ids.update(int(i) for i in conn.execute(q).scalars())
+    return sorted(ids)
+
+
+def open_iccids(conn: Connection, service_provider_id: int) -> set[str]:
+    """ICCIDs with a device change in flight (not settled) for this service provider."""
+    settled = [s.value for s in SETTLED_DEVICE_STATUSES]
+    out: set[str] = set()
+    for tbl in (t.m2m_device_change, t.mobility_device_change):
+        q = select(tbl.c.ICCID).where(tbl.c.ServiceProviderId == service_provider_id,
+                                      tbl.c.Status.not_in(settled), tbl.c.ICCID.is_not(None)).distinct()
+        out.update(conn.execute(q).scalars())
+    return out
+
+
+def record_reconciled_statuses(conn: Connection, changes: Sequence[tuple[int, str, str | None, str]], *,
+                               changed_by: str) -> None:
+    """Device status drift found at the carrier: (device id, ICCID, our status, carrier status)."""
+    if not changes:
+        return
+    now = utcnow()
+    d = t.device
+    conn.execute(update(d).where(d.c.Id == bindparam("d_id")).values(
+        Status=bindparam("new_status"), LastStatusChange=now, ModifiedDate=now),
+        [{"d_id": dev_id, "new_status": new} for dev_id, _, _, new in changes])
+    conn.execute(insert(t.device_status_history), [
+        {"DeviceId": dev_id, "ICCID": iccid, "PreviousStatus": old, "CurrentStatus": new, "ChangedBy": changed_by,
+         "BulkChangeId": None, "Source": "Reconciliation", "ChangedDate": now}
+        for dev_id, iccid, old, new in changes])
+
+
+def provider_devices(conn: Connection, service_provider_id: int) -> list[tuple[int, str, str | None]]:
+    d = t.device
+    q = select(d.c.Id, d.c.ICCID, d.c.Status).where(d.c.ServiceProviderId == service_provider_id,
+                                                    d.c.IsDeleted == False)  # noqa: E712
+    return [(int(i), iccid, status) for i, iccid, status in conn.execute(q)]
+
+
+def service_providers(conn: Connection, ids: Sequence[int] | None = None) -> list[tuple[int, str]]:
+    """(id, integration name) of active service providers, optionally only these ids."""
+    sp, integ = t.service_provider, t.integration
+    q = select(sp.c.Id, integ.c.Name).select_from(sp.join(integ, integ.c.Id == sp.c.IntegrationId)).where(
+        sp.c.IsActive == True)  # noqa: E712
+    if ids is not None:
+        q = q.where(sp.c.Id.in_(list(ids)))
+    return [(int(i), name) for i, name in conn.execute(q.order_by(sp.c.Id))]
+
+
 # --- roll-up ----------------------------------------------------------------------------------
 def status_counts(conn: Connection, bulk: BulkChange) -> dict[str, int]:
     tbl = change_table(bulk.portal_type)
@@ -333,8 +399,11 @@ def decide_bulk_status(counts: dict[str, int]) -> tuple[BulkStatus, str | None]:
     open_ = sum(n for s, n in counts.items() if DeviceChangeStatus(s) not in SETTLED_DEVICE_STATUSES)
     if total == 0:
         return BulkStatus.ERROR, "bulk change has no device changes"
-    if open_:
+    waiting = sum(n for s, n in counts.items() if DeviceChangeStatus(s) in WAITING_DEVICE_STATUSES)
+    if open_ > waiting:
         return BulkStatus.PROCESSING, None
+    if waiting:
+        return BulkStatus.WAITING_FOR_CARRIER, f"{waiting} of {total} device changes wait for the carrier"
     failed = sum(n for s, n in counts.items() if DeviceChangeStatus(s) in FAILED_DEVICE_STATUSES)
     if failed == 0:
         return BulkStatus.PROCESSED, None

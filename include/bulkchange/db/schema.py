@@ -104,6 +104,7 @@ def _device_change_table(name: str) -> Table:
         Column("ServiceProviderId", Integer),
         Column("TenantId", Integer),
         Column("CarrierRequestId", String(128)),  # added: async carrier request being waited on
+        Column("CarrierCheckCount", Integer, nullable=False, default=0),  # added: polls of that request so far
         Index(f"IX_{name}_BulkChange_Status", "BulkChangeId", "Status"),
     )
 

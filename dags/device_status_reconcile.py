@@ -1,0 +1,114 @@
+"""device_status_reconcile: settle asynchronous carrier work and reconcile device statuses.
+
+Scheduled (default every 15 minutes) and triggerable by hand with conf, e.g.
+``{"service_provider_ids": [3], "dry_run": true}``. One mapped task per service provider:
+
+1. settles its device changes waiting on the carrier (ThingSpace activations: active with an
+   MSISDN -> PROCESSED with MSISDN and IP written; ``max_checks`` polls without success or a
+   carrier failure -> API_FAILED with the reason) and rolls their bulk changes up;
+2. compares the carrier's device states with the Device table; every difference becomes a
+   DeviceStatusHistory row (source Reconciliation) and updates Device.
+
+``summarize`` returns the drift summary (carrier status -> our status counts) as XCom and logs it.
+Idempotent: a second run right after the first changes nothing. ``dry_run`` writes nothing.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+
+import bulkchange_plugins  # noqa: F401
+from bulkchange_plugins.notifiers import failure_notifier
+
+EVERY_MINUTES = int(os.environ.get("BULKCHANGE_RECONCILE_EVERY_MINUTES", "15"))
+RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace"}
+
+
+@dag(
+    dag_id="device_status_reconcile",
+    schedule=timedelta(minutes=EVERY_MINUTES),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "bulkchange", "retries": 2, "retry_delay": timedelta(seconds=60),
+                  "on_failure_callback": failure_notifier()},
+    tags=["bulkchange"],
+    doc_md=__doc__,
+    params={
+        "service_provider_ids": Param([], type="array", items={"type": "integer"},
+                                      title="Service providers", description="Empty = every active one"),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Report only; write nothing"),
+        "max_checks": Param(6, type="integer", minimum=1, maximum=100,
+                            title="Activation checks", description="Polls before a waiting device fails"),
+    },
+)
+def device_status_reconcile():
+    @task
+    def scope(params=None) -> list[dict]:
+        from bulkchange.db import repository as repo
+        from bulkchange_plugins.hooks import AmopHook
+
+        wanted = params.get("service_provider_ids") or None
+        with AmopHook().get_engine().connect() as conn:
+            providers = repo.service_providers(conn, wanted)
+        chosen = [{"service_provider_id": sp_id} for sp_id, integ in providers if integ in RECONCILABLE]
+        print(f"reconciling service providers {[c['service_provider_id'] for c in chosen]}")
+        return chosen
+
+    @task(map_index_template="service provider {{ task.op_kwargs['service_provider_id'] }}")
+    def reconcile_provider(service_provider_id: int, params=None) -> dict:
+        from bulkchange import reconcile
+        from bulkchange.db import repository as repo
+        from bulkchange.models import Integration
+        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+
+        engine = AmopHook().get_engine()
+        with engine.connect() as conn:
+            (_, integ_name), = repo.service_providers(conn, [service_provider_id])
+            waiting = repo.bulk_changes_waiting(conn, [service_provider_id])
+        integration = Integration.from_name(integ_name)
+        hook = CarrierHook(carrier_conn_id(service_provider_id))
+        problem = hook.credentials_problem(integration)
+        if problem:
+            print(f"skipped: {problem}")
+            return {"service_provider_id": service_provider_id, "skipped": problem}
+        client = hook.get_client(integration)
+        try:
+            settled = []
+            if not params["dry_run"]:
+                for bulk_id in waiting:
+                    s = reconcile.settle_bulk(engine, bulk_id, client, max_checks=int(params["max_checks"]))
+                    print(f"bulk change {bulk_id}: settled {s.settled}, still waiting {s.still_waiting}, "
+                          f"now {s.bulk_status}")
+                    settled.append(s.as_dict())
+            result = reconcile.reconcile_provider_statuses(engine, service_provider_id, integration, client,
+                                                           dry_run=bool(params["dry_run"]))
+        finally:
+            client.close()
+        print(f"status drift {result['drift']} ({result['updated']} Device rows updated)")
+        result["settled"] = settled
+        return result
+
+    @task
+    def summarize(results) -> dict:
+        drift: dict[str, dict[str, int]] = {}
+        updated = settled = 0
+        for r in results:
+            if r.get("skipped"):
+                continue
+            per = drift.setdefault(r["integration"], {})
+            for pair, n in r["drift"].items():
+                per[pair] = per.get(pair, 0) + n
+            updated += r["updated"]
+            settled += sum(sum(s["settled"].values()) for s in r.get("settled", []))
+        summary = {"drift": drift, "devices_updated": updated, "device_changes_settled": settled,
+                   "providers": len(results), "skipped": [r["service_provider_id"] for r in results if r.get("skipped")]}
+        print(f"drift summary: {summary}")
+        return summary
+
+    summarize(reconcile_provider.expand_kwargs(scope()))
+
+
+device_status_reconcile()

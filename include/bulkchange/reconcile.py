@@ -1,0 +1,206 @@
+"""Settling asynchronous carrier work and reconciling device statuses with the carriers.
+
+* ``settle_bulk`` checks the device changes of one bulk change that wait on the carrier:
+  PENDING_CARRIER (suspend / restore / deactivate accepted with a requestId) settle when their
+  request completes; PENDING_ACTIVATION settle when the line is active with an MSISDN (which,
+  with its IP, goes to the device change and to Device). After ``max_checks`` polls without an
+  answer, or on a carrier failure, the device change is API_FAILED with the reason. The bulk
+  change is rolled up when its last device settles.
+* ``reconcile_provider_statuses`` compares every device the carrier reports for one service
+  provider with the Device table; each difference becomes a DeviceStatusHistory row with source
+  "Reconciliation" and updates Device. Devices with a change in flight are left alone, so
+  reconciliation never fights a running bulk change; a second run right after changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from bulkchange.carriers.base import CallLog, CarrierError
+from bulkchange.db import repository as repo
+from bulkchange.engine import run_batch
+from bulkchange.models import (
+    DeviceChange,
+    DeviceChangeStatus,
+    DeviceResult,
+    Integration,
+    RequestParseError,
+    parse_change_request,
+)
+from bulkchange.rules import RuleError, carrier_status
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CHECKS = 6
+RECONCILER = "device_status_reconcile"
+
+
+@dataclass
+class SettleSummary:
+    bulk_change_id: int
+    settled: dict[str, int] = field(default_factory=dict)
+    still_waiting: int = 0
+    bulk_status: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bulk_change_id": self.bulk_change_id, "settled": self.settled, "still_waiting": self.still_waiting,
+                "bulk_status": self.bulk_status}
+
+
+class _RequestStatuses:
+    """One status call per carrier request, shared by the devices of that request."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self._cache: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def get(self, request_id: str, log_: CallLog) -> dict:
+        with self._lock:
+            if request_id in self._cache:
+                return self._cache[request_id]
+        answer = self.client.request_status(request_id, log=log_)
+        with self._lock:
+            self._cache[request_id] = answer
+        return answer
+
+
+def _fault_for(answer: dict, iccid: str | None) -> str | None:
+    for dev in answer.get("devices") or []:
+        ids = {str(i.get("id")) for i in dev.get("deviceIds") or []}
+        if iccid in ids and dev.get("faultResponse"):
+            fault = dev["faultResponse"]
+            return f"{fault.get('faultcode')}: {fault.get('faultstring')}"
+    return None
+
+
+def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = DEFAULT_MAX_CHECKS,
+                include_activations: bool = True, max_parallel: int = 10, count_checks: bool = True,
+                processed_by: str = RECONCILER) -> SettleSummary:
+    """Check each waiting device change once. ``count_checks=False`` (the processing run's own
+    short wait) neither counts the poll nor fails a device for being slow."""
+    from bulkchange.carriers.thingspace import device_id, device_state
+
+    statuses = [DeviceChangeStatus.PENDING_CARRIER.value]
+    if include_activations:
+        statuses.append(DeviceChangeStatus.PENDING_ACTIVATION.value)
+    with engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        waiting = repo.load_device_changes(conn, bulk, statuses=statuses)
+        devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in waiting if dc.iccid])
+    summary = SettleSummary(bulk_id)
+    if not waiting:
+        return summary
+    requests_ = _RequestStatuses(client)
+    logs = {dc.id: CallLog() for dc in waiting}
+
+    def check(dc: DeviceChange) -> DeviceResult | None:
+        device = devices.get(dc.iccid)
+        base = dict(device_change_id=dc.id, iccid=dc.iccid, device_id=device.id if device else None,
+                    previous_device_status=device.status if device else None)
+        try:
+            request = parse_change_request(bulk.change_type, dc.change_request)
+            target = carrier_status(bulk.integration, request.UpdateStatus)
+        except (RequestParseError, RuleError) as exc:
+            return DeviceResult(status=DeviceChangeStatus.ERROR, details=str(exc), **base)
+        checks = dc.carrier_check_count + 1 if count_checks else 0
+        try:
+            if dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
+                current = client.get_device(dc.iccid, log=logs[dc.id])
+                msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
+                if device_state(current) == "active" and msisdn:
+                    return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status="active",
+                                        new_device_status_id=request.PostUpdateStatusId, msisdn=msisdn,
+                                        ip_address=current.get("ipAddress"),
+                                        details=f"active at the carrier with MSISDN {msisdn} after {checks} check(s)",
+                                        **base)
+            answer = requests_.get(dc.carrier_request_id, logs[dc.id]) if dc.carrier_request_id else {}
+        except CarrierError as exc:
+            if checks >= max_checks:
+                return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
+                                    details=f"carrier could not be checked after {checks} attempts: {exc}")
+            return None
+        fault = _fault_for(answer, dc.iccid)
+        status = str(answer.get("status", "")).lower()
+        if fault or status == "failure":
+            return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
+                                details=f"carrier request {dc.carrier_request_id} failed: {fault or 'Failure'}")
+        if dc.status == DeviceChangeStatus.PENDING_CARRIER and status == "success":
+            return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=target,
+                                new_device_status_id=request.PostUpdateStatusId,
+                                details=f"carrier request {dc.carrier_request_id} completed: {target}", **base)
+        if checks >= max_checks:
+            what = "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
+            return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
+                                details=f"{what} after {checks} checks (request {dc.carrier_request_id})")
+        return None
+
+    outcomes = run_batch(waiting, check, max_parallel=max_parallel)
+    results, still = [], []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            log.warning("checking device change %s failed: %s", outcome.item.id, outcome.error)
+            still.append(outcome.item.id)
+        elif outcome.value is None:
+            still.append(outcome.item.id)
+        else:
+            results.append(outcome.value)
+    with engine.begin() as conn:
+        repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
+                                                  for r in results}, processed_by=processed_by, source="BulkChange")
+        if count_checks:
+            repo.count_carrier_checks(conn, bulk, still)
+        status, _ = repo.rollup(conn, bulk)
+    for r in results:
+        summary.settled[r.status.value] = summary.settled.get(r.status.value, 0) + 1
+    summary.still_waiting = len(still)
+    summary.bulk_status = status.value
+    return summary
+
+
+# --- status history reconciliation ---------------------------------------------------------------
+def carrier_states(client: Any, integration: Integration) -> dict[str, str]:
+    """ICCID -> the carrier's status for every device of the account."""
+    family = integration.family
+    if family == Integration.THINGSPACE:
+        from bulkchange.carriers.thingspace import device_id, device_state
+
+        return {device_id(d, "iccid"): device_state(d) for d in client.iter_devices() if device_id(d, "iccid")}
+    if family == Integration.JASPER:
+        return {d["iccid"]: d["status"] for d in client.iter_devices()}
+    raise NotImplementedError(f"status reconciliation is not available for {integration.value}")
+
+
+def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integration: Integration, client: Any, *,
+                                dry_run: bool = False) -> dict[str, Any]:
+    states = carrier_states(client, integration)
+    with engine.connect() as conn:
+        ours = repo.provider_devices(conn, service_provider_id)
+        busy = repo.open_iccids(conn, service_provider_id)
+    drift: dict[str, int] = {}
+    changes = []
+    missing = skipped = 0
+    for dev_id, iccid, status in ours:
+        theirs = states.get(iccid)
+        if theirs is None:
+            missing += 1
+            continue
+        if (status or "").lower() == str(theirs).lower():
+            continue
+        if iccid in busy:
+            skipped += 1
+            continue
+        key = f"{theirs} -> {status}"
+        drift[key] = drift.get(key, 0) + 1
+        changes.append((dev_id, iccid, status, theirs))
+    if changes and not dry_run:
+        with engine.begin() as conn:
+            repo.record_reconciled_statuses(conn, changes, changed_by=RECONCILER)
+    return {"service_provider_id": service_provider_id, "integration": integration.value,
+            "carrier_devices": len(states), "our_devices": len(ours), "drift": drift,
+            "updated": 0 if dry_run else len(changes), "dry_run": dry_run,
+            "missing_at_carrier": missing, "skipped_in_flight": skipped}

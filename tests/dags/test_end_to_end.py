@@ -6,9 +6,6 @@ dag.test() only creates the triggered run (no scheduler executes it), so the tes
 exists and then runs bulk_change_process itself with the same conf.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
+from tests.dags.conftest import amop_conn_json
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "e2e-secret-api-key-42"
@@ -26,34 +24,11 @@ N = 40
 pytestmark = pytest.mark.airflow
 
 
-@pytest.fixture(scope="session")
-def airflow_db():
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=dict(os.environ))
-
-
-@pytest.fixture(scope="module")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    return bag
-
-
 @pytest.fixture
 def jasper(simulator):
     control = simulator.control("jasper")
     control.reset()
     return control
-
-
-def _amop_conn_json(engine) -> str:
-    url = engine.url
-    if url.get_backend_name() == "sqlite":
-        return json.dumps({"conn_type": "sqlite", "host": url.database})
-    return json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
-                       "schema": url.database})
 
 
 def _seed(engine, control, n=N):
@@ -71,7 +46,7 @@ def _seed(engine, control, n=N):
 def test_sensor_then_processing_end_to_end(dagbag, amop_engine, simulator, jasper, monkeypatch):
     from airflow.sdk import DagRunState
 
-    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", _amop_conn_json(amop_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(amop_engine))
     monkeypatch.setenv("AIRFLOW_CONN_CARRIER_SP_1", json.dumps({
         "conn_type": "http", "host": simulator.url_for("jasper"), "login": "e2e", "password": KEY}))
     simulator.set_account("jasper", "e2e", KEY)
@@ -108,7 +83,7 @@ def test_sensor_then_processing_end_to_end(dagbag, amop_engine, simulator, jaspe
 def test_missing_carrier_connection_marks_every_device(dagbag, sqlite_engine, jasper, monkeypatch):
     from airflow.sdk import DagRunState
 
-    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", _amop_conn_json(sqlite_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
     monkeypatch.delenv("AIRFLOW_CONN_CARRIER_SP_1", raising=False)
     bulk_id = _seed(sqlite_engine, jasper, n=5)
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id})
@@ -126,7 +101,7 @@ def test_failed_task_emails_the_ops_team(dagbag, sqlite_engine, smtp_server, mon
     """A bulk change id that does not exist fails prepare; the failure notifier mails a real SMTP server."""
     from airflow.sdk import DagRunState
 
-    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", _amop_conn_json(sqlite_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_server.conn_json)
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": 424242})
     assert run.state == DagRunState.FAILED

@@ -13,7 +13,7 @@ from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
-from conftest import CAPTURED_STATEMENTS
+from tests.conftest import CAPTURED_STATEMENTS
 
 
 class _StubJasper:

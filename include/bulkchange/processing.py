@@ -188,7 +188,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     logs: dict[int, CallLog] = {dc.id: CallLog() for dc in open_changes}
     done = [0]
 
-    def work(dc: DeviceChange) -> DeviceResult:
+    def prepared(dc: DeviceChange):
+        """(request, device) for a device change, or the DeviceResult that rejects it."""
         device = devices.get(dc.iccid)
         try:
             request = parse_change_request(bulk.change_type, dc.change_request)
@@ -196,22 +197,50 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         except (RequestParseError, RuleError) as exc:  # the device changed since prepare
             return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, details=str(exc),
                                 device_id=device.id if device else None, iccid=dc.iccid)
+        return request, device
+
+    def work(dc: DeviceChange) -> DeviceResult:
+        ready = prepared(dc)
+        if isinstance(ready, DeviceResult):
+            return ready
+        request, device = ready
         return handler.apply(dc, request, device, verify_first=dc.id in interrupted, log=logs[dc.id])
 
-    def progress(_item, _outcome) -> None:
-        done[0] += 1
-        if on_progress is not None:
-            on_progress(done[0], len(open_changes))
+    def work_group(group: list[DeviceChange]) -> list[DeviceResult]:
+        results: list[DeviceResult] = []
+        entries = []
+        for dc in group:
+            ready = prepared(dc)
+            if isinstance(ready, DeviceResult):
+                results.append(ready)
+            elif dc.id in interrupted:  # checked one by one at the carrier before resending
+                results.append(handler.apply(dc, ready[0], ready[1], verify_first=True, log=logs[dc.id]))
+            else:
+                entries.append((dc, ready[0], ready[1]))
+        if entries:
+            # the group's calls are logged once, on its first device change
+            results.extend(handler.apply_group(entries, log=logs[entries[0][0].id]))
+        return results
 
-    outcomes = run_batch(open_changes, work, max_parallel=max_parallel, on_result=progress)
+    def progress(item, _outcome) -> None:
+        done[0] += len(item) if isinstance(item, list) else 1
+        if on_progress is not None:
+            on_progress(min(done[0], len(open_changes)), len(open_changes))
+
     results = []
-    for outcome in outcomes:
-        dc = outcome.item
-        if outcome.error is not None:  # a bug or DB-free failure inside the handler: never lose the device
-            results.append(DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, iccid=dc.iccid,
-                                        details=f"internal error: {type(outcome.error).__name__}: {outcome.error}"))
-        else:
-            results.append(outcome.value)
+    if handler_cls.group_size > 1:
+        groups = [open_changes[i:i + handler_cls.group_size]
+                  for i in range(0, len(open_changes), handler_cls.group_size)]
+        for outcome in run_batch(groups, work_group, max_parallel=max_parallel, on_result=progress):
+            if outcome.error is not None:
+                results.extend(_internal_error(dc, outcome.error) for dc in outcome.item)
+            else:
+                results.extend(outcome.value)
+    else:
+        for outcome in run_batch(open_changes, work, max_parallel=max_parallel, on_result=progress):
+            # a bug or DB-free failure inside the handler: never lose the device
+            results.append(_internal_error(outcome.item, outcome.error) if outcome.error is not None
+                           else outcome.value)
     with engine.begin() as conn:
         repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
                             processed_by=processed_by)
@@ -220,6 +249,11 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     calls = sum(len(c.records) for c in logs.values())
     return BatchSummary(bulk_id, counts, skipped, calls)
+
+
+def _internal_error(dc: DeviceChange, error: BaseException) -> DeviceResult:
+    return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, iccid=dc.iccid,
+                        details=f"internal error: {type(error).__name__}: {error}")
 
 
 def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY,

@@ -19,6 +19,9 @@ from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, Devi
 
 class ChangeHandler:
     request_model: ClassVar[type[BaseModel]]
+    # Carriers whose API takes a device list per request set this above 1 and implement
+    # apply_group; process_batch then sends groups of up to this many devices per call.
+    group_size: ClassVar[int] = 1
 
     def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
         self.bulk = bulk
@@ -34,6 +37,12 @@ class ChangeHandler:
 
     def apply(self, dc: DeviceChange, request: BaseModel, device: DeviceRow | None, *,
               verify_first: bool, log: CallLog) -> DeviceResult:
+        raise NotImplementedError
+
+
+    def apply_group(self, entries: list[tuple[DeviceChange, BaseModel, DeviceRow]], *,
+                    log: CallLog) -> list[DeviceResult]:
+        """One carrier call for several devices; one DeviceResult per entry, in order."""
         raise NotImplementedError
 
 

@@ -125,6 +125,7 @@ class ThingSpaceStatusUpdate(ChangeHandler):
     """
 
     request_model = StatusUpdateRequest
+    group_size = 200  # devices per action request (the API takes up to 10,000)
 
     def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
         if device is None:
@@ -173,3 +174,37 @@ class ThingSpaceStatusUpdate(ChangeHandler):
         return DeviceResult(status=waiting, carrier_request_id=request_id,
                             details=f"ThingSpace accepted {action} (request {request_id}); waiting for the carrier",
                             **base)
+
+    def apply_group(self, entries, *, log: CallLog) -> list[DeviceResult]:
+        """Devices that need the same action with the same plan go in one request."""
+        results: dict[int, DeviceResult] = {}
+        groups: dict[tuple, list] = {}
+        for dc, request, device in entries:
+            check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                     request.IsIgnoreCurrentStatus)
+            if check.already_there:
+                results[dc.id] = self.apply(dc, request, device, verify_first=False, log=log)
+                continue
+            action = thingspace_action(device.status, check.target)
+            key = (action, _request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
+                   _request_field(request, "mdnZipCode", "ZipCode"), _request_field(request, "reasonCode"))
+            groups.setdefault(key, []).append((dc, request, device))
+        first_id = entries[0][0].id
+        for (action, plan, zip_code, reason), members in groups.items():
+            iccids = [device.iccid for _, _, device in members]
+            try:
+                request_id = self.client.action(action, iccids, service_plan=plan, mdn_zip_code=zip_code,
+                                                reason_code=reason, log=log)
+            except CarrierError as exc:
+                for dc, _, device in members:
+                    results[dc.id] = failed_result(dc, device, exc, f"ThingSpace {action} of {len(iccids)} devices")
+                continue
+            waiting = (DeviceChangeStatus.PENDING_ACTIVATION if action == "activate"
+                       else DeviceChangeStatus.PENDING_CARRIER)
+            for dc, _, device in members:
+                results[dc.id] = DeviceResult(
+                    device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
+                    previous_device_status=device.status, status=waiting, carrier_request_id=request_id,
+                    details=(f"ThingSpace accepted {action} of {len(iccids)} devices (request {request_id}, "
+                             f"logged on device change {first_id}); waiting for the carrier"))
+        return [results[dc.id] for dc, _, _ in entries]

@@ -304,7 +304,7 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
         entries.extend(LogEntry.from_call(r.device_change_id, c) for c in recs)
         if not recs:
             failed = r.status in FAILED_DEVICE_STATUSES
-            entries.append(LogEntry(r.device_change_id, "Update AMOP: no carrier call",
+            entries.append(LogEntry(r.device_change_id, "Update AMOP",
                                     response_text="" if failed else r.details,
                                     error_text=r.details if failed else None,
                                     response_status=r.status.value))

@@ -2,6 +2,9 @@
 
 The claim is one conditional UPDATE (NEW -> PENDING): of two overlapping sensor runs only one
 wins each bulk change, and the launched run id ``bulk_change_<id>`` is unique as a second guard.
+A claim still PENDING after ``BULKCHANGE_STALE_CLAIM_MINUTES`` lost its launch (the trigger failed
+after the claim): it is re-claimed the same way and launched again; if its run does exist, the
+trigger skips it, so nothing runs twice.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from bulkchange_plugins.notifiers import failure_notifier
 
 SCHEDULE_MINUTES = int(os.environ.get("BULKCHANGE_SENSOR_EVERY_MINUTES", "2"))
 CLAIM_LIMIT = int(os.environ.get("BULKCHANGE_CLAIM_LIMIT", "50"))
+# A claim whose processing has not started after this long lost its launch: launch it again.
+STALE_CLAIM_MINUTES = int(os.environ.get("BULKCHANGE_STALE_CLAIM_MINUTES", "30"))
 
 
 @dag(
@@ -35,22 +40,32 @@ def bulk_change_sensor():
         from bulkchange.db import repository as repo
         from bulkchange_plugins.hooks import AmopHook
 
+        from bulkchange.models import utcnow
+
+        cutoff = utcnow() - timedelta(minutes=STALE_CLAIM_MINUTES)
         with AmopHook().get_engine().connect() as conn:
             ids = repo.find_new_bulk_change_ids(conn, CLAIM_LIMIT)
-        return PokeReturnValue(is_done=bool(ids), xcom_value=ids)
+            stale = repo.find_stale_claims(conn, cutoff, CLAIM_LIMIT)
+        return PokeReturnValue(is_done=bool(ids or stale), xcom_value={"new": ids, "stale": stale})
 
     @task
-    def claim(candidates: list[int]) -> list[dict]:
+    def claim(candidates: dict) -> list[dict]:
         from bulkchange.db import repository as repo
+        from bulkchange.models import utcnow
         from bulkchange_plugins.hooks import AmopHook
 
         engine = AmopHook().get_engine()
         won = []
-        for bulk_id in candidates:
+        for bulk_id in candidates["new"]:
             with engine.begin() as conn:
                 if repo.claim_bulk_change(conn, bulk_id):
                     won.append(bulk_id)
-        print(f"claimed {won} of candidates {candidates}")
+        print(f"claimed {won} of NEW candidates {candidates['new']}")
+        if candidates["stale"]:
+            # the run id is deterministic: a run that does exist is skipped, a lost one is created
+            again = repo.reclaim_stale(engine, utcnow() - timedelta(minutes=STALE_CLAIM_MINUTES), CLAIM_LIMIT)
+            print(f"re-launching stale claims {again}")
+            won.extend(i for i in again if i not in won)
         return [{"conf": {"bulk_change_id": i}, "trigger_run_id": f"bulk_change_{i}"} for i in won]
 
     launches = claim(wait_for_new_bulk_changes())

@@ -150,3 +150,21 @@ def test_mark_and_sweep_chunk_large_id_lists(amop_engine):
         assert repo.rollup(conn, bulk) == (BulkStatus.ERROR, {"ERROR": 2300})
         n_logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)).scalar_one()
         assert n_logs == 2300
+
+
+def test_stale_claims_are_reclaimed_once(amop_engine):
+    from datetime import timedelta
+
+    from bulkchange.models import utcnow
+
+    bulk_id = make_bulk(amop_engine, n=1)
+    assert repo.claim_new_bulk_changes(amop_engine) == [bulk_id]
+    assert repo.reclaim_stale(amop_engine, utcnow() - timedelta(minutes=30)) == []  # fresh claim: leave it
+    with amop_engine.begin() as conn:  # the claim is an hour old and its run never started
+        conn.execute(t.device_bulk_change.update().values(ModifiedDate=utcnow() - timedelta(hours=1)))
+    cutoff = utcnow() - timedelta(minutes=30)
+    assert repo.reclaim_stale(amop_engine, cutoff) == [bulk_id]
+    assert repo.reclaim_stale(amop_engine, cutoff) == []  # the re-claim refreshed it: a second sensor loses
+    with amop_engine.begin() as conn:
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+    assert repo.reclaim_stale(amop_engine, utcnow() + timedelta(minutes=5)) == []  # started: not stale

@@ -8,6 +8,7 @@ not one statement per device. ``IN`` lists are chunked below SQL Server's 2,100-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Iterable, Sequence
 
@@ -57,11 +58,24 @@ def find_new_bulk_change_ids(conn: Connection, limit: int = 50) -> list[int]:
     return [int(i) for i in conn.execute(q).scalars()]
 
 
-def claim_bulk_change(conn: Connection, bulk_id: int, *, from_status: str = BulkStatus.NEW.value) -> bool:
-    """NEW -> PENDING as one conditional UPDATE: of two concurrent claimers exactly one wins."""
+def find_stale_claims(conn: Connection, older_than: datetime, limit: int = 50) -> list[int]:
+    """Bulk changes claimed (PENDING) before ``older_than`` whose processing never started."""
     bc = t.device_bulk_change
-    res = conn.execute(update(bc).where(bc.c.Id == bulk_id, bc.c.Status == from_status)
-                       .values(Status=BulkStatus.PENDING.value, ModifiedDate=utcnow()))
+    q = (select(bc.c.Id).where(bc.c.Status == BulkStatus.PENDING.value, bc.c.ModifiedDate < older_than)
+         .order_by(bc.c.Id).limit(limit))
+    return [int(i) for i in conn.execute(q).scalars()]
+
+
+def claim_bulk_change(conn: Connection, bulk_id: int, *, from_status: str = BulkStatus.NEW.value,
+                      claimed_before: datetime | None = None) -> bool:
+    """NEW -> PENDING as one conditional UPDATE: of two concurrent claimers exactly one wins.
+
+    With ``from_status=PENDING`` and ``claimed_before`` it re-claims a stale claim the same way."""
+    bc = t.device_bulk_change
+    stmt = update(bc).where(bc.c.Id == bulk_id, bc.c.Status == from_status)
+    if claimed_before is not None:
+        stmt = stmt.where(bc.c.ModifiedDate < claimed_before)
+    res = conn.execute(stmt.values(Status=BulkStatus.PENDING.value, ModifiedDate=utcnow()))
     return res.rowcount == 1
 
 
@@ -73,6 +87,18 @@ def claim_new_bulk_changes(engine: Engine, limit: int = 50) -> list[int]:
     for bulk_id in candidates:
         with engine.begin() as conn:
             if claim_bulk_change(conn, bulk_id):
+                won.append(bulk_id)
+    return won
+
+
+def reclaim_stale(engine: Engine, older_than: datetime, limit: int = 50) -> list[int]:
+    """Claims whose launch was lost (the trigger failed after the claim): claim them again."""
+    with engine.connect() as conn:
+        candidates = find_stale_claims(conn, older_than, limit)
+    won = []
+    for bulk_id in candidates:
+        with engine.begin() as conn:
+            if claim_bulk_change(conn, bulk_id, from_status=BulkStatus.PENDING.value, claimed_before=older_than):
                 won.append(bulk_id)
     return won
 

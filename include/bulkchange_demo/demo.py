@@ -123,6 +123,22 @@ def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "cond
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Stop standalone and every component it started (they share its process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    time.sleep(2)  # let the components finish their own shutdown, then make sure none is left
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def print_summary(amop_url: str, bulk_id: int, sim_control) -> dict:
     engine = make_engine(amop_url)
     with engine.connect() as conn:
@@ -162,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from simulators.server import SimulatorServer
 
+    def stop(signum, _frame):  # run the cleanup below (Airflow runs in its own process group)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     shutil.rmtree(VAR, ignore_errors=True)
     (VAR / "airflow").mkdir(parents=True)
     amop_url = f"sqlite:///{VAR / 'amop.db'}"
@@ -224,11 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nDemo " + ("succeeded." if ok else f"ended with bulk change status {summary['status']}."))
         return 0 if ok else 1
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
         sims.stop()
 
 

@@ -324,6 +324,10 @@ class SimulatedCarrier:
         device["iccid"] = str(device["iccid"])
         return device
 
+    def identify(self, call: Call) -> None:
+        """Hook after the JSON body is parsed, before faults are rolled: set ``call.iccid`` /
+        ``call.iccids`` for devices named in the body, so ``fail_iccids`` and the call log see them."""
+
     def on_devices_seeded(self, devices: list[dict]) -> None:
         """Hook after a seed (e.g. to index the new devices); called under ``self.lock``."""
 
@@ -335,18 +339,19 @@ class SimulatedCarrier:
         return dict(device)
 
     # ---------------------------------------------------------------- routes
-    def route(self, method: str, path: str, *, auth: bool = True,
+    def route(self, method: str, path: str, *, auth: bool = True, json_body: bool = True,
               name: str | None = None) -> Callable[[Handler], Handler]:
         """Register ``fn(call) -> result`` for ``<prefix><api_root><path>``; ``result`` is a Response,
         ``(status, json)``, or JSON for a 200. ``fn`` may be sync (runs under ``self.lock``) or async.
         ``auth=False`` (e.g. a token endpoint) skips ``authenticate``; such calls are limited and
-        logged under the account ``None`` (limiter key ``ANONYMOUS``)."""
+        logged under the account ``None`` (limiter key ``ANONYMOUS``). ``json_body=False`` leaves the
+        body unparsed (e.g. a form-encoded token request: the handler reads ``call.request``)."""
 
         def register(fn: Handler) -> Handler:
             is_async = inspect.iscoroutinefunction(fn)
 
             async def endpoint(request: Request) -> Response:
-                return await self._dispatch(request, fn, is_async, auth)
+                return await self._dispatch(request, fn, is_async, auth, json_body)
 
             self.router.add_api_route(self.api_root + path, endpoint, methods=[method.upper()],
                                       name=name or f"{self.name}:{fn.__name__}")
@@ -406,7 +411,8 @@ class SimulatedCarrier:
         return ran
 
     # ---------------------------------------------------------------- the request pipeline
-    async def _dispatch(self, request: Request, fn: Handler, is_async: bool, auth: bool = True) -> Response:
+    async def _dispatch(self, request: Request, fn: Handler, is_async: bool, auth: bool = True,
+                        json_body: bool = True) -> Response:
         arrived = time.time()
         t0 = time.perf_counter()
         generation = self._generation
@@ -430,7 +436,7 @@ class SimulatedCarrier:
             self._log(call, 429, fault, t0, generation)
             return response
         try:
-            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            if json_body and request.method in ("POST", "PUT", "PATCH", "DELETE"):
                 raw = await request.body()
                 if raw:
                     try:
@@ -438,6 +444,7 @@ class SimulatedCarrier:
                     except ValueError:
                         call.body = raw[:200].decode(errors="replace")
                         raise self.bad_json() from None
+                self.identify(call)
             roll, jitter_roll, pick_roll = self._draw(knobs, call.method, call.path)
             delay = knobs.latency_ms + (jitter_roll * knobs.jitter_ms if knobs.jitter_ms else 0.0)
             if delay > 0:

@@ -30,6 +30,7 @@ from simulators.core import SimulatedCarrier
 # carrier name -> "module:Class"; later carriers register here
 CARRIER_CLASSES: dict[str, str] = {
     "jasper": "simulators.jasper:JasperSimulator",
+    "thingspace": "simulators.thingspace:ThingSpaceSimulator",
 }
 
 

@@ -1,0 +1,569 @@
+"""Verizon ThingSpace Connectivity Management (M2M) simulator; API root ``/thingspace/api``.
+
+Shapes follow ``carrier_apis.md`` section 2 and the published SDK's models (a conformance test
+builds requests with ``sdksio-verizon-apis-sdk`` and parses our answers with it). Endpoints:
+
+* ``POST /ts/v1/oauth2/token``  form ``grant_type=client_credentials``, Basic ``key:secret`` ->
+  ``{access_token, token_type, expires_in, scope}``; the same token again within its lifetime.
+* ``POST /m2m/v1/session/login`` (Bearer) ``{username, password}`` -> ``{sessionToken}``;
+  ``POST /m2m/v1/session/logout``. A session expires after ``session_idle_s`` without use.
+* ``POST /m2m/v1/devices/actions/{activate,suspend,restore,deactivate}`` -> ``{requestId}`` at once;
+  the devices change ``action_delay_s`` later. Activation assigns an MDN/MSISDN and an IP address.
+* ``POST /m2m/v1/devices/actions/list``: one device (``deviceId``) or the account's devices, at most
+  ``maxNumberOfDevices`` (<= 100) per page, ``largestDeviceIdSeen`` paging, ``hasMoreData``.
+* ``GET  /m2m/v1/accounts/{aname}/requests/{requestId}/status`` -> ``{requestId, status}`` with
+  status ``Pending`` / ``Success`` / ``Failure``.
+* ``POST|GET /m2m/v1/callbacks/{aname}``, ``DELETE /m2m/v1/callbacks/{aname}/name/{serviceName}``:
+  a registered ``CarrierService`` URL (loopback only) gets one POST per device when a request
+  completes, retried ``callback_retries`` times ``callback_retry_s`` apart.
+
+Every M2M call needs ``Authorization: Bearer <access_token>`` (else 401) and ``VZ-M2M-Token``
+(else 400 ``...REQUEST_FAILED.SessionToken.Expired``); the session's username is the account the
+rate and concurrency limits apply to.
+
+Documented (carrier_apis.md): the two tokens and their lifetimes, request bodies (deactivate needs
+``reasonCode`` ``FF``, activate ``servicePlan`` and ``mdnZipCode``), the async ``requestId`` pattern,
+the request statuses, the error shape ``{errorCode, errorMessage}`` and the codes
+``DeviceAlreadyActive``, ``DeviceState.Invalid``, ``DeviceNotFound``, ``AccountNotFound``,
+``SessionToken.Expired``, ``MaxRequestsExceeded``; the callback body of a failure.
+
+**Assumed** (not public, or not pinned down by the docs):
+
+* every error code carries the ``UnifiedWebService.`` prefix the callback examples show;
+* per-device outcomes are delivered by callback in the real API; the simulator *also* lists them in
+  the request-status answer (``devices: [{deviceIds, status, faultResponse?}]``, ignored by the SDK's
+  model): a request is ``Failure`` when every device failed, else ``Success`` once all are done;
+* which state each action needs: activate from ``preactive``/``deactive``/``inventory`` (already
+  ``active`` -> ``DeviceAlreadyActive``), suspend from ``active``, restore from ``suspend``,
+  deactivate from ``active``/``suspend``; anything else ``INPUT_INVALID.DeviceState.Invalid``,
+  decided when the request completes; an unknown device is ``DeviceNotFound`` except for activate,
+  which adds it (as the API docs say);
+* an unknown request id answers 400 ``REQUEST_FAILED.RequestNotFound``;
+* the 429 body (``REQUEST_FAILED.RateLimitExceeded``) and its ``Retry-After``;
+* a new MDN on every activation from ``deactive`` (the MDN is not held), the existing one otherwise.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import ipaddress
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from simulators.core import Call, Knobs, SimulatedCarrier
+
+ROOT = "/api"
+DEFAULT_ACCOUNT = "0000000000-00001"
+STATES = ("preactive", "active", "suspend", "deactive", "inventory", "pending activation")
+KINDS = ("esn", "eid", "iccid", "imei", "mdn", "meid", "msisdn")
+ACTIONS = ("activate", "suspend", "restore", "deactivate")
+# action -> (states it may start from, state it leaves the line in)
+ACTION_RULES: dict[str, tuple[frozenset[str], str]] = {
+    "activate": (frozenset({"preactive", "deactive", "inventory", "pending activation"}), "active"),
+    "suspend": (frozenset({"active"}), "suspend"),
+    "restore": (frozenset({"suspend"}), "active"),
+    "deactivate": (frozenset({"active", "suspend"}), "deactive"),
+}
+MAX_DEVICES_PER_ACTION = 10_000
+MAX_LIST_PAGE = 100
+NS = "UnifiedWebService"
+
+
+def code(specific: str) -> str:
+    return f"{NS}.{specific}"
+
+
+def ts_time(epoch: float | None = None) -> str:
+    epoch = time.time() if epoch is None else epoch
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "Z"
+
+
+class ThingSpaceKnobs(Knobs):
+    action_delay_s: float = Field(2.0, ge=0, description="seconds from an accepted action to its result")
+    token_ttl_s: float = Field(3600.0, gt=0, description="OAuth access token lifetime (expires_in)")
+    session_idle_s: float = Field(1200.0, gt=0, description="a session token expires after this long unused")
+    callback_retries: int = Field(3, ge=0, description="re-deliveries of a refused callback")
+    callback_retry_s: float = Field(300.0, ge=0, description="seconds between callback deliveries")
+
+
+class ThingSpaceSimulator(SimulatedCarrier):
+    name = "thingspace"
+    prefix = "/thingspace"
+    api_root = ROOT
+    knobs_model = ThingSpaceKnobs
+    rate_limit_message = ("Rate limit exceeded", code("REQUEST_FAILED.RateLimitExceeded"))
+    concurrency_message = ("Too many concurrent requests", code("REQUEST_FAILED.RateLimitExceeded"))
+
+    def __init__(self, accounts: dict[str, str] | None = None, clients: dict[str, str] | None = None,
+                 account_names: list[str] | None = None, **knobs: Any):
+        # accounts: UWS username -> password (the session login); clients: OAuth key -> secret
+        self.clients: dict[str, str] = dict(clients if clients is not None else {"demo-key": "demo-secret"})
+        self.account_names: set[str] = set(account_names or [DEFAULT_ACCOUNT])
+        self.tokens: dict[str, tuple[str, float]] = {}      # access token -> (client key, expires at)
+        self.client_tokens: dict[str, str] = {}             # client key -> its current token
+        self.sessions: dict[str, dict] = {}                 # session token -> {user, last_used}
+        self.requests: dict[str, dict] = {}                 # requestId -> request record
+        self.callbacks: dict[str, dict] = {}                # account name -> CarrierService registration
+        self.deliveries: list[dict] = []                    # callback delivery attempts
+        self._sorted: list[str] | None = None
+        self._by_id: dict[tuple[str, str], str] = {}         # (kind, id) -> iccid
+        self._ip_seq = 0
+        self._mdn_seq = 0
+        self._ticker: threading.Thread | None = None
+        self._ticker_stop = threading.Event()
+        super().__init__(accounts=accounts if accounts is not None else {"demo-user": "demo-password"}, **knobs)
+
+    @property
+    def users(self) -> dict[str, str]:
+        return self.accounts
+
+    # ---------------------------------------------------------------- framework hooks
+    def reset_state(self) -> None:
+        self.tokens.clear()
+        self.client_tokens.clear()
+        self.sessions.clear()
+        self.requests.clear()
+        self.callbacks.clear()
+        self.deliveries.clear()
+        self._sorted = None
+        self._by_id.clear()
+        self._ip_seq = 0
+        self._mdn_seq = 0
+
+    def error_body(self, status: int, message: str, code_: str | None) -> Any:
+        return {"errorCode": code_ or code(f"REQUEST_FAILED.Http{status}"), "errorMessage": message}
+
+    def bad_json(self):
+        return self.error(400, "Request body is not valid JSON", code("INPUT_INVALID.RequestBody.Invalid"))
+
+    def normalize_device(self, device: dict) -> dict:
+        device = super().normalize_device(device)
+        out: dict[str, Any] = {"iccid": device["iccid"], "state": "preactive", "accountName": DEFAULT_ACCOUNT,
+                               "imei": None, "msisdn": None, "ipAddress": None, "servicePlan": None,
+                               "createdAt": ts_time(), "lastActivationDate": None, "lastActivationBy": None,
+                               "customFields": [], "groupNames": None, "connected": False}
+        out.update(device)
+        out["state"] = str(out["state"]).lower()
+        if out["state"] not in STATES:
+            raise ValueError(f"{out['iccid']}: state {out['state']!r} is not one of {', '.join(STATES)}")
+        if out["groupNames"] is None:
+            out["groupNames"] = [f"Default: {out['accountName']}"]
+        return out
+
+    def on_devices_seeded(self, devices: list[dict]) -> None:
+        self._sorted = None
+        for d in devices:
+            self.account_names.add(d["accountName"])
+            self._index(d)
+
+    def _index(self, d: dict) -> None:
+        for kind in ("imei", "msisdn"):
+            if d.get(kind):
+                self._by_id[(kind, str(d[kind]))] = d["iccid"]
+        if d.get("msisdn"):
+            self._by_id[("mdn", str(d["msisdn"]))] = d["iccid"]
+
+    def control_view(self, device: dict) -> dict:
+        return dict(device)
+
+    def identify(self, call: Call) -> None:
+        body = call.body if isinstance(call.body, dict) else {}
+        wanted = [body["deviceId"]] if isinstance(body.get("deviceId"), dict) else [
+            i for d in body.get("devices") or [] if isinstance(d, dict)
+            for i in d.get("deviceIds") or [] if isinstance(i, dict)]
+        iccids = [str(i.get("id")) for i in wanted if str(i.get("kind", "")).lower() == "iccid" and i.get("id")]
+        if len(iccids) == 1:
+            call.iccid = iccids[0]
+        elif iccids:
+            call.iccids = iccids
+
+    # ---------------------------------------------------------------- authentication
+    def authenticate(self, request: Request) -> str:
+        self._bearer(request)
+        session = request.headers.get("vz-m2m-token", "")
+        record = self.sessions.get(session)
+        now = time.time()
+        if record is None or now - record["last_used"] > self.knobs.session_idle_s:
+            with self.lock:
+                self.sessions.pop(session, None)
+            raise self.error(400, "Session token expired or invalid", code("REQUEST_FAILED.SessionToken.Expired"))
+        record["last_used"] = now
+        return record["user"]
+
+    def _bearer(self, request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        entry = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if entry is None or entry[1] <= time.time():
+            raise self.error(401, "Invalid or expired access token", code("AUTH_FAILED.Token.Invalid"))
+        return entry[0]
+
+    def _oauth(self, call: Call):
+        scheme, _, raw = call.request.headers.get("authorization", "").partition(" ")
+        try:
+            key, sep, secret = base64.b64decode(raw.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            key, sep, secret = "", "", ""
+        if scheme.lower() != "basic" or not sep or self.clients.get(key) != secret:
+            return JSONResponse({"error": "invalid_client", "error_description": "Client authentication failed"},
+                                status_code=401)
+        return key
+
+    def expire_tokens(self) -> None:
+        """Forget every access and session token (clients must log in again)."""
+        with self.lock:
+            self.tokens.clear()
+            self.client_tokens.clear()
+            self.sessions.clear()
+
+    # ---------------------------------------------------------------- routes
+    def add_routes(self) -> None:
+        @self.route("POST", "/ts/v1/oauth2/token", auth=False, json_body=False)
+        async def token(call: Call):
+            form = await call.request.form()
+            key = self._oauth(call)
+            if not isinstance(key, str):
+                return key
+            if form.get("grant_type") != "client_credentials":
+                return JSONResponse({"error": "unsupported_grant_type",
+                                     "error_description": "grant_type must be client_credentials"}, status_code=400)
+            with self.lock:
+                now = time.time()
+                current = self.client_tokens.get(key)
+                if current and self.tokens.get(current, ("", 0.0))[1] > now:
+                    expires = self.tokens[current][1]
+                else:
+                    current, expires = uuid.uuid4().hex, now + self.knobs.token_ttl_s
+                    self.tokens[current] = (key, expires)
+                    self.client_tokens[key] = current
+            return {"access_token": current, "token_type": "Bearer", "expires_in": max(1, int(expires - now)),
+                    "scope": "discovery:read serviceprofile:read serviceprofile:write"}
+
+        @self.route("POST", "/m2m/v1/session/login", auth=False)
+        def login(call: Call):
+            self._bearer(call.request)
+            body = call.body if isinstance(call.body, dict) else {}
+            user, password = body.get("username"), body.get("password")
+            if not user or self.accounts.get(str(user)) != password:
+                raise self.error(400, "Invalid username or password", code("REQUEST_FAILED.Login.Invalid"))
+            session = str(uuid.uuid4())
+            self.sessions[session] = {"user": str(user), "last_used": time.time()}
+            call.account = str(user)
+            return {"sessionToken": session}
+
+        @self.route("POST", "/m2m/v1/session/logout")
+        def logout(call: Call):
+            session = call.request.headers.get("vz-m2m-token", "")
+            self.sessions.pop(session, None)
+            return {"sessionToken": session}
+
+        for action in ACTIONS:
+            self._add_action_route(action)
+
+        @self.route("POST", "/m2m/v1/devices/actions/list")
+        def list_devices(call: Call):
+            return self._list(call)
+
+        @self.route("GET", "/m2m/v1/accounts/{aname}/requests/{requestId}/status")
+        def request_status(call: Call):
+            self._account(call.path_params["aname"])
+            record = self.requests.get(call.path_params["requestId"])
+            if record is None or record["accountName"] != call.path_params["aname"]:
+                raise self.error(400, "Request not found", code("REQUEST_FAILED.RequestNotFound"))
+            call.iccids = [d["deviceIds"][0]["id"] for d in record["devices"]]
+            return {"requestId": record["requestId"], "status": record["status"],
+                    "devices": [dict(d) for d in record["devices"]]}
+
+        @self.route("POST", "/m2m/v1/callbacks/{aname}")
+        def register_callback(call: Call):
+            return self._register_callback(call)
+
+        @self.route("GET", "/m2m/v1/callbacks/{aname}")
+        def list_callbacks(call: Call):
+            aname = self._account(call.path_params["aname"])
+            reg = self.callbacks.get(aname)
+            return [{"accountName": aname, "name": reg["name"], "url": reg["url"]}] if reg else []
+
+        @self.route("DELETE", "/m2m/v1/callbacks/{aname}/name/{serviceName}")
+        def delete_callback(call: Call):
+            aname = self._account(call.path_params["aname"])
+            reg = self.callbacks.get(aname)
+            if reg is None or reg["name"] != call.path_params["serviceName"]:
+                raise self.error(400, "No such callback", code("REQUEST_FAILED.CallbackNotFound"))
+            del self.callbacks[aname]
+            return {"accountName": aname, "serviceName": reg["name"]}
+
+    def add_control_routes(self, router: APIRouter) -> None:
+        @router.post("/expire-tokens")
+        async def expire():
+            self.expire_tokens()
+            return {"ok": True}
+
+        @router.put("/clients")
+        async def put_clients(request: Request):
+            data = await request.json()
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                return JSONResponse({"error": 'body must be {"client key": "secret", ...}'}, status_code=400)
+            with self.lock:
+                self.clients.update(data)
+            return {"clients": sorted(self.clients)}
+
+        @router.get("/requests/{request_id}")
+        async def get_request(request_id: str):
+            self.run_due()
+            with self.lock:
+                record = self.requests.get(request_id)
+                if record is None:
+                    return JSONResponse({"error": f"no request {request_id}"}, status_code=404)
+                return dict(record)
+
+        @router.get("/deliveries")
+        async def deliveries():
+            self.run_due()
+            with self.lock:
+                return list(self.deliveries)
+
+    # ---------------------------------------------------------------- behaviour
+    def _account(self, name: Any) -> str:
+        if not name or str(name) not in self.account_names:
+            raise self.error(400, f"Account {name} not found", code("REQUEST_FAILED.AccountNotFound"))
+        return str(name)
+
+    def _find(self, ident: Any) -> str | None:
+        """ICCID of the device a ``{id, kind}`` names, or None."""
+        if not isinstance(ident, dict) or not ident.get("id") or not ident.get("kind"):
+            raise self.error(400, "Every device identifier needs id and kind", code("INPUT_INVALID.Device.Identifier.Invalid"))
+        kind, value = str(ident["kind"]).lower(), str(ident["id"])
+        if kind not in KINDS:
+            raise self.error(400, f"Invalid device identifier kind {ident['kind']}",
+                             code("INPUT_INVALID.Device.Identifier.Invalid"))
+        if kind == "iccid":
+            return value if value in self.devices else None
+        return self._by_id.get((kind, value))
+
+    def _add_action_route(self, action: str) -> None:
+        @self.route("POST", f"/m2m/v1/devices/actions/{action}", name=f"thingspace:{action}")
+        def act(call: Call):
+            return self._action(call, action)
+
+    def _action(self, call: Call, action: str):
+        body = call.body if isinstance(call.body, dict) else None
+        if body is None:
+            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        aname = self._account(body.get("accountName"))
+        devices = body.get("devices")
+        if not isinstance(devices, list) or not devices:
+            raise self.error(400, "devices is required", code("INPUT_INVALID.Devices.Required"))
+        if len(devices) > MAX_DEVICES_PER_ACTION:
+            raise self.error(400, f"At most {MAX_DEVICES_PER_ACTION} devices per request",
+                             code("INPUT_INVALID.MaxRequestsExceeded"))
+        if action == "activate":
+            for field in ("servicePlan", "mdnZipCode"):
+                if not body.get(field):
+                    raise self.error(400, f"{field} is required", code(f"INPUT_INVALID.{field}.Required"))
+        if action == "deactivate" and body.get("reasonCode") != "FF":
+            raise self.error(400, "reasonCode must be FF", code("INPUT_INVALID.ReasonCode.Invalid"))
+        targets: list[tuple[dict, str | None]] = []
+        for entry in devices:
+            ids = entry.get("deviceIds") if isinstance(entry, dict) else None
+            if not isinstance(ids, list) or not ids:
+                raise self.error(400, "Every device needs deviceIds", code("INPUT_INVALID.Device.Identifier.Invalid"))
+            found = None
+            for ident in ids:
+                found = found or self._find(ident)
+            named = next(({"id": str(i["id"]), "kind": "iccid"} for i in ids if str(i["kind"]).lower() == "iccid"),
+                         {"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()})
+            targets.append((named, found))
+        call.iccids = [found or ident["id"] for ident, found in targets]
+        request_id = str(uuid.uuid4())
+        record = {"requestId": request_id, "accountName": aname, "action": action, "status": "Pending",
+                  "requestedAt": ts_time(), "user": call.account,
+                  "devices": [{"deviceIds": [ident], "status": "Pending"} for ident, _ in targets]}
+        self.requests[request_id] = record
+        generation = self._generation
+        options = {k: body.get(k) for k in ("servicePlan", "mdnZipCode", "reasonCode")}
+
+        def complete() -> None:
+            if generation == self._generation:
+                self._complete(record, targets, options)
+
+        self.schedule(self.knobs.action_delay_s, complete)
+        return {"requestId": request_id}
+
+    def _complete(self, record: dict, targets: list[tuple[dict, str | None]], options: dict) -> None:
+        """Apply an accepted action (under ``self.lock``, when its delay has passed)."""
+        action = record["action"]
+        allowed_from, new_state = ACTION_RULES[action]
+        now = time.time()
+        failures = 0
+        callbacks = []
+        for entry, (ident, iccid) in zip(record["devices"], targets):
+            dev = self.devices.get(iccid) if iccid else None
+            if dev is None and action == "activate" and ident["kind"] == "iccid":
+                dev = self.normalize_device({"iccid": ident["id"], "accountName": record["accountName"]})
+                self.devices[dev["iccid"]] = dev
+                self._sorted = None
+            fault = None
+            if dev is None or dev["accountName"] != record["accountName"]:
+                fault = ("REQUEST_FAILED.DeviceNotFound", f"Device {ident['id']} not found in the account")
+            elif action == "activate" and dev["state"] == "active":
+                fault = ("REQUEST_FAILED.DeviceAlreadyActive", f"Device {dev['iccid']} is already active")
+            elif dev["state"] not in allowed_from:
+                fault = ("INPUT_INVALID.DeviceState.Invalid",
+                         f"Device {dev['iccid']} is {dev['state']}; {action} needs {' or '.join(sorted(allowed_from))}")
+            if fault:
+                failures += 1
+                entry.update(status="Failed", faultResponse={"faultcode": code(fault[0]), "faultstring": fault[1]})
+                callbacks.append({"requestId": record["requestId"], "deviceIds": [dict(ident)],
+                                  "faultResponse": dict(entry["faultResponse"]), "status": "Failed"})
+                continue
+            if action == "activate":
+                if dev["state"] == "deactive" or not dev.get("msisdn"):
+                    dev["msisdn"] = self._new_mdn()
+                dev["ipAddress"] = dev.get("ipAddress") or self._new_ip()
+                dev["servicePlan"] = options.get("servicePlan") or dev.get("servicePlan")
+                dev["lastActivationDate"] = ts_time(now)
+                dev["lastActivationBy"] = record["user"]
+                dev["connected"] = True
+                self._index(dev)
+            elif action in ("suspend", "deactivate"):
+                dev["connected"] = False
+            dev["state"] = new_state
+            entry["status"] = "Success"
+            response: dict[str, Any] = {"deviceIds": self._ids(dev)}
+            if action == "activate":
+                response["ipAddress"] = dev["ipAddress"]
+            callbacks.append({"requestId": record["requestId"], "deviceIds": [dict(ident)],
+                              "deviceResponse": {f"{action}Response": response}, "status": "Success"})
+        record["status"] = "Failure" if failures == len(targets) else "Success"
+        record["completedAt"] = ts_time(now)
+        reg = self.callbacks.get(record["accountName"])
+        if reg:
+            for body in callbacks:
+                self._deliver(reg, body, attempt=1)
+
+    def _new_mdn(self) -> str:
+        self._mdn_seq += 1
+        return f"1470{self._mdn_seq:07d}"
+
+    def _new_ip(self) -> str:
+        self._ip_seq += 1
+        return str(ipaddress.IPv4Address("10.64.0.0") + self._ip_seq)
+
+    @staticmethod
+    def _ids(dev: dict) -> list[dict]:
+        ids = [{"id": dev["iccid"], "kind": "iccid"}]
+        if dev.get("imei"):
+            ids.append({"id": str(dev["imei"]), "kind": "imei"})
+        if dev.get("msisdn"):
+            ids.append({"id": str(dev["msisdn"]), "kind": "msisdn"})
+            ids.append({"id": str(dev["msisdn"]), "kind": "mdn"})
+        return ids
+
+    def _view(self, dev: dict) -> dict:
+        return {"accountName": dev["accountName"], "billingCycleEndDate": None,
+                "carrierInformations": [{"carrierName": "Verizon Wireless", "servicePlan": dev.get("servicePlan"),
+                                         "state": dev["state"]}],
+                "connected": bool(dev.get("connected")), "createdAt": dev.get("createdAt"),
+                "customFields": [dict(f) for f in dev.get("customFields") or []],
+                "deviceIds": self._ids(dev), "extendedAttributes": [],
+                "groupNames": list(dev.get("groupNames") or []), "ipAddress": dev.get("ipAddress"),
+                "lastActivationBy": dev.get("lastActivationBy"), "lastActivationDate": dev.get("lastActivationDate"),
+                "lastConnectionDate": None}
+
+    def _list(self, call: Call):
+        body = call.body if isinstance(call.body, dict) else {}
+        if body.get("deviceId"):
+            iccid = self._find(body["deviceId"])
+            if iccid is None:
+                raise self.error(400, f"Device {body['deviceId'].get('id')} not found",
+                                 code("REQUEST_FAILED.DeviceNotFound"))
+            call.iccid = iccid
+            return {"hasMoreData": False, "devices": [self._view(self.devices[iccid])]}
+        aname = self._account(body.get("accountName"))
+        size = body.get("maxNumberOfDevices", MAX_LIST_PAGE)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_LIST_PAGE:
+            raise self.error(400, f"maxNumberOfDevices must be between 1 and {MAX_LIST_PAGE}",
+                             code("INPUT_INVALID.MaxNumberOfDevices.Invalid"))
+        state = str(body.get("currentState") or "").lower() or None
+        plan = body.get("servicePlan") or None
+        after = str(body.get("largestDeviceIdSeen") or "")
+        if self._sorted is None:
+            self._sorted = sorted(self.devices)
+        order = self._sorted
+        page: list[dict] = []
+        more = False
+        for i in range(bisect.bisect_right(order, after) if after else 0, len(order)):
+            dev = self.devices.get(order[i])
+            if dev is None or dev["accountName"] != aname or (state and dev["state"] != state) or \
+                    (plan and dev.get("servicePlan") != plan):
+                continue
+            if len(page) == size:
+                more = True
+                break
+            page.append(self._view(dev))
+        return {"hasMoreData": more, "devices": page}
+
+    # ---------------------------------------------------------------- callbacks
+    def _register_callback(self, call: Call):
+        aname = self._account(call.path_params["aname"])
+        body = call.body if isinstance(call.body, dict) else {}
+        name, url = body.get("name"), body.get("url")
+        if name != "CarrierService" or not url:
+            raise self.error(400, "name CarrierService and url are required", code("INPUT_INVALID.Callback.Invalid"))
+        host = urlsplit(str(url)).hostname or ""
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:  # the simulator never sends traffic off this machine
+            raise self.error(400, "The simulator only delivers callbacks to loopback URLs",
+                             code("INPUT_INVALID.Callback.Url.Invalid"))
+        self.callbacks[aname] = {"name": name, "url": str(url), "username": body.get("username"),
+                                 "password": body.get("password")}
+        self._start_ticker()
+        return {"accountName": aname, "serviceName": name}
+
+    def _start_ticker(self) -> None:
+        """Completions are applied lazily; with a callback registered, something must apply them."""
+        if self._ticker is not None and self._ticker.is_alive():
+            return
+        self._ticker_stop.clear()
+
+        def tick() -> None:
+            while not self._ticker_stop.wait(0.1):
+                self.run_due()
+
+        self._ticker = threading.Thread(target=tick, name="thingspace-callback-ticker", daemon=True)
+        self._ticker.start()
+
+    def _deliver(self, reg: dict, body: dict, attempt: int) -> None:
+        payload = dict(body, callbackCount=attempt, maxCallbackThreshold=self.knobs.callback_retries + 1)
+        if reg.get("username"):
+            payload.update(username=reg["username"], password=reg.get("password"))
+        retries, every = self.knobs.callback_retries, self.knobs.callback_retry_s
+        generation = self._generation
+
+        def send() -> None:
+            try:
+                ok = requests.post(reg["url"], json=payload, timeout=5).status_code < 300
+            except requests.RequestException:
+                ok = False
+            with self.lock:
+                if generation != self._generation:
+                    return
+                self.deliveries.append({"url": reg["url"], "requestId": body["requestId"], "attempt": attempt,
+                                        "delivered": ok, "ts": time.time()})
+                if not ok and attempt <= retries:
+                    self.schedule(every, lambda: self._deliver(reg, body, attempt + 1))
+
+        threading.Thread(target=send, name="thingspace-callback", daemon=True).start()

@@ -5,9 +5,13 @@
 * ``CarrierHook`` resolves one carrier account's connection (by convention
   ``carrier_sp_<ServiceProviderId>``) into a core carrier client with its rate limit and retry
   policy. Credentials stay inside the client; Airflow masks connection passwords in task logs.
+  With ``BULKCHANGE_RATE_LIMIT_REDIS_URL`` (or the connection extra ``rate_limit_redis_url``) the
+  account's rate limit is one bucket in Redis shared by every worker and run
+  (``bulkchange.shared_limiter``); without it each client has its own in-process share.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -15,8 +19,9 @@ from airflow.sdk import BaseHook
 
 from bulkchange.carriers import CarrierSettings, build_client
 from bulkchange.db.connect import make_engine
-from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
+from bulkchange.engine import CallPolicy, RetryPolicy
 from bulkchange.models import Integration
+from bulkchange.shared_limiter import make_rate_limiter
 
 _ENGINES: dict[str, Any] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -80,12 +85,19 @@ class CarrierHook(BaseHook):
         return CarrierSettings(base_url=base_url, login=conn.login, password=conn.password, extra=extra)
 
     def get_client(self, integration: Integration, *, rate_share: int = 1):
-        """A client whose calls share one limiter: the account's rate divided by ``rate_share``
-        (the number of batch tasks of one run allowed to call this account at once)."""
+        """A client whose calls share one limiter for the account's ``rate_limit_per_s``.
+
+        Shared limit configured (env ``BULKCHANGE_RATE_LIMIT_REDIS_URL`` or extra
+        ``rate_limit_redis_url``): one bucket in Redis keyed by extra ``rate_limit_key`` (default:
+        the connection id) at the full rate, held across workers and concurrent runs. Otherwise an
+        in-process bucket at the rate divided by ``rate_share`` (the batch tasks of one run allowed
+        to call this account at once)."""
         settings = self.get_settings()
-        rate = settings.rate_limit_per_s
+        extra = settings.extra
+        redis_url = extra.get("rate_limit_redis_url") or os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL") or None
         policy = CallPolicy(
-            rate_limiter=RateLimiter(rate / max(1, rate_share) if rate else None),
+            rate_limiter=make_rate_limiter(str(extra.get("rate_limit_key") or self.carrier_conn_id),
+                                           settings.rate_limit_per_s, share=rate_share, redis_url=redis_url),
             retry=RetryPolicy(max_attempts=settings.max_attempts),
         )
         return build_client(integration, settings, policy=policy)

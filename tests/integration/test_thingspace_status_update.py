@@ -171,3 +171,21 @@ def test_expired_tokens_are_renewed_once(amop_engine, ts, ts_client, simulator):
     simulator.control("thingspace").request("POST", "/expire-tokens")
     summary = process(amop_engine, bulk(amop_engine, iccids, "Suspend"), ts_client)
     assert summary["counts"] == {"PENDING_CARRIER": 10}
+
+
+def test_drift_in_the_device_list_is_recorded_exactly_once(amop_engine, ts, ts_client):
+    iccids = make_fleet(amop_engine, ts, 230, "active", start=64_000)  # three pages of the device list
+    drifted = iccids[::23]
+    ts.seed_devices([{"iccid": i, "state": "suspend", "accountName": ACCOUNT} for i in drifted])
+    ts.seed_devices([{"iccid": seed.make_iccid(69_999), "state": "active", "accountName": "0000000000-00009"}])
+    first = reconcile.reconcile_provider_statuses(amop_engine, 4, Integration.THINGSPACE, ts_client)
+    assert first["drift"] == {"suspend -> active": len(drifted)} and first["updated"] == len(drifted)
+    assert first["carrier_devices"] == 230  # only this account's devices
+    second = reconcile.reconcile_provider_statuses(amop_engine, 4, Integration.THINGSPACE, ts_client)
+    assert second["drift"] == {} and second["updated"] == 0
+    with amop_engine.connect() as conn:
+        rows = conn.execute(select(t.device_status_history.c.ICCID, t.device_status_history.c.PreviousStatus,
+                                   t.device_status_history.c.CurrentStatus, t.device_status_history.c.Source)).all()
+    assert sorted(rows) == sorted((i, "active", "suspend", "Reconciliation") for i in drifted)
+    pages = ts.calls(method="POST", path_contains="/actions/list")
+    assert all(c["body"].get("maxNumberOfDevices", 0) <= 100 for c in pages)

@@ -1,4 +1,4 @@
-"""python -m simulators serve [--host H] [--port P] [--seed-jasper N] [knobs]
+"""python -m simulators serve [--host H] [--port P] [--seed-jasper N] [--seed-thingspace N] [knobs]
 
 Serves every carrier simulator in the foreground (Ctrl-C / SIGTERM stops). Knob flags apply to every
 carrier; ``--set CARRIER.KNOB=VALUE`` (value parsed as JSON, else a string) sets one carrier's knob,
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an extra Jasper account (repeatable)")
     g.add_argument("--seed-jasper", type=int, default=0, metavar="N",
                    help="seed N ACTIVATED demo devices (ICCIDs 8901260...; Luhn-valid)")
+    g = serve.add_argument_group("ThingSpace (OAuth client demo-key:demo-secret, UWS user demo-user:demo-password)")
+    g.add_argument("--seed-thingspace", type=int, default=0, metavar="N",
+                   help="seed N preactive demo devices in account 0000000000-00001 (same ICCIDs as Jasper's)")
     k = serve.add_argument_group("behaviour knobs (every carrier)")
     k.add_argument("--latency-ms", type=float)
     k.add_argument("--jitter-ms", type=float)
@@ -97,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.seed_jasper:
         server.carrier("jasper").seed(demo_devices(args.seed_jasper, status="ACTIVATED", ratePlan="IOT-1GB"))
+    if args.seed_thingspace and "thingspace" in server.carriers:
+        server.carrier("thingspace").seed([{"iccid": d["iccid"], "imei": d["imei"], "state": "preactive"}
+                                           for d in demo_devices(args.seed_thingspace)])
     print(f"carrier simulators on {server.base_url} (Ctrl-C stops)")
     for name, carrier in server.carriers.items():
         seeded = len(carrier.devices)

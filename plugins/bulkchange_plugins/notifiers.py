@@ -1,21 +1,28 @@
-"""Failure notification: the SMTP provider's notifier, configured from the environment.
+"""Notifications: failure emails, completion summaries and the status webhook, configured from the
+environment (read at parse time from the environment only: no DB, no network at import).
 
-``BULKCHANGE_ALERT_EMAILS`` (comma-separated) names the recipients; the SMTP server comes from the
-``smtp_default`` connection. Read at parse time from the environment only (no DB, no network).
+* Email backend: ``BULKCHANGE_EMAIL_BACKEND`` = ``smtp`` (default; the SMTP provider's
+  ``SmtpNotifier`` through connection ``BULKCHANGE_SMTP_CONN_ID``, default ``smtp_default``) or
+  ``ses`` (the amazon provider's ``SesNotifier`` through AWS connection ``BULKCHANGE_AWS_CONN_ID``,
+  default ``aws_default``; the sender address ``BULKCHANGE_EMAIL_FROM`` must be verified in SES).
+* Failure email recipients: ``BULKCHANGE_ALERT_EMAILS``; completion summary recipients:
+  ``BULKCHANGE_SUMMARY_EMAILS`` (default: the alert recipients; ``none`` turns summaries off).
+* Webhook: HTTP connection ``BULKCHANGE_WEBHOOK_CONN_ID`` (default ``bulkchange_webhook``): host =
+  full URL (or extra ``url``), password = optional bearer token, extra ``headers``, ``timeout_s``,
+  ``attempts``. Without the connection webhooks are recorded as SKIPPED.
+
+The content comes from the Airflow-free core, ``bulkchange.notify``.
 """
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any, Sequence
+from urllib.parse import quote
 
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import BaseNotifier
 
-FAILURE_SUBJECT = "[bulkchange] {{ dag.dag_id }} failed: {{ ti.task_id if ti else 'run' }}"
-FAILURE_HTML = """
-<p>Task <b>{{ ti.task_id if ti else '' }}</b> of run <b>{{ run_id }}</b> ({{ dag.dag_id }}) failed.</p>
-<p>Bulk change: {{ params.get('bulk_change_id', 'n/a') }}</p>
-<p>Error: {{ exception if exception is defined else 'see the task log' }}</p>
-<p><a href="{{ ti.log_url if ti else '' }}">Open the log</a></p>
-"""
+log = logging.getLogger(__name__)
 
 
 def alert_recipients() -> list[str]:
@@ -23,6 +30,160 @@ def alert_recipients() -> list[str]:
     return [a.strip() for a in raw.split(",") if a.strip()]
 
 
-def failure_notifier() -> SmtpNotifier:
-    return SmtpNotifier(to=alert_recipients(), subject=FAILURE_SUBJECT, html_content=FAILURE_HTML,
-                        smtp_conn_id=os.environ.get("BULKCHANGE_SMTP_CONN_ID", "smtp_default"))
+def summary_recipients() -> list[str]:
+    raw = os.environ.get("BULKCHANGE_SUMMARY_EMAILS", "")
+    if raw.strip().lower() == "none":
+        return []
+    return [a.strip() for a in raw.split(",") if a.strip()] or alert_recipients()
+
+
+def email_backend() -> str:
+    backend = os.environ.get("BULKCHANGE_EMAIL_BACKEND", "smtp").strip().lower()
+    if backend not in ("smtp", "ses"):
+        raise ValueError(f"BULKCHANGE_EMAIL_BACKEND must be smtp or ses, got {backend!r}")
+    return backend
+
+
+def smtp_conn_id() -> str:
+    return os.environ.get("BULKCHANGE_SMTP_CONN_ID", "smtp_default")
+
+
+def aws_conn_id() -> str:
+    return os.environ.get("BULKCHANGE_AWS_CONN_ID", "aws_default")
+
+
+def email_notifier(to: Sequence[str], subject: str, html_content: str) -> BaseNotifier:
+    """The provider notifier of the configured backend, with finished (not templated) content."""
+    if email_backend() == "ses":
+        from airflow.providers.amazon.aws.notifications.ses import SesNotifier
+
+        return SesNotifier(aws_conn_id=aws_conn_id(), to=list(to), subject=subject, html_content=html_content,
+                           mail_from=os.environ.get("BULKCHANGE_EMAIL_FROM", "bulkchange@example.com"))
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    return SmtpNotifier(to=list(to), subject=subject, html_content=html_content, smtp_conn_id=smtp_conn_id(),
+                        from_email=os.environ.get("BULKCHANGE_EMAIL_FROM") or None)
+
+
+def send_email(to: Sequence[str], subject: str, html_content: str) -> None:
+    # notify() directly, not __call__: the content is final, an error text must not be rendered as Jinja
+    email_notifier(to, subject, html_content).notify({})
+
+
+def run_url(dag_id: str, run_id: str | None) -> str | None:
+    if not run_id:
+        return None
+    try:
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback="http://localhost:8080") or "http://localhost:8080"
+    except Exception:  # noqa: BLE001
+        base = "http://localhost:8080"
+    return f"{base.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+
+class BulkChangeFailureNotifier(BaseNotifier):
+    """Failure email for a task (``level="task"``) or a whole run (``level="dag"``): bulk change id,
+    carrier, change type, error summary and a link to the run, sent through the configured backend."""
+
+    def __init__(self, level: str = "task", **kwargs: Any):
+        super().__init__(**kwargs)
+        if level not in ("task", "dag"):
+            raise ValueError(f"level must be task or dag, got {level!r}")
+        self.level = level
+
+    def facts(self, context) -> Any:
+        from bulkchange.notify import FailureFacts
+
+        dag = context.get("dag")
+        dag_id = getattr(dag, "dag_id", None) or str(context.get("dag_id", "unknown"))
+        ti = context.get("ti") or context.get("task_instance")
+        run_id = context.get("run_id") or getattr(ti, "run_id", None)
+        params = context.get("params") or {}
+        dag_run = context.get("dag_run")
+        conf = getattr(dag_run, "conf", None) or {}
+        bulk_id = params.get("bulk_change_id") or conf.get("bulk_change_id")
+        exception = context.get("exception")
+        if exception is not None:
+            error = f"{type(exception).__name__}: {exception}"
+        elif self.level == "dag":
+            reason = context.get("reason") or "failed"
+            error = f"run failed ({reason})" + (f"; last failed task: {ti.task_id}" if ti is not None else "")
+        else:
+            error = None
+        facts = FailureFacts(dag_id=dag_id, run_id=run_id, task_id=ti.task_id if (ti is not None and
+                                                                                 self.level == "task") else None,
+                             bulk_change_id=int(bulk_id) if str(bulk_id or "").isdigit() else None, error=error,
+                             run_url=run_url(dag_id, run_id), log_url=getattr(ti, "log_url", None) if ti else None)
+        if facts.bulk_change_id:
+            try:
+                from bulkchange.db import repository as repo
+                from bulkchange_plugins.hooks import AmopHook
+
+                with AmopHook().get_engine().connect() as conn:
+                    bulk = repo.load_bulk_change(conn, facts.bulk_change_id)
+                facts.carrier = bulk.integration.value
+                facts.change_type = bulk.change_type.value
+                facts.service_provider = f"{bulk.service_provider_name} ({bulk.service_provider_id})"
+            except Exception as exc:  # noqa: BLE001  the email goes out anyway
+                log.warning("failure email: bulk change %s details unavailable: %s", facts.bulk_change_id, exc)
+        return facts
+
+    def notify(self, context) -> None:
+        from bulkchange.notify import failure_email
+
+        subject, body = failure_email(self.facts(context))
+        send_email(alert_recipients(), subject, body)
+
+
+def failure_notifier() -> BulkChangeFailureNotifier:
+    """For ``default_args["on_failure_callback"]``: one email per failed task."""
+    return BulkChangeFailureNotifier(level="task")
+
+
+def dag_failure_notifier() -> BulkChangeFailureNotifier:
+    """For the DAG's ``on_failure_callback``: one email per failed run."""
+    return BulkChangeFailureNotifier(level="dag")
+
+
+# --- completion summaries and webhooks ------------------------------------------------------------
+def webhook_sender():
+    """The webhook sender from connection ``bulkchange_webhook``, or None when it is not configured."""
+    from airflow.sdk import BaseHook
+
+    from bulkchange.notify import WebhookSender
+
+    conn_id = os.environ.get("BULKCHANGE_WEBHOOK_CONN_ID", "bulkchange_webhook")
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # noqa: BLE001  not configured
+        return None
+    extra = conn.extra_dejson or {}
+    url = extra.get("url") or conn.host
+    if not url:
+        return None
+    if "://" not in url:
+        url = f"{conn.schema or 'https'}://{url}" + (f":{conn.port}" if conn.port else "")
+    return WebhookSender(url=url, headers=dict(extra.get("headers") or {}), token=conn.password or None,
+                         timeout_s=float(extra.get("timeout_s", 10)), attempts=int(extra.get("attempts", 3)),
+                         backoff_s=float(extra.get("backoff_s", 0.5)))
+
+
+def send_pending_notifications(engine, bulk_ids: Sequence[int] | None = None) -> dict:
+    """Send the pending webhooks and completion summaries (of these bulk changes, or all).
+    Never raises: a notification failure never fails the bulk change or its run."""
+    from bulkchange import notify
+
+    try:
+        result = notify.dispatch(
+            engine, bulk_ids=bulk_ids, webhook=webhook_sender(), send_email=send_email,
+            recipients=summary_recipients(),
+            max_failures=int(os.environ.get("BULKCHANGE_SUMMARY_MAX_FAILURES", "20")),
+            max_rounds=int(os.environ.get("BULKCHANGE_NOTIFY_MAX_ROUNDS", "5")),
+            run_url=lambda bulk_id: run_url("bulk_change_process", f"bulk_change_{bulk_id}"))
+    except Exception as exc:  # noqa: BLE001
+        log.exception("sending notifications failed; they stay pending")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    summary = result.as_dict()
+    print(f"notifications: sent {summary['sent']}, skipped {summary['skipped']}, failed {summary['failed']}")
+    return summary

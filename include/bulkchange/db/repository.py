@@ -76,7 +76,10 @@ def claim_bulk_change(conn: Connection, bulk_id: int, *, from_status: str = Bulk
     if claimed_before is not None:
         stmt = stmt.where(bc.c.ModifiedDate < claimed_before)
     res = conn.execute(stmt.values(Status=BulkStatus.PENDING.value, ModifiedDate=utcnow()))
-    return res.rowcount == 1
+    won = res.rowcount == 1
+    if won and from_status != BulkStatus.PENDING.value:
+        record_status_change(conn, bulk_id, from_status, BulkStatus.PENDING)
+    return won
 
 
 def claim_new_bulk_changes(engine: Engine, limit: int = 50) -> list[int]:
@@ -135,7 +138,15 @@ def set_bulk_status(conn: Connection, bulk_id: int, status: BulkStatus, *,
         values["ErrorMessage"] = error_message
     elif error_message is not None:
         values["ErrorMessage"] = error_message
-    conn.execute(update(bc).where(bc.c.Id == bulk_id).values(**values))
+    previous = conn.execute(select(bc.c.Status).where(bc.c.Id == bulk_id)).scalar_one_or_none()
+    # Conditional on a different status: of two concurrent roll-ups to the same status only one
+    # changes it, so only one records the notification.
+    changed = conn.execute(update(bc).where(bc.c.Id == bulk_id, bc.c.Status != status.value)
+                           .values(**values)).rowcount == 1
+    if changed:
+        record_status_change(conn, bulk_id, previous, status)
+    else:
+        conn.execute(update(bc).where(bc.c.Id == bulk_id).values(**values))
 
 
 def load_device_changes(conn: Connection, bulk: BulkChange, *, ids: Sequence[int] | None = None,
@@ -442,3 +453,85 @@ def rollup(conn: Connection, bulk: BulkChange) -> tuple[BulkStatus, dict[str, in
     status, message = decide_bulk_status(counts)
     set_bulk_status(conn, bulk.id, status, error_message=message)
     return status, counts
+
+
+# --- notification outbox ----------------------------------------------------------------------
+NOTIFY_WEBHOOK = "webhook"
+NOTIFY_EMAIL = "email"
+
+
+def record_status_change(conn: Connection, bulk_id: int, from_status: str | None, to_status: BulkStatus) -> None:
+    """Queue the notifications of one bulk change status change, in the caller's transaction:
+    a webhook POST for every change, a completion summary email when the status is final."""
+    now = utcnow()
+    channels = [NOTIFY_WEBHOOK] + ([NOTIFY_EMAIL] if to_status.is_final else [])
+    conn.execute(insert(t.device_bulk_change_notification), [
+        {"BulkChangeId": bulk_id, "Channel": ch, "FromStatus": from_status, "ToStatus": to_status.value,
+         "State": "PENDING", "Attempts": 0, "CreatedDate": now} for ch in channels])
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    bulk_change_id: int
+    channel: str
+    from_status: str | None
+    to_status: str
+    attempts: int
+    created: datetime
+
+
+def pending_notifications(conn: Connection, *, bulk_ids: Sequence[int] | None = None,
+                          stale_before: datetime | None = None, limit: int = 200) -> list[Notification]:
+    """PENDING notifications (and SENDING ones claimed before ``stale_before``: their sender died),
+    oldest first."""
+    n = t.device_bulk_change_notification
+    cond = n.c.State == "PENDING"
+    if stale_before is not None:
+        cond = cond | and_(n.c.State == "SENDING", n.c.ClaimedDate < stale_before)
+    q = select(n).where(cond)
+    if bulk_ids is not None:
+        if not bulk_ids:
+            return []
+        q = q.where(n.c.BulkChangeId.in_(list(bulk_ids)[:IN_CHUNK]))
+    rows = conn.execute(q.order_by(n.c.Id).limit(limit)).mappings().all()
+    return [Notification(int(r["Id"]), int(r["BulkChangeId"]), r["Channel"], r["FromStatus"], r["ToStatus"],
+                         int(r["Attempts"] or 0), r["CreatedDate"]) for r in rows]
+
+
+def claim_notification(conn: Connection, notification_id: int, *, stale_before: datetime | None = None) -> bool:
+    """PENDING (or stale SENDING) -> SENDING as one conditional UPDATE: one sender wins."""
+    n = t.device_bulk_change_notification
+    cond = n.c.State == "PENDING"
+    if stale_before is not None:
+        cond = cond | and_(n.c.State == "SENDING", n.c.ClaimedDate < stale_before)
+    res = conn.execute(update(n).where(n.c.Id == notification_id, cond)
+                       .values(State="SENDING", ClaimedDate=utcnow()))
+    return res.rowcount == 1
+
+
+def finish_notification(conn: Connection, notification_id: int, state: str, *, error: str | None = None,
+                        attempts: int = 1) -> None:
+    """Record a send: SENT, SKIPPED, FAILED (given up), or PENDING again (retried later)."""
+    n = t.device_bulk_change_notification
+    values = {"State": state, "LastError": error, "Attempts": n.c.Attempts + attempts}
+    if state == "SENT":
+        values["SentDate"] = utcnow()
+    conn.execute(update(n).where(n.c.Id == notification_id).values(**values))
+
+
+def bulk_change_summary_row(conn: Connection, bulk_id: int) -> dict | None:
+    """The DeviceBulkChange columns a notification reports (status, dates, error message)."""
+    bc = t.device_bulk_change
+    row = conn.execute(select(bc.c.Status, bc.c.CreatedDate, bc.c.ProcessedDate, bc.c.ErrorMessage,
+                              bc.c.CreatedBy).where(bc.c.Id == bulk_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def first_failures(conn: Connection, bulk: BulkChange, limit: int = 20) -> list[tuple[int, str | None, str, str | None]]:
+    """(device change id, ICCID, status, reason) of the first failed device changes."""
+    tbl = change_table(bulk.portal_type)
+    q = (select(tbl.c.Id, tbl.c.ICCID, tbl.c.Status, tbl.c.StatusDetails)
+         .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_([s.value for s in FAILED_DEVICE_STATUSES]))
+         .order_by(tbl.c.Id).limit(limit))
+    return [(int(i), iccid, status, details) for i, iccid, status, details in conn.execute(q)]

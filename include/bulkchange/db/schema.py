@@ -173,6 +173,25 @@ device_bulk_change_log = Table(
     Index("IX_DeviceBulkChangeLog_BulkChange", "BulkChangeId"),
 )
 
+# added: notification outbox. One row per channel and bulk change status change, written in the
+# transaction that changes the status, so every place that changes a status (processing,
+# reconciliation, claims) notifies exactly once; a sender claims PENDING rows and marks them SENT.
+device_bulk_change_notification = Table(
+    "DeviceBulkChangeNotification", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("BulkChangeId", BigInteger, nullable=False),
+    Column("Channel", String(16), nullable=False),  # webhook | email
+    Column("FromStatus", String(32)),
+    Column("ToStatus", String(32), nullable=False),
+    Column("State", String(16), nullable=False, default="PENDING"),  # PENDING SENDING SENT FAILED SKIPPED
+    Column("Attempts", Integer, nullable=False, default=0),
+    Column("LastError", UnicodeText),
+    Column("CreatedDate", DateTime, nullable=False),
+    Column("ClaimedDate", DateTime),
+    Column("SentDate", DateTime),
+    Index("IX_DeviceBulkChangeNotification_State", "State", "BulkChangeId"),
+)
+
 jasper_carrier_rate_plan = Table(
     "JasperCarrierRatePlan", metadata,
     Column("Id", Id, primary_key=True, autoincrement=True),

@@ -1,0 +1,75 @@
+"""The notification outbox: every bulk change status change queues its notifications once, in the
+transaction that changes the status, whichever place (claim, processing, reconciliation) changes it."""
+from sqlalchemy import select
+
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.models import BulkStatus, ChangeType, DeviceChangeStatus, Integration
+
+
+def _bulk(engine, n=3, sp_id=1):
+    with engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=sp_id, name="outbox", integration=Integration.JASPER, tenant_id=1)
+        iccids = [seed.make_iccid(90_000 + i) for i in range(n)]
+        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVATED"} for i in iccids], sp_id=sp_id, tenant_id=1)
+        return seed.add_bulk_change(conn, sp_id=sp_id, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
+                                    requests=[{"ICCID": i, "ChangeRequest": {"UpdateStatus": "Suspend"}}
+                                              for i in iccids])
+
+
+def _outbox(engine, bulk_id):
+    n = t.device_bulk_change_notification
+    with engine.connect() as conn:
+        return [(r.Channel, r.FromStatus, r.ToStatus, r.State) for r in conn.execute(
+            select(n).where(n.c.BulkChangeId == bulk_id).order_by(n.c.Id))]
+
+
+def test_each_status_change_is_queued_once(amop_engine):
+    bulk_id = _bulk(amop_engine)
+    with amop_engine.begin() as conn:
+        assert repo.claim_bulk_change(conn, bulk_id)
+        assert not repo.claim_bulk_change(conn, bulk_id)  # the loser queues nothing
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)  # same status: no change, nothing queued
+    assert _outbox(amop_engine, bulk_id) == [
+        ("webhook", "NEW", "PENDING", "PENDING"),
+        ("webhook", "PENDING", "PROCESSING", "PENDING"),
+    ]
+
+
+def test_final_status_queues_webhook_and_summary_from_either_rollup(amop_engine):
+    """finalize leaves the bulk change WAITING_FOR_CARRIER; the reconciliation's roll-up makes it final.
+    Both places roll up again afterwards: the final status is queued exactly once."""
+    bulk_id = _bulk(amop_engine, n=2)
+    with amop_engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        ids = [dc.id for dc in repo.load_device_changes(conn, bulk)]
+        repo.mark_device_changes(conn, bulk, ids[:1], DeviceChangeStatus.PROCESSED, processed_by="t")
+        repo.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.PENDING_CARRIER, processed_by="t")
+        assert repo.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # finalize
+        assert repo.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # a reconcile pass, still waiting
+        repo.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.API_FAILED, processed_by="t")
+        assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # reconcile settles the last one
+        assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # finalize re-run
+    assert _outbox(amop_engine, bulk_id) == [
+        ("webhook", "NEW", "WAITING_FOR_CARRIER", "PENDING"),
+        ("webhook", "WAITING_FOR_CARRIER", "PROCESSED_WITH_ERRORS", "PENDING"),
+        ("email", "WAITING_FOR_CARRIER", "PROCESSED_WITH_ERRORS", "PENDING"),
+    ]
+
+
+def test_a_notification_is_claimed_by_one_sender(amop_engine):
+    bulk_id = _bulk(amop_engine, n=1)
+    with amop_engine.begin() as conn:
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.ERROR, error_message="x")
+    with amop_engine.connect() as conn:
+        pending = repo.pending_notifications(conn, bulk_ids=[bulk_id])
+    assert [p.channel for p in pending] == ["webhook", "email"]
+    with amop_engine.begin() as conn:
+        assert repo.claim_notification(conn, pending[0].id)
+        assert not repo.claim_notification(conn, pending[0].id)
+        repo.finish_notification(conn, pending[0].id, "SENT")
+    with amop_engine.connect() as conn:
+        assert [p.id for p in repo.pending_notifications(conn, bulk_ids=[bulk_id])] == [pending[1].id]
+        assert repo.pending_notifications(conn, bulk_ids=[]) == []

@@ -13,7 +13,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
-from bulkchange_plugins.notifiers import failure_notifier
+from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 from bulkchange_plugins.operators import CarrierBatchOperator
 
 # How many batch tasks of one run may call the carrier at once. Each gets 1/N of the account's
@@ -38,6 +38,7 @@ default_args = {
     catchup=False,
     max_active_runs=16,
     default_args=default_args,
+    on_failure_callback=dag_failure_notifier(),
     render_template_as_native_obj=True,
     tags=["bulkchange"],
     doc_md=__doc__,
@@ -120,11 +121,15 @@ def bulk_change_process():
         from bulkchange_plugins.hooks import AmopHook
 
         from bulkchange.db.repository import BulkChangeNotFound
+        from bulkchange_plugins.notifiers import send_pending_notifications
 
+        engine = AmopHook().get_engine()
         try:
-            summary = processing.finalize(AmopHook().get_engine(), int(params["bulk_change_id"] or 0))
+            summary = processing.finalize(engine, int(params["bulk_change_id"] or 0))
         except BulkChangeNotFound as exc:  # nothing to settle; retrying cannot help
             raise AirflowFailException(str(exc)) from exc
+        # status webhooks and the completion summary; a failed send never fails the run
+        summary["notifications"] = send_pending_notifications(engine, [summary["bulk_change_id"]])
         print(f"bulk change {summary['bulk_change_id']} -> {summary['status']}: "
               f"{processing.summary_line(summary['counts'])}")
         if summary["swept"]:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.notifiers import failure_notifier
+from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 
 EVERY_MINUTES = int(os.environ.get("BULKCHANGE_RECONCILE_EVERY_MINUTES", "15"))
 RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace"}
@@ -34,6 +34,7 @@ RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace"}
     max_active_runs=1,
     default_args={"owner": "bulkchange", "retries": 2, "retry_delay": timedelta(seconds=60),
                   "on_failure_callback": failure_notifier()},
+    on_failure_callback=dag_failure_notifier(),
     tags=["bulkchange"],
     doc_md=__doc__,
     params={
@@ -89,10 +90,14 @@ def device_status_reconcile():
             client.close()
         print(f"status drift {result['drift']} ({result['updated']} Device rows updated)")
         result["settled"] = settled
+        if settled:  # webhooks and completion summaries of the bulk changes that moved
+            from bulkchange_plugins.notifiers import send_pending_notifications
+
+            result["notifications"] = send_pending_notifications(engine, [s["bulk_change_id"] for s in settled])
         return result
 
     @task
-    def summarize(results) -> dict:
+    def summarize(results, params=None) -> dict:
         drift: dict[str, dict[str, int]] = {}
         updated = settled = 0
         for r in results:
@@ -106,6 +111,12 @@ def device_status_reconcile():
         summary = {"drift": drift, "devices_updated": updated, "device_changes_settled": settled,
                    "providers": len(results), "skipped": [r["service_provider_id"] for r in results if r.get("skipped")]}
         print(f"drift summary: {summary}")
+        if not params["dry_run"]:
+            # sweep: notifications whose send failed earlier or whose sender died are retried here
+            from bulkchange_plugins.hooks import AmopHook
+            from bulkchange_plugins.notifiers import send_pending_notifications
+
+            summary["notifications"] = send_pending_notifications(AmopHook().get_engine())
         return summary
 
     summarize(reconcile_provider.expand_kwargs(scope()))

@@ -30,6 +30,8 @@ from simulators.core import SimulatedCarrier
 # carrier name -> "module:Class"; later carriers register here
 CARRIER_CLASSES: dict[str, str] = {
     "jasper": "simulators.jasper:JasperSimulator",
+    "pond": "simulators.pond:PondSimulator",
+    "revio": "simulators.revio:RevioSimulator",
     "telegence": "simulators.telegence:TelegenceSimulator",
     "teal": "simulators.teal:TealSimulator",
     "thingspace": "simulators.thingspace:ThingSpaceSimulator",

@@ -158,10 +158,13 @@ class HttpCarrierClient:
     # -- the one way to call the carrier ----------------------------------------------------
     def _call(self, method: str, path: str, *, description: str, json_body: Any = None,
               params: dict | None = None, log: CallLog | None = None,
-              parse: Callable[[requests.Response], Any] | None = None) -> Any:
+              parse: Callable[[requests.Response], Any] | None = None,
+              headers: dict[str, str] | None = None, policy: Any = None) -> Any:
         """Send one logical call: rate limit, retries and re-auth come from ``self.policy``.
 
         One CallRecord per logical call (with the number of attempts), appended to ``log``.
+        ``headers`` are sent with the auth headers (e.g. a JSON Patch ``Content-Type``); ``policy``
+        replaces the client's policy for this call (e.g. one that never replays a create).
         """
         url = f"{self.base_url}{path}"
         req_text = f"{method} {path}"
@@ -175,7 +178,8 @@ class HttpCarrierClient:
         def attempt() -> Any:
             try:
                 resp = self.session.request(method, url, json=json_body, params=params,
-                                            headers={"Accept": "application/json", **self._auth_headers()},
+                                            headers={"Accept": "application/json", **(headers or {}),
+                                                     **self._auth_headers()},
                                             timeout=self.timeout)
             except requests.Timeout as exc:
                 raise TransientError(f"timeout after {self.timeout}s calling {self.carrier_name}") from exc
@@ -195,8 +199,9 @@ class HttpCarrierClient:
 
         started = time.monotonic()
         try:
-            if self.policy is not None:
-                value, record.attempts = self.policy.execute(attempt, reauthenticate=self.reauthenticate)
+            active = policy if policy is not None else self.policy
+            if active is not None:
+                value, record.attempts = active.execute(attempt, reauthenticate=self.reauthenticate)
             else:
                 value = attempt()
             return value

@@ -106,6 +106,7 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
         todo = [dc.id for dc in repo.load_device_changes(
             conn, bulk, statuses=[DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value])]
         counts = repo.status_counts(conn, bulk)
+        repo.write_progress(conn, bulk_id, counts)
         if not todo:
             status, counts = repo.rollup(conn, bulk)
     batches = plan_batches(bulk, todo, batch_size)
@@ -161,10 +162,11 @@ class BatchSummary:
     counts: dict[str, int]
     skipped: int
     calls: int
+    progress: dict[str, int] = field(default_factory=dict)  # the whole bulk change after this batch
 
     def as_dict(self) -> dict[str, Any]:
         return {"bulk_change_id": self.bulk_change_id, "counts": self.counts, "skipped": self.skipped,
-                "calls": self.calls}
+                "calls": self.calls, "progress": self.progress}
 
 
 def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *, client: Any,
@@ -244,16 +246,42 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     with engine.begin() as conn:
         repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
                             processed_by=processed_by)
+        # progress for the portal's bar, in the transaction that records the batch
+        progress = repo.refresh_progress(conn, bulk)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     calls = sum(len(c.records) for c in logs.values())
-    return BatchSummary(bulk_id, counts, skipped, calls)
+    return BatchSummary(bulk_id, counts, skipped, calls, progress)
 
 
 def _internal_error(dc: DeviceChange, error: BaseException) -> DeviceResult:
     return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, iccid=dc.iccid,
                         details=f"internal error: {type(error).__name__}: {error}")
+
+
+class RetryRefused(ValueError):
+    """A retry asked for a bulk change whose run is not over; the message says why."""
+
+
+RETRYABLE_BULK_STATUSES = (BulkStatus.PROCESSED_WITH_ERRORS, BulkStatus.ERROR, BulkStatus.WAITING_FOR_CARRIER,
+                           BulkStatus.PROCESSED)
+
+
+def reset_failed(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY) -> list[int]:
+    """Queue the API_FAILED / ERROR device changes of a finished bulk change again (as NEW, so
+    ``prepare`` validates them again); the others and every earlier log row are kept. Returns the
+    ids queued. The bulk change goes back to PROCESSING with ``prepare``."""
+    with engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        if bulk.status not in RETRYABLE_BULK_STATUSES:
+            raise RetryRefused(f"bulk change {bulk_id} is {bulk.status.value}: retry its failed devices once "
+                               f"its run is over (status one of "
+                               f"{', '.join(s.value for s in RETRYABLE_BULK_STATUSES)})")
+        ids = repo.reset_failed_device_changes(conn, bulk, processed_by=processed_by)
+        repo.refresh_progress(conn, bulk)
+    log.info("bulk change %s: %d failed device changes queued again", bulk_id, len(ids))
+    return ids
 
 
 def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY,

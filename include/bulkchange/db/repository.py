@@ -217,6 +217,143 @@ def load_rate_plans(conn: Connection, service_provider_id: int) -> list[RatePlan
     return [RatePlan(r[0], r[1], Decimal(r[2]), Decimal(r[3])) for r in conn.execute(q)]
 
 
+# --- submitting, progress, dry runs, retries ------------------------------------------------
+@dataclass(frozen=True)
+class ServiceProviderRow:
+    id: int
+    name: str
+    tenant_id: int
+    integration: Integration
+    write_is_enabled: bool
+    is_active: bool
+
+
+def load_service_provider(conn: Connection, sp_id: int) -> ServiceProviderRow | None:
+    sp, integ = t.service_provider, t.integration
+    row = conn.execute(select(sp.c.Id, sp.c.Name, sp.c.TenantId, sp.c.WriteIsEnabled, sp.c.IsActive,
+                              integ.c.Name.label("IntegrationName"))
+                       .select_from(sp.join(integ, integ.c.Id == sp.c.IntegrationId))
+                       .where(sp.c.Id == sp_id)).mappings().first()
+    if row is None:
+        return None
+    return ServiceProviderRow(int(row["Id"]), row["Name"], int(row["TenantId"]),
+                              Integration.from_name(row["IntegrationName"]), bool(row["WriteIsEnabled"]),
+                              bool(row["IsActive"]))
+
+
+def insert_bulk_change(conn: Connection, *, sp_id: int, tenant_id: int, change_type: ChangeType,
+                       rows: Sequence[dict], portal_type: int = 0, process_changes: bool = True,
+                       created_by: str | None = None, status: str = BulkStatus.NEW.value) -> int:
+    """Insert a bulk change and its device changes (as the portal writes them) in the caller's
+    transaction. Each row holds ICCID, MSISDN, IMEI, EID, DeviceId, DeviceIdentifier and
+    ChangeRequest (a JSON string). Returns the new DeviceBulkChange.Id."""
+    from bulkchange.models import CHANGE_TYPE_IDS
+
+    now = utcnow()
+    bulk_id = int(conn.execute(insert(t.device_bulk_change).values(
+        TenantId=tenant_id, ServiceProviderId=sp_id, ChangeRequestTypeId=CHANGE_TYPE_IDS[change_type],
+        PortalTypeId=int(portal_type), ProcessChanges=process_changes, Status=status,
+        CreatedBy=created_by, CreatedDate=now, ModifiedDate=now,
+        TotalCount=len(rows), ProcessedCount=0, ErrorCount=0, PendingCount=len(rows),
+    )).inserted_primary_key[0])
+    table = change_table(portal_type)
+    values = [{
+        "BulkChangeId": bulk_id, "ICCID": r.get("ICCID"), "MSISDN": r.get("MSISDN"), "IMEI": r.get("IMEI"),
+        "EID": r.get("EID"), "DeviceId": r.get("DeviceId"),
+        "DeviceIdentifier": r.get("DeviceIdentifier") or r.get("ICCID") or r.get("MSISDN"),
+        "ChangeRequest": r.get("ChangeRequest"), "Status": DeviceChangeStatus.NEW.value, "IsProcessed": False,
+        "LastModified": now, "ServiceProviderId": sp_id, "TenantId": tenant_id,
+    } for r in rows]
+    for chunk in _chunks(values, 500):
+        conn.execute(insert(table), list(chunk))
+    return bulk_id
+
+
+def progress_from_counts(counts: dict[str, int]) -> dict[str, int]:
+    """DeviceBulkChange progress columns from device change counts per status."""
+    processed = counts.get(DeviceChangeStatus.PROCESSED.value, 0)
+    failed = sum(counts.get(s.value, 0) for s in FAILED_DEVICE_STATUSES)
+    total = sum(counts.values())
+    return {"TotalCount": total, "ProcessedCount": processed, "ErrorCount": failed,
+            "PendingCount": total - processed - failed}
+
+
+def write_progress(conn: Connection, bulk_id: int, counts: dict[str, int]) -> dict[str, int]:
+    """Store the progress counts on the bulk change (in the caller's transaction)."""
+    values = progress_from_counts(counts)
+    conn.execute(update(t.device_bulk_change).where(t.device_bulk_change.c.Id == bulk_id).values(**values))
+    return values
+
+
+def refresh_progress(conn: Connection, bulk: BulkChange) -> dict[str, int]:
+    return write_progress(conn, bulk.id, status_counts(conn, bulk))
+
+
+def load_progress(conn: Connection, bulk_id: int) -> dict[str, int | None]:
+    bc = t.device_bulk_change
+    row = conn.execute(select(bc.c.TotalCount, bc.c.ProcessedCount, bc.c.ErrorCount, bc.c.PendingCount)
+                       .where(bc.c.Id == bulk_id)).mappings().first()
+    if row is None:
+        raise BulkChangeNotFound(f"bulk change {bulk_id} does not exist")
+    return dict(row)
+
+
+def insert_dry_run_report(conn: Connection, report: dict, *, bulk_change_id: int | None,
+                          service_provider_id: int | None, change_type: ChangeType | None,
+                          requested_by: str | None) -> int:
+    """Keep a dry run's report (the only row a dry run writes). Returns its id."""
+    import json
+
+    from bulkchange.models import CHANGE_TYPE_IDS
+
+    return int(conn.execute(insert(t.device_bulk_change_dry_run).values(
+        BulkChangeId=bulk_change_id, ServiceProviderId=service_provider_id,
+        ChangeRequestTypeId=CHANGE_TYPE_IDS[change_type] if change_type else None,
+        RequestedBy=requested_by, Report=json.dumps(report, default=str), CreatedDate=utcnow(),
+    )).inserted_primary_key[0])
+
+
+def load_dry_run_reports(conn: Connection, *, bulk_change_id: int | None = None,
+                         report_id: int | None = None) -> list[dict]:
+    """Dry-run reports, newest first, each as {"id", "bulk_change_id", "created", "report"}."""
+    import json
+
+    d = t.device_bulk_change_dry_run
+    q = select(d.c.Id, d.c.BulkChangeId, d.c.CreatedDate, d.c.Report)
+    if bulk_change_id is not None:
+        q = q.where(d.c.BulkChangeId == bulk_change_id)
+    if report_id is not None:
+        q = q.where(d.c.Id == report_id)
+    return [{"id": int(i), "bulk_change_id": b, "created": c, "report": json.loads(r)}
+            for i, b, c, r in conn.execute(q.order_by(d.c.Id.desc()))]
+
+
+def reset_failed_device_changes(conn: Connection, bulk: BulkChange, *, processed_by: str) -> list[int]:
+    """API_FAILED / ERROR device changes back to NEW for another attempt, each with a log row that
+    keeps the earlier outcome (earlier log rows stay). Returns the ids reset."""
+    tbl = change_table(bulk.portal_type)
+    failed = [s.value for s in FAILED_DEVICE_STATUSES]
+    rows = conn.execute(select(tbl.c.Id, tbl.c.Status, tbl.c.StatusDetails)
+                        .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(failed))
+                        .order_by(tbl.c.Id)).all()
+    if not rows:
+        return []
+    now = utcnow()
+    ids = [int(r[0]) for r in rows]
+    for chunk in _chunks(ids):
+        conn.execute(update(tbl).where(tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(chunk),
+                                       tbl.c.Status.in_(failed))
+                     .values(Status=DeviceChangeStatus.NEW.value, IsProcessed=False, ProcessedDate=None,
+                             ProcessedBy=processed_by, LastModified=now, CarrierRequestId=None,
+                             CarrierCheckCount=0,
+                             StatusDetails="retry requested: queued for validation again"))
+    add_log_entries(conn, bulk, [
+        LogEntry(int(i), "Retry: failed device change queued again",
+                 response_text=f"previous outcome {status}: {details or ''}", response_status=DeviceChangeStatus.NEW.value)
+        for i, status, details in rows], processed_by=processed_by)
+    return ids
+
+
 # --- writing device outcomes ----------------------------------------------------------------
 def mark_device_changes(conn: Connection, bulk: BulkChange, ids: Sequence[int], status: DeviceChangeStatus,
                         *, details: str | None = None, processed_by: str,
@@ -450,6 +587,7 @@ def decide_bulk_status(counts: dict[str, int]) -> tuple[BulkStatus, str | None]:
 
 def rollup(conn: Connection, bulk: BulkChange) -> tuple[BulkStatus, dict[str, int]]:
     counts = status_counts(conn, bulk)
+    write_progress(conn, bulk.id, counts)
     status, message = decide_bulk_status(counts)
     set_bulk_status(conn, bulk.id, status, error_message=message)
     return status, counts

@@ -78,7 +78,28 @@ device_bulk_change = Table(
     Column("ProcessedDate", DateTime),
     Column("ErrorMessage", UnicodeText),
     Column("ModifiedDate", DateTime),  # added: last status change, for the progress view
+    # added: device change counts, refreshed in the transaction of every step that settles devices,
+    # so a portal can draw a progress bar (Processed + Error of Total done, Pending still open)
+    Column("TotalCount", Integer),
+    Column("ProcessedCount", Integer),
+    Column("ErrorCount", Integer),
+    Column("PendingCount", Integer),
     Index("IX_DeviceBulkChange_Status", "Status", "ProcessChanges"),
+)
+
+
+# added: dry-run reports. A dry run validates and plans without changing anything else; its
+# report (JSON) is kept here. BulkChangeId is NULL for a submission that was only dry-run.
+device_bulk_change_dry_run = Table(
+    "DeviceBulkChangeDryRun", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("BulkChangeId", BigInteger),
+    Column("ServiceProviderId", Integer),
+    Column("ChangeRequestTypeId", Integer),
+    Column("RequestedBy", String(128)),
+    Column("Report", UnicodeText, nullable=False),
+    Column("CreatedDate", DateTime, nullable=False),
+    Index("IX_DeviceBulkChangeDryRun_BulkChange", "BulkChangeId"),
 )
 
 

@@ -1,0 +1,191 @@
+"""Submit core (bulkchange.submit): parsing the form, per-device problems, one-transaction insert,
+dry run of a submission. Real AMOP DB (SQLite, and PostgreSQL where available)."""
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from bulkchange import processing
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.models import ChangeType, Integration, PortalType
+from bulkchange.submit import SubmitError, parse_csv, parse_submission, submit
+
+ICCIDS = [seed.make_iccid(81_000 + i) for i in range(6)]
+
+
+def _provider(engine, *, write_enabled=True, integration=Integration.JASPER, statuses=None):
+    with engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=3, name="ops", integration=integration, tenant_id=7,
+                                  write_enabled=write_enabled)
+        seed.add_devices(conn, [{"ICCID": i, "Status": (statuses or {}).get(i, "ACTIVATED")} for i in ICCIDS],
+                         sp_id=3, tenant_id=7)
+
+
+def _params(**over):
+    base = {"service_provider_id": 3, "change_type": "StatusUpdate", "change_request": {"UpdateStatus": "Suspend"},
+            "devices": ICCIDS[:3], "portal_type": "M2M", "created_by": "ops-anna"}
+    base.update(over)
+    return base
+
+
+def _counts(engine):
+    with engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(tbl)).scalar_one()
+                for name, tbl in (("bulk", t.device_bulk_change), ("m2m", t.m2m_device_change),
+                                  ("mobility", t.mobility_device_change), ("log", t.device_bulk_change_log),
+                                  ("dry", t.device_bulk_change_dry_run))}
+
+
+# --- parsing -----------------------------------------------------------------------------------------
+def test_csv_with_header_identifiers_and_per_row_fields():
+    rows = parse_csv("\ufefficcid,Msisdn,UpdateStatus,Request.servicePlan\n"
+                     f"{ICCIDS[0]},15551230000,Suspend,\n"
+                     f"{ICCIDS[1]},,Active,PLAN-A\n\n")
+    assert [r["ICCID"] for r in rows] == ICCIDS[:2]
+    assert rows[0]["MSISDN"] == "15551230000" and rows[1]["MSISDN"] is None
+    assert rows[0]["fields"] == {"UpdateStatus": "Suspend"}
+    assert rows[1]["fields"] == {"UpdateStatus": "Active", "Request.servicePlan": "PLAN-A"}
+    assert [r["line"] for r in rows] == [2, 3]
+
+
+def test_csv_without_header_is_one_iccid_per_line_and_semicolons_work():
+    assert [r["ICCID"] for r in parse_csv(f"{ICCIDS[0]}\n{ICCIDS[1]}\n")] == ICCIDS[:2]
+    rows = parse_csv(f"ICCID;UpdateStatus\n{ICCIDS[0]};Suspend\n")
+    assert rows[0]["ICCID"] == ICCIDS[0] and rows[0]["fields"] == {"UpdateStatus": "Suspend"}
+
+
+def test_csv_header_without_identifier_names_the_field_and_value():
+    with pytest.raises(SubmitError) as err:
+        parse_csv("phone,status\n123,Suspend\n")
+    assert err.value.field == "devices_csv"
+    assert "phone,status" in str(err.value) and "ICCID" in str(err.value)
+
+
+def test_csv_row_with_extra_cells_is_kept_with_its_problem():
+    rows = parse_csv(f"ICCID\n{ICCIDS[0]},oops\n")
+    assert rows[0]["ICCID"] == ICCIDS[0] and "2 cells" in rows[0]["problem"]
+
+
+@pytest.mark.parametrize("over, field, value_text", [
+    ({"service_provider_id": "abc"}, "service_provider_id", "'abc'"),
+    ({"service_provider_id": 0}, "service_provider_id", "0"),
+    ({"change_type": "Teleport"}, "change_type", "'Teleport'"),
+    ({"portal_type": "LNP"}, "portal_type", "'LNP'"),
+    ({"change_request": "{not json"}, "change_request", "'{not json'"),
+    ({"change_request": [1, 2]}, "change_request", "[1, 2]"),
+    ({"devices": [], "devices_csv": ""}, "devices", "[]"),
+    ({"devices": [3.5]}, "devices[0]", "3.5"),
+])
+def test_bad_form_input_names_field_and_value(over, field, value_text):
+    with pytest.raises(SubmitError) as err:
+        parse_submission(_params(**over))
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}:") and f"(got {value_text})" in str(err.value)
+
+
+def test_parse_merges_list_and_csv_and_change_request_per_row():
+    sub = parse_submission(_params(devices=[ICCIDS[0], {"iccid": ICCIDS[1], "IsIgnoreCurrentStatus": True}],
+                                   devices_csv=f"ICCID,UpdateStatus\n{ICCIDS[2]},Restore\n",
+                                   portal_type="mobility", change_type="statusupdate"))
+    assert sub.change_type == ChangeType.STATUS_UPDATE and sub.portal_type == PortalType.MOBILITY
+    assert [r["ICCID"] for r in sub.devices] == ICCIDS[:3]
+    assert sub.row_request(sub.devices[1]) == {"UpdateStatus": "Suspend", "IsIgnoreCurrentStatus": True}
+    assert sub.row_request(sub.devices[2]) == {"UpdateStatus": "Restore"}
+
+
+# --- against the DB ----------------------------------------------------------------------------------
+def test_submit_inserts_in_one_go_and_reports_duplicates_and_unknown_devices(amop_engine):
+    _provider(amop_engine)
+    unknown = seed.make_iccid(99_999)
+    sub = parse_submission(_params(devices=[ICCIDS[0], ICCIDS[1], ICCIDS[0], unknown, "12345"]))
+    result = submit(amop_engine, sub, process_now=False)
+    problems = {p["device"]: p["reason"] for p in result.problems}
+    assert result.devices == 5 and len(problems) == 3
+    assert "duplicate" in problems[f"{ICCIDS[0]} (line 3)"]
+    assert "not found for service provider 3" in problems[f"{unknown} (line 4)"]
+    assert "ICCID" in problems["12345 (line 5)"]
+    with amop_engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, result.bulk_change_id)
+        assert bulk.status.value == "NEW" and bulk.created_by == "ops-anna" and bulk.tenant_id == 7
+        changes = repo.load_device_changes(conn, bulk)
+        assert [c.iccid for c in changes] == [ICCIDS[0], ICCIDS[1], ICCIDS[0], unknown, "12345"]  # none dropped
+        assert {json.loads(c.change_request)["UpdateStatus"] for c in changes} == {"Suspend"}
+        assert repo.load_progress(conn, bulk.id) == {"TotalCount": 5, "ProcessedCount": 0, "ErrorCount": 0,
+                                                     "PendingCount": 5}
+        assert repo.find_new_bulk_change_ids(conn) == [bulk.id]  # the sensor will pick it up
+    # prepare records each problem on its device change; the rest proceeds
+    plan = processing.prepare(amop_engine, result.bulk_change_id, batch_size=10)
+    assert plan.rejected == 3 and plan.queued == 2
+    with amop_engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, result.bulk_change_id)
+        by_status = {}
+        for c in repo.load_device_changes(conn, bulk):
+            by_status.setdefault(c.status.value, []).append(c)
+        assert len(by_status["ERROR"]) == 3 and all(c.status_details for c in by_status["ERROR"])
+        assert repo.load_progress(conn, bulk.id)["ErrorCount"] == 3
+
+
+def test_process_now_claims_so_the_sensor_cannot(amop_engine):
+    _provider(amop_engine)
+    result = submit(amop_engine, parse_submission(_params()), process_now=True)
+    assert result.claimed
+    with amop_engine.connect() as conn:
+        assert repo.load_bulk_change(conn, result.bulk_change_id).status.value == "PENDING"
+        assert repo.find_new_bulk_change_ids(conn) == []
+
+
+def test_mobility_rows_go_to_the_mobility_table(amop_engine):
+    _provider(amop_engine)
+    submit(amop_engine, parse_submission(_params(portal_type="Mobility")), process_now=False)
+    assert _counts(amop_engine)["mobility"] == 3 and _counts(amop_engine)["m2m"] == 0
+
+
+@pytest.mark.parametrize("over, field, text", [
+    ({"service_provider_id": 42}, "service_provider_id", "no such service provider"),
+    ({"change_type": "Archival"}, "change_type", "not supported on carrier Jasper"),
+    ({"change_request": {"UpdateStatus": "Teleported"}}, "change_request.UpdateStatus", "'Teleported'"),
+    ({"change_request": {}}, "change_request", "UpdateStatus"),
+])
+def test_submission_refused_as_a_whole_names_the_field(sqlite_engine, over, field, text):
+    _provider(sqlite_engine)
+    before = _counts(sqlite_engine)
+    with pytest.raises(SubmitError) as err:
+        submit(sqlite_engine, parse_submission(_params(**over)))
+    assert err.value.field == field and text in str(err.value)
+    assert _counts(sqlite_engine) == before
+
+
+def test_writes_disabled_is_refused(sqlite_engine):
+    _provider(sqlite_engine, write_enabled=False)
+    with pytest.raises(SubmitError, match="service_provider_id: writes are disabled"):
+        submit(sqlite_engine, parse_submission(_params()))
+
+
+def test_per_row_change_requests_are_checked_per_device(sqlite_engine):
+    _provider(sqlite_engine)
+    csv_text = f"ICCID,UpdateStatus\n{ICCIDS[0]},Suspend\n{ICCIDS[1]},Teleported\n"
+    result = submit(sqlite_engine, parse_submission(_params(devices=[], devices_csv=csv_text)), process_now=False)
+    assert [p["device"] for p in result.problems] == [f"{ICCIDS[1]} (line 3)"]
+    assert "Teleported" in result.problems[0]["reason"]
+
+
+def test_dry_run_submission_inserts_nothing_but_its_report(amop_engine):
+    _provider(amop_engine, statuses={ICCIDS[2]: "DEACTIVATED"})
+    before = _counts(amop_engine)
+    sub = parse_submission(_params(devices=ICCIDS + [ICCIDS[0]]))
+    result = submit(amop_engine, sub, dry_run=True, batch_size=4, max_parallel=2, batch_concurrency=1,
+                    rate_limit_per_s=2)
+    after = _counts(amop_engine)
+    assert after == {**before, "dry": before["dry"] + 1}
+    report = result.dry_run
+    assert result.bulk_change_id is None and report["bulk_change_id"] is None
+    assert report["devices"] == 7 and report["would_process"] == 6 and report["rejected_count"] == 1
+    assert report["batch_count"] == 2 and [b["devices"] for b in report["batches"]] == [4, 2]
+    assert report["carrier_calls"] == {"Jasper": 5} and report["no_call_needed"] == 1  # one already suspended
+    assert report["estimated_seconds"] == 2.5 and "rate limit of 2/s" in report["estimate_basis"]
+    assert "DRY RUN submission" in report["text"]
+    with amop_engine.connect() as conn:
+        stored = repo.load_dry_run_reports(conn, report_id=report["report_id"])
+    assert stored[0]["report"]["carrier_calls"] == {"Jasper": 5} and stored[0]["bulk_change_id"] is None

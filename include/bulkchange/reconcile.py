@@ -5,7 +5,9 @@
   request completes; PENDING_ACTIVATION settle when the line is active with an MSISDN (which,
   with its IP, goes to the device change and to Device). After ``max_checks`` polls without an
   answer, or on a carrier failure, the device change is API_FAILED with the reason. The bulk
-  change is rolled up when its last device settles.
+  change is rolled up when its last device settles. How one waiting device change is checked is
+  the carrier's part (``WAITING_CHECKERS``: ThingSpace requests and lines, Telegence activation
+  requests, Teal operation results); counting, failing after ``max_checks`` and recording are shared.
 * ``reconcile_provider_statuses`` compares every device the carrier reports for one service
   provider with the Device table; each difference becomes a DeviceStatusHistory row with source
   "Reconciliation" and updates Device. Devices with a change in flight are left alone, so
@@ -13,10 +15,11 @@
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
 
@@ -51,22 +54,57 @@ class SettleSummary:
                 "bulk_status": self.bulk_status}
 
 
-class _RequestStatuses:
-    """One status call per carrier request, shared by the devices of that request."""
+class SharedCalls:
+    """One carrier call per key (e.g. per carrier request), shared by the devices waiting on it:
+    the first thread asking fetches (and logs the call on its device change), the others wait for
+    its answer or its error."""
 
-    def __init__(self, client: Any):
-        self.client = client
-        self._cache: dict[str, dict] = {}
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[threading.Event, list]] = {}
         self._lock = threading.Lock()
 
-    def get(self, request_id: str, log_: CallLog) -> dict:
+    def get(self, key: str, fetch: Callable[[], Any]) -> Any:
         with self._lock:
-            if request_id in self._cache:
-                return self._cache[request_id]
-        answer = self.client.request_status(request_id, log=log_)
-        with self._lock:
-            self._cache[request_id] = answer
-        return answer
+            entry = self._entries.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._entries[key] = (threading.Event(), [None, None])
+        done, slot = entry
+        if owner:
+            try:
+                slot[0] = fetch()
+            except BaseException as exc:
+                slot[1] = exc
+                raise
+            finally:
+                done.set()
+        else:
+            done.wait()
+            if slot[1] is not None:
+                raise slot[1]
+        return slot[0]
+
+
+@dataclass
+class WaitingCheck:
+    """One waiting device change, as a carrier's checker sees it.
+
+    A checker ``check(client, w)`` returns the DeviceResult that settles the device change, or a
+    short text saying what it still waits for (``"not active"``); it raises CarrierError when the
+    carrier cannot be asked. ``settle_bulk`` counts the checks and fails a device change after
+    ``max_checks`` with that text."""
+
+    dc: DeviceChange
+    device: Any
+    request: Any
+    target: str
+    checks: int
+    shared: SharedCalls
+    log: CallLog
+    base: dict
+
+    def result(self, status: DeviceChangeStatus, details: str, **kw: Any) -> DeviceResult:
+        return DeviceResult(status=status, details=details, **self.base, **kw)
 
 
 def _fault_for(answer: dict, iccid: str | None) -> str | None:
@@ -78,13 +116,54 @@ def _fault_for(answer: dict, iccid: str | None) -> str | None:
     return None
 
 
+def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
+    """PENDING_ACTIVATION: the line is active with an MSISDN; PENDING_CARRIER: the request succeeded."""
+    from bulkchange.carriers.thingspace import device_id, device_state
+
+    dc = w.dc
+    if dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
+        current = client.get_device(dc.iccid, log=w.log)
+        msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
+        if device_state(current) == "active" and msisdn:
+            return w.result(DeviceChangeStatus.PROCESSED, new_device_status="active",
+                            new_device_status_id=w.request.PostUpdateStatusId, msisdn=msisdn,
+                            ip_address=current.get("ipAddress"),
+                            details=f"active at the carrier with MSISDN {msisdn} after {w.checks} check(s)")
+    request_id = dc.carrier_request_id
+    answer = w.shared.get(request_id, lambda: client.request_status(request_id, log=w.log)) if request_id else {}
+    fault = _fault_for(answer, dc.iccid)
+    status = str(answer.get("status", "")).lower()
+    if fault or status == "failure":
+        return w.result(DeviceChangeStatus.API_FAILED,
+                        f"carrier request {request_id} failed: {fault or 'Failure'}")
+    if dc.status == DeviceChangeStatus.PENDING_CARRIER and status == "success":
+        return w.result(DeviceChangeStatus.PROCESSED, f"carrier request {request_id} completed: {w.target}",
+                        new_device_status=w.target, new_device_status_id=w.request.PostUpdateStatusId)
+    return "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
+
+
+# carrier family -> "module:function" checking one waiting device change (see WaitingCheck)
+WAITING_CHECKERS: dict[Integration, str] = {
+    Integration.THINGSPACE: "bulkchange.reconcile:check_thingspace",
+    Integration.TELEGENCE: "bulkchange.changes.status_update_telegence:check_waiting",
+    Integration.TEAL: "bulkchange.changes.status_update_teal:check_waiting",
+}
+
+
+def waiting_checker(integration: Integration) -> Callable[[Any, WaitingCheck], DeviceResult | str]:
+    target = WAITING_CHECKERS.get(integration.family)
+    if target is None:
+        raise NotImplementedError(f"no asynchronous carrier work to settle for {integration.value}")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = DEFAULT_MAX_CHECKS,
                 include_activations: bool = True, max_parallel: int = 10, count_checks: bool = True,
                 processed_by: str = RECONCILER) -> SettleSummary:
-    """Check each waiting device change once. ``count_checks=False`` (the processing run's own
-    short wait) neither counts the poll nor fails a device for being slow."""
-    from bulkchange.carriers.thingspace import device_id, device_state
-
+    """Check each waiting device change once, with its carrier's checker (``WAITING_CHECKERS``).
+    ``count_checks=False`` (the processing run's own short wait) neither counts the poll nor fails
+    a device for being slow."""
     statuses = [DeviceChangeStatus.PENDING_CARRIER.value]
     if include_activations:
         statuses.append(DeviceChangeStatus.PENDING_ACTIVATION.value)
@@ -95,7 +174,8 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     summary = SettleSummary(bulk_id)
     if not waiting:
         return summary
-    requests_ = _RequestStatuses(client)
+    checker = waiting_checker(bulk.integration)
+    shared = SharedCalls()
     logs = {dc.id: CallLog() for dc in waiting}
 
     def check(dc: DeviceChange) -> DeviceResult | None:
@@ -109,34 +189,17 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             return DeviceResult(status=DeviceChangeStatus.ERROR, details=str(exc), **base)
         checks = dc.carrier_check_count + 1 if count_checks else 0
         try:
-            if dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
-                current = client.get_device(dc.iccid, log=logs[dc.id])
-                msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
-                if device_state(current) == "active" and msisdn:
-                    return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status="active",
-                                        new_device_status_id=request.PostUpdateStatusId, msisdn=msisdn,
-                                        ip_address=current.get("ipAddress"),
-                                        details=f"active at the carrier with MSISDN {msisdn} after {checks} check(s)",
-                                        **base)
-            answer = requests_.get(dc.carrier_request_id, logs[dc.id]) if dc.carrier_request_id else {}
+            outcome = checker(client, WaitingCheck(dc, device, request, target, checks, shared, logs[dc.id], base))
         except CarrierError as exc:
             if checks >= max_checks:
                 return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
                                     details=f"carrier could not be checked after {checks} attempts: {exc}")
             return None
-        fault = _fault_for(answer, dc.iccid)
-        status = str(answer.get("status", "")).lower()
-        if fault or status == "failure":
-            return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
-                                details=f"carrier request {dc.carrier_request_id} failed: {fault or 'Failure'}")
-        if dc.status == DeviceChangeStatus.PENDING_CARRIER and status == "success":
-            return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=target,
-                                new_device_status_id=request.PostUpdateStatusId,
-                                details=f"carrier request {dc.carrier_request_id} completed: {target}", **base)
+        if isinstance(outcome, DeviceResult):
+            return outcome
         if checks >= max_checks:
-            what = "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
             return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
-                                details=f"{what} after {checks} checks (request {dc.carrier_request_id})")
+                                details=f"{outcome} after {checks} checks (request {dc.carrier_request_id})")
         return None
 
     outcomes = run_batch(waiting, check, max_parallel=max_parallel)
@@ -172,6 +235,18 @@ def carrier_states(client: Any, integration: Integration) -> dict[str, str]:
         return {device_id(d, "iccid"): device_state(d) for d in client.iter_devices() if device_id(d, "iccid")}
     if family == Integration.JASPER:
         return {d["iccid"]: d["status"] for d in client.iter_devices()}
+    if family == Integration.TELEGENCE:
+        from bulkchange.carriers.telegence import characteristic
+
+        states = {}
+        for line in client.iter_services():
+            sim, status = characteristic(line, "sim"), characteristic(line, "subscriberStatus")
+            if sim and status:
+                states[str(sim)] = str(status)
+        return states
+    if family == Integration.TEAL:
+        return {str(e["iccid"]): str(e["deviceStatus"]) for e in client.iter_esims()
+                if e.get("iccid") and e.get("deviceStatus")}
     raise NotImplementedError(f"status reconciliation is not available for {integration.value}")
 
 

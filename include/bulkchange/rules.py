@@ -65,6 +65,31 @@ STATUS_ALIASES: dict[Integration, dict[str, str]] = {
         "resume": "active", "suspend": "suspend", "suspended": "suspend",
         "deactive": "deactive", "deactivate": "deactive", "deactivated": "deactive",
     },
+    # Telegence subscriberStatus letters: A active, S suspended, C cancelled (only C and A are
+    # documented; S is assumed). A SIM never activated is "inventory" in our Device table.
+    Integration.TELEGENCE: {
+        "a": "A", "active": "A", "activate": "A", "activated": "A", "restore": "A", "resume": "A",
+        "s": "S", "suspend": "S", "suspended": "S",
+        "c": "C", "cancel": "C", "cancelled": "C", "canceled": "C", "deactivate": "C", "deactivated": "C",
+        "terminate": "C", "terminated": "C",
+    },
+    # Teal deviceStatus values: enable -> ONLINE (or WAITING until it attaches), disable -> STOPPED.
+    Integration.TEAL: {
+        "online": "ONLINE", "active": "ONLINE", "activate": "ONLINE", "activated": "ONLINE", "enable": "ONLINE",
+        "enabled": "ONLINE", "restore": "ONLINE", "waiting": "WAITING",
+        "stopped": "STOPPED", "stop": "STOPPED", "disable": "STOPPED", "disabled": "STOPPED",
+        "suspend": "STOPPED", "suspended": "STOPPED", "deactivate": "STOPPED", "deactivated": "STOPPED",
+    },
+    # POND SIMs: ACTIVE = services enabled with one ACTIVE package; SUSPENDED = services disabled;
+    # TERMINATED = services disabled and every package terminated. The legacy code only knew
+    # "POND_ACTIVE -> enable all services, anything else -> disable all".
+    Integration.POND: {
+        "active": "ACTIVE", "activate": "ACTIVE", "activated": "ACTIVE", "enable": "ACTIVE",
+        "restore": "ACTIVE", "resume": "ACTIVE", "pond_active": "ACTIVE",
+        "suspend": "SUSPENDED", "suspended": "SUSPENDED", "disable": "SUSPENDED", "deactivate": "SUSPENDED",
+        "deactivated": "SUSPENDED", "inactive": "SUSPENDED",
+        "terminate": "TERMINATED", "terminated": "TERMINATED", "retire": "TERMINATED", "retired": "TERMINATED",
+    },
 }
 
 # Allowed transitions: target -> the current statuses it may come from. Cisco does not publish
@@ -86,6 +111,27 @@ TRANSITIONS: dict[Integration, dict[str, frozenset[str]]] = {
         "active": frozenset({"preactive", "pending activation", "inventory", "deactive", "suspend"}),
         "suspend": frozenset({"active"}),
         "deactive": frozenset({"active", "suspend"}),
+    },
+    # Telegence (assumed; AT&T publishes no matrix): activation of a SIM in inventory or a
+    # restore of a suspended line, suspend an active line, cancel an active or suspended line.
+    Integration.TELEGENCE: {
+        "A": frozenset({"inventory", "S"}),
+        "S": frozenset({"A"}),
+        "C": frozenset({"A", "S"}),
+    },
+    # Teal (legacy rule): the current status must be ONLINE, WAITING or STOPPED; enable an eSIM
+    # that is stopped (or waiting), disable one that is online or waiting.
+    Integration.TEAL: {
+        "ONLINE": frozenset({"STOPPED", "WAITING"}),
+        "WAITING": frozenset({"STOPPED", "ONLINE"}),
+        "STOPPED": frozenset({"ONLINE", "WAITING"}),
+    },
+    # POND (assumed; no public matrix): activate a new or suspended SIM, suspend an active one,
+    # terminate an active or suspended one; a terminated SIM stays terminated.
+    Integration.POND: {
+        "ACTIVE": frozenset({"INVENTORY", "SUSPENDED"}),
+        "SUSPENDED": frozenset({"ACTIVE"}),
+        "TERMINATED": frozenset({"ACTIVE", "SUSPENDED"}),
     },
 }
 

@@ -52,4 +52,41 @@ def build_client(integration: Integration, settings: CarrierSettings, *, policy:
         return ThingSpaceClient(settings.base_url, settings.login or "", settings.password or "",
                                 extra.get("uws_username", ""), extra.get("uws_password", ""),
                                 extra.get("account_name", ""), policy=policy, timeout=settings.timeout_s)
+    if family == Integration.TELEGENCE:
+        from bulkchange.carriers.telegence import ACTIVATION_PATH, SERVICE_PATH, TelegenceClient
+
+        extra = settings.extra
+        return TelegenceClient(settings.base_url, settings.login or "", settings.password or "",
+                               service_path=extra.get("service_path") or SERVICE_PATH,
+                               activation_path=extra.get("activation_path") or ACTIVATION_PATH,
+                               billing_account=extra.get("billing_account_number"),
+                               policy=policy, timeout=settings.timeout_s)
+    if family == Integration.TEAL:
+        from bulkchange.carriers.teal import TealClient
+
+        extra = settings.extra
+        paths = {k: extra[k] for k in ("enable_path", "disable_path", "operation_result_path") if extra.get(k)}
+        return TealClient(settings.base_url, settings.login or "", settings.password or "",
+                          callback_url=extra.get("callback_url"), policy=policy, timeout=settings.timeout_s, **paths)
+    if family == Integration.POND:
+        from bulkchange.carriers.pond import DEFAULT_PATHS, PondClient
+
+        extra = settings.extra
+        return PondClient(settings.base_url, settings.login or "", settings.password or "",
+                          str(extra.get("distributor_id") or ""),
+                          paths={k: extra[k] for k in DEFAULT_PATHS if extra.get(k)},
+                          policy=policy, timeout=settings.timeout_s)
     raise NotImplementedError(f"no client for carrier {integration.value} yet")
+
+
+def build_revio_client(settings: CarrierSettings, *, policy: Any = None):
+    """The Rev.io billing client of a service provider (connection ``revio_sp_<N>``, README: Rev.io):
+    login ``user@clientcode`` (or login ``user`` + extra ``client_code``), password, extra
+    ``subscription_key``; optional extra ``services_path`` / ``service_products_path``."""
+    from bulkchange.carriers.revio import RevioClient
+
+    extra = settings.extra
+    paths = {k: extra[k] for k in ("services_path", "service_products_path") if extra.get(k)}
+    return RevioClient(settings.base_url, settings.login or "", str(extra.get("client_code") or ""),
+                       settings.password or "", str(extra.get("subscription_key") or ""),
+                       policy=policy, timeout=settings.timeout_s, **paths)

@@ -3,11 +3,17 @@ from __future__ import annotations
 
 from bulkchange.changes.base import ChangeHandler
 from bulkchange.changes.status_update import JasperStatusUpdate, ThingSpaceStatusUpdate
+from bulkchange.changes.status_update_pond import PondStatusUpdate
+from bulkchange.changes.status_update_teal import TealStatusUpdate
+from bulkchange.changes.status_update_telegence import TelegenceStatusUpdate
 from bulkchange.models import ChangeType, Integration
 
 HANDLERS: dict[tuple[ChangeType, Integration], type[ChangeHandler]] = {
     (ChangeType.STATUS_UPDATE, Integration.JASPER): JasperStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.THINGSPACE): ThingSpaceStatusUpdate,
+    (ChangeType.STATUS_UPDATE, Integration.POND): PondStatusUpdate,
+    (ChangeType.STATUS_UPDATE, Integration.TELEGENCE): TelegenceStatusUpdate,
+    (ChangeType.STATUS_UPDATE, Integration.TEAL): TealStatusUpdate,
 }
 
 

@@ -1,0 +1,131 @@
+"""AT&T Telegence (APEX Mobility) client.
+
+Auth: headers ``app-id`` and ``app-secret`` (no OAuth). Lines are addressed by subscriber number
+(MDN/MSISDN) under the line-config path (carrier_apis.md section 3):
+
+* ``GET|PATCH {service_path}/{subscriberNumber}``, TMF-style ``serviceCharacteristic`` name/value
+  pairs; ``GET {service_path}`` lists lines, paged by the request headers ``current-page`` /
+  ``page-size`` with the page count in the response header ``page-total``;
+* ``POST {activation_path}`` with up to 200 activation requests, answered with one ``id`` and
+  ``service.status`` (pending / reserved / active / rejected) per line; ``GET
+  {activation_path}/{id}`` polls one of them until it settles.
+
+Documented: the headers, the line-config path and characteristics, status letter ``C`` (cancelled)
+and ``A`` (activate), the 200-line activation limit and its statuses. **Assumed** (carrier_apis.md:
+NOT FOUND): suspend / restore / cancel are a PATCH of the characteristic ``subscriberStatus``
+(``S`` / ``A`` / ``C``) with ``statusReasonCode``; the activation path
+(``/sp/mobility/activation/api/v1/service``) and body (characteristics ``sim``, ``singleUserCode``,
+``serviceZipCode``, optional ``IMEI``; ``billingAccount.id``). Both paths are configurable on the
+connection extra (``service_path``, ``activation_path``).
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from bulkchange.carriers.base import CallLog, HttpCarrierClient, TransientError
+
+SERVICE_PATH = "/sp/mobility/lineconfig/api/v1/service"
+ACTIVATION_PATH = "/sp/mobility/activation/api/v1/service"
+MAX_ACTIVATIONS = 200
+LIST_PAGE = 500
+
+
+def characteristic(service: dict | None, name: str) -> Any:
+    """The value of one ``serviceCharacteristic`` of a line / activation answer (None if absent)."""
+    for item in (service or {}).get("serviceCharacteristic") or []:
+        if isinstance(item, dict) and item.get("name") == name:
+            return item.get("value")
+    return None
+
+
+def chars(**values: Any) -> list[dict]:
+    return [{"name": k, "value": v} for k, v in values.items() if v not in (None, "")]
+
+
+class TelegenceClient(HttpCarrierClient):
+    carrier_name = "Telegence"
+
+    def __init__(self, base_url: str, app_id: str, app_secret: str, *, service_path: str = SERVICE_PATH,
+                 activation_path: str = ACTIVATION_PATH, billing_account: str | None = None, **kw: Any):
+        super().__init__(base_url, **kw)
+        if not app_id or not app_secret:
+            raise ValueError("Telegence needs an app-id (login) and an app-secret (password)")
+        self._headers = {"app-id": app_id, "app-secret": app_secret}
+        self.add_secret(app_secret)
+        self.service_path = "/" + service_path.strip("/")
+        self.activation_path = "/" + activation_path.strip("/")
+        self.billing_account = billing_account
+        self._local = threading.local()  # per-thread extra request headers (paging)
+
+    def _auth_headers(self) -> dict[str, str]:
+        extra = getattr(self._local, "headers", None)
+        return {**self._headers, **extra} if extra else dict(self._headers)
+
+    # -- lines --------------------------------------------------------------------------------
+    def get_service(self, number: str, *, log: CallLog | None = None) -> dict:
+        return self._call("GET", f"{self.service_path}/{number}", log=log,
+                          description="Get Telegence Subscriber: Telegence API") or {}
+
+    def update_service(self, number: str, values: dict[str, Any], *, description: str,
+                       effective_date: str | None = None, log: CallLog | None = None) -> dict:
+        body: dict[str, Any] = {"effectiveDate": effective_date or datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                                "serviceCharacteristic": chars(**values)}
+        return self._call("PATCH", f"{self.service_path}/{number}", json_body=body, log=log,
+                          description=description) or {}
+
+    def set_status(self, number: str, status: str, *, reason_code: str | None = None,
+                   log: CallLog | None = None) -> dict:
+        """PATCH subscriberStatus (A / S / C); raises unless the answer shows the new status."""
+        answer = self.update_service(number, {"subscriberStatus": status, "statusReasonCode": reason_code},
+                                     description="Update Telegence Subscriber: Telegence API", log=log)
+        now = characteristic(answer, "subscriberStatus")
+        if now != status:
+            raise TransientError(f"Telegence answered without subscriberStatus {status} for {number} (got {now!r})")
+        return answer
+
+    def iter_services(self, page_size: int = LIST_PAGE) -> Iterator[dict]:
+        """Every line of the account, page by page."""
+        page = 1
+        while True:
+            self._local.headers = {"current-page": str(page), "page-size": str(page_size)}
+            try:
+                lines, total = self._call("GET", self.service_path, description="List Telegence Subscribers",
+                                          parse=lambda r: (r.json(), r.headers.get("page-total")))
+            finally:
+                self._local.headers = None
+            yield from lines or []
+            try:
+                total_pages = int(total or 1)
+            except ValueError:
+                total_pages = 1
+            if page >= total_pages or not lines:
+                return
+            page += 1
+
+    # -- activation ------------------------------------------------------------------------------
+    def activation_request(self, iccid: str, *, plan: str, zip_code: str, imei: str | None = None,
+                           billing_account: str | None = None) -> dict:
+        """One line of an activation request (assumed shape, see the module docstring)."""
+        item: dict[str, Any] = {"service": {"serviceCharacteristic": chars(
+            sim=iccid, singleUserCode=plan, serviceZipCode=zip_code, IMEI=imei)}}
+        ban = billing_account or self.billing_account
+        if ban:
+            item["billingAccount"] = {"id": ban}
+        return item
+
+    def activate(self, lines: list[dict], *, log: CallLog | None = None) -> list[dict]:
+        """POST up to 200 activation requests; one answer (``id``, ``service.status``) per line, in order."""
+        if not 0 < len(lines) <= MAX_ACTIVATIONS:
+            raise ValueError(f"1..{MAX_ACTIVATIONS} lines per Telegence activation request, got {len(lines)}")
+        answer = self._call("POST", self.activation_path, json_body=lines, log=log,
+                            description=f"Activate {len(lines)} Telegence line(s): Telegence API")
+        if not isinstance(answer, list) or len(answer) != len(lines):
+            raise TransientError(f"Telegence activation answered {type(answer).__name__} "
+                                 f"instead of {len(lines)} results")
+        return answer
+
+    def activation_status(self, activation_id: str, *, log: CallLog | None = None) -> dict:
+        return self._call("GET", f"{self.activation_path}/{activation_id}", log=log,
+                          description="Telegence Activation Status: Telegence API") or {}

@@ -1,0 +1,159 @@
+"""StatusUpdate on Teal eSIMs (legacy_behaviour.md 3.1, Teal, with its defects fixed).
+
+Target statuses are Teal's ``deviceStatus`` values (``rules.STATUS_ALIASES``): ONLINE or WAITING
+are reached by ``POST /esims/enable``, STOPPED by ``POST /esims/disable`` (legacy always called
+disable). Devices are addressed by EID: the device change's ``EID``, else ``Device.EID``; a
+device with neither is rejected before any call.
+
+Teal finishes every operation later: the device change waits as PENDING_CARRIER with our
+``requestId`` as its CarrierRequestId, and ``reconcile.settle_bulk`` (``check_waiting`` below)
+reads ``/operation-result`` once per request: still processing -> keep waiting; the device's entry
+succeeded -> PROCESSED; the entry failed -> API_FAILED with Teal's ``errorMessage`` (legacy took
+errors for success). ``bulk_change_process``'s ``wait_for_carrier`` sensor polls these in
+reschedule mode and ``device_status_reconcile`` settles whatever is left, so no worker waits.
+
+Devices needing the same operation go in one call of up to 100 EIDs, logged on the group's first
+device change (like ThingSpace). A device left PROCESSING by an interrupted attempt is read at
+the carrier first (``/esims/info``) and not sent again when it already has the target status.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.engine import Connection
+
+from bulkchange.carriers.base import CallLog, CarrierError
+from bulkchange.carriers.teal import MAX_ENTRIES, PROCESSING, entry_result
+from bulkchange.changes.base import ChangeHandler, failed_result
+from bulkchange.changes.status_update import device_not_found
+from bulkchange.db import schema as t
+from bulkchange.db.repository import DeviceRow, change_table
+from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
+from bulkchange.rules import RuleError, check_transition
+
+
+def teal_operation(target: str) -> str:
+    return "disable" if target == "STOPPED" else "enable"
+
+
+def reached(esim: dict, target: str) -> bool:
+    """Does this eSIM (``/esims/info``) already have the target status? Enabled = ONLINE or WAITING."""
+    status = str(esim.get("deviceStatus") or "").upper()
+    if target == "STOPPED":
+        return status == "STOPPED"
+    return status in ("ONLINE", "WAITING")
+
+
+class TealStatusUpdate(ChangeHandler):
+    request_model = StatusUpdateRequest
+    group_size = MAX_ENTRIES
+
+    @classmethod
+    def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
+        """EIDs from the Device table for this bulk change's device changes that carry none."""
+        tbl, d = change_table(bulk.portal_type), t.device
+        q = (select(d.c.ICCID, d.c.EID)
+             .select_from(tbl.join(d, and_(d.c.ICCID == tbl.c.ICCID, d.c.ServiceProviderId == bulk.service_provider_id,
+                                           d.c.TenantId == bulk.tenant_id)))
+             .where(tbl.c.BulkChangeId == bulk.id, tbl.c.EID.is_(None), d.c.EID.is_not(None),
+                    d.c.IsDeleted == False))  # noqa: E712
+        return {"eids": {iccid: eid for iccid, eid in conn.execute(q)}}
+
+    def _eid(self, dc: DeviceChange, device: DeviceRow | None) -> str | None:
+        return dc.eid or (self.context.get("eids") or {}).get(device.iccid if device else dc.iccid)
+
+    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
+        if device is None:
+            raise RuleError(device_not_found(dc, self.bulk))
+        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                 request.IsIgnoreCurrentStatus)
+        if not check.already_there and not self._eid(dc, device):
+            raise RuleError(f"Teal needs the eSIM's EID: none on the device change or on device {device.iccid}")
+
+    def _base(self, dc: DeviceChange, device: DeviceRow) -> dict[str, Any]:
+        return dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
+                    previous_device_status=device.status)
+
+    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
+              verify_first: bool, log: CallLog) -> DeviceResult:
+        assert device is not None
+        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                 request.IsIgnoreCurrentStatus)
+        target, base = check.target, self._base(dc, device)
+        if check.already_there:
+            return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=f"already {target}; no carrier call needed",
+                                new_device_status=target, new_device_status_id=request.PostUpdateStatusId, **base)
+        eid = self._eid(dc, device) or ""
+        if verify_first:
+            try:
+                esim = self.client.get_esim(eid, log=log)
+            except CarrierError as exc:
+                return failed_result(dc, device, exc, "Get Teal eSIM before retry")
+            if reached(esim, target):
+                return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=target,
+                                    new_device_status_id=request.PostUpdateStatusId, **base,
+                                    details=f"eSIM {eid} is {esim.get('deviceStatus')} at the carrier after an "
+                                            "interrupted attempt")
+        operation = teal_operation(target)
+        try:
+            request_id = self.client.operation(operation, [eid], log=log)
+        except CarrierError as exc:
+            return failed_result(dc, device, exc, f"Teal {operation} of eSIM {eid}")
+        return DeviceResult(status=DeviceChangeStatus.PENDING_CARRIER, carrier_request_id=request_id, **base,
+                            details=f"Teal accepted {operation} of eSIM {eid} (request {request_id}); "
+                                    "waiting for the carrier")
+
+    def apply_group(self, entries, *, log: CallLog) -> list[DeviceResult]:
+        results: dict[int, DeviceResult] = {}
+        groups: dict[str, list] = {}
+        for dc, request, device in entries:
+            check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                     request.IsIgnoreCurrentStatus)
+            if check.already_there:
+                results[dc.id] = self.apply(dc, request, device, verify_first=False, log=log)
+            else:
+                groups.setdefault(teal_operation(check.target), []).append((dc, device))
+        first_id = entries[0][0].id
+        for operation, members in groups.items():
+            for start in range(0, len(members), MAX_ENTRIES):
+                chunk = members[start:start + MAX_ENTRIES]
+                eids = [self._eid(dc, device) or "" for dc, device in chunk]
+                try:
+                    request_id = self.client.operation(operation, eids, log=log)
+                except CarrierError as exc:
+                    for dc, device in chunk:
+                        results[dc.id] = failed_result(dc, device, exc, f"Teal {operation} of {len(eids)} eSIMs")
+                    continue
+                for (dc, device), eid in zip(chunk, eids):
+                    results[dc.id] = DeviceResult(
+                        status=DeviceChangeStatus.PENDING_CARRIER, carrier_request_id=request_id,
+                        details=(f"Teal accepted {operation} of eSIM {eid} with {len(eids) - 1} others (request "
+                                 f"{request_id}, logged on device change {first_id}); waiting for the carrier"),
+                        **self._base(dc, device))
+        return [results[dc.id] for dc, _, _ in entries]
+
+
+def check_waiting(client: Any, w) -> DeviceResult | str:
+    """Settle one device change waiting on a Teal operation (``reconcile.WaitingCheck``)."""
+    request_id = w.dc.carrier_request_id
+    if not request_id:
+        return w.result(DeviceChangeStatus.API_FAILED, "no Teal requestId was recorded for this device change")
+    answer = w.shared.get(request_id, lambda: client.operation_result(request_id, log=w.log))
+    if answer is PROCESSING:
+        return "Teal operation still processing"
+    entry = entry_result(answer, w.dc.eid) if w.dc.eid else None
+    if entry is None:
+        matching = [e for e in answer.get("entries") or [] if isinstance(e, dict) and
+                    (str(e.get("iccid") or "") == w.dc.iccid or len(answer.get("entries") or []) == 1)]
+        entry = matching[0] if matching else None
+    if entry is None:
+        return w.result(DeviceChangeStatus.API_FAILED,
+                        f"Teal operation {request_id} finished without a result for this eSIM")
+    eid = entry.get("eid") or w.dc.eid
+    if entry.get("success") is True:
+        return w.result(DeviceChangeStatus.PROCESSED, new_device_status=w.target,
+                        new_device_status_id=w.request.PostUpdateStatusId,
+                        details=f"Teal operation {request_id} done: eSIM {eid} is {w.target}")
+    return w.result(DeviceChangeStatus.API_FAILED,
+                    f"Teal operation {request_id} failed for eSIM {eid}: {entry.get('errorMessage') or 'no reason given'}")

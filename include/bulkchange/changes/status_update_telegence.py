@@ -1,0 +1,168 @@
+"""StatusUpdate on AT&T Telegence (legacy_behaviour.md 3.1, Telegence).
+
+Target statuses are Telegence's ``subscriberStatus`` letters (``rules.STATUS_ALIASES``): ``A``
+active, ``S`` suspended, ``C`` cancelled.
+
+* Suspend, restore and cancel are a PATCH of the line (by subscriber number, the device's MSISDN)
+  and take effect at once: the device change is PROCESSED or API_FAILED in the batch.
+* Activating a SIM that has no line yet (``inventory``) posts an activation request (needs
+  ``Request.singleUserCode`` and ``Request.serviceZipCode``); the carrier answers an activation id
+  and ``pending`` / ``reserved``, so the device change waits as PENDING_ACTIVATION with the id as
+  its CarrierRequestId. ``reconcile.settle_bulk`` (``check_waiting`` below) polls the id:
+  ``active`` -> PROCESSED with the new subscriber number written to the device change and
+  ``Device.MSISDN``; ``rejected`` -> API_FAILED with the carrier's reason; still pending after
+  ``max_checks`` -> API_FAILED. No worker waits.
+
+One activation request per device change, although the API takes up to 200 lines
+(``TelegenceClient.activate`` accepts lists): each device's call is then logged on its own device
+change. A device left PROCESSING by an interrupted attempt is looked up at the carrier first (its
+line for a PATCH, the account's lines for an activation) and not sent again when the change is
+already there; an activation still pending from the lost attempt cannot be seen that way, so it is
+sent again and the carrier rejects the duplicate (the device change then says why).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from bulkchange.carriers.base import CallLog, CarrierError
+from bulkchange.carriers.telegence import characteristic
+from bulkchange.changes.base import ChangeHandler, failed_result
+from bulkchange.changes.status_update import device_not_found
+from bulkchange.db.repository import DeviceRow
+from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
+from bulkchange.rules import RuleError, check_transition
+
+PLAN_FIELDS = ("singleUserCode", "RatePlanCode", "ServicePlanCode", "servicePlan")
+ZIP_FIELDS = ("serviceZipCode", "ZipCode", "mdnZipCode")
+
+
+def request_field(request: StatusUpdateRequest, *names: str) -> str | None:
+    data = request.Request or {}
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def telegence_action(current: str | None, has_line: bool, target: str) -> str:
+    """activate (a SIM without a line), restore, suspend or cancel."""
+    if target == "A":
+        cur = (current or "").strip().upper()
+        return "restore" if has_line and cur != "C" else "activate"
+    return {"S": "suspend", "C": "cancel"}[target]
+
+
+def activation_outcome(answer: dict) -> tuple[str, str | None, str | None]:
+    """(status, subscriber number, reason) of one activation answer."""
+    service = answer.get("service") or {}
+    status = str(service.get("status") or answer.get("status") or "").strip().lower()
+    number = service.get("subscriberNumber") or characteristic(service, "subscriberNumber")
+    reason = service.get("statusReason") or answer.get("statusReason") or answer.get("description")
+    return status, (str(number) if number else None), reason
+
+
+class TelegenceStatusUpdate(ChangeHandler):
+    request_model = StatusUpdateRequest
+
+    def _number(self, dc: DeviceChange, device: DeviceRow | None) -> str | None:
+        return dc.msisdn or (device.msisdn if device else None)
+
+    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
+        if device is None:
+            raise RuleError(device_not_found(dc, self.bulk))
+        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                 request.IsIgnoreCurrentStatus)
+        if check.already_there:
+            return
+        number = self._number(dc, device)
+        action = telegence_action(device.status, bool(number), check.target)
+        if action == "activate":
+            if not (request_field(request, *PLAN_FIELDS) and request_field(request, *ZIP_FIELDS)):
+                raise RuleError("Telegence activation needs Request.singleUserCode (plan SOC) and "
+                                "Request.serviceZipCode")
+        elif not number:
+            raise RuleError(f"Telegence {action} needs the line's subscriber number: device {device.iccid} "
+                            "has no MSISDN")
+
+    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
+              verify_first: bool, log: CallLog) -> DeviceResult:
+        assert device is not None  # validate() ran first
+        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
+                                 request.IsIgnoreCurrentStatus)
+        target = check.target
+        base: dict[str, Any] = dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
+                                    previous_device_status=device.status)
+
+        def done(details: str, msisdn: str | None = None) -> DeviceResult:
+            return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=details, new_device_status=target,
+                                new_device_status_id=request.PostUpdateStatusId, msisdn=msisdn, **base)
+
+        if check.already_there:
+            return done(f"already {target}; no carrier call needed")
+        number = self._number(dc, device)
+        action = telegence_action(device.status, bool(number), target)
+        if action != "activate":
+            if verify_first:
+                try:
+                    line = self.client.get_service(number, log=log)
+                except CarrierError as exc:
+                    return failed_result(dc, device, exc, "Get Telegence line before retry")
+                if characteristic(line, "subscriberStatus") == target:
+                    return done(f"subscriberStatus {target} confirmed at the carrier after an interrupted attempt")
+            try:
+                self.client.set_status(number, target, log=log,
+                                       reason_code=request_field(request, "statusReasonCode", "reasonCode"))
+            except CarrierError as exc:
+                return failed_result(dc, device, exc, f"Telegence {action} of {number}")
+            return done(f"Telegence {action}: subscriber {number} is now {target}")
+
+        if verify_first:
+            try:
+                for line in self.client.iter_services():
+                    if str(characteristic(line, "sim") or "") == device.iccid and \
+                            characteristic(line, "subscriberStatus") == "A":
+                        found = str(line.get("subscriberNumber") or "") or None
+                        return done(f"active at the carrier as {found} after an interrupted attempt", msisdn=found)
+            except CarrierError as exc:
+                return failed_result(dc, device, exc, "List Telegence lines before retry")
+        line = self.client.activation_request(device.iccid, plan=request_field(request, *PLAN_FIELDS) or "",
+                                              zip_code=request_field(request, *ZIP_FIELDS) or "",
+                                              imei=request_field(request, "IMEI"),
+                                              billing_account=request_field(request, "billingAccountNumber",
+                                                                            "BAN"))
+        try:
+            answer = self.client.activate([line], log=log)[0]
+        except CarrierError as exc:
+            return failed_result(dc, device, exc, "Telegence activation")
+        status, found, reason = activation_outcome(answer if isinstance(answer, dict) else {})
+        activation_id = str(answer.get("id") or "") if isinstance(answer, dict) else ""
+        if status == "rejected":
+            return DeviceResult(status=DeviceChangeStatus.API_FAILED, carrier_request_id=activation_id or None,
+                                details=f"Telegence rejected the activation: {reason or 'no reason given'}", **base)
+        if status == "active" and found:
+            return done(f"Telegence activated SIM {device.iccid} as subscriber {found}", msisdn=found)
+        if not activation_id:
+            return DeviceResult(status=DeviceChangeStatus.API_FAILED,
+                                details=f"Telegence activation answered without an activation id ({status!r})", **base)
+        return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, carrier_request_id=activation_id,
+                            details=f"Telegence accepted the activation (id {activation_id}, {status or 'pending'}); "
+                                    "waiting for the carrier", **base)
+
+
+def check_waiting(client: Any, w) -> DeviceResult | str:
+    """Settle one waiting Telegence activation (``reconcile.WaitingCheck``)."""
+    activation_id = w.dc.carrier_request_id
+    if not activation_id:
+        return w.result(DeviceChangeStatus.API_FAILED, "no Telegence activation id was recorded for this device change")
+    status, number, reason = activation_outcome(client.activation_status(activation_id, log=w.log))
+    if status == "active" and number:
+        return w.result(DeviceChangeStatus.PROCESSED, new_device_status="A",
+                        new_device_status_id=w.request.PostUpdateStatusId, msisdn=number,
+                        details=f"Telegence activation {activation_id} active as subscriber {number} "
+                                f"after {w.checks} check(s)")
+    if status == "rejected":
+        return w.result(DeviceChangeStatus.API_FAILED,
+                        f"Telegence rejected activation {activation_id}: {reason or 'no reason given'}")
+    return f"Telegence activation {status or 'status unknown'}"

@@ -4,7 +4,8 @@ Scheduled (default every 15 minutes) and triggerable by hand with conf, e.g.
 ``{"service_provider_ids": [3], "dry_run": true}``. One mapped task per service provider:
 
 1. settles its device changes waiting on the carrier (ThingSpace activations: active with an
-   MSISDN -> PROCESSED with MSISDN and IP written; ``max_checks`` polls without success or a
+   MSISDN -> PROCESSED with MSISDN and IP written; Telegence activations: active -> PROCESSED with
+   the new subscriber number; Teal operation results; ``max_checks`` polls without success or a
    carrier failure -> API_FAILED with the reason) and rolls their bulk changes up;
 2. compares the carrier's device states with the Device table; every difference becomes a
    DeviceStatusHistory row (source Reconciliation) and updates Device.
@@ -23,7 +24,7 @@ import bulkchange_plugins  # noqa: F401
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 
 EVERY_MINUTES = int(os.environ.get("BULKCHANGE_RECONCILE_EVERY_MINUTES", "15"))
-RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace"}
+RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Telegence", "Teal"}
 
 
 @dag(

@@ -204,3 +204,21 @@ def test_build_client_reads_the_connection(simulator, teal):
     assert client.paths["enable"] == "/esims/enable" and SECRET in client._secrets
     with pytest.raises(ValueError, match="ApiSecret"):
         build_client(Integration.TEAL, CarrierSettings(simulator.url_for("teal"), KEY, ""))
+
+
+def test_lost_answers_are_retried_with_the_same_request_id(amop_engine, teal, simulator):
+    """A truncated answer (the operation was applied) is retried with the same requestId: Teal replays
+    its answer, so no operation runs twice."""
+    iccids = make_fleet(amop_engine, teal, 300, "ONLINE", start=36_000)
+    teal.configure(malformed_rate=0.6, seed=5)
+    policy = CallPolicy(RateLimiter(None), RetryPolicy(max_attempts=10, base_delay=0.01, max_delay=0.05))
+    client = TealClient(simulator.url_for("teal"), KEY, SECRET, policy=policy, timeout=10)
+    try:
+        bulk_id = bulk(amop_engine, iccids, "Suspend")
+        assert process(amop_engine, bulk_id, client)["counts"] == {"PENDING_CARRIER": 300}
+        assert settle_until_done(amop_engine, bulk_id, client).settled == {"PROCESSED": 300}
+    finally:
+        client.close()
+    posts = teal.calls(method="POST", limit=5000)
+    assert len(posts) > 3 and len({c["query"] for c in posts}) == 3  # retries reuse their requestId
+    assert len(teal.request("GET", "/operations")) == 3

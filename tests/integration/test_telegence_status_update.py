@@ -241,3 +241,34 @@ def test_build_client_reads_the_connection(simulator, tg):
     assert SECRET in client._secrets
     with pytest.raises(ValueError, match="app-secret"):
         build_client(Integration.TELEGENCE, CarrierSettings(simulator.url_for("telegence"), APP, None))
+
+
+def test_interrupted_activation_found_active_is_not_sent_again(amop_engine, tg, tg_client):
+    spare, _ = make_fleet(amop_engine, tg, 3, "inventory", start=45_000, with_line=False)
+    bulk_id = bulk(amop_engine, spare, "Active", Request={"singleUserCode": "IOT5GB", "serviceZipCode": "30004"})
+    ids = processing.prepare(amop_engine, bulk_id).batches[0].device_change_ids
+    # the lost attempt's activation of the first SIM went through at the carrier
+    tg.seed_devices([{"iccid": spare[0], "msisdn": "14700000999", "status": "A"}])
+    with amop_engine.begin() as conn:
+        conn.execute(update(DC).where(DC.c.Id.in_(ids)).values(Status="PROCESSING"))
+    processing.process_batch(amop_engine, bulk_id, ids, client=tg_client)
+    posted = [c["body"][0]["service"]["serviceCharacteristic"][0]["value"] for c in tg.calls(method="POST")]
+    assert sorted(posted) == sorted(spare[1:])
+    assert len(tg.calls(method="GET", path_contains="lineconfig")) == 1  # the line list is read once per batch
+    assert devices(amop_engine)[spare[0]].MSISDN == "14700000999"
+    assert settle_until_done(amop_engine, bulk_id, tg_client).bulk_status == "PROCESSED"
+
+
+def test_carrier_errors_are_retried_and_each_line_changes_once(amop_engine, tg, simulator):
+    iccids, numbers = make_fleet(amop_engine, tg, 60, "A", start=46_000)
+    tg.configure(error_rate=0.3, seed=7)
+    policy = CallPolicy(RateLimiter(None), RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05))
+    client = TelegenceClient(simulator.url_for("telegence"), APP, SECRET, policy=policy, timeout=10)
+    try:
+        summary = process(amop_engine, bulk(amop_engine, iccids, "Suspend", numbers), client)
+    finally:
+        client.close()
+    assert summary["counts"] == {"PROCESSED": 60}
+    patches = tg.calls(method="PATCH", limit=5000)
+    assert len([c for c in patches if c["status"] == 200]) == 60 and len(patches) > 60
+    assert_no_secret(amop_engine)

@@ -22,6 +22,7 @@ sent again and the carrier rejects the duplicate (the device change then says wh
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from bulkchange.carriers.base import CallLog, CarrierError
@@ -66,8 +67,26 @@ def activation_outcome(answer: dict) -> tuple[str, str | None, str | None]:
 class TelegenceStatusUpdate(ChangeHandler):
     request_model = StatusUpdateRequest
 
+    def __init__(self, bulk, client, context):
+        super().__init__(bulk, client, context)
+        self._lines: dict[str, str] | None = None
+        self._lines_lock = threading.Lock()
+
     def _number(self, dc: DeviceChange, device: DeviceRow | None) -> str | None:
         return dc.msisdn or (device.msisdn if device else None)
+
+    def _active_lines(self) -> dict[str, str]:
+        """ICCID -> subscriber number of the account's active lines, read once per batch (only
+        when an interrupted activation has to be checked)."""
+        with self._lines_lock:
+            if self._lines is None:
+                lines: dict[str, str] = {}
+                for line in self.client.iter_services():
+                    sim, number = characteristic(line, "sim"), line.get("subscriberNumber")
+                    if sim and number and characteristic(line, "subscriberStatus") == "A":
+                        lines[str(sim)] = str(number)
+                self._lines = lines
+            return self._lines
 
     def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
         if device is None:
@@ -120,13 +139,11 @@ class TelegenceStatusUpdate(ChangeHandler):
 
         if verify_first:
             try:
-                for line in self.client.iter_services():
-                    if str(characteristic(line, "sim") or "") == device.iccid and \
-                            characteristic(line, "subscriberStatus") == "A":
-                        found = str(line.get("subscriberNumber") or "") or None
-                        return done(f"active at the carrier as {found} after an interrupted attempt", msisdn=found)
+                found = self._active_lines().get(device.iccid)
             except CarrierError as exc:
                 return failed_result(dc, device, exc, "List Telegence lines before retry")
+            if found:
+                return done(f"active at the carrier as {found} after an interrupted attempt", msisdn=found)
         line = self.client.activation_request(device.iccid, plan=request_field(request, *PLAN_FIELDS) or "",
                                               zip_code=request_field(request, *ZIP_FIELDS) or "",
                                               imei=request_field(request, "IMEI"),

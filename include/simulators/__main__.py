@@ -1,4 +1,5 @@
-"""python -m simulators serve [--host H] [--port P] [--seed-jasper N] [--seed-thingspace N] [knobs]
+"""python -m simulators serve [--host H] [--port P] [--seed-jasper N] [--seed-thingspace N]
+    [--seed-telegence N] [--seed-teal N] [knobs]
 
 Serves every carrier simulator in the foreground (Ctrl-C / SIGTERM stops). Knob flags apply to every
 carrier; ``--set CARRIER.KNOB=VALUE`` (value parsed as JSON, else a string) sets one carrier's knob,
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = serve.add_argument_group("ThingSpace (OAuth client demo-key:demo-secret, UWS user demo-user:demo-password)")
     g.add_argument("--seed-thingspace", type=int, default=0, metavar="N",
                    help="seed N preactive demo devices in account 0000000000-00001 (same ICCIDs as Jasper's)")
+    g = serve.add_argument_group("Telegence (app demo-app:demo-app-secret) and Teal (demo-teal-key:demo-teal-secret)")
+    g.add_argument("--seed-telegence", type=int, default=0, metavar="N",
+                   help="seed N active lines (same ICCIDs as Jasper's, numbers 1555...)")
+    g.add_argument("--seed-teal", type=int, default=0, metavar="N",
+                   help="seed N ONLINE eSIMs (same ICCIDs as Jasper's, EIDs derived from them)")
     k = serve.add_argument_group("behaviour knobs (every carrier)")
     k.add_argument("--latency-ms", type=float)
     k.add_argument("--jitter-ms", type=float)
@@ -103,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed_thingspace and "thingspace" in server.carriers:
         server.carrier("thingspace").seed([{"iccid": d["iccid"], "imei": d["imei"], "state": "preactive"}
                                            for d in demo_devices(args.seed_thingspace)])
+    if args.seed_telegence and "telegence" in server.carriers:
+        server.carrier("telegence").seed([{"iccid": d["iccid"], "msisdn": d["msisdn"], "IMEI": d["imei"],
+                                           "status": "A"} for d in demo_devices(args.seed_telegence)])
+    if args.seed_teal and "teal" in server.carriers:
+        server.carrier("teal").seed([{"iccid": d["iccid"], "imsi": d["imsi"], "imei": d["imei"], "msisdn": d["msisdn"],
+                                      "status": "ONLINE"} for d in demo_devices(args.seed_teal)])
     print(f"carrier simulators on {server.base_url} (Ctrl-C stops)")
     for name, carrier in server.carriers.items():
         seeded = len(carrier.devices)

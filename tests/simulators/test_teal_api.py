@@ -120,3 +120,28 @@ def test_rate_limit_answers_429_with_retry_after(api, teal):
     limited = [r for r in (api("GET", "/esims") for _ in range(5)) if r.status_code == 429]
     assert limited and float(limited[0].headers["Retry-After"]) > 0
     assert limited[0].json()["success"] is False
+
+
+def test_cli_seeds_telegence_lines_and_teal_esims():
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "include")}
+    proc = subprocess.Popen([sys.executable, "-m", "simulators", "serve", "--port", "0", "--seed-telegence", "2",
+                             "--seed-teal", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = re.search(r"on (http://\S+)", proc.stdout.readline()).group(1)
+        lines = requests.get(f"{base}/telegence/_control/devices", timeout=5).json()
+        esims = requests.get(f"{base}/teal/_control/devices", timeout=5).json()
+        assert lines["total"] == 2 and {d["subscriberStatus"] for d in lines["devices"]} == {"A"}
+        assert all(d["msisdn"] for d in lines["devices"]) and lines["devices"][0]["iccid"] == make_iccid(1)
+        assert esims["total"] == 3 and {d["deviceStatus"] for d in esims["devices"]} == {"ONLINE"}
+        r = requests.get(f"{base}/teal/api/v1/esims/info", params={"eid": make_eid(make_iccid(3))},
+                         headers={"ApiKey": "demo-teal-key", "ApiSecret": "demo-teal-secret"}, timeout=5)
+        assert r.status_code == 200 and r.json()["iccid"] == make_iccid(3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

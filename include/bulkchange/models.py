@@ -116,6 +116,7 @@ class DeviceChangeStatus(str, Enum):
     PROCESSED = "PROCESSED"
     API_FAILED = "API_FAILED"
     ERROR = "ERROR"                  # rejected by validation or a DB/pre-flight failure
+    REV_IO_FAILED = "REV_IO_FAILED"  # carrier change applied, the Rev.io service step after it failed
 
     @property
     def is_settled(self) -> bool:
@@ -123,9 +124,13 @@ class DeviceChangeStatus(str, Enum):
 
 
 SETTLED_DEVICE_STATUSES = frozenset(
-    {DeviceChangeStatus.PROCESSED, DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR}
+    {DeviceChangeStatus.PROCESSED, DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR,
+     DeviceChangeStatus.REV_IO_FAILED}
 )
-FAILED_DEVICE_STATUSES = frozenset({DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR})
+FAILED_DEVICE_STATUSES = frozenset({DeviceChangeStatus.API_FAILED, DeviceChangeStatus.ERROR,
+                                    DeviceChangeStatus.REV_IO_FAILED})
+# The carrier change was applied (Device, DeviceStatusHistory are written) in these statuses.
+CARRIER_APPLIED_STATUSES = frozenset({DeviceChangeStatus.PROCESSED, DeviceChangeStatus.REV_IO_FAILED})
 WAITING_DEVICE_STATUSES = frozenset({DeviceChangeStatus.PENDING_ACTIVATION, DeviceChangeStatus.PENDING_CARRIER})
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes import UnsupportedChange, get_handler
+from bulkchange.changes.revio_service import RevioServiceStep, check_rev_request
 from bulkchange.db import repository as repo
 from bulkchange.engine import run_batch
 from bulkchange.models import (
@@ -137,6 +138,7 @@ def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: 
     try:
         request = parse_change_request(bulk.change_type, dc.change_request)
         handler.validate(dc, request, devices.get(dc.iccid))
+        check_rev_request(request)
     except (RequestParseError, RuleError) as exc:
         return str(exc)
     seen[key] = dc.id
@@ -171,7 +173,10 @@ class BatchSummary:
 
 def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *, client: Any,
                   max_parallel: int = 10, processed_by: str = DEFAULT_PROCESSED_BY,
-                  on_progress: Callable[[int, int], None] | None = None) -> BatchSummary:
+                  on_progress: Callable[[int, int], None] | None = None,
+                  revio_client: Any = None, revio_problem: str | None = None) -> BatchSummary:
+    """``revio_client``: the service provider's Rev.io client, for requests that ask for a Rev.io
+    service after the carrier change (``revio_problem`` says why there is none, if there is none)."""
     with engine.begin() as conn:
         bulk = repo.load_bulk_change(conn, bulk_id)
         handler_cls = get_handler(bulk.change_type, bulk.integration)
@@ -187,6 +192,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
                                  details="sent to carrier", only_statuses=[DeviceChangeStatus.PENDING.value])
     skipped = len(device_change_ids) - len(open_changes)
     handler = handler_cls(bulk, client, context)
+    rev_step = RevioServiceStep(bulk, revio_client, revio_problem)
     logs: dict[int, CallLog] = {dc.id: CallLog() for dc in open_changes}
     done = [0]
 
@@ -206,7 +212,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         if isinstance(ready, DeviceResult):
             return ready
         request, device = ready
-        return handler.apply(dc, request, device, verify_first=dc.id in interrupted, log=logs[dc.id])
+        result = handler.apply(dc, request, device, verify_first=dc.id in interrupted, log=logs[dc.id])
+        return rev_step.after(dc, request, device, result, logs[dc.id])
 
     def work_group(group: list[DeviceChange]) -> list[DeviceResult]:
         results: list[DeviceResult] = []
@@ -216,12 +223,15 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
             if isinstance(ready, DeviceResult):
                 results.append(ready)
             elif dc.id in interrupted:  # checked one by one at the carrier before resending
-                results.append(handler.apply(dc, ready[0], ready[1], verify_first=True, log=logs[dc.id]))
+                result = handler.apply(dc, ready[0], ready[1], verify_first=True, log=logs[dc.id])
+                results.append(rev_step.after(dc, ready[0], ready[1], result, logs[dc.id]))
             else:
                 entries.append((dc, ready[0], ready[1]))
         if entries:
             # the group's calls are logged once, on its first device change
-            results.extend(handler.apply_group(entries, log=logs[entries[0][0].id]))
+            grouped = handler.apply_group(entries, log=logs[entries[0][0].id])
+            results.extend(rev_step.after(dc, request, device, result, logs[dc.id])
+                           for (dc, request, device), result in zip(entries, grouped))
         return results
 
     def progress(item, _outcome) -> None:
@@ -246,6 +256,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     with engine.begin() as conn:
         repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
                             processed_by=processed_by)
+        handler.record(conn, results, processed_by=processed_by)
+        rev_step.record(conn, results)
         # progress for the portal's bar, in the transaction that records the batch
         progress = repo.refresh_progress(conn, bulk)
     counts: dict[str, int] = {}

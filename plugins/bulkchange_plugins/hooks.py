@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from bulkchange.carriers import CarrierSettings, build_client
+from bulkchange.carriers import CarrierSettings, build_client, build_revio_client
 from bulkchange.db.connect import make_engine
 from bulkchange.engine import CallPolicy, RetryPolicy
 from bulkchange.models import Integration
@@ -57,6 +57,35 @@ class AmopHook(BaseHook):
 
 def carrier_conn_id(service_provider_id: int) -> str:
     return f"carrier_sp_{service_provider_id}"
+
+
+def revio_conn_id(service_provider_id: int) -> str:
+    """The service provider's Rev.io billing account (README: Rev.io)."""
+    return f"revio_sp_{service_provider_id}"
+
+
+REVIO_DEFAULT_RATE_PER_S = 8.0  # Rev.io allows 500 calls/min per account
+
+
+def revio_client_or_problem(service_provider_id: int, *, rate_share: int = 1) -> tuple[Any, str | None]:
+    """(Rev.io client, None), or (None, why there is none): a missing connection is not an error
+    until a device change asks for a Rev.io service."""
+    conn_id = revio_conn_id(service_provider_id)
+    try:
+        settings = CarrierHook(conn_id).get_settings()
+    except Exception as exc:  # AirflowNotFoundException and friends
+        return None, f"no usable Rev.io connection {conn_id!r}: {type(exc).__name__}: {exc}"
+    extra = settings.extra
+    redis_url = extra.get("rate_limit_redis_url") or os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL") or None
+    policy = CallPolicy(
+        rate_limiter=make_rate_limiter(str(extra.get("rate_limit_key") or conn_id),
+                                       settings.rate_limit_per_s or REVIO_DEFAULT_RATE_PER_S, share=rate_share,
+                                       redis_url=redis_url),
+        retry=RetryPolicy(max_attempts=settings.max_attempts))
+    try:
+        return build_revio_client(settings, policy=policy), None
+    except ValueError as exc:
+        return None, f"Rev.io connection {conn_id!r}: {exc}"
 
 
 class CarrierHook(BaseHook):

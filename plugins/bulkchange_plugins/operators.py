@@ -7,7 +7,7 @@ from airflow.sdk import BaseOperator
 
 from bulkchange import processing
 from bulkchange.db import repository as repo
-from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
 
 
 class CarrierBatchOperator(BaseOperator):
@@ -40,6 +40,8 @@ class CarrierBatchOperator(BaseOperator):
             bulk = repo.load_bulk_change(conn, bulk_id)
         client = CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(
             bulk.integration, rate_share=int(self.rate_share))
+        revio_client, revio_problem = revio_client_or_problem(bulk.service_provider_id,
+                                                              rate_share=int(self.rate_share))
         step = max(1, len(self.device_change_ids) // 5)
 
         def progress(done: int, total: int) -> None:
@@ -50,9 +52,11 @@ class CarrierBatchOperator(BaseOperator):
             summary = processing.process_batch(
                 engine, bulk_id, list(self.device_change_ids), client=client,
                 max_parallel=int(self.max_parallel), processed_by=f"bulk_change_process:{context['run_id']}",
-                on_progress=progress)
+                on_progress=progress, revio_client=revio_client, revio_problem=revio_problem)
         finally:
             client.close()
+            if revio_client is not None:
+                revio_client.close()
         self.log.info("%s: %s (%d already settled, %d carrier calls)", self.batch_label,
                       processing.summary_line(summary.counts), summary.skipped, summary.calls)
         return summary.as_dict()

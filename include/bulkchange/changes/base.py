@@ -45,6 +45,10 @@ class ChangeHandler:
         """One carrier call for several devices; one DeviceResult per entry, in order."""
         raise NotImplementedError
 
+    def record(self, conn: Connection, results: list[DeviceResult], *, processed_by: str) -> None:
+        """Write carrier-specific rows for a batch's results (e.g. POND packages), in the
+        transaction that records the results. Bulk writes only; the default writes nothing."""
+
 
 def failed_result(dc: DeviceChange, device: DeviceRow | None, exc: Exception, step: str) -> DeviceResult:
     """The DeviceResult for a carrier failure: API_FAILED with a reason that says what and why."""

@@ -7,7 +7,7 @@ not one statement per device. ``IN`` lists are chunked below SQL Server's 2,100-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Iterable, Sequence
@@ -20,6 +20,7 @@ from bulkchange.db import schema as t
 from bulkchange.models import (
     BulkChange,
     BulkStatus,
+    CARRIER_APPLIED_STATUSES,
     ChangeType,
     DeviceChange,
     DeviceChangeStatus,
@@ -449,7 +450,7 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
           "pdate": now if r.status in SETTLED_DEVICE_STATUSES else None,
           "msisdn": r.msisdn, "ip": r.ip_address, "req_id": r.carrier_request_id} for r in results])
 
-    changed = [r for r in results if r.status == DeviceChangeStatus.PROCESSED and r.device_id is not None
+    changed = [r for r in results if r.status in CARRIER_APPLIED_STATUSES and r.device_id is not None
                and (r.new_device_status is not None or r.carrier_rate_plan is not None)]
     if changed:
         d = t.device
@@ -582,7 +583,9 @@ def decide_bulk_status(counts: dict[str, int]) -> tuple[BulkStatus, str | None]:
     if failed == 0:
         return BulkStatus.PROCESSED, None
     message = f"{failed} of {total} device changes failed"
-    return (BulkStatus.ERROR if failed == total else BulkStatus.PROCESSED_WITH_ERRORS), message
+    # REV_IO_FAILED devices did change at the carrier: the bulk change is not a complete failure
+    all_failed = failed == total and not counts.get(DeviceChangeStatus.REV_IO_FAILED.value)
+    return (BulkStatus.ERROR if all_failed else BulkStatus.PROCESSED_WITH_ERRORS), message
 
 
 def rollup(conn: Connection, bulk: BulkChange) -> tuple[BulkStatus, dict[str, int]]:
@@ -673,3 +676,136 @@ def first_failures(conn: Connection, bulk: BulkChange, limit: int = 20) -> list[
          .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_([s.value for s in FAILED_DEVICE_STATUSES]))
          .order_by(tbl.c.Id).limit(limit))
     return [(int(i), iccid, status, details) for i, iccid, status, details in conn.execute(q)]
+
+
+# --- POND packages (PondDeviceCarrierRatePlan) ------------------------------------------------
+@dataclass(frozen=True)
+class PondPackage:
+    iccid: str
+    package_id: str
+    package_type_id: str | None
+    status: str
+    data_remaining_bytes: int | None = None
+
+
+def save_pond_packages(conn: Connection, service_provider_id: int, packages: Sequence[PondPackage], *,
+                       processed_by: str) -> None:
+    """Upsert one row per (service provider, ICCID, package): one SELECT per 1,000 ICCIDs, then one
+    executemany INSERT for new packages and one executemany UPDATE for known ones."""
+    if not packages:
+        return
+    p = t.pond_device_carrier_rate_plan
+    latest: dict[tuple[str, str], PondPackage] = {}
+    for pkg in packages:  # the last word on a package wins
+        latest[(pkg.iccid, str(pkg.package_id))] = pkg
+    known: set[tuple[str, str]] = set()
+    for chunk in _chunks(sorted({k[0] for k in latest})):
+        known.update((i, str(pid)) for i, pid in conn.execute(
+            select(p.c.ICCID, p.c.PackageId).where(p.c.ServiceProviderId == service_provider_id,
+                                                   p.c.ICCID.in_(list(chunk)))))
+    now = utcnow()
+    new = [{"ICCID": k[0], "PackageId": k[1], "PackageTypeId": pkg.package_type_id, "Status": pkg.status,
+            "DataUsageRemainingInBytes": pkg.data_remaining_bytes, "ServiceProviderId": service_provider_id,
+            "ProcessedBy": processed_by, "CreatedDate": now, "ModifiedDate": now}
+           for k, pkg in latest.items() if k not in known]
+    old = [{"b_iccid": k[0], "b_pid": k[1], "b_status": pkg.status, "b_type": pkg.package_type_id,
+            "b_remaining": pkg.data_remaining_bytes}
+           for k, pkg in latest.items() if k in known]
+    for chunk in _chunks(new, 200):
+        conn.execute(insert(p), list(chunk))
+    if old:
+        conn.execute(update(p).where(p.c.ServiceProviderId == service_provider_id, p.c.ICCID == bindparam("b_iccid"),
+                                     p.c.PackageId == bindparam("b_pid"))
+                     .values(Status=bindparam("b_status"),
+                             PackageTypeId=func.coalesce(bindparam("b_type"), p.c.PackageTypeId),
+                             DataUsageRemainingInBytes=func.coalesce(bindparam("b_remaining"),
+                                                                     p.c.DataUsageRemainingInBytes),
+                             ProcessedBy=processed_by, ModifiedDate=now), old)
+
+
+def load_pond_packages(conn: Connection, service_provider_id: int,
+                       iccids: Sequence[str] | None = None) -> dict[str, list[PondPackage]]:
+    p = t.pond_device_carrier_rate_plan
+    q = select(p.c.ICCID, p.c.PackageId, p.c.PackageTypeId, p.c.Status, p.c.DataUsageRemainingInBytes).where(
+        p.c.ServiceProviderId == service_provider_id)
+    out: dict[str, list[PondPackage]] = {}
+    chunks = [None] if iccids is None else list(_chunks(list(iccids)))
+    for chunk in chunks:
+        stmt = q if chunk is None else q.where(p.c.ICCID.in_(list(chunk)))
+        for r in conn.execute(stmt.order_by(p.c.Id)):
+            out.setdefault(r[0], []).append(PondPackage(r[0], str(r[1]), r[2], r[3], r[4]))
+    return out
+
+
+# --- Rev.io services (Rev_Service, Rev_ServiceProduct) ------------------------------------------
+@dataclass
+class RevServiceProductRecord:
+    service_product_id: int
+    product_id: int
+    rate: Decimal | None = None
+    quantity: int = 1
+    description: str | None = None
+    status: str | None = "ACTIVE"
+    package_id: int | None = None
+
+
+@dataclass
+class RevServiceRecord:
+    device_change_id: int
+    service_id: int
+    customer_id: str
+    device_id: int | None = None
+    number: str | None = None
+    number2: str | None = None
+    service_type_id: int | None = None
+    provider_id: int | None = None
+    usage_plan_group_id: int | None = None
+    package_id: int | None = None
+    activated_date: datetime | None = None
+    integration_authentication_id: int | None = None
+    products: list[RevServiceProductRecord] = field(default_factory=list)
+
+
+def save_rev_services(conn: Connection, bulk: BulkChange, records: Sequence[RevServiceRecord]) -> None:
+    """Store the Rev.io services and service products of a batch; ids already stored are skipped
+    (a retried task may report a service found at Rev.io that an earlier attempt stored)."""
+    if not records:
+        return
+    s, sp = t.rev_service, t.rev_service_product
+    service_ids = sorted({int(r.service_id) for r in records})
+    product_ids = sorted({int(p.service_product_id) for r in records for p in r.products})
+    have_s: set[int] = set()
+    for chunk in _chunks(service_ids):
+        have_s.update(int(i) for i in conn.execute(select(s.c.ServiceId).where(s.c.ServiceId.in_(list(chunk))))
+                      .scalars())
+    have_p: set[int] = set()
+    for chunk in _chunks(product_ids):
+        have_p.update(int(i) for i in conn.execute(
+            select(sp.c.ServiceProductId).where(sp.c.ServiceProductId.in_(list(chunk)))).scalars())
+    now = utcnow()
+    services, products = [], []
+    for r in records:
+        if int(r.service_id) not in have_s:
+            have_s.add(int(r.service_id))
+            services.append({
+                "ServiceId": int(r.service_id), "CustomerId": str(r.customer_id), "Number": r.number,
+                "Number2": r.number2, "ServiceTypeId": r.service_type_id, "ProviderId": r.provider_id,
+                "UsagePlanGroupId": r.usage_plan_group_id, "PackageId": r.package_id,
+                "ActivatedDate": r.activated_date or now, "DeviceId": r.device_id,
+                "ServiceProviderId": bulk.service_provider_id,
+                "IntegrationAuthenticationId": r.integration_authentication_id, "BulkChangeId": bulk.id,
+                "DeviceChangeId": r.device_change_id, "IsActive": True, "CreatedDate": now})
+        for p in r.products:
+            if int(p.service_product_id) in have_p:
+                continue
+            have_p.add(int(p.service_product_id))
+            products.append({
+                "ServiceProductId": int(p.service_product_id), "ServiceId": int(r.service_id),
+                "CustomerId": str(r.customer_id), "ProductId": int(p.product_id), "PackageId": p.package_id,
+                "Rate": p.rate, "Quantity": p.quantity, "Description": p.description, "Status": p.status,
+                "DeviceId": r.device_id, "BulkChangeId": bulk.id, "DeviceChangeId": r.device_change_id,
+                "CreatedDate": now})
+    for chunk in _chunks(services, 200):
+        conn.execute(insert(s), list(chunk))
+    for chunk in _chunks(products, 200):
+        conn.execute(insert(sp), list(chunk))

@@ -224,6 +224,71 @@ jasper_carrier_rate_plan = Table(
     Column("IsActive", Boolean, nullable=False, default=True),
 )
 
+# POND packages per device (legacy POND_ADD_DEVICE_CARRIER_RATE_PLAN: ICCID, PackageIds,
+# PackageTypeId, Status, DataUsageRemainingInBytes, SP, ProcessedBy). One row per carrier package.
+pond_device_carrier_rate_plan = Table(
+    "PondDeviceCarrierRatePlan", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("ICCID", String(32), nullable=False),
+    Column("PackageId", String(64), nullable=False),
+    Column("PackageTypeId", String(64)),
+    Column("Status", String(32), nullable=False),  # ACTIVE | TERMINATED | PENDING
+    Column("DataUsageRemainingInBytes", BigInteger),
+    Column("ServiceProviderId", Integer, nullable=False),
+    Column("ProcessedBy", String(128)),
+    Column("CreatedDate", DateTime, nullable=False),
+    Column("ModifiedDate", DateTime),
+    Index("IX_PondDeviceCarrierRatePlan_SP_ICCID", "ServiceProviderId", "ICCID"),
+)
+
+# Rev.io billing services per device (legacy usp_RevService_Create_Service / _ServiceProduct).
+rev_service = Table(
+    "Rev_Service", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("ServiceId", BigInteger, nullable=False),  # Rev.io service_id
+    Column("CustomerId", String(64), nullable=False),  # Rev.io customer_id
+    Column("Number", String(64)),
+    Column("Number2", String(64)),  # ICCID, as the legacy code sent it
+    Column("ServiceTypeId", Integer),
+    Column("ProviderId", Integer),
+    Column("UsagePlanGroupId", Integer),
+    Column("PackageId", Integer),
+    Column("ActivatedDate", DateTime),
+    Column("DisconnectedDate", DateTime),
+    Column("DeviceId", BigInteger),
+    Column("ServiceProviderId", Integer),
+    Column("IntegrationAuthenticationId", Integer),
+    Column("Username", String(256)),
+    Column("CostCenter1", String(128)),
+    Column("CostCenter2", String(128)),
+    Column("CostCenter3", String(128)),
+    Column("BulkChangeId", BigInteger),  # added: the bulk change that created it
+    Column("DeviceChangeId", BigInteger),  # added: the device change that created it
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Column("CreatedDate", DateTime, nullable=False),
+    Index("IX_Rev_Service_Device", "DeviceId"),
+    Index("IX_Rev_Service_ServiceId", "ServiceId"),
+)
+
+rev_service_product = Table(
+    "Rev_ServiceProduct", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("ServiceProductId", BigInteger, nullable=False),  # Rev.io service_product_id
+    Column("ServiceId", BigInteger, nullable=False),
+    Column("CustomerId", String(64)),
+    Column("ProductId", BigInteger, nullable=False),
+    Column("PackageId", Integer),
+    Column("Rate", Numeric(25, 4)),
+    Column("Quantity", Integer),
+    Column("Description", String(256)),
+    Column("Status", String(32)),
+    Column("DeviceId", BigInteger),
+    Column("BulkChangeId", BigInteger),  # added
+    Column("DeviceChangeId", BigInteger),  # added
+    Column("CreatedDate", DateTime, nullable=False),
+    Index("IX_Rev_ServiceProduct_Service", "ServiceId"),
+)
+
 
 def create_schema(bind: Engine | Connection) -> None:
     """Create every table that does not exist yet (idempotent) and seed the lookups."""

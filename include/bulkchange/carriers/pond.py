@@ -1,0 +1,87 @@
+"""POND IoT client.
+
+Known from the legacy AMOP code (carrier_apis.md section 5): the distributor id is part of every
+path (``{base}/{distributorId}/...``); a SIM has packages that are listed, added with a
+``packageTypeId`` (the answer carries ``packageId`` and ``status``), set ``ACTIVE`` and
+``TERMINATED``; its services are enabled ("enable all services") or disabled as a whole.
+
+**Assumed** (POND publishes no API documentation): the credential type (HTTP Basic with the
+connection's login and password), the paths and bodies below and the error body. Every path is a
+template read from the connection extra, so a real account can be pointed at the real ones:
+
+=====================  =============================================================  ====================
+extra key              default                                                        method / body
+=====================  =============================================================  ====================
+``sim_path``           ``/{distributor_id}/sims/{iccid}``                              GET
+``packages_path``      ``/{distributor_id}/sims/{iccid}/packages``                     GET; POST ``{"packageTypeId"}``
+``package_status_path`` ``/{distributor_id}/sims/{iccid}/packages/{package_id}/status`` PUT ``{"status"}``
+``service_status_path`` ``/{distributor_id}/sims/{iccid}/services/status``              PUT ``{"enable": bool}``
+=====================  =============================================================  ====================
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import quote
+
+from bulkchange.carriers.base import CallLog, HttpCarrierClient, TransientError
+
+DEFAULT_PATHS = {
+    "sim_path": "/{distributor_id}/sims/{iccid}",
+    "packages_path": "/{distributor_id}/sims/{iccid}/packages",
+    "package_status_path": "/{distributor_id}/sims/{iccid}/packages/{package_id}/status",
+    "service_status_path": "/{distributor_id}/sims/{iccid}/services/status",
+}
+ACTIVE, TERMINATED, PENDING = "ACTIVE", "TERMINATED", "PENDING"
+
+
+class PondClient(HttpCarrierClient):
+    carrier_name = "POND"
+
+    def __init__(self, base_url: str, username: str, password: str, distributor_id: str, *,
+                 paths: dict[str, str] | None = None, **kw: Any):
+        super().__init__(base_url, **kw)
+        missing = [n for n, v in (("a login", username), ("a password", password),
+                                  ("extra.distributor_id", distributor_id)) if not v]
+        if missing:
+            raise ValueError(f"POND needs {', '.join(missing)}")
+        self.distributor_id = str(distributor_id)
+        self.paths = {**DEFAULT_PATHS, **{k: v for k, v in (paths or {}).items() if k in DEFAULT_PATHS and v}}
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._auth = f"Basic {token}"
+        self.add_secret(password)
+        self.add_secret(token)
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": self._auth}
+
+    def _path(self, name: str, **values: Any) -> str:
+        return self.paths[name].format(distributor_id=quote(self.distributor_id, safe=""),
+                                       **{k: quote(str(v), safe="") for k, v in values.items()})
+
+    def get_sim(self, iccid: str, *, log: CallLog | None = None) -> dict:
+        return self._call("GET", self._path("sim_path", iccid=iccid), description="Get Pond SIM: Pond API",
+                          log=log) or {}
+
+    def get_packages(self, iccid: str, *, log: CallLog | None = None) -> list[dict]:
+        body = self._call("GET", self._path("packages_path", iccid=iccid), description="Get Pond Packages: Pond API",
+                          log=log) or {}
+        packages = body.get("packages") if isinstance(body, dict) else body
+        return [p for p in packages or [] if isinstance(p, dict)]
+
+    def add_package(self, iccid: str, package_type_id: str, *, log: CallLog | None = None) -> dict:
+        body = self._call("POST", self._path("packages_path", iccid=iccid), json_body={"packageTypeId": package_type_id},
+                          description="Add Pond Package: Pond API", log=log) or {}
+        if not isinstance(body, dict) or not body.get("packageId"):
+            raise TransientError("POND add package answered without a packageId")
+        return body
+
+    def set_package_status(self, iccid: str, package_id: str, status: str, *,
+                           log: CallLog | None = None) -> dict:
+        return self._call("PUT", self._path("package_status_path", iccid=iccid, package_id=package_id),
+                          json_body={"status": status}, log=log,
+                          description=f"Set Pond Package {status}: Pond API") or {}
+
+    def update_service_status(self, iccid: str, enable: bool, *, log: CallLog | None = None) -> dict:
+        return self._call("PUT", self._path("service_status_path", iccid=iccid), json_body={"enable": enable},
+                          log=log, description="Update Pond Status: Pond API") or {}

@@ -92,6 +92,10 @@ class BulkChangeFailureNotifier(BaseNotifier):
             raise ValueError(f"level must be task or dag, got {level!r}")
         self.level = level
 
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        """Nothing is templated (the content is built in ``notify``). Skipping the render also keeps
+        DAG-level callbacks working where the context's dag is a serialized one without a Jinja env."""
+
     def facts(self, context) -> Any:
         from bulkchange.notify import FailureFacts
 

@@ -29,8 +29,11 @@ def test_each_status_change_is_queued_once(amop_engine):
     bulk_id = _bulk(amop_engine)
     with amop_engine.begin() as conn:
         assert repo.claim_bulk_change(conn, bulk_id)
+    with amop_engine.begin() as conn:
         assert not repo.claim_bulk_change(conn, bulk_id)  # the loser queues nothing
+    with amop_engine.begin() as conn:
         repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+    with amop_engine.begin() as conn:
         repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)  # same status: no change, nothing queued
     assert _outbox(amop_engine, bulk_id) == [
         ("webhook", "NEW", "PENDING", "PENDING"),
@@ -48,9 +51,12 @@ def test_final_status_queues_webhook_and_summary_from_either_rollup(amop_engine)
         repo.mark_device_changes(conn, bulk, ids[:1], DeviceChangeStatus.PROCESSED, processed_by="t")
         repo.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.PENDING_CARRIER, processed_by="t")
         assert repo.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # finalize
+    with amop_engine.begin() as conn:
         assert repo.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # a reconcile pass, still waiting
+    with amop_engine.begin() as conn:
         repo.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.API_FAILED, processed_by="t")
         assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # reconcile settles the last one
+    with amop_engine.begin() as conn:
         assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # finalize re-run
     assert _outbox(amop_engine, bulk_id) == [
         ("webhook", "NEW", "WAITING_FOR_CARRIER", "PENDING"),
@@ -73,3 +79,24 @@ def test_a_notification_is_claimed_by_one_sender(amop_engine):
     with amop_engine.connect() as conn:
         assert [p.id for p in repo.pending_notifications(conn, bulk_ids=[bulk_id])] == [pending[1].id]
         assert repo.pending_notifications(conn, bulk_ids=[]) == []
+
+
+def test_only_the_net_change_of_a_transaction_is_queued(amop_engine):
+    """A re-run sets a finished bulk change PROCESSING and rolls it back up in one transaction:
+    nobody could see PROCESSING, so nothing is queued; a real change in between still is."""
+    bulk_id = _bulk(amop_engine, n=1)
+    with amop_engine.begin() as conn:
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
+    assert _outbox(amop_engine, bulk_id) == [("webhook", "NEW", "PROCESSED", "PENDING"),
+                                            ("email", "NEW", "PROCESSED", "PENDING")]
+    with amop_engine.begin() as conn:  # re-run: flip and back
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
+    assert len(_outbox(amop_engine, bulk_id)) == 2
+    with amop_engine.begin() as conn:  # retry: PROCESSING commits, a later transaction finishes
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+    with amop_engine.begin() as conn:
+        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
+    assert [r[1:3] for r in _outbox(amop_engine, bulk_id)][2:] == [
+        ("PROCESSED", "PROCESSING"), ("PROCESSING", "PROCESSED"), ("PROCESSING", "PROCESSED")]

@@ -16,8 +16,8 @@ def _sender(receiver, **kw):
 
 
 def _walk(engine, bulk_id, *statuses):
-    with engine.begin() as conn:
-        for s in statuses:
+    for s in statuses:  # one transaction each, as the processing steps do
+        with engine.begin() as conn:
             repo.set_bulk_status(conn, bulk_id, s)
 
 

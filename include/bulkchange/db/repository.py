@@ -603,12 +603,32 @@ NOTIFY_EMAIL = "email"
 
 def record_status_change(conn: Connection, bulk_id: int, from_status: str | None, to_status: BulkStatus) -> None:
     """Queue the notifications of one bulk change status change, in the caller's transaction:
-    a webhook POST for every change, a completion summary email when the status is final."""
+    a webhook POST for every change, a completion summary email when the status is final.
+
+    Only the net change of a transaction is notified, as only committed states can be seen: a
+    re-run that sets a finished bulk change PROCESSING and rolls it back up to the same status in
+    one transaction queues nothing."""
+    import weakref
+
+    from sqlalchemy import delete
+
+    n = t.device_bulk_change_notification
+    txn = conn.get_transaction()
+    queued = conn.info.setdefault("bulkchange_outbox", {})
+    earlier = queued.pop(bulk_id, None)
+    if earlier is not None and txn is not None and earlier[0]() is txn and txn.is_active:
+        conn.execute(delete(n).where(n.c.Id.in_(earlier[2])))  # replaced by the net change
+        from_status = earlier[1]
+    if from_status == to_status.value:
+        return
     now = utcnow()
-    channels = [NOTIFY_WEBHOOK] + ([NOTIFY_EMAIL] if to_status.is_final else [])
-    conn.execute(insert(t.device_bulk_change_notification), [
-        {"BulkChangeId": bulk_id, "Channel": ch, "FromStatus": from_status, "ToStatus": to_status.value,
-         "State": "PENDING", "Attempts": 0, "CreatedDate": now} for ch in channels])
+    ids = []
+    for ch in [NOTIFY_WEBHOOK] + ([NOTIFY_EMAIL] if to_status.is_final else []):
+        res = conn.execute(insert(n).values(BulkChangeId=bulk_id, Channel=ch, FromStatus=from_status,
+                                            ToStatus=to_status.value, State="PENDING", Attempts=0, CreatedDate=now))
+        ids.append(res.inserted_primary_key[0])
+    if txn is not None:
+        queued[bulk_id] = (weakref.ref(txn), from_status, ids)
 
 
 @dataclass(frozen=True)

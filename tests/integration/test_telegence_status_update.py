@@ -270,3 +270,35 @@ def test_carrier_errors_are_retried_and_each_line_changes_once(amop_engine, tg, 
     patches = tg.calls(method="PATCH", limit=5000)
     assert len([c for c in patches if c["status"] == 200]) == 60 and len(patches) > 60
     assert_no_secret(amop_engine)
+
+
+def test_lost_activation_answers_are_not_resent_and_settle_from_the_line_list(amop_engine, tg, tg_client):
+    spare, _ = make_fleet(amop_engine, tg, 5, "inventory", start=47_000, with_line=False)
+    tg.configure(malformed_rate=1.0, activation_delay_s=0.1)  # every answer is cut in transit
+    bulk_id = bulk(amop_engine, spare, "Active", Request={"singleUserCode": "IOT5GB", "serviceZipCode": "30004"})
+    summary = process(amop_engine, bulk_id, tg_client)
+    assert summary["counts"] == {"PENDING_ACTIVATION": 5}
+    assert len(tg.calls(method="POST")) == 5  # accepted once each, never sent again
+    with amop_engine.connect() as conn:
+        assert set(conn.execute(select(DC.c.CarrierRequestId).where(DC.c.BulkChangeId == bulk_id)).scalars()) == {None}
+    tg.configure(malformed_rate=0.0)
+    time.sleep(0.2)  # past the activation delay: the carrier has the lines
+    s = reconcile.settle_bulk(amop_engine, bulk_id, tg_client)
+    assert s.settled == {"PROCESSED": 5} and s.bulk_status == "PROCESSED"
+    assert len(tg.calls(method="GET", path_contains="lineconfig")) == 1  # one line list for the whole pass
+    ours = devices(amop_engine)
+    assert all(ours[i].MSISDN and ours[i].Status == "A" for i in spare)
+
+
+def test_rejected_duplicate_of_an_active_line_is_processed(amop_engine, tg, tg_client):
+    spare, _ = make_fleet(amop_engine, tg, 2, "inventory", start=48_000, with_line=False)
+    tg.seed_devices([{"iccid": spare[0], "msisdn": "14700001234", "status": "A"}])  # active already at the carrier
+    bulk_id = bulk(amop_engine, spare, "Active", Request={"singleUserCode": "IOT5GB", "serviceZipCode": "30004"})
+    process(amop_engine, bulk_id, tg_client)
+    s = settle_until_done(amop_engine, bulk_id, tg_client)
+    assert s.settled == {"PROCESSED": 2}
+    out = {}
+    with amop_engine.connect() as conn:
+        bc = repo.load_bulk_change(conn, bulk_id)
+        out = {dc.iccid: dc for dc in repo.load_device_changes(conn, bc)}
+    assert "was rejected" in out[spare[0]].status_details and out[spare[0]].msisdn == "14700001234"

@@ -24,7 +24,12 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from bulkchange.carriers.base import CallLog, HttpCarrierClient, TransientError
+from bulkchange.carriers.base import CallLog, HttpCarrierClient, PermanentError, TransientError
+
+class ActivationOutcomeUnknown(PermanentError):
+    """The activation request was accepted but its answer was lost: whether lines were activated
+    is only known by looking them up (never by sending the request again)."""
+
 
 SERVICE_PATH = "/sp/mobility/lineconfig/api/v1/service"
 ACTIVATION_PATH = "/sp/mobility/activation/api/v1/service"
@@ -85,6 +90,15 @@ class TelegenceClient(HttpCarrierClient):
             raise TransientError(f"Telegence answered without subscriberStatus {status} for {number} (got {now!r})")
         return answer
 
+    def active_lines(self) -> dict[str, str]:
+        """ICCID (characteristic ``sim``) -> subscriber number of every active line of the account."""
+        out: dict[str, str] = {}
+        for line in self.iter_services():
+            sim, number = characteristic(line, "sim"), line.get("subscriberNumber")
+            if sim and number and characteristic(line, "subscriberStatus") == "A":
+                out[str(sim)] = str(number)
+        return out
+
     def iter_services(self, page_size: int = LIST_PAGE) -> Iterator[dict]:
         """Every line of the account, page by page."""
         page = 1
@@ -119,12 +133,21 @@ class TelegenceClient(HttpCarrierClient):
         """POST up to 200 activation requests; one answer (``id``, ``service.status``) per line, in order."""
         if not 0 < len(lines) <= MAX_ACTIVATIONS:
             raise ValueError(f"1..{MAX_ACTIVATIONS} lines per Telegence activation request, got {len(lines)}")
-        answer = self._call("POST", self.activation_path, json_body=lines, log=log,
-                            description=f"Activate {len(lines)} Telegence line(s): Telegence API")
-        if not isinstance(answer, list) or len(answer) != len(lines):
-            raise TransientError(f"Telegence activation answered {type(answer).__name__} "
-                                 f"instead of {len(lines)} results")
-        return answer
+        def parse(resp):
+            # The carrier took the request (2xx) but its answer is unreadable: sending it again
+            # could activate twice, so this is not retried; the lines are looked up instead.
+            try:
+                answer = resp.json()
+            except ValueError:
+                answer = None
+            if not isinstance(answer, list) or len(answer) != len(lines):
+                raise ActivationOutcomeUnknown(f"Telegence accepted the activation (HTTP {resp.status_code}) but its "
+                                               f"answer is unreadable: {resp.text[:200]!r}",
+                                               status_code=resp.status_code)
+            return answer
+
+        return self._call("POST", self.activation_path, json_body=lines, log=log, parse=parse,
+                          description=f"Activate {len(lines)} Telegence line(s): Telegence API")
 
     def activation_status(self, activation_id: str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", f"{self.activation_path}/{activation_id}", log=log,

@@ -15,10 +15,13 @@ active, ``S`` suspended, ``C`` cancelled.
 
 One activation request per device change, although the API takes up to 200 lines
 (``TelegenceClient.activate`` accepts lists): each device's call is then logged on its own device
-change. A device left PROCESSING by an interrupted attempt is looked up at the carrier first (its
-line for a PATCH, the account's lines for an activation) and not sent again when the change is
-already there; an activation still pending from the lost attempt cannot be seen that way, so it is
-sent again and the carrier rejects the duplicate (the device change then says why).
+change. An activation is never sent twice on purpose: an accepted request whose answer is lost is
+not retried (the device change waits without an id and settles when its SIM shows up among the
+account's active lines). A device left PROCESSING by an interrupted attempt is looked up at the
+carrier first (its line for a PATCH, the account's lines for an activation) and not sent again when
+the change is already there; an activation still pending from the lost attempt cannot be seen that
+way, so it is sent again: the carrier rejects the duplicate, and a rejected activation whose SIM is
+nevertheless active is PROCESSED, not failed.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import threading
 from typing import Any
 
 from bulkchange.carriers.base import CallLog, CarrierError
-from bulkchange.carriers.telegence import characteristic
+from bulkchange.carriers.telegence import ActivationOutcomeUnknown, characteristic
 from bulkchange.changes.base import ChangeHandler, failed_result
 from bulkchange.changes.status_update import device_not_found
 from bulkchange.db.repository import DeviceRow
@@ -80,12 +83,7 @@ class TelegenceStatusUpdate(ChangeHandler):
         when an interrupted activation has to be checked)."""
         with self._lines_lock:
             if self._lines is None:
-                lines: dict[str, str] = {}
-                for line in self.client.iter_services():
-                    sim, number = characteristic(line, "sim"), line.get("subscriberNumber")
-                    if sim and number and characteristic(line, "subscriberStatus") == "A":
-                        lines[str(sim)] = str(number)
-                self._lines = lines
+                self._lines = self.client.active_lines()
             return self._lines
 
     def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
@@ -151,6 +149,9 @@ class TelegenceStatusUpdate(ChangeHandler):
                                                                             "BAN"))
         try:
             answer = self.client.activate([line], log=log)[0]
+        except ActivationOutcomeUnknown as exc:
+            return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, **base,
+                                details=f"{exc}; waiting to find the line active at the carrier")
         except CarrierError as exc:
             return failed_result(dc, device, exc, "Telegence activation")
         status, found, reason = activation_outcome(answer if isinstance(answer, dict) else {})
@@ -161,25 +162,40 @@ class TelegenceStatusUpdate(ChangeHandler):
         if status == "active" and found:
             return done(f"Telegence activated SIM {device.iccid} as subscriber {found}", msisdn=found)
         if not activation_id:
-            return DeviceResult(status=DeviceChangeStatus.API_FAILED,
-                                details=f"Telegence activation answered without an activation id ({status!r})", **base)
+            return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, **base,
+                                details=f"Telegence activation answered without an activation id ({status!r}); "
+                                        "waiting to find the line active at the carrier")
         return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, carrier_request_id=activation_id,
                             details=f"Telegence accepted the activation (id {activation_id}, {status or 'pending'}); "
                                     "waiting for the carrier", **base)
 
 
 def check_waiting(client: Any, w) -> DeviceResult | str:
-    """Settle one waiting Telegence activation (``reconcile.WaitingCheck``)."""
+    """Settle one waiting Telegence activation (``reconcile.WaitingCheck``).
+
+    By its activation id; without one (the answer to the activation was lost) or when the carrier
+    rejected it, the SIM is looked up among the account's active lines (read once per pass), so a
+    line activated by an earlier, duplicate or lost request is recognised rather than failed."""
     activation_id = w.dc.carrier_request_id
+
+    def line_number() -> str | None:
+        return w.shared.get("telegence:active_lines", client.active_lines).get(w.dc.iccid)
+
+    def active(number: str, how: str) -> DeviceResult:
+        return w.result(DeviceChangeStatus.PROCESSED, new_device_status="A", msisdn=number,
+                        new_device_status_id=w.request.PostUpdateStatusId,
+                        details=f"{how} active as subscriber {number} after {w.checks} check(s)")
+
     if not activation_id:
-        return w.result(DeviceChangeStatus.API_FAILED, "no Telegence activation id was recorded for this device change")
+        number = line_number()
+        return active(number, "Telegence line found") if number else "Telegence line not found active"
     status, number, reason = activation_outcome(client.activation_status(activation_id, log=w.log))
     if status == "active" and number:
-        return w.result(DeviceChangeStatus.PROCESSED, new_device_status="A",
-                        new_device_status_id=w.request.PostUpdateStatusId, msisdn=number,
-                        details=f"Telegence activation {activation_id} active as subscriber {number} "
-                                f"after {w.checks} check(s)")
+        return active(number, f"Telegence activation {activation_id}")
     if status == "rejected":
+        number = line_number()
+        if number:
+            return active(number, f"Telegence activation {activation_id} was rejected ({reason}) but the line is")
         return w.result(DeviceChangeStatus.API_FAILED,
                         f"Telegence rejected activation {activation_id}: {reason or 'no reason given'}")
     return f"Telegence activation {status or 'status unknown'}"

@@ -58,7 +58,7 @@ def email_notifier(to: Sequence[str], subject: str, html_content: str) -> BaseNo
         from airflow.providers.amazon.aws.notifications.ses import SesNotifier
 
         return SesNotifier(aws_conn_id=aws_conn_id(), to=list(to), subject=subject, html_content=html_content,
-                           mail_from=os.environ.get("BULKCHANGE_EMAIL_FROM", "bulkchange@example.com"))
+                           mail_from=os.environ.get("BULKCHANGE_EMAIL_FROM") or "bulkchange@example.com")
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
     return SmtpNotifier(to=list(to), subject=subject, html_content=html_content, smtp_conn_id=smtp_conn_id(),

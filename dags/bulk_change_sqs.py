@@ -1,0 +1,78 @@
+"""bulk_change_sqs: the legacy portals' entry point. Reads the queue named by
+DEVICE_BULK_CHANGE_QUEUE_URL, claims each named bulk change exactly once and launches
+bulk_change_process for it (run id ``bulk_change_<id>``, as bulk_change_sensor does).
+
+A message naming a bulk change that is already claimed (a duplicate, or one the sensor took first)
+is acknowledged without a second launch; a malformed message (no or bad BulkChangeId, bad flags,
+unknown bulk change) is moved to the dead-letter queue BULKCHANGE_SQS_DLQ_URL with the reason. The
+report of each run is in the log and in the ``handle_messages`` XCom ``report``.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import dag, task
+
+import bulkchange_plugins  # noqa: F401
+from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
+from bulkchange_plugins.sqs import LegacyQueueSensor
+
+AWS_CONN_ID = os.environ.get("BULKCHANGE_AWS_CONN_ID", "aws_default")
+EVERY_MINUTES = int(os.environ.get("BULKCHANGE_SQS_EVERY_MINUTES", "1"))
+
+
+@dag(
+    dag_id="bulk_change_sqs",
+    schedule=timedelta(minutes=EVERY_MINUTES),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "bulkchange", "retries": 1, "retry_delay": timedelta(seconds=20),
+                  "on_failure_callback": failure_notifier()},
+    on_failure_callback=dag_failure_notifier(),
+    tags=["bulkchange"],
+    doc_md=__doc__,
+)
+def bulk_change_sqs():
+    read_queue = LegacyQueueSensor(  # the queue: DEVICE_BULK_CHANGE_QUEUE_URL, read when it runs
+        task_id="read_queue",
+        aws_conn_id=AWS_CONN_ID,
+        max_messages=10,
+        num_batches=5,
+        wait_time_seconds=1,
+        visibility_timeout=300,  # handled and deleted well within; otherwise delivered again
+        delete_message_on_reception=False,  # deleted one by one once the outcome is recorded
+        mode="reschedule",
+        poke_interval=15,
+        timeout=max(EVERY_MINUTES * 60 - 10, 30),
+        soft_fail=True,
+    )
+
+    @task
+    def handle_messages(ti=None) -> list[dict]:
+        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+        from bulkchange_plugins.hooks import AmopHook
+        from bulkchange_plugins.sqs import dead_letter_url, queue_url
+        from bulkchange_plugins.sqs import handle_messages as handle
+
+        messages = ti.xcom_pull(task_ids="read_queue", key="messages") or []
+        client = SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
+        report = handle(AmopHook().get_engine(), client, queue_url(), dead_letter_url() or None, messages)
+        ti.xcom_push(key="report", value=report)
+        return [{"conf": {"bulk_change_id": e["bulk_change_id"]}, "trigger_run_id": f"bulk_change_{e['bulk_change_id']}"}
+                for e in report["launched"]]
+
+    launches = handle_messages()
+    read_queue >> launches
+    TriggerDagRunOperator.partial(
+        task_id="launch_processing",
+        trigger_dag_id="bulk_change_process",
+        skip_when_already_exists=True,
+        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
+    ).expand_kwargs(launches)
+
+
+bulk_change_sqs()

@@ -1,0 +1,152 @@
+"""Messages legacy portals put on the device bulk change queue (SQS), and what to do with each.
+
+A legacy message names a bulk change to process. Its fields travel as SQS string message
+attributes with the body "Not used" (the legacy Lambda's convention), or, from newer senders, as
+a JSON body; attributes win when both are present:
+
+``BulkChangeId`` (required, positive integer), ``M2MDeviceChangeId``, ``RetryNumber`` (integers),
+``IsRetryNewActivateThingSpaceDevice``, ``IsFromAutomatedUpdateDeviceStatusLambda`` (booleans:
+true/false/1/0), ``RequestId`` (text).
+
+``decide`` claims the bulk change with the same conditional UPDATE the sensor uses (NEW ->
+PENDING), so a message that arrives twice, or a bulk change the sensor already claimed, launches
+processing once. The legacy follow-up messages (``IsRetryNewActivateThingSpaceDevice``,
+re-queues with a ``RetryNumber``) name bulk changes that are already claimed: their work is done
+by ``device_status_reconcile`` here, so they are acknowledged with that reason.
+
+A message that cannot be parsed, or names a bulk change that does not exist, is malformed: the
+caller moves it to the dead-letter queue with the reason (see ``dead_letter_body``), never drops it.
+Airflow-free: the DAG ``bulk_change_sqs`` does the SQS calls.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from bulkchange.db import repository as repo
+from bulkchange.models import BulkStatus
+
+LAUNCH = "launch"
+ACK = "ack"
+DEAD_LETTER = "dead_letter"
+
+_INT_FIELDS = ("BulkChangeId", "M2MDeviceChangeId", "RetryNumber")
+_BOOL_FIELDS = ("IsRetryNewActivateThingSpaceDevice", "IsFromAutomatedUpdateDeviceStatusLambda")
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no", ""}
+
+
+class MalformedMessage(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LegacyMessage:
+    bulk_change_id: int
+    m2m_device_change_id: int | None = None
+    retry_number: int = 0
+    is_retry_new_activate_thingspace_device: bool = False
+    is_from_automated_update_device_status_lambda: bool = False
+    request_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def message_fields(message: dict) -> dict[str, str]:
+    """Field name -> text, from the SQS message attributes or else a JSON object body."""
+    attrs = message.get("MessageAttributes") or {}
+    fields: dict[str, str] = {}
+    body = message.get("Body")
+    if body and str(body).strip().startswith("{"):
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            if not attrs:
+                raise MalformedMessage(f"body is not valid JSON ({exc}) and the message has no attributes") from exc
+            parsed = {}
+        if not isinstance(parsed, dict):
+            raise MalformedMessage("JSON body is not an object")
+        fields.update({k: "" if v is None else str(v) for k, v in parsed.items()})
+    for name, value in attrs.items():
+        if isinstance(value, dict):
+            text = value.get("StringValue")
+            if text is None and value.get("BinaryValue") is not None:
+                raise MalformedMessage(f"attribute {name} is binary; expected a string")
+            fields[name] = "" if text is None else str(text)
+        else:
+            fields[name] = str(value)
+    return fields
+
+
+def parse_message(message: dict) -> LegacyMessage:
+    """The legacy message in an SQS message (as boto3 returns it), or MalformedMessage naming the field."""
+    fields = message_fields(message)
+    if "BulkChangeId" not in fields:
+        raise MalformedMessage("BulkChangeId is missing")
+    ints: dict[str, int | None] = {}
+    for name in _INT_FIELDS:
+        raw = fields.get(name, "").strip()
+        if raw == "":
+            ints[name] = None
+            continue
+        try:
+            ints[name] = int(raw)
+        except ValueError:
+            raise MalformedMessage(f"{name} must be an integer, got {raw[:50]!r}") from None
+    if not ints["BulkChangeId"] or ints["BulkChangeId"] < 1:
+        raise MalformedMessage(f"BulkChangeId must be a positive integer, got {fields['BulkChangeId'][:50]!r}")
+    if ints["RetryNumber"] is not None and ints["RetryNumber"] < 0:
+        raise MalformedMessage(f"RetryNumber must not be negative, got {ints['RetryNumber']}")
+    bools: dict[str, bool] = {}
+    for name in _BOOL_FIELDS:
+        raw = fields.get(name, "").strip().lower()
+        if raw in _TRUE:
+            bools[name] = True
+        elif raw in _FALSE:
+            bools[name] = False
+        else:
+            raise MalformedMessage(f"{name} must be true or false, got {fields[name][:50]!r}")
+    return LegacyMessage(
+        bulk_change_id=ints["BulkChangeId"], m2m_device_change_id=ints["M2MDeviceChangeId"],
+        retry_number=ints["RetryNumber"] or 0,
+        is_retry_new_activate_thingspace_device=bools["IsRetryNewActivateThingSpaceDevice"],
+        is_from_automated_update_device_status_lambda=bools["IsFromAutomatedUpdateDeviceStatusLambda"],
+        request_id=fields.get("RequestId") or None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # launch | ack | dead_letter
+    reason: str
+    bulk_change_id: int | None = None
+
+
+def decide(conn: Connection, msg: LegacyMessage) -> Decision:
+    """Claim the bulk change (inside the caller's transaction) or say why not."""
+    bulk_id = msg.bulk_change_id
+    row = repo.bulk_change_summary_row(conn, bulk_id)
+    if row is None:
+        return Decision(DEAD_LETTER, f"bulk change {bulk_id} does not exist", bulk_id)
+    if repo.claim_bulk_change(conn, bulk_id):
+        return Decision(LAUNCH, f"bulk change {bulk_id} claimed (NEW -> PENDING)", bulk_id)
+    status = repo.bulk_change_summary_row(conn, bulk_id)["Status"]
+    if msg.is_retry_new_activate_thingspace_device or status == BulkStatus.WAITING_FOR_CARRIER.value:
+        return Decision(ACK, f"bulk change {bulk_id} is {status}: follow-ups are done by "
+                             f"device_status_reconcile", bulk_id)
+    return Decision(ACK, f"bulk change {bulk_id} is already {status}: claimed earlier (duplicate message "
+                         f"or the sensor), not launched again", bulk_id)
+
+
+def dead_letter_body(message: dict, reason: str) -> str:
+    """The dead-letter message: the reason and the original message, whole."""
+    return json.dumps({
+        "reason": reason,
+        "messageId": message.get("MessageId"),
+        "originalBody": message.get("Body"),
+        "originalAttributes": {k: (v.get("StringValue") if isinstance(v, dict) else v)
+                               for k, v in (message.get("MessageAttributes") or {}).items()},
+    })

@@ -1,0 +1,87 @@
+"""The legacy SQS entry point: read the device bulk change queue with the amazon provider's
+SqsSensor, claim each named bulk change once, acknowledge or dead-letter every message.
+
+Messages are received without deleting them (``delete_message_on_reception=False``) and deleted
+one by one only after their outcome is recorded: a claimed bulk change is committed in the AMOP DB
+before its message is deleted (a crash in between re-delivers the message, which is then a
+duplicate and only acknowledged; a claim whose launch was lost is re-launched by
+``bulk_change_sensor``'s stale-claim check). A malformed message is first sent to the dead-letter
+queue with the reason, then deleted; without a dead-letter queue configured it stays on the queue
+(the queue's own redrive policy moves it after its maxReceiveCount).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from airflow.providers.amazon.aws.sensors.sqs import SqsSensor
+from airflow.sdk.exceptions import AirflowSkipException
+
+log = logging.getLogger(__name__)
+
+
+def queue_url() -> str:
+    return os.environ.get("DEVICE_BULK_CHANGE_QUEUE_URL", "").strip()
+
+
+def dead_letter_url() -> str:
+    return os.environ.get("BULKCHANGE_SQS_DLQ_URL", "").strip()
+
+
+class LegacyQueueSensor(SqsSensor):
+    """SqsSensor that also receives the message attributes, where the legacy fields travel. Without
+    an explicit ``sqs_queue`` it reads DEVICE_BULK_CHANGE_QUEUE_URL when it runs (not at parse time)."""
+
+    def __init__(self, *, sqs_queue: str = "", **kwargs):
+        super().__init__(sqs_queue=sqs_queue, **kwargs)
+
+    def poll_sqs(self, sqs_conn):
+        kwargs = {"QueueUrl": self.sqs_queue, "MaxNumberOfMessages": self.max_messages,
+                  "WaitTimeSeconds": self.wait_time_seconds, "MessageAttributeNames": ["All"]}
+        if self.visibility_timeout is not None:
+            kwargs["VisibilityTimeout"] = self.visibility_timeout
+        return sqs_conn.receive_message(**kwargs)
+
+    def poke(self, context):
+        self.sqs_queue = self.sqs_queue or queue_url()
+        if not self.sqs_queue:
+            raise AirflowSkipException("DEVICE_BULK_CHANGE_QUEUE_URL is not set: no legacy queue to read")
+        return super().poke(context)
+
+
+def handle_messages(engine, sqs_client, queue_url: str, dlq_url: str | None, messages: list[dict]) -> dict[str, Any]:
+    """Claim, acknowledge or dead-letter each message; returns the report (launches included)."""
+    from bulkchange import legacy_queue as lq
+
+    report: dict[str, Any] = {"launched": [], "acknowledged": [], "dead_lettered": [], "left_on_queue": []}
+    for message in messages:
+        mid = message.get("MessageId")
+        try:
+            parsed = lq.parse_message(message)
+        except lq.MalformedMessage as exc:
+            decision = lq.Decision(lq.DEAD_LETTER, f"malformed message: {exc}")
+            parsed = None
+        else:
+            with engine.begin() as conn:
+                decision = lq.decide(conn, parsed)
+        entry = {"message_id": mid, "bulk_change_id": decision.bulk_change_id, "reason": decision.reason,
+                 "request_id": parsed.request_id if parsed else None}
+        if decision.action == lq.DEAD_LETTER:
+            if not dlq_url:
+                log.error("message %s: %s; no dead-letter queue configured (BULKCHANGE_SQS_DLQ_URL): left on "
+                          "the queue for its redrive policy", mid, decision.reason)
+                report["left_on_queue"].append(entry)
+                continue
+            sqs_client.send_message(QueueUrl=dlq_url, MessageBody=lq.dead_letter_body(message, decision.reason))
+            log.error("message %s moved to the dead-letter queue: %s", mid, decision.reason)
+            report["dead_lettered"].append(entry)
+        elif decision.action == lq.LAUNCH:
+            report["launched"].append(entry)
+        else:
+            report["acknowledged"].append(entry)
+        sqs_client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    for kind in ("launched", "acknowledged", "dead_lettered", "left_on_queue"):
+        for e in report[kind]:
+            print(f"{kind}: message {e['message_id']} bulk change {e['bulk_change_id']}: {e['reason']}")
+    return report

@@ -234,6 +234,9 @@ class DeviceResult(BaseModel):
     msisdn: str | None = None
     ip_address: str | None = None
     carrier_request_id: str | None = None
+    # Any other Device columns the change sets once applied (customer rate plan, username, cost
+    # centers, a moved ICCID/IMEI ...): column name -> value, written by repository.record_results.
+    device_updates: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 0
     duration_s: float = 0.0
 

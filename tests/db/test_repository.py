@@ -36,6 +36,33 @@ def test_schema_creation_is_idempotent_and_seeds_lookups(amop_engine):
         assert conn.execute(select(t.integration.c.Name).where(t.integration.c.Id == 4)).scalar_one() == "ThingSpace"
 
 
+def test_record_results_applies_device_updates_of_applied_changes_only(amop_engine):
+    bulk_id = make_bulk(amop_engine, n=3)
+    with amop_engine.begin() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        a, b, c = repo.load_device_changes(conn, bulk)
+        devices = repo.load_devices_by_iccid(conn, bulk, [a.iccid, b.iccid, c.iccid])
+        new_iccid = seed.make_iccid(9_999)
+
+        def result(dc, status, updates):
+            return DeviceResult(device_change_id=dc.id, status=status, details="x", device_id=devices[dc.iccid].id,
+                                iccid=dc.iccid, device_updates=updates)
+
+        repo.record_results(conn, bulk, [
+            result(a, DeviceChangeStatus.PROCESSED, {"CustomerRatePlanId": 7, "CustomerPoolId": 3}),
+            result(b, DeviceChangeStatus.PROCESSED, {"ICCID": new_iccid, "Username": "Ada"}),
+            result(c, DeviceChangeStatus.API_FAILED, {"Username": "never written"}),
+        ], {}, processed_by="test")
+        with pytest.raises(ValueError, match="no updatable column TenantId"):
+            repo.record_results(conn, bulk, [result(a, DeviceChangeStatus.PROCESSED, {"TenantId": 2})], {},
+                                processed_by="test")
+    with amop_engine.connect() as conn:
+        rows = {r.Id: r for r in conn.execute(select(t.device))}
+    ra, rb, rc = (rows[devices[dc.iccid].id] for dc in (a, b, c))
+    assert (ra.CustomerRatePlanId, ra.CustomerPoolId, ra.Username, ra.ICCID) == (7, 3, None, a.iccid)
+    assert (rb.ICCID, rb.Username, rb.CustomerRatePlanId) == (new_iccid, "Ada", None)
+    assert rc.Username is None
+
 def test_find_and_claim_only_new_with_process_changes(amop_engine):
     a = make_bulk(amop_engine)
     make_bulk(amop_engine, sp_id=2, process=False)

@@ -473,6 +473,9 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
         if history:
             conn.execute(insert(t.device_status_history), history)
 
+    _apply_device_updates(conn, [r for r in results if r.status in CARRIER_APPLIED_STATUSES
+                                 and r.device_id is not None and r.device_updates], now)
+
     entries: list[LogEntry] = []
     for r in results:
         recs = calls.get(r.device_change_id) or []
@@ -484,6 +487,28 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
                                     error_text=r.details if failed else None,
                                     response_status=r.status.value))
     add_log_entries(conn, bulk, entries, processed_by=processed_by)
+
+
+# Device columns a change type may set through DeviceResult.device_updates (never the keys, the
+# owner or the audit columns).
+DEVICE_UPDATABLE = frozenset(c.name for c in t.device.columns) - {"Id", "ServiceProviderId", "TenantId",
+                                                                   "CreatedDate", "ModifiedDate"}
+
+
+def _apply_device_updates(conn: Connection, results: Sequence[DeviceResult], now: datetime) -> None:
+    """One executemany per distinct set of updated columns."""
+    groups: dict[tuple[str, ...], list[DeviceResult]] = {}
+    for r in results:
+        unknown = set(r.device_updates) - DEVICE_UPDATABLE
+        if unknown:
+            raise ValueError(f"device change {r.device_change_id}: Device has no updatable column "
+                             f"{', '.join(sorted(unknown))}")
+        groups.setdefault(tuple(sorted(r.device_updates)), []).append(r)
+    d = t.device
+    for cols, members in groups.items():
+        conn.execute(update(d).where(d.c.Id == bindparam("d_id"))
+                     .values(ModifiedDate=now, **{c: bindparam(f"v_{c}") for c in cols}),
+                     [{"d_id": r.device_id, **{f"v_{c}": r.device_updates[c] for c in cols}} for r in members])
 
 
 def count_carrier_checks(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -> None:

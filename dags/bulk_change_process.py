@@ -96,7 +96,7 @@ def bulk_change_process():
         from bulkchange import reconcile
         from bulkchange.db import repository as repo
         from bulkchange.models import DeviceChangeStatus
-        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
 
         engine = AmopHook().get_engine()
         with engine.connect() as conn:
@@ -108,10 +108,14 @@ def bulk_change_process():
         if not waiting:
             return PokeReturnValue(is_done=True)
         client = CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(bulk.integration)
+        revio_client, revio_problem = revio_client_or_problem(bulk.service_provider_id)
         try:
-            summary = reconcile.settle_bulk(engine, bulk.id, client, include_activations=False, count_checks=False)
+            summary = reconcile.settle_bulk(engine, bulk.id, client, include_activations=False, count_checks=False,
+                                            revio_client=revio_client, revio_problem=revio_problem)
         finally:
             client.close()
+            if revio_client is not None:
+                revio_client.close()
         print(f"carrier requests: settled {summary.settled}, still waiting {summary.still_waiting}")
         return PokeReturnValue(is_done=summary.still_waiting == 0)
 

@@ -64,7 +64,7 @@ def device_status_reconcile():
         from bulkchange import reconcile
         from bulkchange.db import repository as repo
         from bulkchange.models import Integration
-        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
 
         engine = AmopHook().get_engine()
         with engine.connect() as conn:
@@ -77,11 +77,14 @@ def device_status_reconcile():
             print(f"skipped: {problem}")
             return {"service_provider_id": service_provider_id, "skipped": problem}
         client = hook.get_client(integration)
+        revio_client, revio_problem = (revio_client_or_problem(service_provider_id) if waiting and not params["dry_run"]
+                                       else (None, None))
         try:
             settled = []
             if not params["dry_run"]:
                 for bulk_id in waiting:
-                    s = reconcile.settle_bulk(engine, bulk_id, client, max_checks=int(params["max_checks"]))
+                    s = reconcile.settle_bulk(engine, bulk_id, client, max_checks=int(params["max_checks"]),
+                                              revio_client=revio_client, revio_problem=revio_problem)
                     print(f"bulk change {bulk_id}: settled {s.settled}, still waiting {s.still_waiting}, "
                           f"now {s.bulk_status}")
                     settled.append(s.as_dict())
@@ -89,6 +92,8 @@ def device_status_reconcile():
                                                            dry_run=bool(params["dry_run"]))
         finally:
             client.close()
+            if revio_client is not None:
+                revio_client.close()
         print(f"status drift {result['drift']} ({result['updated']} Device rows updated)")
         result["settled"] = settled
         if settled:  # webhooks and completion summaries of the bulk changes that moved

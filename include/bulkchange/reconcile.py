@@ -24,6 +24,7 @@ from typing import Any, Callable
 from sqlalchemy.engine import Engine
 
 from bulkchange.carriers.base import CallLog, CarrierError
+from bulkchange.changes.revio_service import RevioServiceStep
 from bulkchange.db import repository as repo
 from bulkchange.engine import run_batch
 from bulkchange.models import (
@@ -160,10 +161,12 @@ def waiting_checker(integration: Integration) -> Callable[[Any, WaitingCheck], D
 
 def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = DEFAULT_MAX_CHECKS,
                 include_activations: bool = True, max_parallel: int = 10, count_checks: bool = True,
-                processed_by: str = RECONCILER) -> SettleSummary:
+                processed_by: str = RECONCILER, revio_client: Any = None,
+                revio_problem: str | None = None) -> SettleSummary:
     """Check each waiting device change once, with its carrier's checker (``WAITING_CHECKERS``).
     ``count_checks=False`` (the processing run's own short wait) neither counts the poll nor fails
-    a device for being slow."""
+    a device for being slow. A device change that settles ``PROCESSED`` and asks for a Rev.io
+    service gets it here (``revio_client``; see changes/revio_service.py), as in process_batch."""
     statuses = [DeviceChangeStatus.PENDING_CARRIER.value]
     if include_activations:
         statuses.append(DeviceChangeStatus.PENDING_ACTIVATION.value)
@@ -175,6 +178,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     if not waiting:
         return summary
     checker = waiting_checker(bulk.integration)
+    rev_step = RevioServiceStep(bulk, revio_client, revio_problem)
     shared = SharedCalls()
     logs = {dc.id: CallLog() for dc in waiting}
 
@@ -196,7 +200,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
                                     details=f"carrier could not be checked after {checks} attempts: {exc}")
             return None
         if isinstance(outcome, DeviceResult):
-            return outcome
+            return rev_step.after(dc, request, device, outcome, logs[dc.id])
         if checks >= max_checks:
             return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
                                 details=f"{outcome} after {checks} checks (request {dc.carrier_request_id})")
@@ -215,6 +219,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     with engine.begin() as conn:
         repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
                                                   for r in results}, processed_by=processed_by, source="BulkChange")
+        rev_step.record(conn, results)
         if count_checks:
             repo.count_carrier_checks(conn, bulk, still)
         status, _ = repo.rollup(conn, bulk)

@@ -235,3 +235,52 @@ def test_unusable_rev_block_is_rejected_before_the_carrier_call(amop_engine, fle
     assert "2 products but RateList 1 rates" in changes[fleet.iccids[1]].StatusDetails
     assert "customer id must be a whole number" in changes[fleet.iccids[2]].StatusDetails
     assert jasper.calls(method="PUT") == [] and revio.calls() == []
+
+
+# --- asynchronous carriers: the Rev.io step runs when reconciliation settles the device ---------------
+from tests.integration.test_thingspace_status_update import (  # noqa: E402  (fixtures ts, ts_client)
+    bulk as ts_bulk,
+    make_fleet as ts_fleet,
+    settle_until_done,
+    ts,
+    ts_client,
+)
+
+
+def test_asynchronous_carrier_gets_its_rev_service_when_settled(amop_engine, ts, ts_client, make_revio, revio,
+                                                                monkeypatch):
+    """ThingSpace suspends wait as PENDING_CARRIER: no Rev.io call then. When reconciliation settles
+    them, the services are created; a settle round that dies before recording is repeated without
+    creating anything twice."""
+    from bulkchange import reconcile
+
+    iccids = ts_fleet(amop_engine, ts, 12, "active")
+    bulk_id = ts_bulk(amop_engine, iccids, "Suspend", RevService=REV_SERVICE)
+    plan = processing.prepare(amop_engine, bulk_id, batch_size=50)
+    for b in plan.batches:
+        processing.process_batch(amop_engine, bulk_id, b.device_change_ids, client=ts_client,
+                                 revio_client=make_revio())
+    processing.finalize(amop_engine, bulk_id)
+    assert revio.calls() == []  # nothing settled yet: the carrier change has not happened
+
+    import time
+
+    time.sleep(0.5)  # the simulator completes the request after action_delay_s
+    real = repo.record_results
+
+    def die(*a, **kw):
+        raise Crash()
+
+    monkeypatch.setattr(repo, "record_results", die)
+    with pytest.raises(Crash):
+        reconcile.settle_bulk(amop_engine, bulk_id, ts_client, revio_client=make_revio())
+    monkeypatch.setattr(repo, "record_results", real)
+    assert len(revio.request("GET", "/services")) == 12
+
+    summary = settle_until_done(amop_engine, bulk_id, ts_client, revio_client=make_revio())
+    assert summary.settled == {"PROCESSED": 12} and summary.bulk_status == "PROCESSED"
+    assert sorted(s["number2"] for s in revio.request("GET", "/services")) == sorted(iccids)
+    assert len(revio.calls(method="POST", path_contains="/Services")) == 12
+    services, _, changes, _ = stored(amop_engine)
+    assert sorted(r["Number2"] for r in services) == sorted(iccids)
+    assert all("Rev.io service" in c.StatusDetails for c in changes.values())

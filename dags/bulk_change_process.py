@@ -3,6 +3,12 @@
 Launched by bulk_change_sensor with conf {"bulk_change_id": N}, or by hand from the UI form /
 ``airflow dags trigger bulk_change_process -c '{"bulk_change_id": N}'``. Re-running it for the
 same bulk change only touches device changes that are not settled yet.
+
+``dry_run``: validate and plan only (batches, carrier calls, estimated duration); no carrier call
+and no change to the bulk change, only the report (``DeviceBulkChangeDryRun``, the task log, and
+XCom ``dry_run_report`` of ``prepare`` / the return value of ``finalize``).
+``retry_failed``: queue the API_FAILED / ERROR device changes of a finished bulk change again and
+process only those; earlier log rows are kept.
 """
 from __future__ import annotations
 
@@ -49,11 +55,16 @@ default_args = {
                             description="Devices per mapped task (1 = one task per device)"),
         "max_parallel": Param(10, type="integer", minimum=1, maximum=100, title="Parallel requests",
                               description="Carrier requests in flight at once inside one batch task"),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Validate and plan only: no carrier call, nothing changed but the report"),
+        "retry_failed": Param(False, type="boolean", title="Retry failed devices",
+                              description="Process again only the API_FAILED / ERROR devices of a finished "
+                                          "bulk change"),
     },
 )
 def bulk_change_process():
     @task
-    def prepare(params=None) -> list[dict]:
+    def prepare(params=None, ti=None) -> list[dict]:
         from bulkchange import processing
         from bulkchange.db import repository as repo
         from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
@@ -67,7 +78,29 @@ def bulk_change_process():
                 bulk = repo.load_bulk_change(conn, int(bulk_id))
             except repo.BulkChangeNotFound as exc:
                 raise AirflowFailException(str(exc)) from exc
-        problem = CarrierHook(carrier_conn_id(bulk.service_provider_id)).credentials_problem(bulk.integration)
+        carrier = CarrierHook(carrier_conn_id(bulk.service_provider_id))
+        problem = carrier.credentials_problem(bulk.integration)
+        if params.get("dry_run"):
+            from bulkchange import dryrun
+
+            report = dryrun.dry_run_bulk_change(
+                engine, bulk.id, batch_size=int(params["batch_size"]), max_parallel=int(params["max_parallel"]),
+                batch_concurrency=BATCH_CONCURRENCY,
+                rate_limit_per_s=None if problem else carrier.get_settings().rate_limit_per_s,
+                credentials_problem=problem, retry_failed=bool(params.get("retry_failed")),
+                requested_by=f"bulk_change_process:{ti.run_id}")
+            print(report.text())
+            ti.xcom_push(key="dry_run_report", value=report.as_dict())
+            return []  # nothing to process: the batch tasks are skipped
+        if params.get("retry_failed"):
+            try:
+                again = processing.reset_failed(engine, bulk.id, processed_by=f"bulk_change_process:{ti.run_id}")
+            except processing.RetryRefused as exc:
+                if ti.try_number > 1 and bulk.status.value == "PROCESSING":
+                    again = []  # an earlier attempt of this task already queued them and started
+                else:
+                    raise AirflowFailException(str(exc)) from exc
+            print(f"retry: {len(again)} failed device changes of bulk change {bulk.id} queued again")
         result = processing.prepare(engine, bulk.id, batch_size=int(params["batch_size"]),
                                     credentials_problem=problem)
         print(f"bulk change {bulk.id} ({bulk.change_type.value} on {bulk.integration.value}, "
@@ -98,6 +131,8 @@ def bulk_change_process():
         from bulkchange.models import DeviceChangeStatus
         from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
 
+        if params.get("dry_run"):
+            return PokeReturnValue(is_done=True)
         engine = AmopHook().get_engine()
         with engine.connect() as conn:
             try:
@@ -120,9 +155,15 @@ def bulk_change_process():
         return PokeReturnValue(is_done=summary.still_waiting == 0)
 
     @task(trigger_rule="all_done", retries=3)
-    def finalize(params=None) -> dict:
+    def finalize(params=None, ti=None) -> dict:
         from bulkchange import processing
         from bulkchange_plugins.hooks import AmopHook
+
+        if params.get("dry_run"):  # a dry run changes nothing: no sweep, no roll-up, no notification
+            report = ti.xcom_pull(task_ids="prepare", key="dry_run_report")
+            if report is None:
+                raise AirflowFailException("dry run: prepare produced no report (see its log)")
+            return report
 
         from bulkchange.db.repository import BulkChangeNotFound
         from bulkchange_plugins.notifiers import send_pending_notifications

@@ -120,7 +120,8 @@ def parse_csv(text: str) -> list[dict[str, Any]]:
     rows = [r for r in reader if any(c.strip() for c in r)]
     header = [c.strip() for c in rows[0]]
     if header and header[0].isdigit():  # no header: one ICCID per line
-        return [{"ICCID": r[0].strip(), "fields": {}, "line": n + 1} for n, r in enumerate(rows)]
+        return [{"ICCID": r[0].strip(), "fields": {}, "where": f"devices_csv line {n + 1}"}
+                for n, r in enumerate(rows)]
     canon = {h.upper(): h for h in IDENTIFIERS}
     names = [canon.get(h.upper(), h) for h in header]
     if not any(n in IDENTIFIERS for n in names):
@@ -130,7 +131,7 @@ def parse_csv(text: str) -> list[dict[str, Any]]:
         raise SubmitError("devices_csv", sample, "the header names a column twice")
     out = []
     for n, r in enumerate(rows[1:], start=2):
-        row: dict[str, Any] = {"fields": {}, "line": n}
+        row: dict[str, Any] = {"fields": {}, "where": f"devices_csv line {n}"}
         if len(r) > len(names):
             row["problem"] = f"line {n} has {len(r)} cells, the header {len(names)}"
         for name, cell in zip(names, r):
@@ -153,9 +154,9 @@ def parse_device_list(devices: Any) -> list[dict[str, Any]]:
     out = []
     for n, item in enumerate(devices, start=1):
         if isinstance(item, (str, int)):
-            out.append({"ICCID": str(item).strip() or None, "fields": {}, "line": n})
+            out.append({"ICCID": str(item).strip() or None, "fields": {}, "where": f"devices item {n}"})
         elif isinstance(item, dict):
-            row: dict[str, Any] = {"fields": {}, "line": n}
+            row: dict[str, Any] = {"fields": {}, "where": f"devices item {n}"}
             for key, value in item.items():
                 name = key.upper() if key.upper() in IDENTIFIERS else key
                 if name in IDENTIFIERS:
@@ -262,7 +263,7 @@ def check_against_db(engine: Engine, sub: Submission) -> repo.ServiceProviderRow
 
 def _label(row: dict[str, Any]) -> str:
     ident = row.get("ICCID") or row.get("MSISDN") or row.get("IMEI") or row.get("EID") or "(no identifier)"
-    return f"{ident} (line {row.get('line')})" if row.get("line") else ident
+    return f"{ident} ({row['where']})" if row.get("where") else ident
 
 
 def submit(engine: Engine, sub: Submission, *, process_now: bool = True, dry_run: bool = False,

@@ -47,7 +47,7 @@ def test_csv_with_header_identifiers_and_per_row_fields():
     assert rows[0]["MSISDN"] == "15551230000" and rows[1]["MSISDN"] is None
     assert rows[0]["fields"] == {"UpdateStatus": "Suspend"}
     assert rows[1]["fields"] == {"UpdateStatus": "Active", "Request.servicePlan": "PLAN-A"}
-    assert [r["line"] for r in rows] == [2, 3]
+    assert [r["where"] for r in rows] == ["devices_csv line 2", "devices_csv line 3"]
 
 
 def test_csv_without_header_is_one_iccid_per_line_and_semicolons_work():
@@ -103,9 +103,9 @@ def test_submit_inserts_in_one_go_and_reports_duplicates_and_unknown_devices(amo
     result = submit(amop_engine, sub, process_now=False)
     problems = {p["device"]: p["reason"] for p in result.problems}
     assert result.devices == 5 and len(problems) == 3
-    assert "duplicate" in problems[f"{ICCIDS[0]} (line 3)"]
-    assert "not found for service provider 3" in problems[f"{unknown} (line 4)"]
-    assert "ICCID" in problems["12345 (line 5)"]
+    assert "duplicate" in problems[f"{ICCIDS[0]} (devices item 3)"]
+    assert "not found for service provider 3" in problems[f"{unknown} (devices item 4)"]
+    assert "ICCID" in problems["12345 (devices item 5)"]
     with amop_engine.connect() as conn:
         bulk = repo.load_bulk_change(conn, result.bulk_change_id)
         assert bulk.status.value == "NEW" and bulk.created_by == "ops-anna" and bulk.tenant_id == 7
@@ -167,7 +167,7 @@ def test_per_row_change_requests_are_checked_per_device(sqlite_engine):
     _provider(sqlite_engine)
     csv_text = f"ICCID,UpdateStatus\n{ICCIDS[0]},Suspend\n{ICCIDS[1]},Teleported\n"
     result = submit(sqlite_engine, parse_submission(_params(devices=[], devices_csv=csv_text)), process_now=False)
-    assert [p["device"] for p in result.problems] == [f"{ICCIDS[1]} (line 3)"]
+    assert [p["device"] for p in result.problems] == [f"{ICCIDS[1]} (devices_csv line 3)"]
     assert "Teleported" in result.problems[0]["reason"]
 
 

@@ -1,0 +1,138 @@
+"""bulk_change_submit: create a bulk change from the Airflow trigger form (or conf / REST API).
+
+Fill in the form (Trigger DAG -> the params below) or pass the same keys as conf:
+
+    airflow dags trigger bulk_change_submit -c '{"service_provider_id": 1, "change_type": "StatusUpdate",
+        "change_request": {"UpdateStatus": "Suspend"}, "devices": ["8901260000000000018"],
+        "portal_type": "M2M", "process_now": true}'
+
+Devices come as a list of ICCIDs (``devices``) and/or pasted CSV (``devices_csv``: a header row
+with ``ICCID`` and optionally ``MSISDN``, ``IMEI``, ``EID``; any other column is a change request
+field for that row, e.g. ``UpdateStatus``). What the form's schema can check (types, the change
+type and portal type lists, ICCID digits in ``devices``, minimums) is refused at trigger time;
+the ``submit`` task refuses the rest with a message naming the field and the value. Duplicate and
+unknown devices are listed per device in the ``submit`` log and XCom and recorded on their
+device change as ERROR when it is prepared; the rest proceeds.
+
+``process_now``: claim the bulk change at once and launch ``bulk_change_process`` (run id
+``bulk_change_<id>``); otherwise it stays NEW and ``bulk_change_sensor`` picks it up.
+``dry_run``: insert nothing; validate and plan (batches, carrier calls, estimated duration) and
+keep only the report (``submit`` log and XCom, table ``DeviceBulkChangeDryRun``).
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, dag, task
+
+import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange_plugins.notifiers import failure_notifier
+
+BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
+CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange", "CustomerAssignment",
+                "Archival", "ActivateNewService", "CreateRevService", "ChangeICCIDAndIMEI",
+                "EditUsernameCostCenter"]
+
+
+@dag(
+    dag_id="bulk_change_submit",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    default_args={"owner": "bulkchange", "retries": 2, "retry_delay": timedelta(seconds=20),
+                  "on_failure_callback": failure_notifier()},
+    tags=["bulkchange"],
+    doc_md=__doc__,
+    params={
+        "service_provider_id": Param(None, type="integer", minimum=1, title="Service provider id",
+                                     description="ServiceProvider.Id whose devices change",
+                                     section="What to change"),
+        "change_type": Param("StatusUpdate", type="string", enum=CHANGE_TYPES, title="Change type",
+                             section="What to change"),
+        "change_request": Param({}, type="object", title="Change request",
+                                description='Fields for every device, e.g. {"UpdateStatus": "Suspend"}',
+                                section="What to change"),
+        "portal_type": Param("M2M", type="string", enum=["M2M", "Mobility"], title="Portal type",
+                             section="What to change"),
+        "devices": Param([], type="array", items={"type": "string", "pattern": "^[0-9]{19,20}$"},
+                         title="ICCIDs", description="One ICCID (19-20 digits) per line",
+                         section="Devices"),
+        "devices_csv": Param("", type="string", format="multiline", title="Devices as CSV",
+                             description="Pasted CSV: header with ICCID (MSISDN, IMEI, EID optional); "
+                                         "other columns are per-device change request fields",
+                             section="Devices"),
+        "process_now": Param(True, type="boolean", title="Process now",
+                             description="Launch processing at once (off: leave it NEW for the sensor)",
+                             section="How"),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Validate and plan only: nothing is inserted, no carrier is called",
+                         section="How"),
+        "batch_size": Param(100, type="integer", minimum=1, maximum=1000, title="Batch size", section="How"),
+        "max_parallel": Param(10, type="integer", minimum=1, maximum=100, title="Parallel requests",
+                              section="How"),
+        "created_by": Param("airflow", type="string", minLength=1, maxLength=128, title="Requested by",
+                            section="How"),
+    },
+)
+def bulk_change_submit():
+    # No automatic retry: a retried insert would create the bulk change twice.
+    @task(retries=0)
+    def submit(params=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bulkchange import submit as core
+        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+
+        try:
+            sub = core.parse_submission(params)
+            engine = AmopHook().get_engine()
+            sp = core.check_against_db(engine, sub)
+        except core.SubmitError as exc:
+            raise AirflowFailException(f"refused: {exc}") from exc
+        carrier = CarrierHook(carrier_conn_id(sp.id))
+        problem = carrier.credentials_problem(sp.integration)
+        rate = None if problem else carrier.get_settings().rate_limit_per_s
+        dry_run = bool(params.get("dry_run"))
+        try:
+            result = core.submit(engine, sub, process_now=bool(params.get("process_now")), dry_run=dry_run,
+                                 batch_size=int(params["batch_size"]), max_parallel=int(params["max_parallel"]),
+                                 batch_concurrency=BATCH_CONCURRENCY, rate_limit_per_s=rate,
+                                 credentials_problem=problem)
+        except core.SubmitError as exc:
+            raise AirflowFailException(f"refused: {exc}") from exc
+        out = result.as_dict()
+        if dry_run:
+            print(out["dry_run"].pop("text"))
+        else:
+            where = "claimed, processing launched" if result.claimed else "NEW, the sensor will pick it up"
+            print(f"bulk change {result.bulk_change_id}: {sub.change_type.value} on {sp.integration.value} "
+                  f"({sp.name}), {result.devices} devices, {where}")
+            if problem:
+                print(f"warning: {problem}; processing will mark every device ERROR with this reason")
+        for p in result.problems:
+            print(f"device {p['device']}: {p['reason']}")
+        print(f"{len(result.problems)} of {result.devices} devices have a problem; the rest proceeds")
+        return out
+
+    @task
+    def launches(result: dict, params=None) -> list[dict]:
+        """The processing run to launch (none for a dry run or when the sensor is to pick it up)."""
+        if not result.get("claimed"):
+            return []
+        bulk_id = result["bulk_change_id"]
+        return [{"conf": {"bulk_change_id": bulk_id, "batch_size": params["batch_size"],
+                          "max_parallel": params["max_parallel"]},
+                 "trigger_run_id": f"bulk_change_{bulk_id}"}]
+
+    TriggerDagRunOperator.partial(
+        task_id="launch_processing",
+        trigger_dag_id="bulk_change_process",
+        skip_when_already_exists=True,
+        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
+    ).expand_kwargs(launches(submit()))
+
+
+bulk_change_submit()

@@ -1,0 +1,97 @@
+"""Teal and Telegence through bulk_change_process under dag.test(): Teal's asynchronous operations
+settle in the run's own wait_for_carrier sensor; Telegence's PATCHes settle in the batches."""
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.models import ChangeType, Integration
+from simulators.teal import make_eid
+from tests.dags.conftest import amop_conn_json
+
+pytestmark = pytest.mark.airflow
+N = 500
+TEAL = ("dag-teal-key-2", "dag-teal-secret-2")
+TG = ("dag-tg-app-2", "dag-tg-secret-2")
+
+
+def run_process(dagbag, bulk_id):
+    from airflow.sdk import DagRunState
+
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 100})
+    assert run.state == DagRunState.SUCCESS
+    return run.get_task_instance("finalize").xcom_pull(task_ids="finalize")
+
+
+def history(engine, bulk_id):
+    h = t.device_status_history
+    with engine.connect() as conn:
+        return conn.execute(select(h.c.PreviousStatus, h.c.CurrentStatus, func.count())
+                            .where(h.c.BulkChangeId == bulk_id).group_by(h.c.PreviousStatus, h.c.CurrentStatus)).all()
+
+
+def log_texts(engine):
+    lg = t.device_bulk_change_log
+    with engine.connect() as conn:
+        return " ".join((a or "") + (b or "") + (c or "") for a, b, c in conn.execute(
+            select(lg.c.RequestText, lg.c.ResponseText, lg.c.ErrorText)))
+
+
+def test_teal_disable_and_enable_settle_in_the_processing_run(dagbag, amop_engine, simulator, monkeypatch):
+    teal = simulator.control("teal")
+    teal.reset()
+    teal.set_accounts({TEAL[0]: TEAL[1]})
+    teal.configure(operation_delay_s=0.3)
+    iccids = [seed.make_iccid(320_000 + i) for i in range(N)]
+    teal.seed_devices([{"iccid": i, "eid": make_eid(i), "status": "ONLINE"} for i in iccids])
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(amop_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_CARRIER_SP_12", json.dumps({
+        "conn_type": "http", "host": simulator.url_for("teal"), "login": TEAL[0], "password": TEAL[1]}))
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=12, name="teal", integration=Integration.TEAL, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "EID": make_eid(i), "Status": "ONLINE"} for i in iccids],
+                         sp_id=12, tenant_id=1)
+    for word, before, after, endpoint in (("Suspend", "ONLINE", "STOPPED", "disable"),
+                                          ("Active", "STOPPED", "ONLINE", "enable")):
+        with amop_engine.begin() as conn:
+            bulk_id = seed.add_bulk_change(conn, sp_id=12, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
+                                           requests=[{"ICCID": i, "ChangeRequest": {"UpdateStatus": word}}
+                                                     for i in iccids])
+        summary = run_process(dagbag, bulk_id)
+        assert summary["status"] == "PROCESSED" and summary["counts"] == {"PROCESSED": N}, summary
+        assert history(amop_engine, bulk_id) == [(before, after, N)]
+        assert {teal.device(i)["deviceStatus"] for i in iccids[::50]} == {after}
+        assert len(teal.calls(method="POST", path_contains=endpoint, limit=5000)) == N // 100
+    assert TEAL[1] not in log_texts(amop_engine)
+
+
+def test_telegence_suspend_settles_in_the_batches(dagbag, amop_engine, simulator, monkeypatch):
+    tg = simulator.control("telegence")
+    tg.reset()
+    tg.set_accounts({TG[0]: TG[1]})
+    iccids = [seed.make_iccid(330_000 + i) for i in range(N)]
+    numbers = {i: f"1404{330_000 + n:07d}" for n, i in enumerate(iccids)}
+    tg.seed_devices([{"iccid": i, "msisdn": numbers[i], "status": "A"} for i in iccids])
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(amop_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_CARRIER_SP_6", json.dumps({
+        "conn_type": "http", "host": simulator.url_for("telegence"), "login": TG[0], "password": TG[1]}))
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=6, name="att", integration=Integration.TELEGENCE, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "MSISDN": numbers[i], "Status": "A"} for i in iccids],
+                         sp_id=6, tenant_id=1)
+        bulk_id = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
+                                       portal_type=2, requests=[{"ICCID": i, "ChangeRequest": {"UpdateStatus": "Suspend"}}
+                                                                for i in iccids])
+    summary = run_process(dagbag, bulk_id)
+    assert summary["status"] == "PROCESSED" and summary["counts"] == {"PROCESSED": N}, summary
+    assert history(amop_engine, bulk_id) == [("A", "S", N)]
+    with amop_engine.connect() as conn:
+        bc = repo.load_bulk_change(conn, bulk_id)
+        assert {dc.status.value for dc in repo.load_device_changes(conn, bc)} == {"PROCESSED"}
+        logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)
+                            .where(t.device_bulk_change_log.c.MobilityDeviceChangeId.is_not(None))).scalar_one()
+    assert logs == N
+    assert TG[1] not in log_texts(amop_engine)

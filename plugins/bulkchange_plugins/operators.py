@@ -59,4 +59,9 @@ class CarrierBatchOperator(BaseOperator):
                 revio_client.close()
         self.log.info("%s: %s (%d already settled, %d carrier calls)", self.batch_label,
                       processing.summary_line(summary.counts), summary.skipped, summary.calls)
+        p = summary.progress  # the whole bulk change, as the portal's progress bar shows it
+        if p:
+            self.log.info("bulk change %s progress: %d of %d settled (%d processed, %d failed), %d open",
+                          bulk_id, p["ProcessedCount"] + p["ErrorCount"], p["TotalCount"], p["ProcessedCount"],
+                          p["ErrorCount"], p["PendingCount"])
         return summary.as_dict()

@@ -76,7 +76,7 @@ def _snapshot(engine):
         return {n: sorted(tuple(map(str, r)) for r in conn.execute(text(f'SELECT * FROM "{n}"'))) for n in names}
 
 
-def test_submit_then_process_end_to_end(dagbag, amop_engine, env, jasper):
+def test_submit_then_process_end_to_end(dagbag, amop_engine, env, jasper, capfd):
     from airflow.models.dagrun import DagRun
     from airflow.sdk import DagRunState
 
@@ -108,6 +108,11 @@ def test_submit_then_process_end_to_end(dagbag, amop_engine, env, jasper):
         msisdn = {c.iccid: c.msisdn for c in repo.load_device_changes(conn, bulk)}[ICCIDS[6]]
         assert msisdn == "15550001"
     assert sorted(c["iccid"] for c in jasper.calls(method="PUT")) == sorted(ICCIDS[:7])
+    # each batch task logs the bulk change's progress; the last one sees it complete
+    logged = capfd.readouterr().out
+    assert f"bulk change {bulk_id} progress: " in logged
+    assert f"bulk change {bulk_id} progress: 9 of 9 settled (7 processed, 2 failed), 0 open" in logged
+    assert "Jasper devices 1-4 of 7" in logged  # the mapped task's name: carrier and device range
 
 
 def test_submit_without_process_now_leaves_it_new_for_the_sensor(dagbag, sqlite_engine, env, jasper):

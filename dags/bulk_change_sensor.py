@@ -15,7 +15,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import PokeReturnValue, dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.notifiers import failure_notifier
+from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 
 SCHEDULE_MINUTES = int(os.environ.get("BULKCHANGE_SENSOR_EVERY_MINUTES", "2"))
 CLAIM_LIMIT = int(os.environ.get("BULKCHANGE_CLAIM_LIMIT", "50"))
@@ -31,6 +31,7 @@ STALE_CLAIM_MINUTES = int(os.environ.get("BULKCHANGE_STALE_CLAIM_MINUTES", "30")
     max_active_runs=1,
     default_args={"owner": "bulkchange", "retries": 1, "retry_delay": timedelta(seconds=20),
                   "on_failure_callback": failure_notifier()},
+    on_failure_callback=dag_failure_notifier(),
     tags=["bulkchange"],
     doc_md=__doc__,
 )

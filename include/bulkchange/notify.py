@@ -35,7 +35,7 @@ import requests
 from sqlalchemy.engine import Engine
 
 from bulkchange.db import repository as repo
-from bulkchange.models import BulkChange, PortalType, utcnow
+from bulkchange.models import FAILED_DEVICE_STATUSES, BulkChange, PortalType, utcnow
 from bulkchange.sanitize import sanitize_text
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,8 @@ def summary_email(ctx: BulkContext, status: str | None = None, *, run_url: str |
     parts = [f"<h3>Bulk change {bulk.id}: {_e(status)}</h3>", f"<table>{head}</table>",
              "<h4>Device changes per status</h4>",
              f"<table border='1' cellpadding='4'><tr><th>Status</th><th>Devices</th></tr>{counts}</table>"]
-    failed = sum(n for s, n in ctx.counts.items() if s in ("API_FAILED", "ERROR"))
+    failed_statuses = {s.value for s in FAILED_DEVICE_STATUSES}
+    failed = sum(n for s, n in ctx.counts.items() if s in failed_statuses)
     if ctx.failures:
         shown = len(ctx.failures)
         title = (f"First {shown} of {failed} failures" if failed > shown else f"Failures ({failed})")

@@ -78,15 +78,19 @@ def bulk_change_process():
                 bulk = repo.load_bulk_change(conn, int(bulk_id))
             except repo.BulkChangeNotFound as exc:
                 raise AirflowFailException(str(exc)) from exc
+        from bulkchange.changes import needs_carrier
+
         carrier = CarrierHook(carrier_conn_id(bulk.service_provider_id))
-        problem = carrier.credentials_problem(bulk.integration)
+        uses_carrier = needs_carrier(bulk.change_type, bulk.integration)
+        # DB-only change types (no carrier call) need no carrier connection
+        problem = carrier.credentials_problem(bulk.integration) if uses_carrier else None
         if params.get("dry_run"):
             from bulkchange import dryrun
 
             report = dryrun.dry_run_bulk_change(
                 engine, bulk.id, batch_size=int(params["batch_size"]), max_parallel=int(params["max_parallel"]),
                 batch_concurrency=BATCH_CONCURRENCY,
-                rate_limit_per_s=None if problem else carrier.get_settings().rate_limit_per_s,
+                rate_limit_per_s=None if problem or not uses_carrier else carrier.get_settings().rate_limit_per_s,
                 credentials_problem=problem, retry_failed=bool(params.get("retry_failed")),
                 requested_by=f"bulk_change_process:{ti.run_id}")
             print(report.text())

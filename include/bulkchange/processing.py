@@ -57,12 +57,14 @@ class PrepareResult:
 def preflight_problem(bulk: BulkChange, credentials_problem: str | None) -> str | None:
     """A reason that stops the whole bulk change before any carrier call, or None."""
     try:
-        get_handler(bulk.change_type, bulk.integration)
+        handler_cls = get_handler(bulk.change_type, bulk.integration)
     except UnsupportedChange as exc:
         return str(exc)
     if not bulk.write_is_enabled:
         return (f"writes are disabled for service provider {bulk.service_provider_id} "
                 f"({bulk.service_provider_name}): WriteIsEnabled is off")
+    if not handler_cls.needs_carrier:
+        return None  # no carrier call: the carrier connection does not matter
     return credentials_problem
 
 

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 from airflow.sdk import BaseOperator
 
 from bulkchange import processing
+from bulkchange.changes import needs_carrier
 from bulkchange.db import repository as repo
 from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
 
@@ -38,8 +39,10 @@ class CarrierBatchOperator(BaseOperator):
         bulk_id = int(self.bulk_change_id)
         with engine.connect() as conn:
             bulk = repo.load_bulk_change(conn, bulk_id)
-        client = CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(
+        # change types that never call the carrier (DB / Rev.io only) need no carrier connection
+        client = (CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(
             bulk.integration, rate_share=int(self.rate_share))
+            if needs_carrier(bulk.change_type, bulk.integration) else None)
         revio_client, revio_problem = revio_client_or_problem(bulk.service_provider_id,
                                                               rate_share=int(self.rate_share))
         step = max(1, len(self.device_change_ids) // 5)
@@ -54,7 +57,8 @@ class CarrierBatchOperator(BaseOperator):
                 max_parallel=int(self.max_parallel), processed_by=f"bulk_change_process:{context['run_id']}",
                 on_progress=progress, revio_client=revio_client, revio_problem=revio_problem)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
             if revio_client is not None:
                 revio_client.close()
         self.log.info("%s: %s (%d already settled, %d carrier calls)", self.batch_label,

@@ -1,4 +1,8 @@
-"""One handler per (change type, carrier family). Adding a pair is one line in HANDLERS."""
+"""One handler per (change type, carrier family). Adding a pair is one line in HANDLERS.
+
+Change types that never call a carrier (DB only, or Rev.io only) are registered once for every
+carrier under ``(ChangeType.X, None)``; such handlers set ``needs_carrier = False`` and the
+pipeline then neither checks the carrier connection nor builds a carrier client for them."""
 from __future__ import annotations
 
 from bulkchange.changes.base import ChangeHandler
@@ -8,7 +12,7 @@ from bulkchange.changes.status_update_teal import TealStatusUpdate
 from bulkchange.changes.status_update_telegence import TelegenceStatusUpdate
 from bulkchange.models import ChangeType, Integration
 
-HANDLERS: dict[tuple[ChangeType, Integration], type[ChangeHandler]] = {
+HANDLERS: dict[tuple[ChangeType, Integration | None], type[ChangeHandler]] = {
     (ChangeType.STATUS_UPDATE, Integration.JASPER): JasperStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.THINGSPACE): ThingSpaceStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.POND): PondStatusUpdate,
@@ -22,12 +26,22 @@ class UnsupportedChange(LookupError):
 
 
 def get_handler(change_type: ChangeType, integration: Integration) -> type[ChangeHandler]:
-    handler = HANDLERS.get((change_type, integration.family))
+    handler = HANDLERS.get((change_type, integration.family)) or HANDLERS.get((change_type, None))
     if handler is None:
         raise UnsupportedChange(
             f"change type {change_type.value} is not supported on carrier {integration.value}")
     return handler
 
 
-def supported_pairs() -> list[tuple[ChangeType, Integration]]:
-    return sorted(HANDLERS, key=lambda p: (p[0].value, p[1].value))
+def needs_carrier(change_type: ChangeType, integration: Integration) -> bool:
+    """False when the pair's handler never calls the carrier (no carrier connection needed).
+    An unsupported pair counts as needing one: pre-flight refuses it anyway."""
+    try:
+        return get_handler(change_type, integration).needs_carrier
+    except UnsupportedChange:
+        return True
+
+
+def supported_pairs() -> list[tuple[ChangeType, Integration | None]]:
+    """(change type, carrier family) pairs; carrier None = every carrier (no carrier call)."""
+    return sorted(HANDLERS, key=lambda p: (p[0].value, p[1].value if p[1] is not None else ""))

@@ -22,6 +22,9 @@ class ChangeHandler:
     # Carriers whose API takes a device list per request set this above 1 and implement
     # apply_group; process_batch then sends groups of up to this many devices per call.
     group_size: ClassVar[int] = 1
+    # False for change types that never call the carrier (DB only, Rev.io only): no carrier
+    # connection is checked or built for them and ``client`` is None.
+    needs_carrier: ClassVar[bool] = True
 
     def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
         self.bulk = bulk

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from bulkchange.carriers.base import CallLog, CarrierError, TransientError
+from bulkchange.carriers.base import CallLog, CarrierError, PermanentError, TransientError
 from bulkchange.db import repository as repo
 from bulkchange.db.repository import DeviceRow, RevServiceProductRecord, RevServiceRecord
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest, utcnow
@@ -227,7 +227,10 @@ class RevioServiceStep:
         for round_ in range(1, SEARCH_ROUNDS + 1):
             existing = self._find_service(plan, number, log)
             if existing is not None:
-                return _id_of(existing, "service_id", "id"), True
+                found_id = _id_of(existing, "service_id", "id")
+                if found_id is None:
+                    raise PermanentError(f"Rev.io listed a service without an id: {existing!r:.200}")
+                return found_id, True
             try:
                 return self.client.create_service(body, log=log), False
             except TransientError:
@@ -249,6 +252,8 @@ class RevioServiceStep:
                         if str(p.get("status") or "").upper() not in GONE]
             if existing:
                 spid = _id_of(existing[0], "service_product_id", "id")
+                if spid is None:
+                    raise PermanentError(f"Rev.io listed a service product without an id: {existing[0]!r:.200}")
                 break
             try:
                 spid = self.client.create_service_product(body, log=log)

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from bulkchange.carriers.base import CallLog, CarrierError
+from bulkchange.carriers.base import CallLog, CarrierError, TransientError
 from bulkchange.carriers.pond import ACTIVE, PENDING, TERMINATED
 from bulkchange.changes.base import ChangeHandler, failed_result
 from bulkchange.changes.status_update import _request_field, device_not_found
@@ -32,6 +32,7 @@ from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, Devi
 from bulkchange.rules import RuleError, check_transition
 
 LIVE = (ACTIVE, PENDING)
+ADD_ROUNDS = 3  # adds, each after listing the packages again, when an add fails ambiguously
 
 
 def package_type_for(request: StatusUpdateRequest, device: DeviceRow | None) -> str | None:
@@ -44,6 +45,13 @@ def package_type_for(request: StatusUpdateRequest, device: DeviceRow | None) -> 
 def _num(value: Any) -> tuple[int, str]:
     text = str(value or "")
     return (int(text), text) if text.isdigit() else (-1, text)
+
+
+def _best_of_type(packages: list[dict], type_id: str) -> dict | None:
+    """The package to keep: the newest ACTIVE, else the newest PENDING package of the type."""
+    same = [p for p in packages if str(p.get("packageTypeId")) == type_id and p.get("status") in LIVE]
+    return max(same, key=lambda p: (p.get("status") == ACTIVE, str(p.get("createdDate") or ""),
+                                    _num(p.get("packageId"))), default=None)
 
 
 def _package(iccid: str, p: dict, status: str | None = None) -> PondPackage:
@@ -110,13 +118,19 @@ class PondStatusUpdate(ChangeHandler):
 
     def _activate(self, iccid: str, type_id: str, touched: list[PondPackage], log: CallLog) -> str:
         packages = self.client.get_packages(iccid, log=log)
-        same = [p for p in packages if str(p.get("packageTypeId")) == type_id and p.get("status") in LIVE]
-        keep = max(same, key=lambda p: (p.get("status") == ACTIVE, str(p.get("createdDate") or ""),
-                                        _num(p.get("packageId"))), default=None)
+        keep = _best_of_type(packages, type_id)
         added = keep is None
-        if keep is None:
-            keep = self.client.add_package(iccid, type_id, log=log)
-            touched.append(_package(iccid, keep))
+        rounds = 0
+        while keep is None:
+            rounds += 1
+            try:
+                keep = self.client.add_package(iccid, type_id, log=log)
+                touched.append(_package(iccid, keep))
+            except TransientError:
+                if rounds >= ADD_ROUNDS:
+                    raise
+                packages = self.client.get_packages(iccid, log=log)  # did the add happen after all?
+                keep = _best_of_type(packages, type_id)
         keep_id = str(keep["packageId"])
         if keep.get("status") != ACTIVE:
             keep = {**keep, **(self.client.set_package_status(iccid, keep_id, ACTIVE, log=log) or {})}

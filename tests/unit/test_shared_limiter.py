@@ -19,23 +19,13 @@ import pytest
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.carriers.base import TransientError
 from bulkchange.shared_limiter import KEY_PREFIX, RedisRateLimiter, make_rate_limiter
+from simulators.core import max_per_second  # most events in any 1-second window
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REDIS_URL = os.environ.get("BULKCHANGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 pytestmark = pytest.mark.redis
-
-
-def max_per_second(timestamps):
-    """Most events inside any 1-second window (t-1, t]."""
-    ts = sorted(timestamps)
-    best, lo = 0, 0
-    for hi, t in enumerate(ts):
-        while ts[lo] <= t - 1.0:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 @pytest.fixture

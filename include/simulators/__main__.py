@@ -1,5 +1,5 @@
 """python -m simulators serve [--host H] [--port P] [--seed-jasper N] [--seed-thingspace N]
-    [--seed-telegence N] [--seed-teal N] [knobs]
+    [--seed-telegence N] [--seed-teal N] [--seed-pond N] [knobs]
 
 Serves every carrier simulator in the foreground (Ctrl-C / SIGTERM stops). Knob flags apply to every
 carrier; ``--set CARRIER.KNOB=VALUE`` (value parsed as JSON, else a string) sets one carrier's knob,
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed N active lines (same ICCIDs as Jasper's, numbers 1555...)")
     g.add_argument("--seed-teal", type=int, default=0, metavar="N",
                    help="seed N ONLINE eSIMs (same ICCIDs as Jasper's, EIDs derived from them)")
+    g.add_argument("--seed-pond", type=int, default=0, metavar="N",
+                   help="seed N POND SIMs of distributor 1001, services enabled, one ACTIVE package of type 101 "
+                        "(same ICCIDs as Jasper's)")
     k = serve.add_argument_group("behaviour knobs (every carrier)")
     k.add_argument("--latency-ms", type=float)
     k.add_argument("--jitter-ms", type=float)
@@ -112,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed_telegence and "telegence" in server.carriers:
         server.carrier("telegence").seed([{"iccid": d["iccid"], "msisdn": d["msisdn"], "IMEI": d["imei"],
                                            "status": "A"} for d in demo_devices(args.seed_telegence)])
+    if args.seed_pond and "pond" in server.carriers:
+        server.carrier("pond").seed([{"iccid": d["iccid"], "serviceStatus": "ENABLED",
+                                      "packages": [{"packageTypeId": "101", "status": "ACTIVE"}]}
+                                     for d in demo_devices(args.seed_pond)])
     if args.seed_teal and "teal" in server.carriers:
         server.carrier("teal").seed([{"iccid": d["iccid"], "imsi": d["imsi"], "imei": d["imei"], "msisdn": d["msisdn"],
                                       "status": "ONLINE"} for d in demo_devices(args.seed_teal)])

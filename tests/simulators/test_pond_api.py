@@ -104,3 +104,28 @@ def test_seed_refuses_bad_devices(pond):
         pond.seed_devices([{"iccid": make_iccid(400), "serviceStatus": "MAYBE"}])
     with pytest.raises(requests.HTTPError):
         pond.seed_devices([{"iccid": make_iccid(401), "packages": [{"packageTypeId": "101", "status": "GONE"}]}])
+
+
+def test_cli_seeds_pond_sims():
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "include")}
+    proc = subprocess.Popen([sys.executable, "-m", "simulators", "serve", "--port", "0", "--seed-pond", "3"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = re.search(r"on (http://\S+)", proc.stdout.readline()).group(1)
+        sims = requests.get(f"{base}/pond/_control/devices", timeout=5).json()
+        assert sims["total"] == 3 and sims["devices"][0]["iccid"] == make_iccid(1)
+        assert {(d["serviceStatus"], len(d["packages"]), d["packages"][0]["status"]) for d in sims["devices"]} == {
+            ("ENABLED", 1, "ACTIVE")}
+        auth = "Basic " + base64.b64encode(b"demo:demo-pond-secret").decode()
+        r = requests.get(f"{base}/pond/api/v1/{DIST}/sims/{make_iccid(2)}/packages", headers={"Authorization": auth},
+                         timeout=5)
+        assert r.status_code == 200 and r.json()["packages"][0]["packageTypeId"] == "101"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

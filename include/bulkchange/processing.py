@@ -194,6 +194,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
                                  details="sent to carrier", only_statuses=[DeviceChangeStatus.PENDING.value])
     skipped = len(device_change_ids) - len(open_changes)
     handler = handler_cls(bulk, client, context)
+    handler.revio_client, handler.revio_problem = revio_client, revio_problem  # for Rev.io-editing handlers
     rev_step = RevioServiceStep(bulk, revio_client, revio_problem)
     logs: dict[int, CallLog] = {dc.id: CallLog() for dc in open_changes}
     done = [0]

@@ -143,16 +143,18 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
     return "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
 
 
-# carrier family -> "module:function" checking one waiting device change (see WaitingCheck)
-WAITING_CHECKERS: dict[Integration, str] = {
+# carrier family, or (change type, carrier family) for a change type with its own asynchronous
+# work -> "module:function" checking one waiting device change (see WaitingCheck)
+WAITING_CHECKERS: dict[Any, str] = {
     Integration.THINGSPACE: "bulkchange.reconcile:check_thingspace",
     Integration.TELEGENCE: "bulkchange.changes.status_update_telegence:check_waiting",
     Integration.TEAL: "bulkchange.changes.status_update_teal:check_waiting",
 }
 
 
-def waiting_checker(integration: Integration) -> Callable[[Any, WaitingCheck], DeviceResult | str]:
-    target = WAITING_CHECKERS.get(integration.family)
+def waiting_checker(integration: Integration,
+                    change_type: Any = None) -> Callable[[Any, WaitingCheck], DeviceResult | str]:
+    target = WAITING_CHECKERS.get((change_type, integration.family)) or WAITING_CHECKERS.get(integration.family)
     if target is None:
         raise NotImplementedError(f"no asynchronous carrier work to settle for {integration.value}")
     module, _, name = target.partition(":")
@@ -177,7 +179,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     summary = SettleSummary(bulk_id)
     if not waiting:
         return summary
-    checker = waiting_checker(bulk.integration)
+    checker = waiting_checker(bulk.integration, bulk.change_type)
     rev_step = RevioServiceStep(bulk, revio_client, revio_problem)
     shared = SharedCalls()
     logs = {dc.id: CallLog() for dc in waiting}
@@ -188,7 +190,8 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
                     previous_device_status=device.status if device else None)
         try:
             request = parse_change_request(bulk.change_type, dc.change_request)
-            target = carrier_status(bulk.integration, request.UpdateStatus)
+            update_status = getattr(request, "UpdateStatus", None)  # only status updates have one
+            target = carrier_status(bulk.integration, update_status) if update_status else ""
         except (RequestParseError, RuleError) as exc:
             return DeviceResult(status=DeviceChangeStatus.ERROR, details=str(exc), **base)
         checks = dc.carrier_check_count + 1 if count_checks else 0

@@ -25,6 +25,10 @@ class ChangeHandler:
     # False for change types that never call the carrier (DB only, Rev.io only): no carrier
     # connection is checked or built for them and ``client`` is None.
     needs_carrier: ClassVar[bool] = True
+    # The service provider's Rev.io client (None, with the reason in revio_problem, when it has no
+    # Rev.io connection); set by process_batch for handlers that edit Rev.io themselves.
+    revio_client: Any = None
+    revio_problem: str | None = None
 
     def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
         self.bulk = bulk

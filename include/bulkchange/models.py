@@ -151,6 +151,48 @@ class StatusUpdateRequest(_Lenient):
     IntegrationAuthenticationId: int | None = None
 
 
+class EditUsernameRequest(_Lenient):
+    """EditUsernameCostCenter (legacy ``BulkChangeEditUsername``): each device change carries its own
+    values. A field left out (or null) is not changed; an empty string clears it."""
+
+    ContactName: str | None = Field(default=None, max_length=256)
+    CostCenter1: str | None = Field(default=None, max_length=128)
+    CostCenter2: str | None = Field(default=None, max_length=128)
+    CostCenter3: str | None = Field(default=None, max_length=128)
+
+    @field_validator("CostCenter1", "CostCenter2", "CostCenter3", "ContactName", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def cost_centers(self) -> dict[str, str]:
+        """``{"CostCenter1": value, ...}`` for the cost centers this request sets."""
+        return {name: value for name, value in (("CostCenter1", self.CostCenter1), ("CostCenter2", self.CostCenter2),
+                                                ("CostCenter3", self.CostCenter3)) if value is not None}
+
+
+class ActivateNewServiceRequest(_Lenient):
+    """ActivateNewService on Telegence (legacy MOB ``TelegenceActivationRequest`` and its companions).
+
+    ``TelegenceActivationRequest`` is the carrier's activation item as the portal builds it
+    (``billingAccount.id``, ``relatedParty``, ``service.serviceCharacteristic`` with ``sim``,
+    ``singleUserCode``, ``serviceZipCode``, ``IMEI``, ``offeringCodeN``, ``removeOfferingCode``);
+    the device change's ICCID is used when ``sim`` is missing. ``StaticIPProvision`` (``PDPName``,
+    ``LteIndicator``, ``DefaultAPN``, ``StaticIPAPN``) asks for a static IP after activation;
+    ``RevService`` / ``AdditionBulkChangeId`` name the linked customer assignment."""
+
+    TelegenceActivationRequest: dict[str, Any]
+    CarrierDataGroup: str | None = None
+    CarrierRatePool: str | None = None
+    CustomerRatePlan: int | None = None
+    CustomerRatePool: int | None = None
+    AddCustomerRatePlan: bool = False
+    StaticIPProvision: dict[str, Any] | None = None
+    RevService: dict[str, Any] | None = None
+    AdditionBulkChangeId: int | None = None
+    PostUpdateStatusId: int | None = None
+
+
 class RequestParseError(ValueError):
     """A change request that cannot be parsed; the message names the field."""
 
@@ -180,6 +222,8 @@ def parse_change_request(change_type: ChangeType, raw: str | dict | None) -> Bas
 
 REQUEST_MODELS: dict[ChangeType, type[BaseModel]] = {
     ChangeType.STATUS_UPDATE: StatusUpdateRequest,
+    ChangeType.EDIT_USERNAME_COST_CENTER: EditUsernameRequest,
+    ChangeType.ACTIVATE_NEW_SERVICE: ActivateNewServiceRequest,
 }
 
 

@@ -77,6 +77,9 @@ def moto_server(monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     server.endpoint = f"http://127.0.0.1:{port}"
+    import requests
+
+    requests.post(f"{server.endpoint}/moto-api/reset", timeout=10).raise_for_status()  # backends are per process
     server.conn_json = json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
                                    "extra": {"region_name": "us-east-1", "endpoint_url": server.endpoint}})
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", server.conn_json)

@@ -88,3 +88,27 @@ def test_ses_refusal_does_not_raise(sqlite_engine, moto_server, monkeypatch, no_
     bulk_id, _ = _finished(sqlite_engine, n=1, failed=0)
     summary = send_pending_notifications(sqlite_engine, [bulk_id])
     assert summary["sent"] == [] and "MessageRejected" in summary["failed"][0][3]
+
+
+def test_failure_email_through_ses(sqlite_engine, moto_server, monkeypatch):
+    from types import SimpleNamespace
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    from bulkchange_plugins.notifiers import dag_failure_notifier
+
+    monkeypatch.setenv("BULKCHANGE_EMAIL_BACKEND", "ses")
+    monkeypatch.setenv("BULKCHANGE_EMAIL_FROM", "alerts@ops.example.com")
+    monkeypatch.setenv("BULKCHANGE_ALERT_EMAILS", "oncall@example.com")
+    boto_client(moto_server, "ses").verify_email_identity(EmailAddress="alerts@ops.example.com")
+    context = {"dag": SimpleNamespace(dag_id="bulk_change_sqs"), "run_id": "scheduled__x", "reason": "task_failure",
+               "params": {}}
+    dag_failure_notifier().notify(context)
+    sent = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    assert len(sent) == 1 and set(sent[0].destinations) == {"oncall@example.com"}
+    assert "[bulkchange] bulk_change_sqs run failed" in sent[0].raw_data
+    from email import message_from_string, policy
+
+    body = message_from_string(sent[0].raw_data, policy=policy.default).get_body(("html",)).get_content()
+    assert "run failed (task_failure)" in body and "/dags/bulk_change_sqs/runs/scheduled__x" in body

@@ -69,24 +69,13 @@ def add_bulk_change(conn: Connection, *, sp_id: int, tenant_id: int, change_type
     Each request dict carries the identifiers (ICCID, MSISDN, IMEI, EID, DeviceId) and
     ``ChangeRequest`` (a dict, stored as JSON), like the portal writes them.
     """
-    now = utcnow()
-    bulk_id = conn.execute(insert(t.device_bulk_change).values(
-        TenantId=tenant_id, ServiceProviderId=sp_id, ChangeRequestTypeId=CHANGE_TYPE_IDS[change_type],
-        PortalTypeId=portal_type, ProcessChanges=process_changes, Status=status,
-        CreatedBy=created_by, CreatedDate=now, ModifiedDate=now,
-    )).inserted_primary_key[0]
-    table = t.mobility_device_change if portal_type == 2 else t.m2m_device_change
+    from bulkchange.db.repository import insert_bulk_change
+
     rows = []
     for r in requests:
         cr = r.get("ChangeRequest")
-        rows.append({
-            "BulkChangeId": bulk_id, "ICCID": r.get("ICCID"), "MSISDN": r.get("MSISDN"),
-            "IMEI": r.get("IMEI"), "EID": r.get("EID"), "DeviceId": r.get("DeviceId"),
-            "DeviceIdentifier": r.get("DeviceIdentifier") or r.get("ICCID") or r.get("MSISDN"),
-            "ChangeRequest": json.dumps(cr) if isinstance(cr, dict) else cr,
-            "Status": "NEW", "IsProcessed": False, "LastModified": now,
-            "ServiceProviderId": sp_id, "TenantId": tenant_id,
-        })
-    for i in range(0, len(rows), 500):
-        conn.execute(insert(table), rows[i:i + 500])
-    return int(bulk_id)
+        rows.append({**{k: r.get(k) for k in ("ICCID", "MSISDN", "IMEI", "EID", "DeviceId", "DeviceIdentifier")},
+                     "ChangeRequest": json.dumps(cr) if isinstance(cr, dict) else cr})
+    return insert_bulk_change(conn, sp_id=sp_id, tenant_id=tenant_id, change_type=change_type, rows=rows,
+                              portal_type=portal_type, process_changes=process_changes, created_by=created_by,
+                              status=status)

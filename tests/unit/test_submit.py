@@ -189,3 +189,27 @@ def test_dry_run_submission_inserts_nothing_but_its_report(amop_engine):
     with amop_engine.connect() as conn:
         stored = repo.load_dry_run_reports(conn, report_id=report["report_id"])
     assert stored[0]["report"]["carrier_calls"] == {"Jasper": 5} and stored[0]["bulk_change_id"] is None
+
+
+def test_submit_dry_run_and_retry_statements_compile_for_sql_server(sqlite_engine):
+    """The SQL Server check in tests/db sees what ran before it; run this path here and check it too."""
+    from sqlalchemy.dialects import mssql
+
+    from bulkchange import dryrun
+    from tests.conftest import CAPTURED_STATEMENTS
+
+    _provider(sqlite_engine)
+    submit(sqlite_engine, parse_submission(_params()), dry_run=True)
+    bulk_id = submit(sqlite_engine, parse_submission(_params(devices=ICCIDS[:2] + ["1"])), process_now=True).bulk_change_id
+    dryrun.dry_run_bulk_change(sqlite_engine, bulk_id, retry_failed=True)
+    processing.prepare(sqlite_engine, bulk_id)
+    processing.finalize(sqlite_engine, bulk_id)  # nothing was sent: the two open ones are swept to ERROR
+    assert processing.reset_failed(sqlite_engine, bulk_id)
+    with sqlite_engine.connect() as conn:
+        repo.load_dry_run_reports(conn, bulk_change_id=bulk_id)
+        repo.load_progress(conn, bulk_id)
+    mine = [s for k, s in CAPTURED_STATEMENTS.items()
+            if any(n in k for n in ("DeviceBulkChangeDryRun", "TotalCount", "WriteIsEnabled"))]
+    assert len(mine) >= 5
+    for stmt in CAPTURED_STATEMENTS.values():
+        assert str(stmt.compile(dialect=mssql.dialect()))

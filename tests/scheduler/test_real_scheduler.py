@@ -128,6 +128,17 @@ def _report_runs(cluster: AirflowCluster, label: str, devices: int) -> None:
           f"(carrier bound {devices / RATE:.1f}s at {RATE}/s, ratio {took / (devices / RATE):.2f})")
 
 
+def _forget_redis_keys(url: str, name: str) -> None:
+    """Drop what this test left in Redis: the broker's bindings of its queue, its rate-limit bucket."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"*{name}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 def _carrier_calls(jasper) -> list[dict]:
     return [c for c in jasper.control("jasper").calls() if c.get("account") == USER]
 
@@ -179,6 +190,8 @@ def test_celery_two_workers_share_the_account_rate_limit(tmp_path, pg_database, 
         _run_until_final(cluster, amop_url, bulk_ids)
     finally:
         cluster.stop()
+        _forget_redis_keys(broker, queue)
+        _forget_redis_keys(redis_url, f"test-{queue}")
 
     # The account's requests/s held across both workers and both runs: every request the carrier
     # received (refused ones included), in any one-second window

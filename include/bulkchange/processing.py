@@ -275,6 +275,11 @@ def _internal_error(dc: DeviceChange, error: BaseException) -> DeviceResult:
                         details=f"internal error: {type(error).__name__}: {error}")
 
 
+# Why finalize sweeps a device change no batch settled; a retry checks those at the carrier first.
+SWEPT_REASON = ("not processed: the batch task handling this device failed before recording an outcome "
+                "(a carrier call may have been sent); see the task log and retry the failed devices")
+
+
 class RetryRefused(ValueError):
     """A retry asked for a bulk change whose run is not over; the message says why."""
 
@@ -285,15 +290,18 @@ RETRYABLE_BULK_STATUSES = (BulkStatus.PROCESSED_WITH_ERRORS, BulkStatus.ERROR, B
 
 def reset_failed(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY) -> list[int]:
     """Queue the API_FAILED / ERROR device changes of a finished bulk change again (as NEW, so
-    ``prepare`` validates them again); the others and every earlier log row are kept. Returns the
-    ids queued. The bulk change goes back to PROCESSING with ``prepare``."""
+    ``prepare`` validates them again; those swept by ``finalize`` after their batch task died as
+    PROCESSING, so they are checked at the carrier before anything is sent again); the others and
+    every earlier log row are kept. Returns the ids queued. The bulk change goes back to
+    PROCESSING with ``prepare``."""
     with engine.begin() as conn:
         bulk = repo.load_bulk_change(conn, bulk_id)
         if bulk.status not in RETRYABLE_BULK_STATUSES:
             raise RetryRefused(f"bulk change {bulk_id} is {bulk.status.value}: retry its failed devices once "
                                f"its run is over (status one of "
                                f"{', '.join(s.value for s in RETRYABLE_BULK_STATUSES)})")
-        ids = repo.reset_failed_device_changes(conn, bulk, processed_by=processed_by)
+        ids = repo.reset_failed_device_changes(conn, bulk, processed_by=processed_by,
+                                               interrupted_prefix=SWEPT_REASON[:60])
         repo.refresh_progress(conn, bulk)
     log.info("bulk change %s: %d failed device changes queued again", bulk_id, len(ids))
     return ids
@@ -302,9 +310,7 @@ def reset_failed(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PR
 def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY,
              unsettled_reason: str | None = None) -> dict[str, Any]:
     """Settle the bulk change at the end of its run. Never leaves it PROCESSING."""
-    reason = unsettled_reason or ("not processed: the batch task handling this device failed before "
-                                  "recording an outcome (a carrier call may have been sent); "
-                                  "see the task log and retry the failed devices")
+    reason = unsettled_reason or SWEPT_REASON
     with engine.begin() as conn:
         bulk = repo.load_bulk_change(conn, bulk_id)
         swept = repo.fail_unsettled(conn, bulk, reason, processed_by=processed_by)

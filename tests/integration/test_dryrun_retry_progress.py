@@ -166,3 +166,28 @@ def test_dry_run_of_a_retry_counts_the_failed_devices(sqlite_engine, jasper, mak
     assert d["would_retry"] == 1 and d["would_process"] == 1 and d["already_settled"] == 3
     assert d["carrier_calls"] == {"Jasper": 1}
     assert _snapshot(sqlite_engine) == before
+
+
+def test_retry_of_swept_devices_asks_the_carrier_before_sending_again(amop_engine, fleet_factory, make_client,
+                                                                      jasper):
+    """A device swept to ERROR after its batch task died may have reached the carrier: the retry
+    checks it there and sends nothing when the change is already applied."""
+    fleet = fleet_factory(3)
+    bulk_id = fleet.bulk("Suspend")
+    processing.prepare(amop_engine, bulk_id)
+    processing.finalize(amop_engine, bulk_id)  # every batch task died: all three swept
+    with amop_engine.connect() as conn:
+        assert repo.load_bulk_change(conn, bulk_id).status.value == "ERROR"
+    # the dead task had reached the carrier for the first device
+    jasper.seed_devices([{"iccid": fleet.iccids[0], "status": "DEACTIVATED", "ratePlan": "P-1G"}])
+
+    processing.reset_failed(amop_engine, bulk_id)
+    assert {dc.status.value for dc in _changes(amop_engine, bulk_id).values()} == {"PROCESSING"}
+    plan = processing.prepare(amop_engine, bulk_id)
+    for batch in plan.batches:
+        processing.process_batch(amop_engine, bulk_id, batch.device_change_ids, client=make_client())
+    assert processing.finalize(amop_engine, bulk_id)["status"] == "PROCESSED"
+    puts = sorted(c["iccid"] for c in jasper.calls(method="PUT"))
+    assert puts == sorted(fleet.iccids[1:])  # the first was confirmed at the carrier, not sent again
+    assert len(jasper.calls(method="GET", iccid=fleet.iccids[0])) == 1
+    assert "confirmed at the carrier" in _changes(amop_engine, bulk_id)[fleet.iccids[0]].status_details

@@ -329,9 +329,14 @@ def load_dry_run_reports(conn: Connection, *, bulk_change_id: int | None = None,
             for i, b, c, r in conn.execute(q.order_by(d.c.Id.desc()))]
 
 
-def reset_failed_device_changes(conn: Connection, bulk: BulkChange, *, processed_by: str) -> list[int]:
-    """API_FAILED / ERROR device changes back to NEW for another attempt, each with a log row that
-    keeps the earlier outcome (earlier log rows stay). Returns the ids reset."""
+def reset_failed_device_changes(conn: Connection, bulk: BulkChange, *, processed_by: str,
+                                interrupted_prefix: str | None = None) -> list[int]:
+    """API_FAILED / ERROR device changes back for another attempt, each with a log row that keeps
+    the earlier outcome (earlier log rows stay). Returns the ids reset.
+
+    They go back to NEW (validated again by prepare), except those whose reason starts with
+    ``interrupted_prefix`` (swept after their batch task died, so the carrier may have the change
+    already): those go back to PROCESSING, which makes the handler ask the carrier before sending."""
     tbl = change_table(bulk.portal_type)
     failed = [s.value for s in FAILED_DEVICE_STATUSES]
     rows = conn.execute(select(tbl.c.Id, tbl.c.Status, tbl.c.StatusDetails)
@@ -340,19 +345,29 @@ def reset_failed_device_changes(conn: Connection, bulk: BulkChange, *, processed
     if not rows:
         return []
     now = utcnow()
-    ids = [int(r[0]) for r in rows]
-    for chunk in _chunks(ids):
-        conn.execute(update(tbl).where(tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(chunk),
-                                       tbl.c.Status.in_(failed))
-                     .values(Status=DeviceChangeStatus.NEW.value, IsProcessed=False, ProcessedDate=None,
-                             ProcessedBy=processed_by, LastModified=now, CarrierRequestId=None,
-                             CarrierCheckCount=0,
-                             StatusDetails="retry requested: queued for validation again"))
+
+    def interrupted(status: str, details: str | None) -> bool:
+        return bool(interrupted_prefix) and status == DeviceChangeStatus.ERROR.value \
+            and (details or "").startswith(interrupted_prefix)
+
+    for target, details, wanted in (
+            (DeviceChangeStatus.NEW, "retry requested: queued for validation again", False),
+            (DeviceChangeStatus.PROCESSING, "retry requested: an earlier attempt may have reached the carrier; "
+                                            "checked there before sending again", True)):
+        ids = [int(i) for i, status, det in rows if interrupted(status, det) == wanted]
+        for chunk in _chunks(ids):
+            conn.execute(update(tbl).where(tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(chunk),
+                                           tbl.c.Status.in_(failed))
+                         .values(Status=target.value, IsProcessed=False, ProcessedDate=None,
+                                 ProcessedBy=processed_by, LastModified=now, CarrierRequestId=None,
+                                 CarrierCheckCount=0, StatusDetails=details))
     add_log_entries(conn, bulk, [
         LogEntry(int(i), "Retry: failed device change queued again",
-                 response_text=f"previous outcome {status}: {details or ''}", response_status=DeviceChangeStatus.NEW.value)
+                 response_text=f"previous outcome {status}: {details or ''}",
+                 response_status=(DeviceChangeStatus.PROCESSING if interrupted(status, details)
+                                  else DeviceChangeStatus.NEW).value)
         for i, status, details in rows], processed_by=processed_by)
-    return ids
+    return [int(r[0]) for r in rows]
 
 
 # --- writing device outcomes ----------------------------------------------------------------

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum, IntEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class PortalType(IntEnum):
@@ -117,6 +118,7 @@ class DeviceChangeStatus(str, Enum):
     API_FAILED = "API_FAILED"
     ERROR = "ERROR"                  # rejected by validation or a DB/pre-flight failure
     REV_IO_FAILED = "REV_IO_FAILED"  # carrier change applied, the Rev.io service step after it failed
+    SCHEDULED = "SCHEDULED"  # DB change stored for a future effective date; a scheduled run applies it
 
     @property
     def is_settled(self) -> bool:
@@ -220,8 +222,121 @@ def parse_change_request(change_type: ChangeType, raw: str | dict | None) -> Bas
         raise RequestParseError("; ".join(parts)) from exc
 
 
+def _by_field_name(model: type[BaseModel], data: Any, aliases: dict[str, str] | None = None,
+                   nested: tuple[str, ...] = ()) -> Any:
+    """Portal payloads vary in key case (``customerRatePlanId`` / ``CustomerRatePlanId``) and may nest
+    the fields in a block (``CustomerRatePlanUpdate``): map keys case-insensitively onto the model's
+    field names (and ``aliases``), flattening the first ``nested`` block found."""
+    if not isinstance(data, dict):
+        return data
+    for block in nested:
+        inner = next((v for k, v in data.items() if str(k).lower() == block.lower()), None)
+        if isinstance(inner, dict):
+            data = {**{k: v for k, v in data.items() if str(k).lower() != block.lower()}, **inner}
+            break
+    names = {n.lower(): n for n in model.model_fields}
+    names.update({a.lower(): n for a, n in (aliases or {}).items()})
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        name = names.get(str(k).lower(), k)
+        if name in out and out[name] not in (None, ""):
+            continue  # the canonical key wins over an alias given as well
+        out[name] = None if v == "" else v
+    return out
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    """Effective dates are compared in UTC; a date without a zone is taken as UTC."""
+    from datetime import timezone
+
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+class CustomerRatePlanChangeRequest(_Lenient):
+    """CustomerRatePlanChange (legacy ``CustomerRatePlanUpdate``). Fields flat or nested in
+    ``CustomerRatePlanUpdate``, any key case; ``CustomerRatePoolId`` is accepted for the pool."""
+
+    CustomerRatePlanId: int | None = None
+    CustomerPoolId: int | None = None
+    CustomerDataAllocationMB: Decimal | None = Field(default=None, ge=0)
+    EffectiveDate: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        return _by_field_name(cls, data, {"CustomerRatePoolId": "CustomerPoolId"},
+                              nested=("CustomerRatePlanUpdate",))
+
+    @field_validator("EffectiveDate")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return _naive_utc(v)
+
+
+class ArchivalRequest(_Lenient):
+    """Archival: nothing but the device and whether the portal's checks are overridden."""
+
+    OverrideValidation: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        return _by_field_name(cls, data, {"IsOverrideValidation": "OverrideValidation"})
+
+
+class CustomerAssignmentRequest(_Lenient):
+    """CustomerAssignment ("associate customer"). With ``RevCustomerId``: the Rev.io service
+    (``CreateRevService``) and the customer rate plan/pool; without: DB only (``SiteId``, plan/pool).
+    The Rev.io fields (ProviderId, ServiceTypeId, RevProductIdList, RateList, ...) come flat as the
+    portal sends them, or in ``RevService`` / ``RevServiceProductCreateModel`` blocks; flat fields
+    become the ``RevService`` block (read by changes/revio_service.rev_plan)."""
+
+    RevCustomerId: str | None = None
+    CreateRevService: bool = False
+    SiteId: int | None = None
+    CustomerRatePlanId: int | None = None
+    CustomerPoolId: int | None = None
+    CustomerDataAllocationMB: Decimal | None = Field(default=None, ge=0)
+    EffectiveDate: datetime | None = None
+    IntegrationAuthenticationId: int | None = None
+    RevService: dict[str, Any] | None = None
+    RevServiceProductCreateModel: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        data = _by_field_name(cls, data, {"CustomerRatePoolId": "CustomerPoolId",
+                                          "CustomerRatePool": "CustomerPoolId",
+                                          "CustomerRatePlan": "CustomerRatePlanId",
+                                          "AMOPCustomerId": "SiteId"})
+        if isinstance(data, dict):
+            if data.get("RevCustomerId") is not None:
+                data["RevCustomerId"] = str(data["RevCustomerId"]).strip() or None
+            if not data.get("RevService") and not data.get("RevServiceProductCreateModel"):
+                flat = {k: v for k, v in data.items() if k not in ("RevService", "RevServiceProductCreateModel")}
+                data["RevService"] = flat or None
+        return data
+
+    @field_validator("EffectiveDate")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return _naive_utc(v)
+
+
+class CreateRevServiceRequest(CustomerAssignmentRequest):
+    """CreateRevService (legacy ``RevServiceProductCreateModel``): always creates the Rev.io service."""
+
+    CreateRevService: bool = True
+
+
 REQUEST_MODELS: dict[ChangeType, type[BaseModel]] = {
     ChangeType.STATUS_UPDATE: StatusUpdateRequest,
+    ChangeType.CUSTOMER_RATE_PLAN_CHANGE: CustomerRatePlanChangeRequest,
+    ChangeType.ARCHIVAL: ArchivalRequest,
+    ChangeType.CUSTOMER_ASSIGNMENT: CustomerAssignmentRequest,
+    ChangeType.CREATE_REV_SERVICE: CreateRevServiceRequest,
     ChangeType.EDIT_USERNAME_COST_CENTER: EditUsernameRequest,
     ChangeType.ACTIVATE_NEW_SERVICE: ActivateNewServiceRequest,
 }

@@ -196,6 +196,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     handler = handler_cls(bulk, client, context)
     handler.revio_client, handler.revio_problem = revio_client, revio_problem  # for Rev.io-editing handlers
     rev_step = RevioServiceStep(bulk, revio_client, revio_problem)
+    handler.rev_step = rev_step  # change types whose own work is a Rev.io service (customer assignment)
     logs: dict[int, CallLog] = {dc.id: CallLog() for dc in open_changes}
     done = [0]
 

@@ -5,7 +5,10 @@ carrier under ``(ChangeType.X, None)``; such handlers set ``needs_carrier = Fals
 pipeline then neither checks the carrier connection nor builds a carrier client for them."""
 from __future__ import annotations
 
+from bulkchange.changes.archival import Archival
 from bulkchange.changes.base import ChangeHandler
+from bulkchange.changes.customer_assignment import CreateRevService, CustomerAssignment
+from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange
 from bulkchange.changes.status_update import JasperStatusUpdate, ThingSpaceStatusUpdate
 from bulkchange.changes.status_update_pond import PondStatusUpdate
 from bulkchange.changes.status_update_teal import TealStatusUpdate
@@ -18,6 +21,10 @@ HANDLERS: dict[tuple[ChangeType, Integration | None], type[ChangeHandler]] = {
     (ChangeType.STATUS_UPDATE, Integration.POND): PondStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.TELEGENCE): TelegenceStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.TEAL): TealStatusUpdate,
+    (ChangeType.CUSTOMER_RATE_PLAN_CHANGE, None): CustomerRatePlanChange,
+    (ChangeType.ARCHIVAL, None): Archival,
+    (ChangeType.CUSTOMER_ASSIGNMENT, None): CustomerAssignment,
+    (ChangeType.CREATE_REV_SERVICE, None): CreateRevService,
 }
 
 

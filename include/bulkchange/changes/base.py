@@ -25,6 +25,9 @@ class ChangeHandler:
     # False for change types that never call the carrier (DB only, Rev.io only): no carrier
     # connection is checked or built for them and ``client`` is None.
     needs_carrier: ClassVar[bool] = True
+    # The batch's Rev.io step (changes/revio_service.RevioServiceStep), set by process_batch, for
+    # change types whose own work is a Rev.io service (customer assignment, create Rev service).
+    rev_step: Any = None
     # The service provider's Rev.io client (None, with the reason in revio_problem, when it has no
     # Rev.io connection); set by process_batch for handlers that edit Rev.io themselves.
     revio_client: Any = None

@@ -177,12 +177,23 @@ class RevioServiceStep:
             return self._failed(result, f"Rev.io request unusable: {exc}")
         if plan is None:
             return result
+        ok, text = self.ensure(dc, plan, device, msisdn=result.msisdn, device_id=result.device_id, log=log)
+        if not ok:
+            return self._failed(result, text)
+        result.details = f"{result.details}; {text}"
+        return result
+
+    def ensure(self, dc: DeviceChange, plan: RevPlan, device: DeviceRow | None, *, msisdn: str | None = None,
+               device_id: int | None = None, log: CallLog) -> tuple[bool, str]:
+        """Find or create the plan's service and service products for one device change (also used
+        by the change types whose main work is the Rev.io service). (True, what was found/created) or
+        (False, why not); ids of what exists are kept for ``record``."""
         if self.client is None:
-            return self._failed(result, f"Rev.io service not created: {self.problem}")
+            return False, f"Rev.io service not created: {self.problem}"
         iccid = dc.iccid or (device.iccid if device else None)
-        number = plan.number or result.msisdn or dc.msisdn or (device.msisdn if device else None) or iccid
+        number = plan.number or msisdn or dc.msisdn or (device.msisdn if device else None) or iccid
         record = RevServiceRecord(device_change_id=dc.id, service_id=0, customer_id=str(plan.customer_id),
-                                  device_id=result.device_id or (device.id if device else None), number=number,
+                                  device_id=device_id or (device.id if device else None), number=number,
                                   number2=iccid, service_type_id=plan.service_type_id, provider_id=plan.provider_id,
                                   usage_plan_group_id=plan.usage_plan_group_id, package_id=plan.package_id,
                                   integration_authentication_id=plan.integration_authentication_id)
@@ -197,12 +208,10 @@ class RevioServiceStep:
                     record.products.append(self._ensure_product(plan, record.service_id, product_id, rate, log))
         except CarrierError as exc:
             attempts = getattr(exc, "attempts", 1)
-            return self._failed(result, f"{step} failed{f' after {attempts} attempt(s)' if attempts > 1 else ''}: "
-                                        f"{exc}")
+            return False, f"{step} failed{f' after {attempts} attempt(s)' if attempts > 1 else ''}: {exc}"
         products = f" and {len(record.products)} service product(s)" if record.products else ""
         how = "found" if found else "created"
-        result.details = f"{result.details}; Rev.io service {record.service_id} {how}{products}"
-        return result
+        return True, f"Rev.io service {record.service_id} {how}{products}"
 
     def _failed(self, result: DeviceResult, reason: str) -> DeviceResult:
         return result.model_copy(update={

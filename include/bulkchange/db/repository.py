@@ -615,8 +615,13 @@ def decide_bulk_status(counts: dict[str, int]) -> tuple[BulkStatus, str | None]:
     if total == 0:
         return BulkStatus.ERROR, "bulk change has no device changes"
     waiting = sum(n for s, n in counts.items() if DeviceChangeStatus(s) in WAITING_DEVICE_STATUSES)
+    # future-dated DB changes wait for their effective date like asynchronous carrier work
+    scheduled = counts.get(DeviceChangeStatus.SCHEDULED.value, 0)
+    waiting += scheduled
     if open_ > waiting:
         return BulkStatus.PROCESSING, None
+    if scheduled and waiting == scheduled:
+        return BulkStatus.WAITING_FOR_CARRIER, f"{waiting} of {total} device changes wait for their effective date"
     if waiting:
         return BulkStatus.WAITING_FOR_CARRIER, f"{waiting} of {total} device changes wait for the carrier"
     failed = sum(n for s, n in counts.items() if DeviceChangeStatus(s) in FAILED_DEVICE_STATUSES)

@@ -154,6 +154,10 @@ device = Table(
     Column("CostCenter3", String(128)),
     Column("IPAddress", String(64)),
     Column("DataUsageMB", Numeric(18, 4)),
+    Column("CustomerDataAllocationMB", Numeric(18, 4)),  # legacy: set by customer rate plan changes
+    Column("SiteId", Integer),  # legacy: the AMOP customer (site) the device is assigned to
+    Column("RevCustomerId", String(64)),  # added: the Rev.io customer of a customer assignment
+    Column("LastUsageDate", DateTime),  # added: last day with usage (archival refuses recent usage)
     Column("LastStatusChange", DateTime),
     Column("IsActive", Boolean, nullable=False, default=True),
     Column("IsDeleted", Boolean, nullable=False, default=False),
@@ -287,6 +291,31 @@ rev_service_product = Table(
     Column("DeviceChangeId", BigInteger),  # added
     Column("CreatedDate", DateTime, nullable=False),
     Index("IX_Rev_ServiceProduct_Service", "ServiceId"),
+)
+
+
+# Future-dated customer rate plan / pool changes (legacy Device_CustomerRatePlanOrRatePool_Queue:
+# DeviceId, CustomerRatePlanId, CustomerRatePoolId, CustomerDataAllocationMB, EffectiveDate,
+# PortalType, TenantId, CreatedBy, CreatedDate, IsActive). A scheduled run applies every active row
+# whose EffectiveDate has come, marks its device change PROCESSED and clears IsActive.
+device_customer_rate_plan_queue = Table(
+    "Device_CustomerRatePlanOrRatePool_Queue", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("DeviceId", BigInteger, nullable=False),
+    Column("CustomerRatePlanId", Integer),
+    Column("CustomerRatePoolId", Integer),
+    Column("CustomerDataAllocationMB", Numeric(18, 4)),
+    Column("EffectiveDate", DateTime, nullable=False),
+    Column("PortalType", Integer, nullable=False, default=0),
+    Column("TenantId", Integer, nullable=False),
+    Column("CreatedBy", String(128)),
+    Column("CreatedDate", DateTime, nullable=False),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Column("ServiceProviderId", Integer),  # added
+    Column("BulkChangeId", BigInteger),  # added: the bulk change that queued it
+    Column("DeviceChangeId", BigInteger),  # added: the device change it settles
+    Column("AppliedDate", DateTime),  # added: when the scheduled run applied it
+    Index("IX_Device_CustomerRatePlanOrRatePool_Queue_Due", "IsActive", "EffectiveDate"),
 )
 
 

@@ -28,6 +28,7 @@ from bulkchange.changes.revio_service import RevioServiceStep
 from bulkchange.db import repository as repo
 from bulkchange.engine import run_batch
 from bulkchange.models import (
+    ChangeType,
     DeviceChange,
     DeviceChangeStatus,
     DeviceResult,
@@ -149,6 +150,7 @@ WAITING_CHECKERS: dict[Any, str] = {
     Integration.THINGSPACE: "bulkchange.reconcile:check_thingspace",
     Integration.TELEGENCE: "bulkchange.changes.status_update_telegence:check_waiting",
     Integration.TEAL: "bulkchange.changes.status_update_teal:check_waiting",
+    (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): "bulkchange.changes.edit_username:check_waiting",
 }
 
 

@@ -75,6 +75,7 @@ ACTION_RULES: dict[str, tuple[frozenset[str], str]] = {
     "deactivate": (frozenset({"active", "suspend"}), "deactive"),
 }
 MAX_DEVICES_PER_ACTION = 10_000
+CUSTOM_FIELD_KEYS = tuple(f"CustomField{i}" for i in range(1, 6))
 MAX_LIST_PAGE = 100
 NS = "UnifiedWebService"
 
@@ -268,6 +269,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
 
         for action in ACTIONS:
             self._add_action_route(action)
+        self._add_field_routes()  # cost center and custom fields (EditUsernameCostCenter)
 
         @self.route("POST", "/m2m/v1/devices/actions/list")
         def list_devices(call: Call):
@@ -512,6 +514,85 @@ class ThingSpaceSimulator(SimulatedCarrier):
                 break
             page.append(self._view(dev))
         return {"hasMoreData": more, "devices": page}
+
+    # ---------------------------------------------------------------- cost center and custom fields
+    # ``PUT /m2m/v1/devices/costCenter`` ``{accountName, devices, costCenterCode | clearCostCenter}`` and
+    # ``PUT /m2m/v1/devices/actions/customFields`` ``{accountName, devices, customFieldsToUpdate: [{key,
+    # value}]}`` (keys ``CustomField1..5``), both answered ``{requestId}`` and applied ``action_delay_s``
+    # later like the actions. **Assumed**: the device record keeps ``costCenterCode`` (shown by the
+    # control API, not by the device list), a device of another account or unknown is
+    # ``DeviceNotFound``, and these edits need no particular state.
+    def _add_field_routes(self) -> None:
+        @self.route("PUT", "/m2m/v1/devices/costCenter", name="thingspace:costCenter")
+        def cost_center(call: Call):
+            return self._field_edit(call, "costCenter")
+
+        @self.route("PUT", "/m2m/v1/devices/actions/customFields", name="thingspace:customFields")
+        def custom_fields(call: Call):
+            return self._field_edit(call, "customFields")
+
+    def _field_edit(self, call: Call, kind: str):
+        body = call.body if isinstance(call.body, dict) else None
+        if body is None:
+            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        aname = self._account(body.get("accountName"))
+        devices = body.get("devices")
+        if not isinstance(devices, list) or not devices:
+            raise self.error(400, "devices is required", code("INPUT_INVALID.Devices.Required"))
+        if kind == "costCenter":
+            value = body.get("costCenterCode")
+            if not body.get("clearCostCenter") and not isinstance(value, str):
+                raise self.error(400, "costCenterCode or clearCostCenter is required",
+                                 code("INPUT_INVALID.CostCenterCode.Required"))
+            change: Any = None if body.get("clearCostCenter") else value
+        else:
+            change = body.get("customFieldsToUpdate")
+            if not isinstance(change, list) or not change or not all(
+                    isinstance(f, dict) and f.get("key") in CUSTOM_FIELD_KEYS for f in change):
+                raise self.error(400, f"customFieldsToUpdate must list {{key, value}} with keys "
+                                      f"{', '.join(CUSTOM_FIELD_KEYS)}", code("INPUT_INVALID.CustomFields.Invalid"))
+        targets = []
+        for entry in devices:
+            ids = entry.get("deviceIds") if isinstance(entry, dict) else None
+            if not isinstance(ids, list) or not ids:
+                raise self.error(400, "Every device needs deviceIds", code("INPUT_INVALID.Device.Identifier.Invalid"))
+            found = None
+            for ident in ids:
+                found = found or self._find(ident)
+            targets.append(({"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()}, found))
+        call.iccids = [found or ident["id"] for ident, found in targets]
+        request_id = str(uuid.uuid4())
+        record = {"requestId": request_id, "accountName": aname, "action": kind, "status": "Pending",
+                  "requestedAt": ts_time(), "user": call.account,
+                  "devices": [{"deviceIds": [ident], "status": "Pending"} for ident, _ in targets]}
+        self.requests[request_id] = record
+        generation = self._generation
+
+        def complete() -> None:
+            if generation != self._generation:
+                return
+            failures = 0
+            for entry, (ident, iccid) in zip(record["devices"], targets):
+                dev = self.devices.get(iccid) if iccid else None
+                if dev is None or dev["accountName"] != aname:
+                    failures += 1
+                    entry.update(status="Failed", faultResponse={
+                        "faultcode": code("REQUEST_FAILED.DeviceNotFound"),
+                        "faultstring": f"Device {ident['id']} not found in the account"})
+                    continue
+                if kind == "costCenter":
+                    dev["costCenterCode"] = change
+                else:
+                    fields = {f["key"]: f for f in dev.get("customFields") or []}
+                    for f in change:
+                        fields[f["key"]] = {"key": f["key"], "value": f.get("value")}
+                    dev["customFields"] = [fields[k] for k in sorted(fields)]
+                entry["status"] = "Success"
+            record["status"] = "Failure" if failures == len(targets) else "Success"
+            record["completedAt"] = ts_time()
+
+        self.schedule(self.knobs.action_delay_s, complete)
+        return {"requestId": request_id}
 
     # ---------------------------------------------------------------- callbacks
     def _register_callback(self, call: Call):

@@ -56,6 +56,21 @@ class JasperClient(HttpCarrierClient):
         return body.get("deviceAuditTrails") or body.get("auditTrails") or []
 
 
+    # -- username (EditUsernameCostCenter) ---------------------------------------------------------
+    # Paths as the legacy settings JASPER_DEVICE_USERNAME_UPDATE_PATH / JASPER_DEVICE_AUDIT_TRAIL_PATH
+    # name them (``{iccid}`` is filled in); the username is one Edit Device Details field (assumed
+    # ``accountCustom1``; env JASPER_DEVICE_USERNAME_FIELD), confirmed through the audit trail.
+    def edit_username(self, iccid: str, username: str, *, field: str, path: str,
+                      log: CallLog | None = None) -> dict:
+        return self._call("PUT", path.format(iccid=iccid), json_body={field: username}, log=log,
+                          description="Update Jasper Username: Jasper API", parse=_json_naming_iccid(iccid))
+
+    def audit_records(self, iccid: str, *, path: str, days: int = 1, log: CallLog | None = None) -> list[dict]:
+        """The device's audit records of the last ``days`` days, newest first (first page, 50 records)."""
+        body = self._call("GET", path.format(iccid=iccid), params={"daysOfHistory": days, "pageSize": 50},
+                          description="Get Device Audit Trail: Jasper API", log=log) or {}
+        return body.get("deviceAuditTrails") or body.get("auditTrails") or []
+
     def iter_devices(self, modified_since: str = "2000-01-01T00:00:00Z", page_size: int = 50):
         """Every device of the account (Search Devices, 50 per page, oldest change first)."""
         page = 1

@@ -9,6 +9,7 @@ from bulkchange.changes.archival import Archival
 from bulkchange.changes.base import ChangeHandler
 from bulkchange.changes.customer_assignment import CreateRevService, CustomerAssignment
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange
+from bulkchange.changes.edit_username import JasperEditUsername, TelegenceEditUsername, ThingSpaceEditUsername
 from bulkchange.changes.status_update import JasperStatusUpdate, ThingSpaceStatusUpdate
 from bulkchange.changes.status_update_pond import PondStatusUpdate
 from bulkchange.changes.status_update_teal import TealStatusUpdate
@@ -21,6 +22,9 @@ HANDLERS: dict[tuple[ChangeType, Integration | None], type[ChangeHandler]] = {
     (ChangeType.STATUS_UPDATE, Integration.POND): PondStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.TELEGENCE): TelegenceStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.TEAL): TealStatusUpdate,
+    (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.JASPER): JasperEditUsername,
+    (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.TELEGENCE): TelegenceEditUsername,
+    (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): ThingSpaceEditUsername,
     (ChangeType.CUSTOMER_RATE_PLAN_CHANGE, None): CustomerRatePlanChange,
     (ChangeType.ARCHIVAL, None): Archival,
     (ChangeType.CUSTOMER_ASSIGNMENT, None): CustomerAssignment,

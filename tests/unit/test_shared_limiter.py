@@ -72,7 +72,9 @@ def test_two_limiters_on_one_key_share_the_rate(redis_url, key):
     assert n == 4 * per_thread
     # 40 acquisitions at 20/s: the first is free, the other 39 are 1/20 s apart
     assert time.monotonic() - started >= (n - 1) / rate * 0.95
-    assert max_per_second(stamps) <= rate + 1
+    # slots are exactly 1/rate apart; a thread the OS wakes late can shift into the next second, so
+    # allow a margin, far below the 2x that two unshared limiters would send
+    assert max_per_second(stamps) <= rate * 1.25 + 1
 
 
 def _child(url, key, rate, n, out_path):
@@ -102,7 +104,7 @@ def test_several_processes_share_one_limit(redis_url, key, tmp_path):
     stamps = [s for o in outs for s in json.loads(o.read_text())]
     assert len(stamps) == procs * per_process
     assert max(stamps) - min(stamps) >= (len(stamps) - 1) / rate * 0.9
-    assert max_per_second(stamps) <= rate * 1.1 + 1
+    assert max_per_second(stamps) <= rate * 1.25 + 1  # unshared: 3x the rate
 
 
 def test_penalty_from_one_holder_holds_back_the_other(redis_url, key):

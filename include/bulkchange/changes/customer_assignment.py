@@ -49,8 +49,7 @@ class CustomerAssignment(CustomerRatePlanChange):
     needs_carrier: ClassVar[bool] = False
 
     def creates_service(self, request: CustomerAssignmentRequest) -> bool:
-        return self.bulk.change_type == ChangeType.CREATE_REV_SERVICE or bool(
-            request.RevCustomerId and request.CreateRevService)
+        return self.bulk.change_type == ChangeType.CREATE_REV_SERVICE or request.CreateRevService
 
     def validate(self, dc: DeviceChange, request: CustomerAssignmentRequest, device: DeviceRow | None) -> None:
         if device is None:

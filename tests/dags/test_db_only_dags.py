@@ -1,0 +1,119 @@
+"""DB-only change types through bulk_change_process under dag.test(), with no carrier connection at
+all: CustomerRatePlanChange (a future-dated half applied by customer_rate_plan_scheduler), Archival,
+and CustomerAssignment with its Rev.io service through the revio_sp_<N> connection."""
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import insert, select, update
+
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.models import ChangeType, Integration, utcnow
+from tests.dags.conftest import amop_conn_json
+from tests.integration.test_revio_after_status import REV_CLIENT, REV_KEY, REV_PASSWORD, REV_USER, revio  # noqa: F401
+
+pytestmark = pytest.mark.airflow
+SP = 12
+
+
+def _fleet(engine, n, integration, start):
+    iccids = [seed.make_iccid(start + i) for i in range(n)]
+    with engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=SP, name="dbonly", integration=integration, tenant_id=5)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVE", "DataUsageMB": 0} for i in iccids], sp_id=SP,
+                         tenant_id=5)
+    return iccids
+
+
+def _bulk(engine, change_type, requests):
+    with engine.begin() as conn:
+        return seed.add_bulk_change(conn, sp_id=SP, tenant_id=5, change_type=change_type, requests=requests)
+
+
+def _state(engine, bulk_id):
+    with engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        devices = {r.ICCID: r for r in conn.execute(select(t.device))}
+        logs = conn.execute(select(t.device_bulk_change_log).where(
+            t.device_bulk_change_log.c.BulkChangeId == bulk_id)).mappings().all()
+        return bulk.status.value, repo.status_counts(conn, bulk), devices, logs
+
+
+def test_customer_rate_plan_change_and_its_scheduler(dagbag, amop_engine, monkeypatch):
+    from airflow.sdk import DagRunState
+
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(amop_engine))
+    monkeypatch.delenv(f"AIRFLOW_CONN_CARRIER_SP_{SP}", raising=False)  # not needed: no carrier call
+    iccids = _fleet(amop_engine, 30, Integration.TELEGENCE, 97_000)
+    soon = utcnow() + timedelta(hours=1)
+    requests = ([{"ICCID": i, "ChangeRequest": {"CustomerRatePlanId": 21, "CustomerPoolId": 22}} for i in iccids[:15]]
+                + [{"ICCID": i, "ChangeRequest": {"CustomerRatePlanId": 31, "EffectiveDate": soon.isoformat() + "Z"}}
+                   for i in iccids[15:]])
+    bulk_id = _bulk(amop_engine, ChangeType.CUSTOMER_RATE_PLAN_CHANGE, requests)
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 10})
+    assert run.state == DagRunState.SUCCESS
+    status, counts, devices, logs = _state(amop_engine, bulk_id)
+    assert (status, counts) == ("WAITING_FOR_CARRIER", {"PROCESSED": 15, "SCHEDULED": 15})
+    assert {devices[i].CustomerRatePlanId for i in iccids[:15]} == {21}
+    assert {devices[i].CustomerRatePlanId for i in iccids[15:]} == {None}
+    assert len(logs) == 30
+
+    # nothing is due yet: the scheduler leaves everything as it is
+    assert dagbag.dags["customer_rate_plan_scheduler"].test().state == DagRunState.SUCCESS
+    assert _state(amop_engine, bulk_id)[:2] == ("WAITING_FOR_CARRIER", {"PROCESSED": 15, "SCHEDULED": 15})
+    # the hour passes: move the stored dates into the past
+    q = t.device_customer_rate_plan_queue
+    with amop_engine.begin() as conn:
+        conn.execute(update(q).where(q.c.BulkChangeId == bulk_id).values(EffectiveDate=utcnow() - timedelta(seconds=1)))
+    sched = dagbag.dags["customer_rate_plan_scheduler"].test()
+    assert sched.state == DagRunState.SUCCESS
+    status, counts, devices, logs = _state(amop_engine, bulk_id)
+    assert (status, counts) == ("PROCESSED", {"PROCESSED": 30})
+    assert {devices[i].CustomerRatePlanId for i in iccids[15:]} == {31}
+    assert len(logs) == 45
+
+
+def test_archival_without_carrier_connection(dagbag, sqlite_engine, monkeypatch):
+    from airflow.sdk import DagRunState
+
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
+    monkeypatch.delenv(f"AIRFLOW_CONN_CARRIER_SP_{SP}", raising=False)
+    iccids = _fleet(sqlite_engine, 20, Integration.JASPER, 97_500)
+    with sqlite_engine.begin() as conn:
+        dev_id = conn.execute(select(t.device.c.Id).where(t.device.c.ICCID == iccids[0])).scalar_one()
+        conn.execute(insert(t.rev_service).values(ServiceId=1, CustomerId="C", DeviceId=dev_id, IsActive=True,
+                                                  CreatedDate=utcnow()))
+    bulk_id = _bulk(sqlite_engine, ChangeType.ARCHIVAL, [{"ICCID": i, "ChangeRequest": {}} for i in iccids])
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id})
+    assert run.state == DagRunState.SUCCESS
+    status, counts, devices, logs = _state(sqlite_engine, bulk_id)
+    assert (status, counts) == ("PROCESSED_WITH_ERRORS", {"PROCESSED": 19, "ERROR": 1})
+    assert sum(1 for d in devices.values() if d.IsDeleted and not d.IsActive) == 19
+    assert not devices[iccids[0]].IsDeleted
+    assert len(logs) == 20
+
+
+def test_customer_assignment_with_rev_io(dagbag, sqlite_engine, simulator, revio, monkeypatch):
+    from airflow.sdk import DagRunState
+
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
+    monkeypatch.delenv(f"AIRFLOW_CONN_CARRIER_SP_{SP}", raising=False)
+    monkeypatch.setenv(f"AIRFLOW_CONN_REVIO_SP_{SP}", json.dumps({
+        "conn_type": "http", "host": simulator.url_for("revio"), "login": f"{REV_USER}@{REV_CLIENT}",
+        "password": REV_PASSWORD, "extra": {"subscription_key": REV_KEY, "rate_limit_per_s": 50}}))
+    iccids = _fleet(sqlite_engine, 20, Integration.TEAL, 98_000)
+    request = {"RevCustomerId": 900, "CreateRevService": True, "ProviderId": 4, "RevProductId": 61, "Rate": "2.5",
+               "CustomerRatePlanId": 8}
+    bulk_id = _bulk(sqlite_engine, ChangeType.CUSTOMER_ASSIGNMENT, [{"ICCID": i, "ChangeRequest": request}
+                                                                    for i in iccids])
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 10})
+    assert run.state == DagRunState.SUCCESS
+    status, counts, devices, logs = _state(sqlite_engine, bulk_id)
+    assert (status, counts) == ("PROCESSED", {"PROCESSED": 20})
+    assert {(devices[i].RevCustomerId, devices[i].CustomerRatePlanId) for i in iccids} == {("900", 8)}
+    assert sorted(s["number2"] for s in revio.request("GET", "/services")) == sorted(iccids)
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(t.rev_service.c.DeviceId)).scalars().all().__len__() == 20
+    assert not [r for r in logs if REV_PASSWORD in (r["RequestText"] or "") + (r["ResponseText"] or "")]

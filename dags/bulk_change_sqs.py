@@ -62,8 +62,7 @@ def bulk_change_sqs():
         client = SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
         report = handle(AmopHook().get_engine(), client, queue_url(), dead_letter_url() or None, messages)
         ti.xcom_push(key="report", value=report)
-        return [{"conf": {"bulk_change_id": e["bulk_change_id"]}, "trigger_run_id": f"bulk_change_{e['bulk_change_id']}"}
-                for e in report["launched"]]
+        return [{"conf": {"bulk_change_id": i}, "trigger_run_id": f"bulk_change_{i}"} for i in report["launch"]]
 
     launches = handle_messages()
     read_queue >> launches

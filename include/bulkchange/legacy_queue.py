@@ -123,6 +123,9 @@ class Decision:
     action: str  # launch | ack | dead_letter
     reason: str
     bulk_change_id: int | None = None
+    # an acknowledged message of a claim still PENDING: launching again is harmless (the run id
+    # bulk_change_<id> exists at most once) and recovers a launch that was lost after the claim
+    relaunch: bool = False
 
 
 def decide(conn: Connection, msg: LegacyMessage) -> Decision:
@@ -137,6 +140,10 @@ def decide(conn: Connection, msg: LegacyMessage) -> Decision:
     if msg.is_retry_new_activate_thingspace_device or status == BulkStatus.WAITING_FOR_CARRIER.value:
         return Decision(ACK, f"bulk change {bulk_id} is {status}: follow-ups are done by "
                              f"device_status_reconcile", bulk_id)
+    if status == BulkStatus.PENDING.value:
+        return Decision(ACK, f"bulk change {bulk_id} is already PENDING: claimed earlier (duplicate message or "
+                             f"the sensor); its run bulk_change_{bulk_id} is started if it does not exist yet",
+                        bulk_id, relaunch=True)
     return Decision(ACK, f"bulk change {bulk_id} is already {status}: claimed earlier (duplicate message "
                          f"or the sensor), not launched again", bulk_id)
 

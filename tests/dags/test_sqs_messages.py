@@ -52,7 +52,7 @@ def test_decide_claims_once(amop_engine):
         assert lq.decide(conn, lq.LegacyMessage(bulk_id)).action == lq.LAUNCH
     with amop_engine.begin() as conn:
         again = lq.decide(conn, lq.LegacyMessage(bulk_id))
-    assert again.action == lq.ACK and "already PENDING" in again.reason
+    assert again.action == lq.ACK and "already PENDING" in again.reason and again.relaunch
     with amop_engine.begin() as conn:
         missing = lq.decide(conn, lq.LegacyMessage(bulk_id + 100))
     assert missing.action == lq.DEAD_LETTER and "does not exist" in missing.reason
@@ -61,7 +61,7 @@ def test_decide_claims_once(amop_engine):
     with amop_engine.begin() as conn:
         follow_up = lq.decide(conn, lq.LegacyMessage(bulk_id, retry_number=1,
                                                      is_retry_new_activate_thingspace_device=True))
-    assert follow_up.action == lq.ACK and "device_status_reconcile" in follow_up.reason
+    assert follow_up.action == lq.ACK and "device_status_reconcile" in follow_up.reason and not follow_up.relaunch
 
 
 def test_dead_letter_body_keeps_the_original():

@@ -10,6 +10,9 @@ R3  cost per device CPU time of this process per device at zero latency and no r
                     and PostgreSQL (client + validation + DB writes; the simulator's CPU is not counted)
 R4  Airflow         the R1 workload through bulk_change_process under dag.test() / the core alone;
                     and batch size 1 vs 100 vs 500 on 1,000 devices under dag.test()
+R4S real scheduler  the R1 workload through bulk_change_process under a real scheduler (api-server,
+                    scheduler, dag-processor as processes; LocalExecutor; PostgreSQL metadata and AMOP
+                    DBs; two batch tasks at once, each with half the account's rate) / the core alone
 MEM                 peak RSS of one process running process_batch over 500 devices
 
 ``--scale`` multiplies every device count (the smoke test uses a tiny one). Prints a table and
@@ -169,6 +172,57 @@ def r4(scale, workdir, api_root, control, r1_result):
     return out
 
 
+def r4s(scale, workdir, api_root, control, r1_result):
+    """The R1 workload under a real scheduler: the processing run's duration in Airflow's metadata."""
+    if not harness.pg_reachable():
+        return {"skipped": "PostgreSQL not reachable"}
+    from bulkchange.db import repository as repo
+    from bulkchange_demo.demo import wait_for
+    from tests.scheduler.harness import AirflowCluster
+
+    n = r1_result["devices"]
+    bound = n / RATE
+    with harness.pg_database("meta") as meta_url, harness.amop_database("postgres", workdir) as engine:
+        bulk_id = harness.seed_fleet(engine, control, n)
+        control.configure(latency_ms=LATENCY_MS, rate_limit=RATE)
+        url = engine.url
+        cluster = AirflowCluster(workdir / "airflow-r4s", meta_url, extra_env={
+            "AIRFLOW_CONN_AMOP_DB": json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port,
+                                               "login": url.username, "schema": url.database}),
+            "AIRFLOW_CONN_CARRIER_SP_1": harness.carrier_conn_json(api_root, RATE),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+        try:
+            cluster.airflow("db", "migrate")
+            cluster.start_core()
+            cluster.wait_for_dags(["bulk_change_process"])
+            cluster.airflow("dags", "unpause", "bulk_change_process")
+            t0 = time.perf_counter()
+            cluster.airflow("dags", "trigger", "bulk_change_process", "-c", json.dumps({"bulk_change_id": bulk_id}))
+
+            def final():
+                cluster.check_alive()
+                with engine.connect() as conn:
+                    return repo.load_bulk_change(conn, bulk_id).status.is_final
+
+            wait_for(final, 3 * bound + 300, 1, f"bulk change {bulk_id} to finish under the scheduler")
+            wall = time.perf_counter() - t0
+            wait_for(lambda: cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = 'bulk_change_process' "
+                                           "AND end_date IS NOT NULL")[0][0] == 1, 120, 1, "the run to end")
+        finally:
+            cluster.stop()
+        with engine.connect() as conn:
+            status = repo.load_bulk_change(conn, bulk_id).status.value
+        (start, end), = cluster.query("SELECT start_date, end_date FROM dag_run WHERE dag_id = 'bulk_change_process'")
+        tasks = cluster.query("SELECT count(*) FROM task_instance WHERE dag_id = 'bulk_change_process' "
+                              "AND task_id = 'process_batch'")[0][0]
+    assert status == "PROCESSED", status
+    run_s = (end - start).total_seconds()
+    return {"devices": n, "batch_tasks": tasks, "run_s": round(run_s, 2), "trigger_to_final_s": round(wall, 2),
+            "core_wall_s": r1_result["wall_s"], "bound_s": round(bound, 2),
+            "ratio_to_core": round(run_s / r1_result["wall_s"], 3),
+            "overhead_pct_of_bound": round((run_s - r1_result["wall_s"]) / bound * 100, 1)}
+
+
 MEM_CHILD = """
 import resource, sys
 from bulkchange import processing
@@ -205,7 +259,7 @@ def mem(scale, workdir, api_root, control):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--only", default="R1,R2,R3,R4,MEM")
+    parser.add_argument("--only", default="R1,R2,R3,R4,R4S,MEM")
     parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     only = {x.strip().upper() for x in args.only.split(",")}
@@ -214,7 +268,7 @@ def main(argv=None) -> int:
                                  "when": time.strftime("%Y-%m-%d %H:%M:%S")}}
     with tempfile.TemporaryDirectory(prefix="bulkchange-bench-") as tmp, harness.simulator_process() as (api, control):
         workdir = Path(tmp)
-        if "R1" in only or "R4" in only:
+        if "R1" in only or "R4" in only or "R4S" in only:
             results["R1"] = r1(args.scale, workdir, api, control)
             print("R1", results["R1"], flush=True)
         if "R2" in only:
@@ -229,6 +283,9 @@ def main(argv=None) -> int:
         if "R4" in only:
             results["R4"] = r4(args.scale, workdir, api, control, results["R1"])
             print("R4", results["R4"], flush=True)
+        if "R4S" in only:
+            results["R4S"] = r4s(args.scale, workdir, api, control, results["R1"])
+            print("R4S", results["R4S"], flush=True)
     print_table(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
@@ -257,6 +314,14 @@ def print_table(res: dict) -> None:
                      f"overhead {r['overhead_pct_of_bound']} % of bound"))
         rows.append(("R4 batch size 1/100/500", f"{r['batch1_wall_s']} / {r['batch100_wall_s']} / {r['batch500_wall_s']} s",
                      "", f"{r['batch1_devices']} devices, bound {r['batch_bound_s']} s"))
+    if "R4S" in res:
+        r = res["R4S"]
+        if "skipped" in r:
+            rows.append(("R4 real scheduler / core", "skipped", "", r["skipped"]))
+        else:
+            rows.append(("R4 real scheduler / core", f"{r['ratio_to_core']:.3f}", "overhead <= 15 % of bound",
+                         f"overhead {r['overhead_pct_of_bound']} % of bound; run {r['run_s']} s, "
+                         f"{r['batch_tasks']} batch tasks, trigger to final {r['trigger_to_final_s']} s"))
     if "MEM" in res:
         r = res["MEM"]
         rows.append(("MEM peak RSS, 500-device batch", f"{r['peak_rss_mb']} MB", "",

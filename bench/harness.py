@@ -93,6 +93,21 @@ def amop_database(kind: str, workdir: Path):
         admin.dispose()
 
 
+@contextmanager
+def pg_database(label: str):
+    """A throwaway empty PostgreSQL database; yields its URL, dropped afterwards."""
+    name = f"bulkchange_bench_{label}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def pg_reachable() -> bool:
     try:
         eng = sa.create_engine(PG_ADMIN_URL)

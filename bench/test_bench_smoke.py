@@ -16,7 +16,8 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert {"R1", "R2", "R3", "R4", "MEM", "machine"} <= set(data)
+    assert {"R1", "R2", "R3", "R4", "R4S", "MEM", "machine"} <= set(data)
+    assert data["R4S"].get("run_s", 0) > 0 or "skipped" in data["R4S"]
     assert data["R1"]["ratio"] > 0 and data["R2"]["speedup_p20"] > 0
     assert data["R3"]["sqlite_cpu_ms_per_device"] > 0 and data["MEM"]["peak_rss_mb"] > 0
     assert "R1 bound ratio" in res.stdout and "written to" in res.stdout

@@ -4,9 +4,10 @@ bulk_change_process for it (run id ``bulk_change_<id>``, as bulk_change_sensor d
 
 A message naming a bulk change that is already claimed (a duplicate, or one the sensor took first)
 is acknowledged without a second claim; while that claim is still PENDING its run is launched again
-under the same run id, which Airflow skips when the run exists. A malformed message (no or bad BulkChangeId, bad flags,
-unknown bulk change) is moved to the dead-letter queue BULKCHANGE_SQS_DLQ_URL with the reason. The
-report of each run is in the log and in the ``handle_messages`` XCom ``report``.
+under the same run id, which Airflow skips when the run exists. A malformed message (no or bad
+BulkChangeId, bad flags, unknown bulk change) is moved to the dead-letter queue
+BULKCHANGE_SQS_DLQ_URL with the reason. The report of each run is in the log and in the
+``handle_messages`` XCom ``report``.
 """
 from __future__ import annotations
 

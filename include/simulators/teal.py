@@ -56,6 +56,7 @@ class TealKnobs(Knobs):
     processing_status: int = Field(102, description="HTTP status of /operation-result while processing: 102 or 202")
     max_entries: int = Field(100, ge=1, description="EIDs per enable/disable call")
     reject_eids: list[str] = Field(default_factory=list, description="operations on these EIDs fail their entry")
+    known_plans: list[str] = Field(default_factory=list, description="plan uuids assign-plan accepts; empty = any")
 
     @field_validator("processing_status")
     @classmethod
@@ -133,6 +134,10 @@ class TealSimulator(SimulatedCarrier):
         def disable(call: Call):
             return self._operation(call, "DISABLE")
 
+        @self.route("POST", "/esims/assign-plan")
+        def assign_plan(call: Call):
+            return self._assign_plan(call)
+
         @self.route("GET", "/operation-result")
         def operation_result(call: Call):
             return self._result(call)
@@ -200,6 +205,57 @@ class TealSimulator(SimulatedCarrier):
                     enabled = kind == "ENABLE"
                     dev.update(deviceStatus="ONLINE" if enabled else "STOPPED", suspended=not enabled,
                                active=enabled)
+                    results.append({"eid": eid, "iccid": iccid, "success": True, "errorMessage": None})
+            op["results"], op["done"] = results, True
+
+        self.schedule(self.knobs.operation_delay_s, finish)
+        return {"success": True, "requestId": request_id}
+
+    # ---------------------------------------------------------------- plan assignment
+    # ``POST /esims/assign-plan?requestId=`` ``{"entries": [{"eid", "planUuid"}]}``: asynchronous like
+    # enable/disable (same replay rule, same operation result, ``operationType`` ASSIGN_PLAN). **Assumed**:
+    # a plan uuid is any non-empty string unless the knob ``known_plans`` lists the valid ones; an
+    # unknown one fails its entry; the eSIM's ``planUuid`` changes and ``planName`` becomes the uuid.
+    def _assign_plan(self, call: Call):
+        request_id = call.q("requestId") or ""
+        if not request_id or len(request_id) > 32:
+            raise self.error(400, "requestId is required (at most 32 characters)")
+        body = call.body
+        entries = body.get("entries") if isinstance(body, dict) else None
+        if not isinstance(entries, list) or not entries or not all(
+                isinstance(e, dict) and isinstance(e.get("eid"), str) and e["eid"] and
+                isinstance(e.get("planUuid"), str) and e["planUuid"] for e in entries):
+            raise self.error(400, "entries must be a non-empty list of {eid, planUuid}")
+        if len(entries) > self.knobs.max_entries:
+            raise self.error(400, f"at most {self.knobs.max_entries} entries per request, got {len(entries)}")
+        eids = [e["eid"] for e in entries]
+        plans = {e["eid"]: e["planUuid"] for e in entries}
+        call.iccids = [self.by_eid[e] for e in eids if e in self.by_eid]
+        known = self.operations.get(request_id)
+        if known is not None:
+            if known["kind"] != "ASSIGN_PLAN" or known["eids"] != eids or known.get("plans") != plans:
+                raise self.error(409, f"requestId {request_id} was already used for another operation")
+            return {"success": True, "requestId": request_id}
+        op = {"requestId": request_id, "kind": "ASSIGN_PLAN", "eids": eids, "plans": plans, "done": False,
+              "results": None, "callbackUrl": call.q("callbackUrl")}
+        self.operations[request_id] = op
+        generation = self._generation
+
+        def finish() -> None:
+            if generation != self._generation:
+                return
+            results = []
+            for eid in eids:
+                iccid = self.by_eid.get(eid)
+                dev = self.devices.get(iccid) if iccid else None
+                plan = plans[eid]
+                if dev is None:
+                    results.append({"eid": eid, "iccid": None, "success": False, "errorMessage": f"eSIM {eid} not found"})
+                elif eid in self.knobs.reject_eids or (self.knobs.known_plans and plan not in self.knobs.known_plans):
+                    results.append({"eid": eid, "iccid": iccid, "success": False,
+                                    "errorMessage": f"plan {plan} cannot be assigned to eSIM {eid}"})
+                else:
+                    dev.update(planUuid=plan, planName=plan)
                     results.append({"eid": eid, "iccid": iccid, "success": True, "errorMessage": None})
             op["results"], op["done"] = results, True
 

@@ -65,7 +65,8 @@ def build_client(integration: Integration, settings: CarrierSettings, *, policy:
         from bulkchange.carriers.teal import TealClient
 
         extra = settings.extra
-        paths = {k: extra[k] for k in ("enable_path", "disable_path", "operation_result_path") if extra.get(k)}
+        paths = {k: extra[k] for k in ("enable_path", "disable_path", "operation_result_path", "assign_plan_path")
+                 if extra.get(k)}
         return TealClient(settings.base_url, settings.login or "", settings.password or "",
                           callback_url=extra.get("callback_url"), policy=policy, timeout=settings.timeout_s, **paths)
     if family == Integration.POND:

@@ -43,13 +43,14 @@ class TealClient(HttpCarrierClient):
 
     def __init__(self, base_url: str, api_key: str, api_secret: str, *, enable_path: str = "/esims/enable",
                  disable_path: str = "/esims/disable", operation_result_path: str = "/operation-result",
-                 callback_url: str | None = None, **kw: Any):
+                 callback_url: str | None = None, assign_plan_path: str = "/esims/assign-plan", **kw: Any):
         super().__init__(base_url, **kw)
         if not api_key or not api_secret:
             raise ValueError("Teal needs an ApiKey (login) and an ApiSecret (password)")
         self._headers = {"ApiKey": api_key, "ApiSecret": api_secret}
         self.add_secret(api_secret)
-        self.paths = {"enable": enable_path, "disable": disable_path, "result": operation_result_path}
+        self.paths = {"enable": enable_path, "disable": disable_path, "result": operation_result_path,
+                      "assign_plan": assign_plan_path}
         self.callback_url = callback_url
 
     def _auth_headers(self) -> dict[str, str]:
@@ -76,6 +77,23 @@ class TealClient(HttpCarrierClient):
                             log=log, description=f"Teal {operation.capitalize()} eSIM: Teal API") or {}
         if not isinstance(answer, dict) or answer.get("success") is not True:
             raise TransientError(f"Teal {operation} was not accepted: {str(answer)[:300]}")
+        return request_id
+
+    def assign_plan(self, entries: list[tuple[str, str]], *, request_id: str | None = None,
+                    log: CallLog | None = None) -> str:
+        """``POST /esims/assign-plan {"entries": [{"eid", "planUuid"}]}`` (CarrierRatePlanChange), as
+        asynchronous as enable / disable; returns the requestId to poll."""
+        if not 0 < len(entries) <= MAX_ENTRIES:
+            raise ValueError(f"1..{MAX_ENTRIES} eSIMs per Teal plan assignment, got {len(entries)}")
+        request_id = request_id or new_request_id("AssignPlan")
+        params = {"requestId": request_id}
+        if self.callback_url:
+            params["callbackUrl"] = self.callback_url
+        answer = self._call("POST", self.paths["assign_plan"], params=params, log=log,
+                            json_body={"entries": [{"eid": eid, "planUuid": plan} for eid, plan in entries]},
+                            description="Teal Assign Plan: Teal API") or {}
+        if not isinstance(answer, dict) or answer.get("success") is not True:
+            raise TransientError(f"Teal plan assignment was not accepted: {str(answer)[:300]}")
         return request_id
 
     def operation_result(self, request_id: str, *, log: CallLog | None = None) -> Any:

@@ -162,7 +162,8 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
             continue
         accepted.append(dc)
         request = parse_change_request(bulk.change_type, dc.change_request)
-        n = _calls_for(bulk, request, devices.get(dc.iccid))
+        # DB-only change types (no carrier call) cost no carrier call
+        n = _calls_for(bulk, request, devices.get(dc.iccid)) if handler_cls.needs_carrier else 0
         if n == 0:
             report.no_call_needed += 1
         per_device_calls += n

@@ -85,3 +85,18 @@ def test_archival_rules_and_override(amop_engine):
         details = dict(conn.execute(select(t.m2m_device_change.c.ICCID, t.m2m_device_change.c.StatusDetails)
                                     .where(t.m2m_device_change.c.BulkChangeId == again)).all())
     assert "already archived" in details[iccid[0]]
+
+
+def test_dry_run_counts_no_carrier_call(amop_engine):
+    from bulkchange import dryrun
+
+    iccids = [seed.make_iccid(94_000 + i) for i in range(5)]
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=SP, name="arch", integration=Integration.POND, tenant_id=2)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVE"} for i in iccids], sp_id=SP, tenant_id=2)
+    bulk_id = bulk(amop_engine, [{"ICCID": i, "ChangeRequest": {}} for i in iccids])
+    report = dryrun.dry_run_bulk_change(amop_engine, bulk_id, credentials_problem="no carrier_sp_8").as_dict()
+    assert report["preflight_error"] is None and report["would_process"] == 5
+    assert report["carrier_calls"] == {"Pond": 0}
+    with amop_engine.connect() as conn:  # nothing archived by a dry run
+        assert conn.execute(select(t.device.c.IsDeleted)).scalars().all() == [False] * 5

@@ -281,7 +281,7 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
                                               run_url=run_url(n.bulk_change_id) if run_url else None)
                 send_email(list(recipients), subject, body)
         except Exception as exc:  # noqa: BLE001  a notification never fails the bulk change
-            permanent = isinstance(exc, (WebhookError,)) and exc.permanent or isinstance(exc, repo.BulkChangeNotFound)
+            permanent = (isinstance(exc, WebhookError) and exc.permanent) or isinstance(exc, repo.BulkChangeNotFound)
             state = "FAILED" if permanent or n.attempts + 1 >= max_rounds else "PENDING"
             error = sanitize_text(f"{type(exc).__name__}: {exc}")[:2000]
             _finish(engine, n.id, state, error)

@@ -165,3 +165,24 @@ def test_future_date_is_queued_for_every_device_and_applied_on_its_date(amop_eng
     assert logs == 150  # one per device when it was applied (or refused)
     # nothing left: a second run applies nothing
     assert apply_due(amop_engine, now=later + timedelta(days=1)).applied == 0
+
+
+def test_mobility_bulk_change_scheduled_and_applied(amop_engine):
+    iccids = make_fleet(amop_engine, 8, integration=Integration.TELEGENCE, start=92_000)
+    when = utcnow() + timedelta(days=1)
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=3, change_type=ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
+                                       portal_type=2, requests=[{"ICCID": i, "ChangeRequest": {
+                                           "CustomerRatePlanId": 9, "EffectiveDate": when.strftime("%Y-%m-%d")}}
+                                           for i in iccids])
+    # a date without a time is midnight UTC of that day: tomorrow, so scheduled
+    assert run(amop_engine, bulk_id)["counts"] == {"SCHEDULED": 8}
+    assert apply_due(amop_engine, now=when).bulk_changes == {bulk_id: "PROCESSED"}
+    mc = t.mobility_device_change
+    log = t.device_bulk_change_log
+    with amop_engine.connect() as conn:
+        assert set(conn.execute(select(mc.c.Status).where(mc.c.BulkChangeId == bulk_id)).scalars()) == {"PROCESSED"}
+        assert conn.execute(select(func.count()).select_from(log).where(
+            log.c.BulkChangeId == bulk_id, log.c.MobilityDeviceChangeId.is_not(None),
+            log.c.LogEntryDescription == "Change Customer Rate Plan: Update AMOP")).scalar_one() == 8
+    assert {devices(amop_engine)[i].CustomerRatePlanId for i in iccids} == {9}

@@ -112,17 +112,24 @@ def test_without_rev_customer_db_only_and_rev_failure_leaves_device(amop_engine,
 
 
 def test_create_rev_service_and_future_dated_plan(amop_engine, revio, make_revio):
-    iccids = fleet(amop_engine, 6)
+    iccids = fleet(amop_engine, 7)
+    taken = iccids.pop()  # already has a service line of another customer
+    with amop_engine.begin() as conn:
+        dev_id = conn.execute(select(t.device.c.Id).where(t.device.c.ICCID == taken)).scalar_one()
+        conn.execute(t.rev_service.insert().values(ServiceId=5, CustomerId="12", DeviceId=dev_id, IsActive=True,
+                                                   CreatedDate=utcnow()))
     when = utcnow() + timedelta(days=2)
     model = {"RevCustomerId": "900", "ProviderId": 4, "RevProductId": 61, "Rate": "2.5",
              "CustomerRatePlanId": 3, "EffectiveDate": when.isoformat()}
-    bulk_id = bulk(amop_engine, ChangeType.CREATE_REV_SERVICE, [{"ICCID": i, "ChangeRequest": model} for i in iccids])
+    bulk_id = bulk(amop_engine, ChangeType.CREATE_REV_SERVICE, [{"ICCID": i, "ChangeRequest": model}
+                                                                for i in iccids + [taken]])
     summary = run(amop_engine, bulk_id, make_revio())
-    assert summary["status"] == "WAITING_FOR_CARRIER" and summary["counts"] == {"SCHEDULED": 6}
+    assert summary["status"] == "WAITING_FOR_CARRIER" and summary["counts"] == {"SCHEDULED": 6, "ERROR": 1}
+    assert "already has active Rev.io service 5 of customer 12" in by_iccid(amop_engine)[1][taken]["StatusDetails"]
     dev, _ = by_iccid(amop_engine)
     # service and customer now, rate plan on its date
     assert all((dev[i]["RevCustomerId"], dev[i]["CustomerRatePlanId"]) == ("900", None) for i in iccids)
     assert len(revio.request("GET", "/services")) == 6 and len(revio.request("GET", "/service_products")) == 6
-    assert apply_due(amop_engine, now=when + timedelta(seconds=1)).bulk_changes == {bulk_id: "PROCESSED"}
+    assert apply_due(amop_engine, now=when + timedelta(seconds=1)).bulk_changes == {bulk_id: "PROCESSED_WITH_ERRORS"}
     dev, chg = by_iccid(amop_engine)
     assert all(dev[i]["CustomerRatePlanId"] == 3 and chg[i]["Status"] == "PROCESSED" for i in iccids)

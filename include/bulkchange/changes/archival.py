@@ -40,18 +40,10 @@ class Archival(ChangeHandler):
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         """Usage and active Rev.io services of this bulk change's devices (two queries)."""
-        tbl = repo.change_table(bulk.portal_type)
-        d, s = t.device, t.rev_service
-        devices = select(d.c.Id).where(
-            d.c.ServiceProviderId == bulk.service_provider_id, d.c.TenantId == bulk.tenant_id,
-            d.c.IsDeleted == False,  # noqa: E712
-            d.c.ICCID.in_(select(tbl.c.ICCID).where(tbl.c.BulkChangeId == bulk.id)))
+        d = t.device
         usage = {int(r.Id): (r.LastUsageDate, r.DataUsageMB) for r in conn.execute(
-            select(d.c.Id, d.c.LastUsageDate, d.c.DataUsageMB).where(d.c.Id.in_(devices)))}
-        services: dict[int, list[int]] = {}
-        for dev_id, service_id in conn.execute(select(s.c.DeviceId, s.c.ServiceId).where(
-                s.c.DeviceId.in_(devices), s.c.IsActive == True, s.c.DisconnectedDate.is_(None))):  # noqa: E712
-            services.setdefault(int(dev_id), []).append(int(service_id))
+            select(d.c.Id, d.c.LastUsageDate, d.c.DataUsageMB).where(d.c.Id.in_(bulk_device_ids(bulk))))}
+        services = {dev: [sid for sid, _ in found] for dev, found in active_rev_services(conn, bulk).items()}
         return {"usage": usage, "rev_services": services}
 
     def validate(self, dc: DeviceChange, request: ArchivalRequest, device: DeviceRow | None) -> None:
@@ -77,6 +69,27 @@ class Archival(ChangeHandler):
                             iccid=device.iccid, previous_device_status=device.status,
                             device_updates={"IsActive": False, "IsDeleted": True},
                             details=f"device archived{how}")
+
+
+def bulk_device_ids(bulk: BulkChange):
+    """A subquery: ids of the live devices named by this bulk change's device changes."""
+    tbl = repo.change_table(bulk.portal_type)
+    d = t.device
+    return select(d.c.Id).where(
+        d.c.ServiceProviderId == bulk.service_provider_id, d.c.TenantId == bulk.tenant_id,
+        d.c.IsDeleted == False,  # noqa: E712
+        d.c.ICCID.in_(select(tbl.c.ICCID).where(tbl.c.BulkChangeId == bulk.id)))
+
+
+def active_rev_services(conn: Connection, bulk: BulkChange) -> dict[int, list[tuple[int, str]]]:
+    """device id -> [(Rev.io service id, customer id)] of its active services (IsActive, not disconnected)."""
+    s = t.rev_service
+    out: dict[int, list[tuple[int, str]]] = {}
+    for dev_id, service_id, customer in conn.execute(select(s.c.DeviceId, s.c.ServiceId, s.c.CustomerId).where(
+            s.c.DeviceId.in_(bulk_device_ids(bulk)), s.c.IsActive == True,  # noqa: E712
+            s.c.DisconnectedDate.is_(None))):
+        out.setdefault(int(dev_id), []).append((int(service_id), str(customer)))
+    return out
 
 
 def recent_usage(last_usage: datetime | None, usage_mb: Any, *, now: datetime) -> str | None:

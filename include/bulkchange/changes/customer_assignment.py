@@ -27,12 +27,14 @@ from typing import Any, ClassVar
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog
+from bulkchange.changes.archival import active_rev_services
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange, Scheduled, check_plan_fields, describe, plan_updates
 from bulkchange.changes.revio_service import rev_plan
 from bulkchange.changes.status_update import device_not_found
 from bulkchange.db import repository as repo
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import (
+    BulkChange,
     ChangeType,
     CreateRevServiceRequest,
     CustomerAssignmentRequest,
@@ -48,6 +50,10 @@ class CustomerAssignment(CustomerRatePlanChange):
     request_model = CustomerAssignmentRequest
     needs_carrier: ClassVar[bool] = False
 
+    @classmethod
+    def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
+        return {"rev_services": active_rev_services(conn, bulk)}
+
     def creates_service(self, request: CustomerAssignmentRequest) -> bool:
         return self.bulk.change_type == ChangeType.CREATE_REV_SERVICE or request.CreateRevService
 
@@ -61,6 +67,13 @@ class CustomerAssignment(CustomerRatePlanChange):
                                 f"can be created")
             if rev_plan(request) is None:  # RuleError when the Rev.io fields are unusable
                 raise RuleError("Rev.io service requested but the request has no Rev.io fields")
+            # the legacy portal refused devices that already have a service line (of another customer;
+            # one of the same customer is found again and reused)
+            other = [(sid, cust) for sid, cust in self.context.get("rev_services", {}).get(device.id, [])
+                     if cust != str(request.RevCustomerId)]
+            if other:
+                raise RuleError(f"device {device.iccid} already has active Rev.io service "
+                                f"{other[0][0]} of customer {other[0][1]}; disconnect it first")
         elif not (request.RevCustomerId or request.SiteId is not None or self._plan(request)):
             raise RuleError("nothing to assign: the request names no RevCustomerId, SiteId, CustomerRatePlanId, "
                             "CustomerPoolId or CustomerDataAllocationMB")

@@ -156,7 +156,8 @@ def bulk_change_process():
             if revio_client is not None:
                 revio_client.close()
         print(f"carrier requests: settled {summary.settled}, still waiting {summary.still_waiting}")
-        return PokeReturnValue(is_done=summary.still_waiting == 0)
+        # changes scheduled for a later date at the carrier are left to device_status_reconcile
+        return PokeReturnValue(is_done=summary.still_waiting <= summary.not_due)
 
     @task(trigger_rule="all_done", retries=3)
     def finalize(params=None, ti=None) -> dict:

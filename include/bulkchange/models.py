@@ -312,6 +312,13 @@ class CustomerAssignmentRequest(_Lenient):
                                           "CustomerRatePlan": "CustomerRatePlanId",
                                           "AMOPCustomerId": "SiteId"})
         if isinstance(data, dict):
+            if data.get("RevCustomerId") in (None, ""):  # named only inside a block
+                for block in (data.get("RevService"), data.get("RevServiceProductCreateModel")):
+                    found = next((v for k, v in (block or {}).items() if str(k).lower() == "revcustomerid"
+                                  and v not in (None, "")), None) if isinstance(block, dict) else None
+                    if found is not None:
+                        data["RevCustomerId"] = found
+                        break
             if data.get("RevCustomerId") is not None:
                 data["RevCustomerId"] = str(data["RevCustomerId"]).strip() or None
             if not data.get("RevService") and not data.get("RevServiceProductCreateModel"):

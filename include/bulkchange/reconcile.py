@@ -151,7 +151,23 @@ WAITING_CHECKERS: dict[Any, str] = {
     Integration.TELEGENCE: "bulkchange.changes.status_update_telegence:check_waiting",
     Integration.TEAL: "bulkchange.changes.status_update_teal:check_waiting",
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): "bulkchange.changes.edit_username:check_waiting",
+    (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): "bulkchange.changes.activate_new_service:check_waiting",
 }
+
+
+# (change type, carrier family) -> "module:function(conn, bulk, results)" storing what its settled
+# device changes carry beyond the shared tables (run in the transaction that records them)
+SETTLED_RECORDERS: dict[Any, str] = {
+    (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): "bulkchange.changes.activate_new_service:record_settled",
+}
+
+
+def settled_recorder(integration: Integration, change_type: Any) -> Callable | None:
+    target = SETTLED_RECORDERS.get((change_type, integration.family))
+    if target is None:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def waiting_checker(integration: Integration,
@@ -225,6 +241,9 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
         repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
                                                   for r in results}, processed_by=processed_by, source="BulkChange")
         rev_step.record(conn, results)
+        recorder = settled_recorder(bulk.integration, bulk.change_type)
+        if recorder is not None and results:
+            recorder(conn, bulk, results)
         if count_checks:
             repo.count_carrier_checks(conn, bulk, still)
         status, _ = repo.rollup(conn, bulk)

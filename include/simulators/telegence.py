@@ -31,7 +31,8 @@ lists of at most 200 lines answered with ids and statuses pending / reserved / r
 * the activation paths ``/sp/mobility/activation/api/v1/service[/{id}]`` and their bodies: the line is
   named by the characteristics ``sim`` (ICCID), ``singleUserCode`` (plan SOC) and ``serviceZipCode``;
   an item missing one of them is ``rejected`` at once; otherwise it is ``pending``, ``reserved`` after
-  half of ``activation_delay_s`` and ``active`` (a new subscriber number) after all of it, or
+  half of ``activation_delay_s`` and ``active`` (a new subscriber number; the line then carries the
+  request's ``IMEI`` and ``offeringCodeN`` features, listed as characteristics of the line) after all of it, or
   ``rejected`` then when the SIM is unknown, already has a line, or is listed in ``reject_iccids``;
 * error bodies ``{"id": <uuid>, "description": <message>}`` for every error (401, 400, 404, 429);
 * no rate limit is documented; the framework's knobs apply.
@@ -199,6 +200,7 @@ class TelegenceSimulator(SimulatedCarrier):
     @staticmethod
     def _line_json(dev: dict) -> dict:
         chars = [{"name": k, "value": dev.get(k)} for k in LINE_FIELDS if dev.get(k) is not None]
+        chars += [{"name": k, "value": v} for k, v in sorted(dev.items()) if k.startswith("offeringCode") and v]
         return {"subscriberNumber": dev["msisdn"], "serviceCharacteristic": chars}
 
     def _patch(self, call: Call):
@@ -261,6 +263,8 @@ class TelegenceSimulator(SimulatedCarrier):
             if record["status"] == "pending" and missing:
                 record["status"], record["statusReason"] = "rejected", f"missing {', '.join(missing)}"
             record["singleUserCode"] = chars.get("singleUserCode")
+            record["offerings"] = {k: str(v) for k, v in chars.items() if k.startswith("offeringCode") and v}
+            record["IMEI"] = chars.get("IMEI")
             record["serviceZipCode"] = chars.get("serviceZipCode")
             self.activations[record["id"]] = record
             if record["iccid"]:
@@ -294,7 +298,9 @@ class TelegenceSimulator(SimulatedCarrier):
                 number = self._new_number()
                 dev.update(msisdn=number, subscriberStatus="A", subscriberActivationDate=_today(),
                            statusEffectiveDate=_today(), singleUserCode=record["singleUserCode"],
-                           serviceZipCode=record["serviceZipCode"])
+                           serviceZipCode=record["serviceZipCode"], **record.get("offerings", {}))
+                if record.get("IMEI"):
+                    dev["IMEI"] = str(record["IMEI"])
                 self.by_number[number] = dev["iccid"]
                 record["status"], record["subscriberNumber"] = "active", number
 

@@ -269,6 +269,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
 
         for action in ACTIONS:
             self._add_action_route(action)
+        self._add_plan_and_identifier_routes()  # CarrierRatePlanChange, ChangeICCIDAndIMEI
         self._add_field_routes()  # cost center and custom fields (EditUsernameCostCenter)
 
         @self.route("POST", "/m2m/v1/devices/actions/list")
@@ -593,6 +594,158 @@ class ThingSpaceSimulator(SimulatedCarrier):
 
         self.schedule(self.knobs.action_delay_s, complete)
         return {"requestId": request_id}
+
+    # ---------------------------------------------------------------- service plan and device id changes
+    # ``PUT /m2m/v1/devices/actions/plan`` ``{accountName, devices, servicePlan, currentServicePlan?}``
+    # (SDK ServicePlanUpdateRequest) and ``PUT /m2m/v1/devices/{serviceType}/actions/deviceId``
+    # ``{deviceIds: [one], deviceIdsTo: [one], change4gOption: ChangeICCID | ChangeIMEI}`` (SDK
+    # ChangeDeviceIdRequest), both answered ``{requestId}`` and applied ``action_delay_s`` later, with
+    # per-device outcomes in the request status like the actions. Documented: no plan change while
+    # suspended, at most 4 plan changes per line per month. **Assumed**: the fault codes
+    # (``INPUT_INVALID.DeviceState.Invalid`` for a suspended or deactivated line,
+    # ``REQUEST_FAILED.ServicePlanChangeLimitExceeded``, ``REQUEST_FAILED.DeviceAlreadyExists`` for a
+    # new ICCID/IMEI another device has), that an identifier change needs a line (``active`` or
+    # ``suspend``), that ``currentServicePlan`` filters (a device on another plan fails), that any
+    # ``serviceType`` is accepted, and that no callback is sent for these two requests.
+    MAX_PLAN_CHANGES_PER_MONTH = 4
+
+    def _add_plan_and_identifier_routes(self) -> None:
+        @self.route("PUT", "/m2m/v1/devices/actions/plan", name="thingspace:plan")
+        def change_plan(call: Call):
+            return self._plan_change(call)
+
+        @self.route("PUT", "/m2m/v1/devices/{serviceType}/actions/deviceId", name="thingspace:deviceId")
+        def change_device_id(call: Call):
+            return self._device_id_change(call)
+
+    def _accepted(self, call: Call, aname: str, kind: str, targets: list, apply) -> dict:
+        """Record an asynchronous request over ``targets`` [(ident, iccid|None)] and complete it later:
+        ``apply(dev, ident)`` returns a fault (code, text) or None after changing the device."""
+        request_id = str(uuid.uuid4())
+        record = {"requestId": request_id, "accountName": aname, "action": kind, "status": "Pending",
+                  "requestedAt": ts_time(), "user": call.account,
+                  "devices": [{"deviceIds": [ident], "status": "Pending"} for ident, _ in targets]}
+        self.requests[request_id] = record
+        generation = self._generation
+
+        def complete() -> None:
+            if generation != self._generation:
+                return
+            failures = 0
+            for entry, (ident, iccid) in zip(record["devices"], targets):
+                dev = self.devices.get(iccid) if iccid else None
+                if dev is None or dev["accountName"] != aname:
+                    fault = ("REQUEST_FAILED.DeviceNotFound", f"Device {ident['id']} not found in the account")
+                else:
+                    fault = apply(dev, ident)
+                if fault:
+                    failures += 1
+                    entry.update(status="Failed", faultResponse={"faultcode": code(fault[0]), "faultstring": fault[1]})
+                else:
+                    entry["status"] = "Success"
+            record["status"] = "Failure" if failures == len(targets) else "Success"
+            record["completedAt"] = ts_time()
+
+        self.schedule(self.knobs.action_delay_s, complete)
+        return {"requestId": request_id}
+
+    def _targets(self, call: Call, devices: Any) -> list[tuple[dict, str | None]]:
+        if not isinstance(devices, list) or not devices:
+            raise self.error(400, "devices is required", code("INPUT_INVALID.Devices.Required"))
+        if len(devices) > MAX_DEVICES_PER_ACTION:
+            raise self.error(400, f"At most {MAX_DEVICES_PER_ACTION} devices per request",
+                             code("INPUT_INVALID.MaxRequestsExceeded"))
+        targets = []
+        for entry in devices:
+            ids = entry.get("deviceIds") if isinstance(entry, dict) else None
+            if not isinstance(ids, list) or not ids:
+                raise self.error(400, "Every device needs deviceIds", code("INPUT_INVALID.Device.Identifier.Invalid"))
+            found = None
+            for ident in ids:
+                found = found or self._find(ident)
+            targets.append(({"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()}, found))
+        call.iccids = [found or ident["id"] for ident, found in targets]
+        return targets
+
+    def _plan_change(self, call: Call):
+        body = call.body if isinstance(call.body, dict) else None
+        if body is None:
+            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        aname = self._account(body.get("accountName"))
+        plan = body.get("servicePlan")
+        if not isinstance(plan, str) or not plan.strip():
+            raise self.error(400, "servicePlan is required", code("INPUT_INVALID.servicePlan.Required"))
+        current_plan = body.get("currentServicePlan") or None
+        targets = self._targets(call, body.get("devices"))
+        month = ts_time()[:7]
+
+        def apply(dev: dict, ident: dict):
+            if dev["state"] in ("suspend", "deactive"):
+                return ("INPUT_INVALID.DeviceState.Invalid",
+                        f"Device {dev['iccid']} is {dev['state']}; the service plan cannot change")
+            if current_plan and dev.get("servicePlan") != current_plan:
+                return ("INPUT_INVALID.DeviceState.Invalid",
+                        f"Device {dev['iccid']} is not on service plan {current_plan}")
+            counts = dev.setdefault("planChanges", {})
+            if counts.get(month, 0) >= self.MAX_PLAN_CHANGES_PER_MONTH:
+                return ("REQUEST_FAILED.ServicePlanChangeLimitExceeded",
+                        f"Device {dev['iccid']} already changed plan {self.MAX_PLAN_CHANGES_PER_MONTH} times this month")
+            if dev.get("servicePlan") != plan:
+                counts[month] = counts.get(month, 0) + 1
+                dev["servicePlan"] = plan
+            return None
+
+        return self._accepted(call, aname, "plan", targets, apply)
+
+    def _device_id_change(self, call: Call):
+        body = call.body if isinstance(call.body, dict) else None
+        if body is None:
+            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        option = str(body.get("change4gOption") or body.get("change4GOption") or "")
+        kind = {"changeiccid": "iccid", "changeimei": "imei"}.get(option.lower())
+        if kind is None:
+            raise self.error(400, "change4gOption must be ChangeICCID or ChangeIMEI",
+                             code("INPUT_INVALID.Change4gOption.Invalid"))
+        ids, to = body.get("deviceIds"), body.get("deviceIdsTo")
+        if not isinstance(ids, list) or len(ids) != 1 or not isinstance(to, list) or len(to) != 1 \
+                or not isinstance(to[0], dict):
+            raise self.error(400, "deviceIds and deviceIdsTo must name one device each",
+                             code("INPUT_INVALID.Device.Identifier.Invalid"))
+        new = str(to[0].get("id") or "")
+        digits = (19, 20) if kind == "iccid" else (15,)
+        if str(to[0].get("kind", "")).lower() != kind or not new.isdigit() or len(new) not in digits:
+            raise self.error(400, f"deviceIdsTo must be one {kind} of {' or '.join(map(str, digits))} digits",
+                             code("INPUT_INVALID.Device.Identifier.Invalid"))
+        found = self._find(ids[0])
+        dev0 = self.devices.get(found) if found else None
+        targets = [({"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()}, found)]
+        call.iccid = found or str(ids[0]["id"])
+        aname = dev0["accountName"] if dev0 else DEFAULT_ACCOUNT
+
+        def apply(dev: dict, ident: dict):
+            if dev["state"] not in ("active", "suspend"):
+                return ("INPUT_INVALID.DeviceState.Invalid",
+                        f"Device {dev['iccid']} is {dev['state']}; an identifier change needs a line of service")
+            holder = self.devices.get(new) if kind == "iccid" else self.devices.get(self._by_id.get(("imei", new), ""))
+            if holder is not None and holder is not dev:
+                return ("REQUEST_FAILED.DeviceAlreadyExists", f"{kind.upper()} {new} belongs to another device")
+            if kind == "iccid":
+                old = dev["iccid"]
+                del self.devices[old]
+                dev["iccid"] = new
+                self.devices[new] = dev
+                self._sorted = None
+                for key, value in list(self._by_id.items()):
+                    if value == old:
+                        self._by_id[key] = new
+            else:
+                if dev.get("imei"):
+                    self._by_id.pop(("imei", str(dev["imei"])), None)
+                dev["imei"] = new
+                self._index(dev)
+            return None
+
+        return self._accepted(call, aname, "deviceId", targets, apply)
 
     # ---------------------------------------------------------------- callbacks
     def _register_callback(self, call: Call):

@@ -50,6 +50,17 @@ class JasperClient(HttpCarrierClient):
             changes["effectiveDate"] = effective_date
         return self.edit_device(iccid, changes, description="Update Jasper Rate Plan: Jasper API", log=log)
 
+    # -- identifier change (ChangeICCIDAndIMEI) ------------------------------------------------
+    # **Assumed** (Cisco publishes no SIM-swap call): the IMEI of the equipment a SIM sits in is the
+    # editable ``deviceID`` field (the network-reported ``imei`` is read-only); a new SIM takes over a
+    # device through Edit Device Details on the new ICCID (the old SIM's rate and communication plan
+    # and status) and the old SIM is then deactivated.
+    EQUIPMENT_ID_FIELD = "deviceID"
+
+    def set_equipment_imei(self, iccid: str, imei: str, *, log: CallLog | None = None) -> dict:
+        return self.edit_device(iccid, {self.EQUIPMENT_ID_FIELD: imei}, log=log,
+                                description="Update Jasper IMEI (deviceID): Jasper API")
+
     def audit_trail(self, iccid: str, *, days: int = 30, log: CallLog | None = None) -> list[dict]:
         body = self._call("GET", f"/devices/{iccid}/auditTrails", params={"daysOfHistory": days},
                           description="Get Device Audit Trail: Jasper API", log=log) or {}

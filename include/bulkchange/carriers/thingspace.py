@@ -118,6 +118,42 @@ class ThingSpaceClient(HttpCarrierClient):
             raise TransientError(f"ThingSpace {action} answered without a requestId")
         return str(request_id)
 
+    def change_plan(self, iccids: list[str], service_plan: str, *, current_service_plan: str | None = None,
+                    log: CallLog | None = None) -> str:
+        """``PUT /m2m/v1/devices/actions/plan`` (ServicePlanUpdateRequest); returns the requestId."""
+        if not 0 < len(iccids) <= MAX_DEVICES_PER_ACTION:
+            raise ValueError(f"1..{MAX_DEVICES_PER_ACTION} devices per ThingSpace plan change, got {len(iccids)}")
+        body: dict[str, Any] = {"devices": self._devices(iccids), "accountName": self.account_name,
+                                "servicePlan": service_plan}
+        if current_service_plan:
+            body["currentServicePlan"] = current_service_plan
+        answer = self._call("PUT", "/m2m/v1/devices/actions/plan", json_body=body, log=log,
+                            description="Update ThingSpace Rate Plan: ThingSpace API") or {}
+        return _request_id(answer, "plan change")
+
+    # ``{serviceType}`` of the device id change: the SDK calls it "identifier type" and lists no
+    # values (assumed ``4g``, the LTE devices AMOP manages).
+    change_identifier_service_type = "4g"
+
+    def change_device_id(self, iccid: str, kind: str, new_id: str, *, service_plan: str | None = None,
+                         zip_code: str | None = None, log: CallLog | None = None) -> str:
+        """``PUT /m2m/v1/devices/{serviceType}/actions/deviceId`` (ChangeDeviceIdRequest): the line
+        of service moves to a new SIM (``kind`` ``iccid``) or new equipment (``imei``)."""
+        kind = kind.lower()
+        if kind not in ("iccid", "imei"):
+            raise ValueError(f"a ThingSpace device id change is by iccid or imei, not {kind!r}")
+        body: dict[str, Any] = {"deviceIds": [{"id": iccid, "kind": "iccid"}],
+                                "deviceIdsTo": [{"id": new_id, "kind": kind}],
+                                "change4gOption": "ChangeICCID" if kind == "iccid" else "ChangeIMEI"}
+        if service_plan:
+            body["servicePlan"] = service_plan
+        if zip_code:
+            body["zipCode"] = zip_code
+        answer = self._call("PUT", f"/m2m/v1/devices/{self.change_identifier_service_type}/actions/deviceId",
+                            json_body=body, log=log,
+                            description=f"Change ThingSpace {kind.upper()}: ThingSpace API") or {}
+        return _request_id(answer, f"{kind.upper()} change")
+
     def request_status(self, request_id: str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", f"/m2m/v1/accounts/{self.account_name}/requests/{request_id}/status", log=log,
                           description="ThingSpace Request Status: ThingSpace API") or {}
@@ -146,11 +182,23 @@ class ThingSpaceClient(HttpCarrierClient):
             after = device_id(devices[-1], "iccid")
 
 
+def _request_id(answer: dict, what: str) -> str:
+    request_id = answer.get("requestId") if isinstance(answer, dict) else None
+    if not request_id:
+        raise TransientError(f"ThingSpace {what} answered without a requestId")
+    return str(request_id)
+
+
 def device_id(device: dict, kind: str) -> str | None:
     for ident in device.get("deviceIds") or []:
         if str(ident.get("kind", "")).lower() == kind:
             return str(ident.get("id"))
     return None
+
+
+def device_plan(device: dict) -> str | None:
+    infos = device.get("carrierInformations") or []
+    return str(infos[0].get("servicePlan")) if infos and infos[0].get("servicePlan") else None
 
 
 def device_state(device: dict) -> str | None:

@@ -6,6 +6,7 @@ pipeline then neither checks the carrier connection nor builds a carrier client 
 from __future__ import annotations
 
 from bulkchange.changes.archival import Archival
+from bulkchange.changes.activate_new_service import TelegenceActivateNewService
 from bulkchange.changes.base import ChangeHandler
 from bulkchange.changes.customer_assignment import CreateRevService, CustomerAssignment
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange
@@ -25,6 +26,7 @@ HANDLERS: dict[tuple[ChangeType, Integration | None], type[ChangeHandler]] = {
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.JASPER): JasperEditUsername,
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.TELEGENCE): TelegenceEditUsername,
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): ThingSpaceEditUsername,
+    (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): TelegenceActivateNewService,
     (ChangeType.CUSTOMER_RATE_PLAN_CHANGE, None): CustomerRatePlanChange,
     (ChangeType.ARCHIVAL, None): Archival,
     (ChangeType.CUSTOMER_ASSIGNMENT, None): CustomerAssignment,

@@ -319,6 +319,23 @@ device_customer_rate_plan_queue = Table(
 )
 
 
+# Telegence mobility features (offering codes) of a line, as the carrier reports them after a new
+# service activation (legacy TelegenceDeviceMobilityFeature, filled from its _Staging table). One row
+# per device and offering code.
+telegence_device_mobility_feature = Table(
+    "TelegenceDeviceMobilityFeature", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("DeviceId", BigInteger),
+    Column("ICCID", String(32)),
+    Column("SubscriberNumber", String(32)),
+    Column("OfferingCode", String(64), nullable=False),
+    Column("ServiceProviderId", Integer, nullable=False),
+    Column("BulkChangeId", BigInteger),
+    Column("CreatedDate", DateTime, nullable=False),
+    Index("IX_TelegenceDeviceMobilityFeature_Device", "DeviceId"),
+)
+
+
 def create_schema(bind: Engine | Connection) -> None:
     """Create every table that does not exist yet (idempotent) and seed the lookups."""
     from bulkchange.db.seed import seed_lookups

@@ -1,0 +1,288 @@
+"""ActivateNewService: new Telegence lines for SIMs in inventory (legacy_behaviour.md 3.2).
+
+Each device change carries the carrier's activation item as the portal built it
+(``TelegenceActivationRequest``: ``billingAccount``, ``relatedParty``, ``service.serviceCharacteristic``
+with ``singleUserCode``, ``serviceZipCode``, optional ``IMEI``, ``offeringCodeN``); the SIM is the
+device change's ICCID. ``removeOfferingCode`` items are dropped before sending, as the legacy code did.
+
+1. **Activation requests of up to 200 lines**: a batch's devices go to the carrier in groups of 200
+   (``group_size``), one ``POST`` per group, logged on the group's first device change. Each line's
+   answer: ``rejected`` -> API_FAILED with the carrier's reason; ``active`` -> settled at once (step
+   3); ``pending`` / ``reserved`` -> the device change waits as PENDING_ACTIVATION with its activation
+   id. An accepted request whose answer is lost is never sent again: its devices wait without an id
+   and settle when their SIM shows up among the account's active lines.
+2. **Polling** without a blocked worker: ``device_status_reconcile`` checks every waiting device
+   change once per run (``check_waiting`` through reconcile's checker registry) and fails it after
+   ``max_checks`` (default 6) polls; run it every 5 minutes (``BULKCHANGE_RECONCILE_EVERY_MINUTES=5``)
+   for the legacy cadence of 6 polls 5 minutes apart.
+3. **DB from the carrier's answer**: once active, the line is read (``GET`` by its new number):
+   the device change and ``Device`` get the MSISDN, ``Status`` ``A``, ``CarrierRatePlan`` (the line's
+   ``singleUserCode``) and the IMEI, plus ``CustomerRatePlan`` / ``CustomerRatePool`` of the request
+   (``CustomerRatePlanId`` / ``CustomerPoolId``; 0 = none); its features (``offeringCodeN``) go to
+   ``TelegenceDeviceMobilityFeature``.
+4. **Linked customer assignment**: ``AdditionBulkChangeId`` names a CustomerAssignment bulk change the
+   portal created for the same devices, held with ``ProcessChanges = 0``. Each activated device's new
+   number is written to its row there; a device whose activation failed gets its row ERROR ("Assign
+   Customer failed ... because the new service activation failed"). When the last device of the
+   activation has settled the held bulk change is released (``ProcessChanges = 1``) and
+   ``bulk_change_sensor`` processes it with the CustomerAssignment handler.
+
+**Not done yet**: the optional static IP provisioning steps (``StaticIPProvision``); a request asking
+for them is refused at validation with that reason rather than activated without them.
+**Assumed**: see ``carriers/telegence.py`` (activation path and body) and the simulator.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from bulkchange.carriers.base import CallLog, CarrierError
+from bulkchange.carriers.telegence import MAX_ACTIVATIONS, ActivationOutcomeUnknown, characteristic
+from bulkchange.changes.base import ChangeHandler, failed_result
+from bulkchange.changes.status_update import device_not_found
+from bulkchange.changes.status_update_telegence import activation_outcome
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db.repository import DeviceRow
+from bulkchange.models import (
+    SETTLED_DEVICE_STATUSES,
+    ActivateNewServiceRequest,
+    BulkChange,
+    DeviceChange,
+    DeviceChangeStatus,
+    DeviceResult,
+    utcnow,
+)
+from bulkchange.rules import RuleError, luhn_valid
+
+ACTIVE = "A"
+DROPPED_CHARACTERISTICS = frozenset({"removeOfferingCode"})
+
+
+def activation_chars(request: ActivateNewServiceRequest) -> dict[str, Any]:
+    """name -> value of the request's ``service.serviceCharacteristic`` (RuleError on another shape)."""
+    service = request.TelegenceActivationRequest.get("service")
+    items = service.get("serviceCharacteristic") if isinstance(service, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
+        raise RuleError("TelegenceActivationRequest.service.serviceCharacteristic must be a list of {name, value}")
+    return {i["name"]: i.get("value") for i in items}
+
+
+def activation_line(request: ActivateNewServiceRequest, iccid: str, billing_account: str | None) -> dict:
+    """The activation item sent for one device: the portal's, with the SIM set and dropped items removed."""
+    item = copy.deepcopy(request.TelegenceActivationRequest)
+    service = item.setdefault("service", {})
+    chars = [c for c in service.get("serviceCharacteristic") or []
+             if c.get("name") not in DROPPED_CHARACTERISTICS and c.get("name") != "sim"]
+    service["serviceCharacteristic"] = [{"name": "sim", "value": iccid}] + chars
+    if not item.get("billingAccount") and billing_account:
+        item["billingAccount"] = {"id": billing_account}
+    return item
+
+
+def settled(client: Any, base: dict, request: ActivateNewServiceRequest, number: str, how: str,
+            log: CallLog) -> DeviceResult:
+    """PROCESSED with what the carrier reports for the new line (raises CarrierError if it cannot be read)."""
+    line = client.get_service(number, log=log)
+    updates: dict[str, Any] = {}
+    plan = characteristic(line, "singleUserCode")
+    if plan:
+        updates["CarrierRatePlan"] = str(plan)
+    imei = characteristic(line, "IMEI")
+    if imei:
+        updates["IMEI"] = str(imei)
+    if request.CustomerRatePlan:
+        updates["CustomerRatePlanId"] = request.CustomerRatePlan
+    if request.CustomerRatePool:
+        updates["CustomerPoolId"] = request.CustomerRatePool
+    features = sorted(str(i.get("value")) for i in line.get("serviceCharacteristic") or []
+                      if isinstance(i, dict) and str(i.get("name", "")).startswith("offeringCode") and i.get("value"))
+    return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=ACTIVE, msisdn=number,
+                        new_device_status_id=request.PostUpdateStatusId, device_updates=updates,
+                        extra={"features": features, "number": number},
+                        details=f"{how}: subscriber {number}, plan {plan or '?'}, "
+                                f"{len(features)} feature(s)", **base)
+
+
+class TelegenceActivateNewService(ChangeHandler):
+    request_model = ActivateNewServiceRequest
+    group_size = MAX_ACTIVATIONS
+
+    def __init__(self, bulk, client, context):
+        super().__init__(bulk, client, context)
+        self._lines: dict[str, str] | None = None
+        self._lines_lock = threading.Lock()
+
+    def validate(self, dc: DeviceChange, request: ActivateNewServiceRequest, device: DeviceRow | None) -> None:
+        if device is None:
+            raise RuleError(device_not_found(dc, self.bulk))
+        chars = activation_chars(request)
+        missing = [n for n in ("singleUserCode", "serviceZipCode") if not chars.get(n)]
+        if missing:
+            raise RuleError(f"TelegenceActivationRequest needs the characteristic(s) {', '.join(missing)}")
+        if chars.get("sim") and str(chars["sim"]) != device.iccid:
+            raise RuleError(f"TelegenceActivationRequest names SIM {chars['sim']} but the device change is for "
+                            f"{device.iccid}")
+        imei = str(chars.get("IMEI") or "")
+        if imei and not (len(imei) == 15 and imei.isdigit() and luhn_valid(imei)):
+            raise RuleError(f"IMEI {imei!r} must be 15 digits with a valid Luhn check digit")
+        if device.msisdn and (device.status or "").upper() == ACTIVE:
+            raise RuleError(f"SIM {device.iccid} already has the active line {device.msisdn}")
+        if request.StaticIPProvision:
+            raise RuleError("StaticIPProvision: static IP provisioning after activation is not supported yet; "
+                            "activate without it and provision the IP separately")
+
+    def _base(self, dc: DeviceChange, device: DeviceRow) -> dict[str, Any]:
+        return dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
+                    previous_device_status=device.status)
+
+    def _active_lines(self) -> dict[str, str]:
+        with self._lines_lock:
+            if self._lines is None:
+                self._lines = self.client.active_lines()
+            return self._lines
+
+    def apply(self, dc: DeviceChange, request: ActivateNewServiceRequest, device: DeviceRow | None, *,
+              verify_first: bool, log: CallLog) -> DeviceResult:
+        """A device left PROCESSING by an interrupted attempt: looked up among the active lines first."""
+        assert device is not None
+        if verify_first:
+            try:
+                number = self._active_lines().get(device.iccid)
+                if number:
+                    return settled(self.client, self._base(dc, device), request, number,
+                                   "active at the carrier after an interrupted attempt", log)
+            except CarrierError as exc:
+                return failed_result(dc, device, exc, "Look up Telegence lines before retry")
+        return self.apply_group([(dc, request, device)], log=log)[0]
+
+    def apply_group(self, entries, *, log: CallLog) -> list[DeviceResult]:
+        lines = [activation_line(request, device.iccid, getattr(self.client, "billing_account", None))
+                 for _, request, device in entries]
+        try:
+            answers = self.client.activate(lines, log=log)
+        except ActivationOutcomeUnknown as exc:
+            return [DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, **self._base(dc, device),
+                                 details=f"{exc}; waiting to find the line active at the carrier")
+                    for dc, _, device in entries]
+        except CarrierError as exc:
+            return [failed_result(dc, device, exc, f"Telegence activation of {len(lines)} line(s)")
+                    for dc, _, device in entries]
+        first = entries[0][0].id
+        out = []
+        for (dc, request, device), answer in zip(entries, answers):
+            answer = answer if isinstance(answer, dict) else {}
+            status, number, reason = activation_outcome(answer)
+            activation_id = str(answer.get("id") or "") or None
+            base = self._base(dc, device)
+            if status == "rejected":
+                out.append(DeviceResult(status=DeviceChangeStatus.API_FAILED, carrier_request_id=activation_id, **base,
+                                        details=f"Telegence rejected the activation: {reason or 'no reason given'}"))
+                continue
+            if status == "active" and number:
+                try:
+                    out.append(settled(self.client, base, request, number, "Telegence activated the line", log))
+                    continue
+                except CarrierError:
+                    pass  # the line could not be read yet: reconciliation reads it
+            out.append(DeviceResult(
+                status=DeviceChangeStatus.PENDING_ACTIVATION, carrier_request_id=activation_id, **base,
+                details=f"Telegence accepted the activation (id {activation_id}, {status or 'pending'}; request of "
+                        f"{len(lines)} line(s) logged on device change {first}); waiting for the carrier"))
+        return out
+
+    def record(self, conn: Connection, results: list[DeviceResult], *, processed_by: str) -> None:
+        record_settled(conn, self.bulk, results)
+
+
+def check_waiting(client: Any, w) -> DeviceResult | str:
+    """Settle one waiting activation (``reconcile.WaitingCheck``): by its activation id, else (or when
+    rejected) by finding the SIM among the account's active lines (read once per pass)."""
+    activation_id = w.dc.carrier_request_id
+
+    def line_number() -> str | None:
+        return w.shared.get("telegence:active_lines", client.active_lines).get(w.dc.iccid)
+
+    if not activation_id:
+        number = line_number()
+        return settled(client, w.base, w.request, number, "Telegence line found", w.log) if number else \
+            "Telegence line not found active"
+    status, number, reason = activation_outcome(client.activation_status(activation_id, log=w.log))
+    if status == "active" and number:
+        return settled(client, w.base, w.request, number, f"Telegence activation {activation_id} done after "
+                                                          f"{w.checks} check(s)", w.log)
+    if status == "rejected":
+        number = line_number()
+        if number:
+            return settled(client, w.base, w.request, number, f"activation {activation_id} rejected ({reason}) "
+                                                              "but the line is active", w.log)
+        return w.result(DeviceChangeStatus.API_FAILED,
+                        f"Telegence rejected activation {activation_id}: {reason or 'no reason given'}")
+    return f"Telegence activation {status or 'status unknown'}"
+
+
+def record_settled(conn: Connection, bulk: BulkChange, results: list[DeviceResult]) -> None:
+    """Features of the new lines, then the linked customer assignment (module docstring, step 4)."""
+    done = [r for r in results if r.status in SETTLED_DEVICE_STATUSES]
+    if not done:
+        return
+    f = t.telegence_device_mobility_feature
+    activated = [r for r in done if r.status == DeviceChangeStatus.PROCESSED and r.device_id is not None]
+    if activated:
+        ids = sorted({r.device_id for r in activated})
+        conn.execute(delete(f).where(f.c.DeviceId.in_(ids), f.c.ServiceProviderId == bulk.service_provider_id))
+        now = utcnow()
+        rows = [{"DeviceId": r.device_id, "ICCID": r.iccid, "SubscriberNumber": r.msisdn, "OfferingCode": code,
+                 "ServiceProviderId": bulk.service_provider_id, "BulkChangeId": bulk.id, "CreatedDate": now}
+                for r in activated for code in r.extra.get("features") or []]
+        if rows:
+            conn.execute(insert(f), rows)
+    _linked_assignment(conn, bulk, done)
+
+
+def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResult]) -> None:
+    tbl = repo.change_table(bulk.portal_type)
+    additions: dict[int, list[DeviceResult]] = {}
+    by_id = {r.device_change_id: r for r in done}
+    for dc_id, raw in conn.execute(select(tbl.c.Id, tbl.c.ChangeRequest).where(tbl.c.Id.in_(sorted(by_id)))):
+        try:
+            addition = (json.loads(raw) if raw else {}).get("AdditionBulkChangeId")
+        except (ValueError, AttributeError):
+            addition = None
+        if addition:
+            additions.setdefault(int(addition), []).append(by_id[int(dc_id)])
+    if not additions:
+        return
+    open_left = conn.execute(select(func.count()).select_from(tbl).where(
+        tbl.c.BulkChangeId == bulk.id, tbl.c.Status.not_in([s.value for s in SETTLED_DEVICE_STATUSES]))).scalar()
+    now = utcnow()
+    for addition_id, members in additions.items():
+        try:
+            other = repo.load_bulk_change(conn, addition_id)
+        except repo.BulkChangeNotFound:
+            continue
+        if other.service_provider_id != bulk.service_provider_id or other.tenant_id != bulk.tenant_id:
+            continue  # never touch another provider's or tenant's bulk change
+        otbl = repo.change_table(other.portal_type)
+        numbers = [{"b_iccid": r.iccid, "b_msisdn": r.msisdn} for r in members
+                   if r.status == DeviceChangeStatus.PROCESSED and r.msisdn]
+        if numbers:
+            conn.execute(update(otbl).where(and_(otbl.c.BulkChangeId == addition_id, otbl.c.ICCID == bindparam("b_iccid"),
+                                                 otbl.c.Status == DeviceChangeStatus.NEW.value))
+                         .values(MSISDN=bindparam("b_msisdn"), LastModified=now), numbers)
+        failed = [{"b_iccid": r.iccid, "b_details": f"Assign Customer failed for device {r.iccid} because the new "
+                                                    f"service activation failed: {r.details}"[:4000]}
+                  for r in members if r.status != DeviceChangeStatus.PROCESSED]
+        if failed:
+            conn.execute(update(otbl).where(and_(otbl.c.BulkChangeId == addition_id, otbl.c.ICCID == bindparam("b_iccid"),
+                                                 otbl.c.Status == DeviceChangeStatus.NEW.value))
+                         .values(Status=DeviceChangeStatus.ERROR.value, StatusDetails=bindparam("b_details"),
+                                 IsProcessed=True, ProcessedDate=now, LastModified=now), failed)
+        if not open_left:
+            b = t.device_bulk_change
+            conn.execute(update(b).where(b.c.Id == addition_id, b.c.Status == "NEW").values(ProcessChanges=True))

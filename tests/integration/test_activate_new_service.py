@@ -1,0 +1,150 @@
+"""ActivateNewService on Telegence through the core and reconciliation against the Telegence simulator
+over HTTP: activation requests of at most 200 lines, waiting devices settled by settle_bulk (no
+blocked worker), the DB filled from the carrier's answer (number, plan, IMEI, features), rejections,
+the polling limit, and the linked customer assignment released when the activation is done."""
+import time
+
+import pytest
+from sqlalchemy import select
+
+from bulkchange import processing, reconcile
+from bulkchange.carriers.telegence import TelegenceClient
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
+from bulkchange.models import ChangeType, Integration
+
+APP, SECRET = "tg-ans-app", "tg-ans-secret-8"
+SP = 6
+MOBILITY = 2
+DC = t.mobility_device_change
+
+
+@pytest.fixture
+def tg(simulator):
+    control = simulator.control("telegence")
+    control.reset()
+    control.set_accounts({APP: SECRET})
+    control.configure(activation_delay_s=0.3)
+    yield control
+    control.configure(activation_delay_s=1.0, reject_iccids=[])
+
+
+@pytest.fixture
+def tg_client(simulator, tg):
+    client = TelegenceClient(simulator.url_for("telegence"), APP, SECRET, billing_account="287000000009",
+                             policy=CallPolicy(RateLimiter(None), RetryPolicy(max_attempts=3, base_delay=0.02)),
+                             timeout=10)
+    yield client
+    client.close()
+
+
+def inventory(engine, control, n, start):
+    iccids = [seed.make_iccid(start + i) for i in range(n)]
+    control.seed_devices([{"iccid": i} for i in iccids])
+    with engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=SP, name="att", integration=Integration.TELEGENCE, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "inventory"} for i in iccids], sp_id=SP, tenant_id=1)
+    return iccids
+
+
+def activation(soc="IOTSOC5", imei=None, **extra):
+    chars = [{"name": "singleUserCode", "value": soc}, {"name": "serviceZipCode", "value": "30004"},
+             {"name": "offeringCode1", "value": "DATA5G"}, {"name": "offeringCode2", "value": "SMSPACK"},
+             {"name": "removeOfferingCode", "value": "OLDFEAT"}]
+    if imei:
+        chars.append({"name": "IMEI", "value": imei})
+    return {"TelegenceActivationRequest": {"relatedParty": [{"name": "Acme"}],
+                                           "service": {"serviceCharacteristic": chars}}, **extra}
+
+
+def settle(engine, bulk_id, client, **kw):
+    for _ in range(80):
+        summary = reconcile.settle_bulk(engine, bulk_id, client, count_checks=False, **kw)
+        if summary.still_waiting == 0:
+            return summary
+        time.sleep(0.1)
+    return summary
+
+
+def test_activations_in_requests_of_200_settle_with_number_plan_and_features(amop_engine, tg, tg_client):
+    iccids = inventory(amop_engine, tg, 212, 71_000)
+    tg.configure(reject_iccids=[iccids[5]])
+    with amop_engine.begin() as conn:
+        addition = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.CUSTOMER_ASSIGNMENT,
+                                        portal_type=MOBILITY, process_changes=False,
+                                        requests=[{"ICCID": i, "ChangeRequest": {"SiteId": 7}} for i in iccids[:10]])
+    rows = [{"ICCID": i, "ChangeRequest": activation(imei="490154203237518" if n == 3 else None,
+                                                     CustomerRatePlan=12 if n < 10 else None,
+                                                     AdditionBulkChangeId=addition if n < 10 else None)}
+            for n, i in enumerate(iccids[:210])]
+    rows.append({"ICCID": iccids[210], "ChangeRequest": {"TelegenceActivationRequest": {"service": {
+        "serviceCharacteristic": [{"name": "singleUserCode", "value": "X"}]}}}})
+    rows.append({"ICCID": iccids[211], "ChangeRequest": activation(StaticIPProvision={"PDPName": "pdp"})})
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       portal_type=MOBILITY, requests=rows)
+    plan = processing.prepare(amop_engine, bulk_id, batch_size=250)
+    for b in plan.batches:
+        processing.process_batch(amop_engine, bulk_id, b.device_change_ids, client=tg_client)
+    out = processing.finalize(amop_engine, bulk_id)
+    assert out["status"] == "WAITING_FOR_CARRIER"
+    posts = tg.calls(method="POST")
+    assert sorted(len(p["body"]) for p in posts) == [10, 200]  # at most 200 lines per activation request
+    assert all("removeOfferingCode" not in str(p["body"]) for p in posts)
+    assert posts[0]["body"][0]["billingAccount"] == {"id": "287000000009"}
+    with amop_engine.connect() as conn:
+        assert conn.execute(select(t.device_bulk_change.c.ProcessChanges)
+                            .where(t.device_bulk_change.c.Id == addition).limit(1)).scalar() in (False, 0)
+    summary = settle(amop_engine, bulk_id, tg_client)
+    assert summary.bulk_status == "PROCESSED_WITH_ERRORS"
+    with amop_engine.connect() as conn:
+        dcs = {r.ICCID: r for r in conn.execute(select(DC).where(DC.c.BulkChangeId == bulk_id))}
+        devices = {r.ICCID: r for r in conn.execute(select(t.device))}
+        features = conn.execute(select(t.telegence_device_mobility_feature)).mappings().all()
+        held = {r.ICCID: r for r in conn.execute(select(DC).where(DC.c.BulkChangeId == addition))}
+        released = conn.execute(select(t.device_bulk_change.c.ProcessChanges)
+                                .where(t.device_bulk_change.c.Id == addition).limit(1)).scalar()
+    ok = [i for n, i in enumerate(iccids[:210]) if n != 5]
+    for i in ok:
+        assert dcs[i].Status == "PROCESSED", dcs[i].StatusDetails
+        number = tg.request("GET", f"/lines/{dcs[i].MSISDN}")["iccid"]
+        assert number == i  # the number the carrier gave this SIM
+        assert devices[i].MSISDN == dcs[i].MSISDN and devices[i].Status == "A"
+        assert devices[i].CarrierRatePlan == "IOTSOC5"
+    assert devices[iccids[3]].IMEI == "490154203237518" and devices[iccids[0]].CustomerRatePlanId == 12
+    assert devices[iccids[20]].CustomerRatePlanId is None
+    assert sorted((f["ICCID"], f["OfferingCode"]) for f in features if f["ICCID"] == iccids[0]) == [
+        (iccids[0], "DATA5G"), (iccids[0], "SMSPACK")]
+    assert len(features) == 2 * len(ok)
+    assert dcs[iccids[5]].Status == "API_FAILED" and "rejected" in dcs[iccids[5]].StatusDetails
+    assert devices[iccids[5]].MSISDN is None and devices[iccids[5]].Status == "inventory"
+    assert "serviceZipCode" in dcs[iccids[210]].StatusDetails and dcs[iccids[210]].Status == "ERROR"
+    assert "StaticIPProvision" in dcs[iccids[211]].StatusDetails
+    # the linked customer assignment: numbers written, the failed device's row refused, then released
+    assert held[iccids[0]].MSISDN == dcs[iccids[0]].MSISDN and held[iccids[0]].Status == "NEW"
+    assert held[iccids[5]].Status == "ERROR" and "activation failed" in held[iccids[5]].StatusDetails
+    assert released in (True, 1)
+    # settled devices are not polled again
+    before = len(tg.calls(method="GET"))
+    assert reconcile.settle_bulk(amop_engine, bulk_id, tg_client).still_waiting == 0
+    assert len(tg.calls(method="GET")) == before
+
+
+def test_polling_stops_after_max_checks(amop_engine, tg, tg_client):
+    tg.configure(activation_delay_s=3600)
+    iccids = inventory(amop_engine, tg, 3, 72_000)
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       portal_type=MOBILITY, requests=[{"ICCID": i, "ChangeRequest": activation()}
+                                                                       for i in iccids])
+    plan = processing.prepare(amop_engine, bulk_id)
+    processing.process_batch(amop_engine, bulk_id, plan.batches[0].device_change_ids, client=tg_client)
+    processing.finalize(amop_engine, bulk_id)
+    for _ in range(5):
+        assert reconcile.settle_bulk(amop_engine, bulk_id, tg_client).still_waiting == 3
+    last = reconcile.settle_bulk(amop_engine, bulk_id, tg_client)
+    assert last.settled == {"API_FAILED": 3} and last.bulk_status == "ERROR"
+    with amop_engine.connect() as conn:
+        details = [r.StatusDetails for r in conn.execute(select(DC))]
+    assert all("after 6 checks" in d for d in details)

@@ -338,6 +338,73 @@ class CreateRevServiceRequest(CustomerAssignmentRequest):
     CreateRevService: bool = True
 
 
+class CarrierRatePlanChangeRequest(_Lenient):
+    """CarrierRatePlanChange (legacy ``CarrierRatePlanUpdate``): fields flat or nested in
+    ``CarrierRatePlanUpdate``, any key case. ``CarrierRatePlan`` is the carrier's plan code (Jasper
+    ``ratePlan``, ThingSpace ``servicePlan``, Telegence ``singleUserCode``); ``CommPlan`` the Jasper
+    communication plan; ``EffectiveDate`` schedules the change at the carrier (Jasper: future, at
+    most 180 days). ``PlanUuid`` (Teal) and ``RatePlanId`` (POND package type) for those carriers.
+    Which fields a carrier needs is checked by its handler."""
+
+    CarrierRatePlan: str | None = Field(default=None, max_length=128)
+    CommPlan: str | None = Field(default=None, max_length=128)
+    EffectiveDate: datetime | None = None
+    PlanUuid: str | None = None
+    RatePlanId: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        return _by_field_name(cls, data, {"RatePlan": "CarrierRatePlan", "RatePlanCode": "CarrierRatePlan",
+                                          "RatePlanName": "CarrierRatePlan", "ServicePlan": "CarrierRatePlan",
+                                          "CommunicationPlan": "CommPlan", "CommPlanName": "CommPlan"},
+                              nested=("CarrierRatePlanUpdate",))
+
+    @field_validator("EffectiveDate")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return _naive_utc(v)
+
+
+class ChangeIdentifierRequest(_Lenient):
+    """ChangeICCIDAndIMEI (portal ``ChangeICCIDorIMEI``): the device keeps its line of service and
+    history, its SIM (``NewICCID``) or equipment (``NewIMEI``) changes; one of the two per device
+    change. ``OldICCID`` / ``OldIMEI`` are optional cross-checks against the device. ThingSpace
+    extras: ``ServicePlan`` and ``ZipCode`` (sent with the change when given)."""
+
+    NewICCID: str | None = None
+    NewIMEI: str | None = None
+    OldICCID: str | None = None
+    OldIMEI: str | None = None
+    ServicePlan: str | None = None
+    ZipCode: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        data = _by_field_name(cls, data, {"ICCIDTo": "NewICCID", "IMEITo": "NewIMEI"})
+        if isinstance(data, dict):
+            for k in ("NewICCID", "NewIMEI", "OldICCID", "OldIMEI"):
+                if isinstance(data.get(k), int) and not isinstance(data.get(k), bool):
+                    data[k] = str(data[k])
+        return data
+
+    @model_validator(mode="after")
+    def _one_change(self) -> "ChangeIdentifierRequest":
+        if bool(self.NewICCID) == bool(self.NewIMEI):
+            raise ValueError("give exactly one of NewICCID or NewIMEI (one identifier change per device change)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``"ICCID"`` or ``"IMEI"``: what changes."""
+        return "ICCID" if self.NewICCID else "IMEI"
+
+    @property
+    def new_value(self) -> str:
+        return (self.NewICCID or self.NewIMEI or "").strip()
+
+
 REQUEST_MODELS: dict[ChangeType, type[BaseModel]] = {
     ChangeType.STATUS_UPDATE: StatusUpdateRequest,
     ChangeType.CUSTOMER_RATE_PLAN_CHANGE: CustomerRatePlanChangeRequest,
@@ -346,6 +413,8 @@ REQUEST_MODELS: dict[ChangeType, type[BaseModel]] = {
     ChangeType.CREATE_REV_SERVICE: CreateRevServiceRequest,
     ChangeType.EDIT_USERNAME_COST_CENTER: EditUsernameRequest,
     ChangeType.ACTIVATE_NEW_SERVICE: ActivateNewServiceRequest,
+    ChangeType.CARRIER_RATE_PLAN_CHANGE: CarrierRatePlanChangeRequest,
+    ChangeType.CHANGE_ICCID_AND_IMEI: ChangeIdentifierRequest,
 }
 
 

@@ -44,15 +44,22 @@ DEFAULT_MAX_CHECKS = 6
 RECONCILER = "device_status_reconcile"
 
 
+class NotDue(str):
+    """A checker's answer for carrier work not due yet (a change scheduled for a future date): the
+    device change keeps waiting and the poll is not counted against ``max_checks``."""
+
+
 @dataclass
 class SettleSummary:
     bulk_change_id: int
     settled: dict[str, int] = field(default_factory=dict)
     still_waiting: int = 0
+    not_due: int = 0  # of still_waiting: scheduled for later at the carrier (not counted as checks)
     bulk_status: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"bulk_change_id": self.bulk_change_id, "settled": self.settled, "still_waiting": self.still_waiting,
+                "not_due": self.not_due,
                 "bulk_status": self.bulk_status}
 
 
@@ -150,6 +157,10 @@ WAITING_CHECKERS: dict[Any, str] = {
     Integration.THINGSPACE: "bulkchange.reconcile:check_thingspace",
     Integration.TELEGENCE: "bulkchange.changes.status_update_telegence:check_waiting",
     Integration.TEAL: "bulkchange.changes.status_update_teal:check_waiting",
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.JASPER): "bulkchange.changes.carrier_rate_plan:check_jasper",
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.THINGSPACE):
+        "bulkchange.changes.carrier_rate_plan:check_thingspace",
+    (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.THINGSPACE): "bulkchange.changes.change_identifier:check_thingspace",
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): "bulkchange.changes.edit_username:check_waiting",
     (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): "bulkchange.changes.activate_new_service:check_waiting",
 }
@@ -201,6 +212,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     rev_step = RevioServiceStep(bulk, revio_client, revio_problem)
     shared = SharedCalls()
     logs = {dc.id: CallLog() for dc in waiting}
+    not_due: set[int] = set()
 
     def check(dc: DeviceChange) -> DeviceResult | None:
         device = devices.get(dc.iccid)
@@ -222,6 +234,9 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             return None
         if isinstance(outcome, DeviceResult):
             return rev_step.after(dc, request, device, outcome, logs[dc.id])
+        if isinstance(outcome, NotDue):
+            not_due.add(dc.id)
+            return None
         if checks >= max_checks:
             return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,
                                 details=f"{outcome} after {checks} checks (request {dc.carrier_request_id})")
@@ -245,11 +260,12 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
         if recorder is not None and results:
             recorder(conn, bulk, results)
         if count_checks:
-            repo.count_carrier_checks(conn, bulk, still)
+            repo.count_carrier_checks(conn, bulk, [i for i in still if i not in not_due])
         status, _ = repo.rollup(conn, bulk)
     for r in results:
         summary.settled[r.status.value] = summary.settled.get(r.status.value, 0) + 1
     summary.still_waiting = len(still)
+    summary.not_due = len(not_due)
     summary.bulk_status = status.value
     return summary
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from bulkchange.changes.archival import Archival
 from bulkchange.changes.activate_new_service import TelegenceActivateNewService
 from bulkchange.changes.base import ChangeHandler
+from bulkchange.changes.carrier_rate_plan import JasperCarrierRatePlan, ThingSpaceCarrierRatePlan
+from bulkchange.changes.change_identifier import JasperChangeIdentifier, ThingSpaceChangeIdentifier
 from bulkchange.changes.customer_assignment import CreateRevService, CustomerAssignment
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange
 from bulkchange.changes.edit_username import JasperEditUsername, TelegenceEditUsername, ThingSpaceEditUsername
@@ -23,6 +25,10 @@ HANDLERS: dict[tuple[ChangeType, Integration | None], type[ChangeHandler]] = {
     (ChangeType.STATUS_UPDATE, Integration.POND): PondStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.TELEGENCE): TelegenceStatusUpdate,
     (ChangeType.STATUS_UPDATE, Integration.TEAL): TealStatusUpdate,
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.JASPER): JasperCarrierRatePlan,
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.THINGSPACE): ThingSpaceCarrierRatePlan,
+    (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.JASPER): JasperChangeIdentifier,
+    (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.THINGSPACE): ThingSpaceChangeIdentifier,
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.JASPER): JasperEditUsername,
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.TELEGENCE): TelegenceEditUsername,
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): ThingSpaceEditUsername,

@@ -472,6 +472,8 @@ class DeviceResult(BaseModel):
     # Any other Device columns the change sets once applied (customer rate plan, username, cost
     # centers, a moved ICCID/IMEI ...): column name -> value, written by repository.record_results.
     device_updates: dict[str, Any] = Field(default_factory=dict)
+    # Carrier data the change type's own record step stores (e.g. Telegence features); not a column.
+    extra: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 0
     duration_s: float = 0.0
 

@@ -163,6 +163,8 @@ WAITING_CHECKERS: dict[Any, str] = {
     (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.THINGSPACE): "bulkchange.changes.change_identifier:check_thingspace",
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): "bulkchange.changes.edit_username:check_waiting",
     (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): "bulkchange.changes.activate_new_service:check_waiting",
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.TEAL):
+        "bulkchange.changes.carrier_rate_plan_telegence_teal_pond:check_teal",
 }
 
 

@@ -12,6 +12,12 @@ from bulkchange.changes.carrier_rate_plan import JasperCarrierRatePlan, ThingSpa
 from bulkchange.changes.change_identifier import JasperChangeIdentifier, ThingSpaceChangeIdentifier
 from bulkchange.changes.customer_assignment import CreateRevService, CustomerAssignment
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange
+from bulkchange.changes.carrier_rate_plan_telegence_teal_pond import (
+    PondCarrierRatePlan,
+    TealCarrierRatePlan,
+    TelegenceCarrierRatePlan,
+)
+from bulkchange.changes.change_identifier_telegence import TelegenceChangeIdentifier
 from bulkchange.changes.edit_username import JasperEditUsername, TelegenceEditUsername, ThingSpaceEditUsername
 from bulkchange.changes.status_update import JasperStatusUpdate, ThingSpaceStatusUpdate
 from bulkchange.changes.status_update_pond import PondStatusUpdate
@@ -33,6 +39,10 @@ HANDLERS: dict[tuple[ChangeType, Integration | None], type[ChangeHandler]] = {
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.TELEGENCE): TelegenceEditUsername,
     (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): ThingSpaceEditUsername,
     (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): TelegenceActivateNewService,
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.TELEGENCE): TelegenceCarrierRatePlan,
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.TEAL): TealCarrierRatePlan,
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.POND): PondCarrierRatePlan,
+    (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.TELEGENCE): TelegenceChangeIdentifier,
     (ChangeType.CUSTOMER_RATE_PLAN_CHANGE, None): CustomerRatePlanChange,
     (ChangeType.ARCHIVAL, None): Archival,
     (ChangeType.CUSTOMER_ASSIGNMENT, None): CustomerAssignment,

@@ -60,11 +60,13 @@ def preflight_problem(bulk: BulkChange, credentials_problem: str | None) -> str 
         handler_cls = get_handler(bulk.change_type, bulk.integration)
     except UnsupportedChange as exc:
         return str(exc)
+    if not handler_cls.needs_carrier:
+        # no carrier call: neither the carrier connection nor the carrier write switch matters
+        # (the legacy DB-only flows did not check WriteIsEnabled either)
+        return None
     if not bulk.write_is_enabled:
         return (f"writes are disabled for service provider {bulk.service_provider_id} "
                 f"({bulk.service_provider_name}): WriteIsEnabled is off")
-    if not handler_cls.needs_carrier:
-        return None  # no carrier call: the carrier connection does not matter
     return credentials_problem
 
 

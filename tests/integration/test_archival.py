@@ -100,3 +100,14 @@ def test_dry_run_counts_no_carrier_call(amop_engine):
     assert report["carrier_calls"] == {"Pond": 0}
     with amop_engine.connect() as conn:  # nothing archived by a dry run
         assert conn.execute(select(t.device.c.IsDeleted)).scalars().all() == [False] * 5
+
+
+def test_db_only_ignores_the_carrier_write_switch(amop_engine):
+    """WriteIsEnabled guards carrier writes; the legacy DB-only flows did not check it."""
+    iccids = [seed.make_iccid(94_500 + i) for i in range(3)]
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=SP, name="arch", integration=Integration.JASPER, tenant_id=2,
+                                  write_enabled=False)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVATED"} for i in iccids], sp_id=SP, tenant_id=2)
+    assert run(amop_engine, bulk(amop_engine, [{"ICCID": i, "ChangeRequest": {}} for i in iccids]))["counts"] == {
+        "PROCESSED": 3}

@@ -184,3 +184,25 @@ def test_thingspace_iccid_and_imei_changes_settle_through_reconciliation(amop_en
     dcs = changes(amop_engine, bulk_id)
     assert "DeviceAlreadyExists" in dcs[iccids[4]].status_details and rows[ids[iccids[4]]].ICCID == iccids[4]
     assert "DeviceState.Invalid" in dcs[iccids[5]].status_details and rows[ids[iccids[5]]].IMEI != imei(701)
+
+
+def test_thingspace_retry_after_a_crash_does_not_resend_a_done_change(amop_engine, ts, ts_client):
+    import time
+
+    iccids = make_fleet(amop_engine, ts, 3, "active")
+    new_sims = [seed.make_iccid(81_000 + k) for k in range(3)]
+    bulk_id = identifier_bulk(amop_engine, list(zip(iccids, ({"NewICCID": n} for n in new_sims))), sp_id=4)
+    ids = processing.prepare(amop_engine, bulk_id, batch_size=10).batches[0].device_change_ids
+    with amop_engine.begin() as conn:  # the dead attempt sent the first change before it could record it
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        repo.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
+    ts_client.change_device_id(iccids[0], "iccid", new_sims[0])
+    time.sleep(0.6)  # the carrier applied it (action_delay_s=0.3)
+    processing.process_batch(amop_engine, bulk_id, ids, client=ts_client)
+    dcs = changes(amop_engine, bulk_id)
+    assert dcs[iccids[0]].status == DeviceChangeStatus.PROCESSED and "confirmed" in dcs[iccids[0]].status_details
+    assert {dcs[i].status for i in iccids[1:]} == {DeviceChangeStatus.PENDING_CARRIER}
+    assert settle_until_done(amop_engine, bulk_id, ts_client).bulk_status == "PROCESSED"
+    sent = [c["body"]["deviceIds"][0]["id"] for c in ts.calls(method="PUT", path_contains="/actions/deviceId")]
+    assert sorted(sent) == sorted(iccids)  # one change per device, the first one not sent again
+    assert sorted(r.ICCID for r in device_rows(amop_engine).values()) == sorted(new_sims)

@@ -254,6 +254,8 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             still.append(outcome.item.id)
         else:
             results.append(outcome.value)
+            if not outcome.value.status.is_settled:  # moved on to a next carrier step (e.g. a static IP)
+                still.append(outcome.item.id)
     with engine.begin() as conn:
         repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
                                                   for r in results}, processed_by=processed_by, source="BulkChange")
@@ -265,7 +267,8 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             repo.count_carrier_checks(conn, bulk, [i for i in still if i not in not_due])
         status, _ = repo.rollup(conn, bulk)
     for r in results:
-        summary.settled[r.status.value] = summary.settled.get(r.status.value, 0) + 1
+        if r.status.is_settled:
+            summary.settled[r.status.value] = summary.settled.get(r.status.value, 0) + 1
     summary.still_waiting = len(still)
     summary.not_due = len(not_due)
     summary.bulk_status = status.value

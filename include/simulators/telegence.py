@@ -54,18 +54,21 @@ from simulators.core import Call, Knobs, SimulatedCarrier
 LINECONFIG = "/sp/mobility/lineconfig/api/v1/service"
 ACTIVATION = "/sp/mobility/activation/api/v1/service"
 MAX_ACTIVATIONS = 200
+IPPROVISIONING = "/sp/mobility/ipprovisioning/api/v1"
 STATUSES = ("A", "S", "C")
 # current -> statuses a PATCH may set (assumed)
 ALLOWED = {"A": frozenset({"A", "S", "C"}), "S": frozenset({"S", "A", "C"}), "C": frozenset({"C"})}
 EDITABLE = frozenset({"subscriberStatus", "statusReasonCode", "singleUserCode", "contactName", "IMEI",
                       "serviceZipCode", "technologyType", "reasonCode", "sim"})
 LINE_FIELDS = ("subscriberStatus", "statusEffectiveDate", "statusReasonCode", "subscriberActivationDate",
-               "singleUserCode", "serviceZipCode", "billingAccountNumber", "contactName", "sim", "IMEI")
+               "singleUserCode", "serviceZipCode", "billingAccountNumber", "contactName", "sim", "IMEI",
+               "staticIPAddress")
 
 
 class TelegenceKnobs(Knobs):
     activation_delay_s: float = Field(1.0, ge=0, description="pending -> active after this many seconds")
     reject_iccids: list[str] = Field(default_factory=list, description="activations of these SIMs are rejected")
+    ip_pool_size: int = Field(1000, ge=0, description="static IP addresses available per PDP name")
 
 
 def _today() -> str:
@@ -93,6 +96,8 @@ class TelegenceSimulator(SimulatedCarrier):
     def __init__(self, accounts: dict[str, str] | None = None, **knobs: Any):
         self.by_number: dict[str, str] = {}         # subscriber number -> ICCID
         self.activations: dict[str, dict] = {}
+        self.ip_batches: dict[str, dict] = {}     # static IP provisioning batches
+        self.ips_given: set[str] = set()
         self._numbers = itertools.count(1)
         super().__init__(accounts=accounts if accounts is not None else {"demo-app": "demo-app-secret"}, **knobs)
 
@@ -100,6 +105,8 @@ class TelegenceSimulator(SimulatedCarrier):
     def reset_state(self) -> None:
         self.by_number.clear()
         self.activations.clear()
+        self.ip_batches: dict[str, dict] = {}
+        self.ips_given: set[str] = set()
         self._numbers = itertools.count(1)
 
     def error_body(self, status: int, message: str, code: str | None) -> Any:
@@ -145,6 +152,8 @@ class TelegenceSimulator(SimulatedCarrier):
 
     # ---------------------------------------------------------------- routes
     def add_routes(self) -> None:
+        self._add_ip_routes()  # static IP provisioning (ActivateNewService)
+
         @self.route("GET", LINECONFIG)
         def list_lines(call: Call):
             return self._list(call)
@@ -306,6 +315,72 @@ class TelegenceSimulator(SimulatedCarrier):
 
         self.schedule(delay / 2, reserve)
         self.schedule(delay, finish)
+
+    # ---------------------------------------------------------------- static IP provisioning
+    # Legacy AMOP calls three URLs it reads from settings (TelegenceIPAddressesURL,
+    # TelegenceIPProvisioningURL, TelegenceIPProvisionRequestStatusURL); AT&T does not publish them.
+    # **Assumed** paths and bodies:
+    # * ``POST /sp/mobility/ipprovisioning/api/v1/ipaddresses`` ``{pdpName, ipQuantity}`` ->
+    #   ``{pdpName, ipAddresses: [...]}`` (free addresses of the PDP's pool, ``ip_pool_size`` each;
+    #   fewer than asked when the pool runs out);
+    # * ``POST /sp/mobility/ipprovisioning/api/v1/provisioning`` ``{pdpName, billingAccountNumber,
+    #   subscriber: [{subscriberNumber, ipAddressRecord, lteIndicator, defaultAPNIndicator,
+    #   accessPointName, effectiveDate}]}`` -> ``{batchId}``; done ``activation_delay_s`` later;
+    # * ``POST /sp/mobility/ipprovisioning/api/v1/provisioning/status`` ``{batchId}`` -> ``{batchId,
+    #   subscriber: [{subscriberNumber, ipAddressRecord, ProfileCheck, IPReservation, ProfileUpdate}]}``:
+    #   ``Pending`` x3 while running, then ``Success`` / ``Reserved`` / ``Complete`` (the line gets
+    #   ``staticIPAddress``), or ``ProfileCheck: Failed`` for a number without an active line.
+    def _add_ip_routes(self) -> None:
+        @self.route("POST", IPPROVISIONING + "/ipaddresses")
+        def ip_addresses(call: Call):
+            body = call.body if isinstance(call.body, dict) else {}
+            pdp, quantity = body.get("pdpName"), body.get("ipQuantity")
+            if not pdp or not isinstance(quantity, int) or not 1 <= quantity <= 10:
+                raise self.error(400, "pdpName and ipQuantity (1-10) are required")
+            free = [f"10.{200 + sum(map(ord, str(pdp))) % 50}.{i // 250}.{i % 250 + 1}"
+                    for i in range(self.knobs.ip_pool_size)]
+            out = [ip for ip in free if ip not in self.ips_given][:quantity]
+            self.ips_given.update(out)
+            return {"pdpName": pdp, "ipAddresses": out}
+
+        @self.route("POST", IPPROVISIONING + "/provisioning")
+        def provision(call: Call):
+            body = call.body if isinstance(call.body, dict) else {}
+            subs = body.get("subscriber")
+            if not body.get("pdpName") or not isinstance(subs, list) or not subs or not all(
+                    isinstance(x, dict) and x.get("subscriberNumber") and x.get("ipAddressRecord") for x in subs):
+                raise self.error(400, "pdpName and subscriber [{subscriberNumber, ipAddressRecord}] are required")
+            batch = {"batchId": str(uuid.uuid4()), "done": False,
+                     "subscriber": [{"subscriberNumber": str(x["subscriberNumber"]),
+                                     "ipAddressRecord": str(x["ipAddressRecord"]), "ProfileCheck": "Pending",
+                                     "IPReservation": "Pending", "ProfileUpdate": "Pending"} for x in subs]}
+            call.iccids = [self.by_number[x["subscriberNumber"]] for x in batch["subscriber"]
+                           if x["subscriberNumber"] in self.by_number]
+            self.ip_batches[batch["batchId"]] = batch
+            generation = self._generation
+
+            def finish() -> None:
+                if generation != self._generation:
+                    return
+                for x in batch["subscriber"]:
+                    dev = self.devices.get(self.by_number.get(x["subscriberNumber"], ""))
+                    if dev is None or dev.get("subscriberStatus") != "A":
+                        x["ProfileCheck"] = "Failed"
+                        continue
+                    dev["staticIPAddress"] = x["ipAddressRecord"]
+                    x.update(ProfileCheck="Success", IPReservation="Reserved", ProfileUpdate="Complete")
+                batch["done"] = True
+
+            self.schedule(self.knobs.activation_delay_s, finish)
+            return {"batchId": batch["batchId"]}
+
+        @self.route("POST", IPPROVISIONING + "/provisioning/status")
+        def provision_status(call: Call):
+            body = call.body if isinstance(call.body, dict) else {}
+            batch = self.ip_batches.get(str(body.get("batchId") or ""))
+            if batch is None:
+                raise self.error(404, "/provisioning/")
+            return {"batchId": batch["batchId"], "subscriber": [dict(x) for x in batch["subscriber"]]}
 
     def _new_number(self) -> str:
         while True:

@@ -80,7 +80,7 @@ def test_activations_in_requests_of_200_settle_with_number_plan_and_features(amo
             for n, i in enumerate(iccids[:210])]
     rows.append({"ICCID": iccids[210], "ChangeRequest": {"TelegenceActivationRequest": {"service": {
         "serviceCharacteristic": [{"name": "singleUserCode", "value": "X"}]}}}})
-    rows.append({"ICCID": iccids[211], "ChangeRequest": activation(StaticIPProvision={"PDPName": "pdp"})})
+    rows.append({"ICCID": iccids[211], "ChangeRequest": activation(StaticIPProvision={"StaticIPAPN": "apn"})})
     with amop_engine.begin() as conn:
         bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
                                        portal_type=MOBILITY, requests=rows)
@@ -120,7 +120,7 @@ def test_activations_in_requests_of_200_settle_with_number_plan_and_features(amo
     assert dcs[iccids[5]].Status == "API_FAILED" and "rejected" in dcs[iccids[5]].StatusDetails
     assert devices[iccids[5]].MSISDN is None and devices[iccids[5]].Status == "inventory"
     assert "serviceZipCode" in dcs[iccids[210]].StatusDetails and dcs[iccids[210]].Status == "ERROR"
-    assert "StaticIPProvision" in dcs[iccids[211]].StatusDetails
+    assert "StaticIPProvision needs PDPName" in dcs[iccids[211]].StatusDetails
     # the linked customer assignment: numbers written, the failed device's row refused, then released
     assert held[iccids[0]].MSISDN == dcs[iccids[0]].MSISDN and held[iccids[0]].Status == "NEW"
     assert held[iccids[5]].Status == "ERROR" and "activation failed" in held[iccids[5]].StatusDetails
@@ -148,3 +148,34 @@ def test_polling_stops_after_max_checks(amop_engine, tg, tg_client):
     with amop_engine.connect() as conn:
         details = [r.StatusDetails for r in conn.execute(select(DC))]
     assert all("after 6 checks" in d for d in details)
+
+
+def test_static_ip_provisioned_after_activation(amop_engine, tg, tg_client):
+    tg.configure(ip_pool_size=4)  # five SIMs ask, the PDP has four addresses
+    iccids = inventory(amop_engine, tg, 6, 73_000)
+    ip = {"PDPName": "ACME.PDP", "LteIndicator": "Y", "DefaultAPN": "N", "StaticIPAPN": "acme.static"}
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       portal_type=MOBILITY, requests=[
+                                           {"ICCID": i, "ChangeRequest": activation(StaticIPProvision=ip if n < 5 else None)}
+                                           for n, i in enumerate(iccids)])
+    plan = processing.prepare(amop_engine, bulk_id)
+    processing.process_batch(amop_engine, bulk_id, plan.batches[0].device_change_ids, client=tg_client)
+    processing.finalize(amop_engine, bulk_id)
+    summary = settle(amop_engine, bulk_id, tg_client)
+    assert summary.bulk_status == "PROCESSED", summary
+    with amop_engine.connect() as conn:
+        dcs = {r.ICCID: r for r in conn.execute(select(DC))}
+        devices = {r.ICCID: r for r in conn.execute(select(t.device))}
+    with_ip = [i for i in iccids[:5] if devices[i].IPAddress]
+    assert len(with_ip) == 4 and len({devices[i].IPAddress for i in with_ip}) == 4
+    for i in with_ip:
+        assert dcs[i].IpAddress == devices[i].IPAddress and "provisioned" in dcs[i].StatusDetails
+        line = tg.request("GET", f"/lines/{devices[i].MSISDN}")
+        assert line["staticIPAddress"] == devices[i].IPAddress
+    (no_ip,) = [i for i in iccids[:5] if not devices[i].IPAddress]
+    assert "static IP NOT provisioned: no static IP address available" in dcs[no_ip].StatusDetails
+    assert devices[no_ip].MSISDN and devices[no_ip].Status == "A"  # the line is kept and recorded
+    assert devices[iccids[5]].IPAddress is None and dcs[iccids[5]].Status == "PROCESSED"
+    body = tg.calls(path_contains="/provisioning", method="POST")[0]["body"]
+    assert body["pdpName"] == "ACME.PDP" and body["subscriber"][0]["accessPointName"] == "acme.static"

@@ -60,6 +60,8 @@ def build_client(integration: Integration, settings: CarrierSettings, *, policy:
                                service_path=extra.get("service_path") or SERVICE_PATH,
                                activation_path=extra.get("activation_path") or ACTIVATION_PATH,
                                billing_account=extra.get("billing_account_number"),
+                               ip_paths={k: extra[f"ip_{k}_path"] for k in ("addresses", "provisioning", "status")
+                                         if extra.get(f"ip_{k}_path")},
                                policy=policy, timeout=settings.timeout_s)
     if family == Integration.TEAL:
         from bulkchange.carriers.teal import TealClient

@@ -34,6 +34,10 @@ class ActivationOutcomeUnknown(PermanentError):
 SERVICE_PATH = "/sp/mobility/lineconfig/api/v1/service"
 ACTIVATION_PATH = "/sp/mobility/activation/api/v1/service"
 MAX_ACTIVATIONS = 200
+# static IP provisioning (legacy TelegenceIPAddressesURL / IPProvisioningURL / IPProvisionRequestStatusURL)
+IP_ADDRESSES_PATH = "/sp/mobility/ipprovisioning/api/v1/ipaddresses"
+IP_PROVISIONING_PATH = "/sp/mobility/ipprovisioning/api/v1/provisioning"
+IP_PROVISION_STATUS_PATH = "/sp/mobility/ipprovisioning/api/v1/provisioning/status"
 LIST_PAGE = 500
 
 
@@ -53,7 +57,8 @@ class TelegenceClient(HttpCarrierClient):
     carrier_name = "Telegence"
 
     def __init__(self, base_url: str, app_id: str, app_secret: str, *, service_path: str = SERVICE_PATH,
-                 activation_path: str = ACTIVATION_PATH, billing_account: str | None = None, **kw: Any):
+                 activation_path: str = ACTIVATION_PATH, billing_account: str | None = None,
+                 ip_paths: dict[str, str] | None = None, **kw: Any):
         super().__init__(base_url, **kw)
         if not app_id or not app_secret:
             raise ValueError("Telegence needs an app-id (login) and an app-secret (password)")
@@ -62,6 +67,8 @@ class TelegenceClient(HttpCarrierClient):
         self.service_path = "/" + service_path.strip("/")
         self.activation_path = "/" + activation_path.strip("/")
         self.billing_account = billing_account
+        self.ip_paths = {"addresses": IP_ADDRESSES_PATH, "provisioning": IP_PROVISIONING_PATH,
+                         "status": IP_PROVISION_STATUS_PATH, **(ip_paths or {})}
         self._local = threading.local()  # per-thread extra request headers (paging)
 
     def _auth_headers(self) -> dict[str, str]:
@@ -152,3 +159,24 @@ class TelegenceClient(HttpCarrierClient):
     def activation_status(self, activation_id: str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", f"{self.activation_path}/{activation_id}", log=log,
                           description="Telegence Activation Status: Telegence API") or {}
+
+    # -- static IP provisioning (ActivateNewService; paths and bodies assumed, see the simulator) ---
+    def ip_addresses(self, pdp_name: str, quantity: int, *, log: CallLog | None = None) -> list[str]:
+        body = self._call("POST", self.ip_paths["addresses"], json_body={"pdpName": pdp_name, "ipQuantity": quantity},
+                          log=log, description="Get Telegence IP Addresses: Telegence API") or {}
+        return [str(ip) for ip in body.get("ipAddresses") or []]
+
+    def provision_ips(self, pdp_name: str, billing_account: str | None, subscribers: list[dict], *,
+                      log: CallLog | None = None) -> str:
+        """One provisioning request for ``[{subscriberNumber, ipAddressRecord, ...}]``; returns its batch id."""
+        body = self._call("POST", self.ip_paths["provisioning"], log=log,
+                          json_body={"pdpName": pdp_name, "billingAccountNumber": billing_account,
+                                     "subscriber": subscribers},
+                          description="Telegence IP Provisioning: Telegence API") or {}
+        if not body.get("batchId"):
+            raise TransientError(f"Telegence IP provisioning answered without a batchId: {str(body)[:200]}")
+        return str(body["batchId"])
+
+    def ip_provision_status(self, batch_id: str, *, log: CallLog | None = None) -> dict:
+        return self._call("POST", self.ip_paths["status"], json_body={"batchId": batch_id}, log=log,
+                          description="Telegence IP Provisioning Status: Telegence API") or {}

@@ -27,9 +27,16 @@ device change's ICCID. ``removeOfferingCode`` items are dropped before sending, 
    activation has settled the held bulk change is released (``ProcessChanges = 1``) and
    ``bulk_change_sensor`` processes it with the CustomerAssignment handler.
 
-**Not done yet**: the optional static IP provisioning steps (``StaticIPProvision``); a request asking
-for them is refused at validation with that reason rather than activated without them.
-**Assumed**: see ``carriers/telegence.py`` (activation path and body) and the simulator.
+3b. **Static IP** (``StaticIPProvision``: ``PDPName`` required, ``LteIndicator``, ``DefaultAPN``,
+   ``StaticIPAPN``): once the line is active, one free address of the PDP is asked for and a
+   provisioning request sent for the new number; the device change keeps waiting (request id
+   ``ip:<batch>``) until the status shows ``ProfileCheck`` Success, ``IPReservation`` Reserved and
+   ``ProfileUpdate`` Complete, then settles with the IP on the device change and ``Device.IPAddress``.
+   The polls count against the same ``max_checks`` as the activation. A provisioning the carrier
+   refuses (or no free address) does not undo the line: the device change is PROCESSED with
+   "static IP NOT provisioned" and the reason in its details and log. Legacy sent 10 subscribers per
+   provisioning request; we send one per device so each is logged on its own device change.
+**Assumed**: see ``carriers/telegence.py`` (activation path and body) and the simulator (IP paths).
 """
 from __future__ import annotations
 
@@ -109,6 +116,63 @@ def settled(client: Any, base: dict, request: ActivateNewServiceRequest, number:
                                 f"{len(features)} feature(s)", **base)
 
 
+def _ip_field(request: ActivateNewServiceRequest, name: str) -> Any:
+    lowered = {str(k).lower(): v for k, v in (request.StaticIPProvision or {}).items()}
+    value = lowered.get(name.lower())
+    return value if value not in (None, "") else None
+
+
+IP_PREFIX = "ip:"
+IP_DONE = {"ProfileCheck": "success", "IPReservation": "reserved", "ProfileUpdate": "complete"}
+
+
+def after_active(client: Any, base: dict, request: ActivateNewServiceRequest, number: str, how: str,
+                 log: CallLog) -> DeviceResult:
+    """The line is active: settle it, or first request its static IP (step 3b of the module docstring)."""
+    if request.StaticIPProvision is None:
+        return settled(client, base, request, number, how, log)
+    pdp = str(_ip_field(request, "PDPName"))
+    ban = (request.TelegenceActivationRequest.get("billingAccount") or {}).get("id") or \
+        getattr(client, "billing_account", None)
+    try:
+        addresses = client.ip_addresses(pdp, 1, log=log)
+        if not addresses:
+            raise CarrierError(f"no static IP address available for PDP {pdp}")
+        batch = client.provision_ips(pdp, ban, [{
+            "subscriberNumber": number, "ipAddressRecord": addresses[0],
+            "lteIndicator": _ip_field(request, "LteIndicator"), "defaultAPNIndicator": _ip_field(request, "DefaultAPN"),
+            "accessPointName": _ip_field(request, "StaticIPAPN"), "effectiveDate": utcnow().strftime("%Y-%m-%d")}],
+            log=log)
+    except CarrierError as exc:
+        result = settled(client, base, request, number, how, log)
+        result.details += f"; static IP NOT provisioned: {exc}"
+        return result
+    return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, carrier_request_id=f"{IP_PREFIX}{batch}",
+                        msisdn=number, **base,
+                        details=f"{how}: subscriber {number}; static IP {addresses[0]} requested (batch {batch}), "
+                                "waiting for the carrier")
+
+
+def check_static_ip(client: Any, w) -> DeviceResult | str:
+    batch, number = w.dc.carrier_request_id[len(IP_PREFIX):], w.dc.msisdn
+    answer = client.ip_provision_status(batch, log=w.log)
+    entry = next((x for x in answer.get("subscriber") or [] if isinstance(x, dict)
+                  and str(x.get("subscriberNumber")) == str(number)), None)
+    if entry is None:
+        return f"static IP batch {batch} does not list {number} yet"
+    states = {k: str(entry.get(k) or "").lower() for k in IP_DONE}
+    if states == IP_DONE:
+        result = settled(client, w.base, w.request, number, "Telegence line active", w.log)
+        result.ip_address = str(entry.get("ipAddressRecord"))
+        result.details += f"; static IP {result.ip_address} provisioned"
+        return result
+    if any(v in ("failed", "error", "rejected") for v in states.values()):
+        result = settled(client, w.base, w.request, number, "Telegence line active", w.log)
+        result.details += f"; static IP NOT provisioned (batch {batch}: {entry})"
+        return result
+    return f"static IP provisioning of {number} pending (batch {batch})"
+
+
 class TelegenceActivateNewService(ChangeHandler):
     request_model = ActivateNewServiceRequest
     group_size = MAX_ACTIVATIONS
@@ -133,9 +197,8 @@ class TelegenceActivateNewService(ChangeHandler):
             raise RuleError(f"IMEI {imei!r} must be 15 digits with a valid Luhn check digit")
         if device.msisdn and (device.status or "").upper() == ACTIVE:
             raise RuleError(f"SIM {device.iccid} already has the active line {device.msisdn}")
-        if request.StaticIPProvision:
-            raise RuleError("StaticIPProvision: static IP provisioning after activation is not supported yet; "
-                            "activate without it and provision the IP separately")
+        if request.StaticIPProvision is not None and not _ip_field(request, "PDPName"):
+            raise RuleError("StaticIPProvision needs PDPName (the packet data profile the static IP comes from)")
 
     def _base(self, dc: DeviceChange, device: DeviceRow) -> dict[str, Any]:
         return dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
@@ -155,8 +218,8 @@ class TelegenceActivateNewService(ChangeHandler):
             try:
                 number = self._active_lines().get(device.iccid)
                 if number:
-                    return settled(self.client, self._base(dc, device), request, number,
-                                   "active at the carrier after an interrupted attempt", log)
+                    return after_active(self.client, self._base(dc, device), request, number,
+                                        "active at the carrier after an interrupted attempt", log)
             except CarrierError as exc:
                 return failed_result(dc, device, exc, "Look up Telegence lines before retry")
         return self.apply_group([(dc, request, device)], log=log)[0]
@@ -186,7 +249,7 @@ class TelegenceActivateNewService(ChangeHandler):
                 continue
             if status == "active" and number:
                 try:
-                    out.append(settled(self.client, base, request, number, "Telegence activated the line", log))
+                    out.append(after_active(self.client, base, request, number, "Telegence activated the line", log))
                     continue
                 except CarrierError:
                     pass  # the line could not be read yet: reconciliation reads it
@@ -204,23 +267,25 @@ def check_waiting(client: Any, w) -> DeviceResult | str:
     """Settle one waiting activation (``reconcile.WaitingCheck``): by its activation id, else (or when
     rejected) by finding the SIM among the account's active lines (read once per pass)."""
     activation_id = w.dc.carrier_request_id
+    if activation_id and activation_id.startswith(IP_PREFIX):
+        return check_static_ip(client, w)
 
     def line_number() -> str | None:
         return w.shared.get("telegence:active_lines", client.active_lines).get(w.dc.iccid)
 
     if not activation_id:
         number = line_number()
-        return settled(client, w.base, w.request, number, "Telegence line found", w.log) if number else \
+        return after_active(client, w.base, w.request, number, "Telegence line found", w.log) if number else \
             "Telegence line not found active"
     status, number, reason = activation_outcome(client.activation_status(activation_id, log=w.log))
     if status == "active" and number:
-        return settled(client, w.base, w.request, number, f"Telegence activation {activation_id} done after "
-                                                          f"{w.checks} check(s)", w.log)
+        return after_active(client, w.base, w.request, number, f"Telegence activation {activation_id} done after "
+                                                               f"{w.checks} check(s)", w.log)
     if status == "rejected":
         number = line_number()
         if number:
-            return settled(client, w.base, w.request, number, f"activation {activation_id} rejected ({reason}) "
-                                                              "but the line is active", w.log)
+            return after_active(client, w.base, w.request, number, f"activation {activation_id} rejected ({reason}) "
+                                                                   "but the line is active", w.log)
         return w.result(DeviceChangeStatus.API_FAILED,
                         f"Telegence rejected activation {activation_id}: {reason or 'no reason given'}")
     return f"Telegence activation {status or 'status unknown'}"

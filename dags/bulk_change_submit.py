@@ -110,7 +110,7 @@ def bulk_change_submit():
             where = "claimed, processing launched" if result.claimed else "NEW, the sensor will pick it up"
             print(f"bulk change {result.bulk_change_id}: {sub.change_type.value} on {sp.integration.value} "
                   f"({sp.name}), {result.devices} devices, {where}")
-            if problem:
+            if problem and core.needs_carrier(sub, sp):
                 print(f"warning: {problem}; processing will mark every device ERROR with this reason")
         for p in result.problems:
             print(f"device {p['device']}: {p['reason']}")

@@ -171,6 +171,10 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
     todo = [dc.id for dc in accepted] + list(queued_ids or [])
     report.batches = [{"label": b.label, "devices": len(b.device_change_ids)}
                       for b in plan_batches(bulk, todo, batch_size)]
+    if not getattr(handler_cls, "needs_carrier", True):  # AMOP tables only
+        report.no_call_needed = report.would_process
+        report.estimate_basis = "no carrier call: this change type only writes the AMOP database"
+        return report
     if handler_cls.group_size > 1:  # one call per group of devices (ThingSpace takes lists)
         calls = math.ceil((per_device_calls + report.already_queued) / handler_cls.group_size)
     else:

@@ -239,13 +239,14 @@ def check_against_db(engine: Engine, sub: Submission) -> repo.ServiceProviderRow
         raise SubmitError("service_provider_id", sub.service_provider_id, "no such service provider")
     if not sp.is_active:
         raise SubmitError("service_provider_id", sub.service_provider_id, f"service provider {sp.name} is inactive")
-    if not sp.write_is_enabled:
-        raise SubmitError("service_provider_id", sub.service_provider_id,
-                          f"writes are disabled for service provider {sp.name} (WriteIsEnabled is off)")
     try:
-        get_handler(sub.change_type, sp.integration)
+        handler_cls = get_handler(sub.change_type, sp.integration)
     except UnsupportedChange as exc:
         raise SubmitError("change_type", sub.change_type.value, str(exc)) from None
+    # the carrier write switch guards carrier calls only (DB-only change types never checked it)
+    if getattr(handler_cls, "needs_carrier", True) and not sp.write_is_enabled:
+        raise SubmitError("service_provider_id", sub.service_provider_id,
+                          f"writes are disabled for service provider {sp.name} (WriteIsEnabled is off)")
     if not any(row.get("fields") for row in sub.devices):
         # one change request for every device: a mistake in it is the form's, not the devices'
         try:
@@ -259,6 +260,11 @@ def check_against_db(engine: Engine, sub: Submission) -> repo.ServiceProviderRow
             except RuleError as exc:
                 raise SubmitError("change_request.UpdateStatus", status, str(exc)) from None
     return sp
+
+
+def needs_carrier(sub: Submission, sp: repo.ServiceProviderRow) -> bool:
+    """Whether this change calls the carrier (so needs its connection) or only writes AMOP tables."""
+    return bool(getattr(get_handler(sub.change_type, sp.integration), "needs_carrier", True))
 
 
 def _label(row: dict[str, Any]) -> str:

@@ -229,3 +229,23 @@ def test_submit_dry_run_and_retry_statements_compile_for_sql_server(sqlite_engin
     assert len(mine) >= 5
     for stmt in CAPTURED_STATEMENTS.values():
         assert str(stmt.compile(dialect=mssql.dialect()))
+
+
+def test_db_only_change_type_needs_no_carrier_write_switch_nor_calls(sqlite_engine):
+    """Archival only writes AMOP tables: a provider with carrier writes off may submit it, and its
+    dry run plans no carrier call."""
+    from bulkchange.changes import UnsupportedChange, get_handler
+
+    try:
+        if get_handler(ChangeType.ARCHIVAL, Integration.JASPER).needs_carrier:
+            pytest.skip("archival calls the carrier here")
+    except UnsupportedChange:
+        pytest.skip("archival not supported")
+    _provider(sqlite_engine, write_enabled=False)
+    report = submit(sqlite_engine, parse_submission(_params(change_type="Archival", change_request={})),
+                    dry_run=True, rate_limit_per_s=1).dry_run
+    assert report["would_process"] == 3 and report["carrier_calls"] == {} and report["no_call_needed"] == 3
+    assert "no carrier call" in report["estimate_basis"] and report["estimated_seconds"] == 0
+    result = submit(sqlite_engine, parse_submission(_params(change_type="Archival", change_request={})),
+                    process_now=False)
+    assert result.bulk_change_id and result.problems == []

@@ -4,7 +4,8 @@ Every bulk change status change queues its notifications in the ``DeviceBulkChan
 outbox, in the same transaction as the change (``repository.set_bulk_status`` and
 ``claim_bulk_change``): a webhook POST for every change (the legacy "ADM webhook", but one message
 per status change instead of the first 100 rows on every pass) and a completion summary email
-when the status is final. ``dispatch`` sends what is pending: whichever process runs it first
+when the status is final (plus, for EditUsernameCostCenter, the username-updated report,
+``changes.edit_username.username_report_email``). ``dispatch`` sends what is pending: whichever process runs it first
 (the processing run's finalize, the reconciliation run) claims each row with one conditional
 UPDATE, so each notification goes out once even when both places roll the same bulk change up.
 
@@ -266,7 +267,7 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
             _finish(engine, n.id, "SKIPPED", "no webhook configured")
             result.skipped.append(key)
             continue
-        if n.channel == repo.NOTIFY_EMAIL and (send_email is None or not recipients):
+        if n.channel in (repo.NOTIFY_EMAIL, repo.NOTIFY_USERNAME) and (send_email is None or not recipients):
             _finish(engine, n.id, "SKIPPED", "no summary email recipients configured")
             result.skipped.append(key)
             continue
@@ -276,6 +277,11 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
             ctx = contexts[n.bulk_change_id]
             if n.channel == repo.NOTIFY_WEBHOOK:
                 webhook.send(webhook_payload(ctx, n), notification_id=n.id)
+            elif n.channel == repo.NOTIFY_USERNAME:  # EditUsernameCostCenter's username-updated report
+                from bulkchange.changes.edit_username import username_report_email
+
+                subject, body = username_report_email(engine, ctx.bulk)
+                send_email(list(recipients), subject, body)
             else:
                 subject, body = summary_email(ctx, n.to_status,
                                               run_url=run_url(n.bulk_change_id) if run_url else None)

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import select, update
 
-from bulkchange import processing, reconcile
+from bulkchange import notify, processing, reconcile
 from bulkchange.carriers.telegence import TelegenceClient, characteristic
 from bulkchange.carriers.thingspace import ThingSpaceClient
 from bulkchange.db import schema as t
@@ -102,6 +102,17 @@ def test_jasper_username_audit_trail_and_rev_cost_centers(amop_engine, fleet_fac
         logs = conn.execute(select(t.device_bulk_change_log).where(
             t.device_bulk_change_log.c.M2MDeviceChangeId == dcs[ids[0]].Id)).mappings().all()
     assert local["Username"] == "user-0" and local["CostCenter2"] == "CC2-0"
+    # one username-updated report per bulk change, through the outbox, beside the summary
+    sent = []
+    result = notify.dispatch(amop_engine, bulk_ids=[bulk_id], send_email=lambda to, subj, body: sent.append(
+        (to, subj, body)), recipients=["ops@example.com"])
+    reports = [m for m in sent if "Username Update Report" in m[1]]
+    assert len(reports) == 1 and len(sent) == 2, [m[1] for m in sent]
+    assert "user-3" in reports[0][2] and "CC1-3" in reports[0][2] and ids[11] in reports[0][2]
+    assert ids[10] not in reports[0][2]  # the failed device is not reported as updated
+    assert ("username" in [k[1] for k in result.sent])
+    assert notify.dispatch(amop_engine, bulk_ids=[bulk_id], send_email=lambda *a: sent.append(a),
+                           recipients=["ops@example.com"]).sent == []
     assert [r["LogEntryDescription"] for r in logs] == [
         "Update Jasper Username: Jasper API", "Get Device Audit Trail: Jasper API", "Get Rev.io Service: Rev.io API",
         "Update Rev.io Service: Rev.io API"]

@@ -32,10 +32,10 @@ value differs (a retried device whose Rev.io service is already up to date is no
 an interrupted Jasper or Telegence device is read at the carrier first and not edited again when
 the value is there. ThingSpace edits set values, so sending one again is harmless.
 
-**Notification.** Legacy mailed a "Username Update Report" (never actually called). The
-notification outbox (``DeviceBulkChangeNotification``) only carries the webhook and the completion
-summary today; ``notify_username_updated`` is the hook where one username-updated notification per
-bulk change will be queued once the outbox has that kind. Until then the batch's report is logged.
+**Notification.** Legacy had a "Username Update Report" email (never actually called). Here the
+outbox queues one ``username`` notification when an EditUsernameCostCenter bulk change reaches a
+final status (``repository.record_status_change``), and ``notify.dispatch`` mails
+``username_report_email`` (the devices and their new values) to the summary recipients.
 """
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallLog, CarrierError, PermanentError, TransientError
 from bulkchange.carriers.revio import field_index
@@ -101,12 +101,36 @@ def device_updates(request: EditUsernameRequest, *, username: bool = True, cost_
     return out
 
 
-def notify_username_updated(conn: Connection, bulk: BulkChange, rows: Sequence[tuple[str | None, str]]) -> None:
-    """Hook: queue the bulk change's username-updated notification (ICCID, new username). The outbox
-    has no such kind yet (webhook and summary only), so this only logs the report."""
-    if rows:
-        log.info("bulk change %s: usernames updated for %d device(s): %s", bulk.id, len(rows),
-                 ", ".join(f"{i}={u!r}" for i, u in rows[:20]) + (" ..." if len(rows) > 20 else ""))
+def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500) -> tuple[str, str]:
+    """(subject, html) of the username-updated report (legacy "Username Update Report"): the devices
+    whose username or cost centers this bulk change set, with the new values."""
+    from bulkchange.notify import SUBJECT_PREFIX, _e
+
+    tbl = repo.change_table(bulk.portal_type)
+    applied = [DeviceChangeStatus.PROCESSED.value, DeviceChangeStatus.REV_IO_FAILED.value]
+    with engine.connect() as conn:
+        rows = conn.execute(select(tbl.c.ICCID, tbl.c.MSISDN, tbl.c.ChangeRequest, tbl.c.Status, tbl.c.ProcessedDate)
+                            .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(applied))
+                            .order_by(tbl.c.Id)).all()
+    lines = []
+    for iccid, msisdn, raw, status, when in rows[:max_rows]:
+        try:
+            req = EditUsernameRequest.model_validate(json.loads(raw) if raw else {})
+        except ValueError:
+            continue
+        centers = ", ".join(f"{k}={v}" for k, v in req.cost_centers().items()) if status == "PROCESSED" else \
+            "(Rev.io failed)"
+        lines.append(f"<tr><td>{_e(iccid)}</td><td>{_e(msisdn or '')}</td><td>{_e(req.ContactName or '')}</td>"
+                     f"<td>{_e(centers)}</td><td>{_e(when or '')}</td></tr>")
+    subject = (f"{SUBJECT_PREFIX} Username Update Report: bulk change {bulk.id}, {len(rows)} device(s) on "
+               f"{bulk.integration.value}")
+    more = f"<p>First {max_rows} of {len(rows)} shown.</p>" if len(rows) > max_rows else ""
+    body = (f"<h3>Username Update Report, bulk change {bulk.id}</h3>"
+            f"<p>Service provider {_e(bulk.service_provider_name)} ({bulk.service_provider_id}), tenant "
+            f"{bulk.tenant_id}, changed by {_e(bulk.created_by or '')}.</p>"
+            "<table border='1' cellpadding='4'><tr><th>ICCID</th><th>MSISDN</th><th>New username</th>"
+            f"<th>Cost centers</th><th>Date</th></tr>{''.join(lines)}</table>{more}")
+    return subject, body
 
 
 class EditUsernameBase(ChangeHandler):
@@ -221,7 +245,7 @@ class EditUsernameBase(ChangeHandler):
         return f"Rev.io service {service_id}: {len(ops)} field(s) updated"
 
     def record(self, conn: Connection, results: list[DeviceResult], *, processed_by: str) -> None:
-        """Keep the local Rev_Service copy in step; queue the username notification (hook)."""
+        """Keep the local Rev_Service copy in step."""
         done = {r.device_change_id for r in results if r.status == DeviceChangeStatus.PROCESSED}
         s = t.rev_service
         groups: dict[tuple[str, ...], list[dict]] = {}
@@ -232,9 +256,6 @@ class EditUsernameBase(ChangeHandler):
         for cols, rows in groups.items():
             conn.execute(update(s).where(s.c.ServiceId == bindparam("s_id"))
                          .values(**{c: bindparam(f"v_{c}") for c in cols}), rows)
-        notify_username_updated(conn, self.bulk, [(r.iccid, r.device_updates["Username"]) for r in results
-                                                  if r.status == DeviceChangeStatus.PROCESSED
-                                                  and "Username" in r.device_updates])
 
 
 def _result(dc: DeviceChange, device: DeviceRow, status: DeviceChangeStatus, details: str,

@@ -644,6 +644,17 @@ def rollup(conn: Connection, bulk: BulkChange) -> tuple[BulkStatus, dict[str, in
 # --- notification outbox ----------------------------------------------------------------------
 NOTIFY_WEBHOOK = "webhook"
 NOTIFY_EMAIL = "email"
+NOTIFY_USERNAME = "username"  # EditUsernameCostCenter: the username-updated report, when it finishes
+
+
+def _channels(conn: Connection, bulk_id: int, to_status: BulkStatus) -> list[str]:
+    if not to_status.is_final:
+        return [NOTIFY_WEBHOOK]
+    ct, b = t.device_change_request_type, t.device_bulk_change
+    code = conn.execute(select(ct.c.Code).select_from(b.join(ct, ct.c.Id == b.c.ChangeRequestTypeId))
+                        .where(b.c.Id == bulk_id)).scalar()
+    username = (code or "").lower() == ChangeType.EDIT_USERNAME_COST_CENTER.value.lower()
+    return [NOTIFY_WEBHOOK, NOTIFY_EMAIL] + ([NOTIFY_USERNAME] if username else [])
 
 
 def record_status_change(conn: Connection, bulk_id: int, from_status: str | None, to_status: BulkStatus) -> None:
@@ -668,7 +679,7 @@ def record_status_change(conn: Connection, bulk_id: int, from_status: str | None
         return
     now = utcnow()
     ids = []
-    for ch in [NOTIFY_WEBHOOK] + ([NOTIFY_EMAIL] if to_status.is_final else []):
+    for ch in _channels(conn, bulk_id, to_status):
         res = conn.execute(insert(n).values(BulkChangeId=bulk_id, Channel=ch, FromStatus=from_status,
                                             ToStatus=to_status.value, State="PENDING", Attempts=0, CreatedDate=now))
         ids.append(res.inserted_primary_key[0])

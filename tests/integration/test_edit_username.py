@@ -203,6 +203,24 @@ def test_telegence_rev_mapping_and_contact_name(amop_engine, tg, tg_client, make
     assert dev[iccids[7]].Username is None
 
 
+def test_telegence_retry_of_interrupted_devices_sends_nothing_twice(amop_engine, tg, tg_client, make_revio, revio):
+    iccids, numbers = tg_fleet(amop_engine, tg, 5, 87_000)
+    rev_client = make_revio()
+    make_services(rev_client, iccids, numbers)
+    bulk_id = add_bulk(amop_engine, TG_SP, [{"ICCID": i, "MSISDN": numbers[i],
+                                             "ChangeRequest": {"ContactName": "night shift", "CostCenter3": "C3"}}
+                                            for i in iccids], portal_type=2)
+    run(amop_engine, bulk_id, tg_client, rev_client)
+    tg_patches, rev_patches = len(tg.calls(method="PATCH")), len(revio.calls(method="PATCH"))
+    assert (tg_patches, rev_patches) == (5, 5)
+    with amop_engine.begin() as conn:  # the batch died after its calls, before recording them
+        conn.execute(update(t.mobility_device_change).values(Status="PROCESSING", IsProcessed=False))
+    ids = [r.Id for r in changes(amop_engine, t.mobility_device_change).values()]
+    processing.process_batch(amop_engine, bulk_id, ids, client=tg_client, revio_client=rev_client)
+    assert (len(tg.calls(method="PATCH")), len(revio.calls(method="PATCH"))) == (tg_patches, rev_patches)
+    assert {r.Status for r in changes(amop_engine, t.mobility_device_change).values()} == {"PROCESSED"}
+
+
 def test_telegence_without_revio_connection_fails_every_device(amop_engine, tg, tg_client):
     iccids, numbers = tg_fleet(amop_engine, tg, 3, 84_000)
     bulk_id = add_bulk(amop_engine, TG_SP, [{"ICCID": i, "MSISDN": numbers[i], "ChangeRequest": {"ContactName": "x"}}

@@ -73,13 +73,16 @@ def test_activations_in_requests_of_200_settle_with_number_plan_and_features(amo
     with amop_engine.begin() as conn:
         addition = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.CUSTOMER_ASSIGNMENT,
                                         portal_type=MOBILITY, process_changes=False,
-                                        requests=[{"ICCID": i, "ChangeRequest": {"SiteId": 7}} for i in iccids[:10]])
+                                        requests=[{"ICCID": i, "ChangeRequest": {"SiteId": 7}}
+                                                  for i in iccids[:10] + [iccids[210]]])
     rows = [{"ICCID": i, "ChangeRequest": activation(imei="490154203237518" if n == 3 else None,
                                                      CustomerRatePlan=12 if n < 10 else None,
                                                      AdditionBulkChangeId=addition if n < 10 else None)}
             for n, i in enumerate(iccids[:210])]
-    rows.append({"ICCID": iccids[210], "ChangeRequest": {"TelegenceActivationRequest": {"service": {
-        "serviceCharacteristic": [{"name": "singleUserCode", "value": "X"}]}}}})
+    rows.append({"ICCID": iccids[210], "ChangeRequest": {"AdditionBulkChangeId": addition,
+                                                         "TelegenceActivationRequest": {"service": {
+                                                             "serviceCharacteristic": [{"name": "singleUserCode",
+                                                                                        "value": "X"}]}}}})
     rows.append({"ICCID": iccids[211], "ChangeRequest": activation(StaticIPProvision={"StaticIPAPN": "apn"})})
     with amop_engine.begin() as conn:
         bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
@@ -124,6 +127,8 @@ def test_activations_in_requests_of_200_settle_with_number_plan_and_features(amo
     # the linked customer assignment: numbers written, the failed device's row refused, then released
     assert held[iccids[0]].MSISDN == dcs[iccids[0]].MSISDN and held[iccids[0]].Status == "NEW"
     assert held[iccids[5]].Status == "ERROR" and "activation failed" in held[iccids[5]].StatusDetails
+    assert held[iccids[210]].Status == "ERROR" and "serviceZipCode" in held[iccids[210]].StatusDetails
+    assert {held[i].Status for i in iccids[:10] if i != iccids[5]} == {"NEW"}
     assert released in (True, 1)
     # settled devices are not polled again
     before = len(tg.calls(method="GET"))

@@ -22,10 +22,11 @@ device change's ICCID. ``removeOfferingCode`` items are dropped before sending, 
    ``TelegenceDeviceMobilityFeature``.
 4. **Linked customer assignment**: ``AdditionBulkChangeId`` names a CustomerAssignment bulk change the
    portal created for the same devices, held with ``ProcessChanges = 0``. Each activated device's new
-   number is written to its row there; a device whose activation failed gets its row ERROR ("Assign
-   Customer failed ... because the new service activation failed"). When the last device of the
-   activation has settled the held bulk change is released (``ProcessChanges = 1``) and
-   ``bulk_change_sensor`` processes it with the CustomerAssignment handler.
+   number is written to its row there. When the last device of the activation has settled (in a batch
+   or in reconciliation), every SIM the activation failed for, validation included, gets its row
+   ERROR ("Assign Customer failed ... because the new service activation failed") and the held bulk
+   change is released (``ProcessChanges = 1``): ``bulk_change_sensor`` processes it with the
+   CustomerAssignment handler.
 
 3b. **Static IP** (``StaticIPProvision``: ``PDPName`` required, ``LteIndicator``, ``DefaultAPN``,
    ``StaticIPAPN``): once the line is active, one free address of the PDP is asked for and a
@@ -340,14 +341,19 @@ def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResu
             conn.execute(update(otbl).where(and_(otbl.c.BulkChangeId == addition_id, otbl.c.ICCID == bindparam("b_iccid"),
                                                  otbl.c.Status == DeviceChangeStatus.NEW.value))
                          .values(MSISDN=bindparam("b_msisdn"), LastModified=now), numbers)
-        failed = [{"b_iccid": r.iccid, "b_details": f"Assign Customer failed for device {r.iccid} because the new "
-                                                    f"service activation failed: {r.details}"[:4000]}
-                  for r in members if r.status != DeviceChangeStatus.PROCESSED]
+        if open_left:
+            continue
+        # the activation is over: every SIM it failed for (in a batch, in reconciliation or already at
+        # validation) is refused in the held bulk change, which is then released
+        failed_statuses = [DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value]
+        failed = [{"b_iccid": iccid, "b_details": f"Assign Customer failed for device {iccid} because the new "
+                                                  f"service activation failed: {details}"[:4000]}
+                  for iccid, details in conn.execute(select(tbl.c.ICCID, tbl.c.StatusDetails).where(
+                      tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(failed_statuses), tbl.c.ICCID.is_not(None)))]
         if failed:
             conn.execute(update(otbl).where(and_(otbl.c.BulkChangeId == addition_id, otbl.c.ICCID == bindparam("b_iccid"),
                                                  otbl.c.Status == DeviceChangeStatus.NEW.value))
                          .values(Status=DeviceChangeStatus.ERROR.value, StatusDetails=bindparam("b_details"),
                                  IsProcessed=True, ProcessedDate=now, LastModified=now), failed)
-        if not open_left:
-            b = t.device_bulk_change
-            conn.execute(update(b).where(b.c.Id == addition_id, b.c.Status == "NEW").values(ProcessChanges=True))
+        b = t.device_bulk_change
+        conn.execute(update(b).where(b.c.Id == addition_id, b.c.Status == "NEW").values(ProcessChanges=True))

@@ -517,10 +517,11 @@ class ThingSpaceSimulator(SimulatedCarrier):
         return {"hasMoreData": more, "devices": page}
 
     # ---------------------------------------------------------------- cost center and custom fields
-    # ``PUT /m2m/v1/devices/costCenter`` ``{accountName, devices, costCenterCode | clearCostCenter}`` and
+    # ``PUT /m2m/v1/devices/costCenter`` ``{accountName, devices, costCenter | removeCostCenter}`` and
     # ``PUT /m2m/v1/devices/actions/customFields`` ``{accountName, devices, customFieldsToUpdate: [{key,
-    # value}]}`` (keys ``CustomField1..5``), both answered ``{requestId}`` and applied ``action_delay_s``
-    # later like the actions. **Assumed**: the device record keeps ``costCenterCode`` (shown by the
+    # value}]}`` (keys ``CustomField1..5``) as the SDK's DeviceCostCenterRequest / CustomFieldsUpdateRequest
+    # name them, both answered ``{requestId}`` and applied ``action_delay_s`` later like the actions.
+    # **Assumed**: the device record keeps ``costCenterCode`` (shown by the
     # control API, not by the device list), a device of another account or unknown is
     # ``DeviceNotFound``, and these edits need no particular state.
     def _add_field_routes(self) -> None:
@@ -541,11 +542,11 @@ class ThingSpaceSimulator(SimulatedCarrier):
         if not isinstance(devices, list) or not devices:
             raise self.error(400, "devices is required", code("INPUT_INVALID.Devices.Required"))
         if kind == "costCenter":
-            value = body.get("costCenterCode")
-            if not body.get("clearCostCenter") and not isinstance(value, str):
-                raise self.error(400, "costCenterCode or clearCostCenter is required",
-                                 code("INPUT_INVALID.CostCenterCode.Required"))
-            change: Any = None if body.get("clearCostCenter") else value
+            value = body.get("costCenter")
+            if not body.get("removeCostCenter") and not (isinstance(value, str) and value):
+                raise self.error(400, "costCenter or removeCostCenter is required",
+                                 code("INPUT_INVALID.CostCenter.Required"))
+            change: Any = None if body.get("removeCostCenter") else value
         else:
             change = body.get("customFieldsToUpdate")
             if not isinstance(change, list) or not change or not all(

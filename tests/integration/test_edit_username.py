@@ -295,3 +295,40 @@ def test_thingspace_cost_center_and_custom_fields_settle_through_reconciliation(
     assert dcs[iccids[5]].Status == "API_FAILED" and "DeviceNotFound" in dcs[iccids[5]].StatusDetails
     assert dev[iccids[5]].Username is None
     client.close()
+
+
+def test_thingspace_field_endpoints_match_the_published_sdk(amop_engine, ts, simulator):
+    """Bodies built with Verizon's SDK models and serializer are accepted and applied; the answer
+    parses with the SDK's RequestResponse."""
+    from verizon.api_helper import APIHelper
+    from verizon.models.account_device_list import AccountDeviceList
+    from verizon.models.custom_fields import CustomFields
+    from verizon.models.custom_fields_update_request import CustomFieldsUpdateRequest
+    from verizon.models.device_cost_center_request import DeviceCostCenterRequest
+    from verizon.models.device_id import DeviceId
+    from verizon.models.request_response import RequestResponse
+
+    iccid = seed.make_iccid(88_000)
+    ts.seed_devices([{"iccid": iccid, "state": "active", "accountName": ACCOUNT}])
+    client = ThingSpaceClient(simulator.url_for("thingspace"), "ts-key", "ts-secret-3", "ts-user", "uws-password-3",
+                              ACCOUNT, policy=policy(), timeout=10)
+    devices = [AccountDeviceList(device_ids=[DeviceId(id=iccid, kind="iccid")])]
+    for path, model in (("/m2m/v1/devices/costCenter",
+                         DeviceCostCenterRequest(account_name=ACCOUNT, cost_center="CC-9", devices=devices)),
+                        ("/m2m/v1/devices/actions/customFields",
+                         CustomFieldsUpdateRequest(account_name=ACCOUNT, devices=devices,
+                                                   custom_fields_to_update=[CustomFields(key="CustomField2",
+                                                                                         value="v2")]))):
+        answer = client._call("PUT", path, json_body=json.loads(APIHelper.json_serialize(model)), description="sdk")
+        assert RequestResponse.from_dictionary(answer).request_id
+    time.sleep(0.3)
+    for _ in range(20):
+        device = ts.device(iccid)
+        if device.get("costCenterCode") and device.get("customFields"):
+            break
+        time.sleep(0.1)
+    assert device["costCenterCode"] == "CC-9" and device["customFields"] == [{"key": "CustomField2", "value": "v2"}]
+    remove = DeviceCostCenterRequest(account_name=ACCOUNT, remove_cost_center=True, devices=devices)
+    client._call("PUT", "/m2m/v1/devices/costCenter", json_body=json.loads(APIHelper.json_serialize(remove)),
+                 description="sdk")
+    client.close()

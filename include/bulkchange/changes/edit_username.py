@@ -21,8 +21,8 @@ the first row's values to every device). A field left out is not changed.
   option 43): ``USERNAME`` (default) -> the ``Username`` custom field, ``SERVICE_DESCRIPTION`` ->
   the service's root ``description``, ``BOTH`` -> both; cost centers as above. Then the line's
   ``contactName`` characteristic (``PATCH`` of the line by its MSISDN), then the DB.
-* **ThingSpace**: ``CostCenter1`` is the device's cost center code (``PUT /devices/costCenter``; an
-  empty value clears it), ``ContactName``, ``CostCenter2`` and ``CostCenter3`` are the custom
+* **ThingSpace**: ``CostCenter1`` is the device's cost center (``PUT /devices/costCenter`` with
+  ``costCenter``; an empty value sends ``removeCostCenter``, the SDK's DeviceCostCenterRequest), ``ContactName``, ``CostCenter2`` and ``CostCenter3`` are the custom
   fields ``CustomField1..3`` (``PUT /devices/actions/customFields``; assumed mapping). Both answer
   a requestId: the device change waits as PENDING_CARRIER with the request ids and reconciliation
   (``check_waiting``) settles it, writing the DB when every request succeeded. No Rev.io call.
@@ -364,7 +364,7 @@ class ThingSpaceEditUsername(EditUsernameBase):
         try:
             if request.CostCenter1 is not None:
                 body: dict[str, Any] = {"accountName": account, "devices": devices}
-                body.update({"costCenterCode": request.CostCenter1} if request.CostCenter1 else {"clearCostCenter": True})
+                body.update({"costCenter": request.CostCenter1} if request.CostCenter1 else {"removeCostCenter": True})
                 ids.append(_thingspace_put(self.client, "/m2m/v1/devices/costCenter", body,
                                            "ThingSpace Cost Center: ThingSpace API", log))
             custom = [{"key": key, "value": getattr(request, attr)} for attr, key in THINGSPACE_CUSTOM_FIELDS.items()

@@ -476,7 +476,7 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
                 CarrierRatePlan=func.coalesce(bindparam("rate_plan"), d.c.CarrierRatePlan),
                 MSISDN=func.coalesce(bindparam("msisdn"), d.c.MSISDN),
                 IPAddress=func.coalesce(bindparam("ip"), d.c.IPAddress),
-                LastStatusChange=bindparam("lsc"), ModifiedDate=now),
+                LastStatusChange=func.coalesce(bindparam("lsc"), d.c.LastStatusChange), ModifiedDate=now),
             [{"d_id": r.device_id, "new_status": r.new_device_status, "new_status_id": r.new_device_status_id,
               "rate_plan": r.carrier_rate_plan, "msisdn": r.msisdn, "ip": r.ip_address,
               "lsc": now if r.new_device_status and r.new_device_status != r.previous_device_status else None}

@@ -210,3 +210,64 @@ def test_telegence_activate_new_service_settled_by_reconciliation(dagbag, amop_e
                                    .where(t.device_bulk_change.c.Id == bulk_id)).scalar()
         features = conn.execute(select(func.count()).select_from(t.telegence_device_mobility_feature)).scalar()
     assert bulk_status == "PROCESSED" and features == N
+
+
+def test_telegence_and_thingspace_edit_username(dagbag, amop_engine, simulator, monkeypatch):
+    tg = telegence(simulator, monkeypatch, amop_engine)
+    revio = simulator.control("revio")
+    revio.reset()
+    revio.set_accounts({"dag@e3": REV_PASSWORD})
+    revio.request("PUT", "/subscription_keys", json={"e3": REV_KEY})
+    revio.configure(calls_per_minute=0)
+    monkeypatch.setenv("AIRFLOW_CONN_REVIO_SP_6", json.dumps({
+        "conn_type": "http", "host": simulator.url_for("revio"), "login": "dag@e3", "password": REV_PASSWORD,
+        "extra": {"subscription_key": REV_KEY}}))
+    ts = simulator.control("thingspace")
+    ts.reset()
+    ts.configure(action_delay_s=0.2)
+    carrier = simulator.carrier("thingspace")
+    carrier.clients["dag-e3-ts"] = "dag-e3-ts-secret"
+    carrier.users["dag-e3-uws"] = "dag-e3-uws-secret"
+    monkeypatch.setenv("AIRFLOW_CONN_CARRIER_SP_4", json.dumps({
+        "conn_type": "http", "host": simulator.url_for("thingspace"), "login": "dag-e3-ts",
+        "password": "dag-e3-ts-secret", "extra": {"uws_username": "dag-e3-uws", "uws_password": "dag-e3-uws-secret",
+                                                  "account_name": "0000000000-00001"}}))
+    tg_ids = [seed.make_iccid(460_000 + i) for i in range(N)]
+    numbers = {i: f"1404{460_000 + n:07d}" for n, i in enumerate(tg_ids)}
+    tg.seed_devices([{"iccid": i, "msisdn": numbers[i], "status": "A"} for i in tg_ids])
+    ts_ids = [seed.make_iccid(470_000 + i) for i in range(N)]
+    ts.seed_devices([{"iccid": i, "state": "active", "accountName": "0000000000-00001"} for i in ts_ids])
+    from bulkchange.carriers.revio import RevioClient
+
+    rev = RevioClient(simulator.url_for("revio"), "dag", "e3", REV_PASSWORD, REV_KEY)
+    services = {i: rev.create_service({"customer_id": 7, "provider_id": 3, "number": numbers[i], "number2": i})
+                for i in tg_ids}
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=4, name="verizon", integration=Integration.THINGSPACE, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "MSISDN": numbers[i], "Status": "A"} for i in tg_ids], sp_id=6, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "active"} for i in ts_ids], sp_id=4, tenant_id=1)
+        tg_bulk = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.EDIT_USERNAME_COST_CENTER,
+                                       portal_type=MOBILITY, requests=[
+                                           {"ICCID": i, "MSISDN": numbers[i], "ChangeRequest": {"ContactName": f"tg {n}"}}
+                                           for n, i in enumerate(tg_ids)])
+        ts_bulk = seed.add_bulk_change(conn, sp_id=4, tenant_id=1, change_type=ChangeType.EDIT_USERNAME_COST_CENTER,
+                                       requests=[{"ICCID": i, "ChangeRequest": {"ContactName": f"ts {n}",
+                                                                                "CostCenter1": "VZ-1"}}
+                                                 for n, i in enumerate(ts_ids)])
+    summary = run_process(dagbag, tg_bulk)
+    assert summary["status"] == "PROCESSED" and summary["counts"] == {"PROCESSED": N}, summary
+    for i in tg_ids[::8]:
+        k = tg_ids.index(i)
+        assert tg.request("GET", f"/lines/{numbers[i]}")["contactName"] == f"tg {k}"
+        assert {f["label"]: f["value"] for f in rev.get_service(services[i])["fields"]}["Username"] == f"tg {k}"
+    assert {devices(amop_engine)[i].Username for i in tg_ids[:2]} == {"tg 0", "tg 1"}
+    summary = run_process(dagbag, ts_bulk)  # settled by the run's own wait_for_carrier
+    assert summary["status"] == "PROCESSED" and summary["counts"] == {"PROCESSED": N}, summary
+    dev = devices(amop_engine)
+    for i in ts_ids[::8]:
+        k = ts_ids.index(i)
+        assert ts.device(i)["costCenterCode"] == "VZ-1"
+        assert ts.device(i)["customFields"] == [{"key": "CustomField1", "value": f"ts {k}"}]
+        assert (dev[i].Username, dev[i].CostCenter1) == (f"ts {k}", "VZ-1")
+    assert len(log_rows(amop_engine, ts_bulk)) >= 3 * N  # two requests and their status polls per device
+    rev.close()

@@ -62,7 +62,6 @@ from bulkchange.models import (
     DeviceChangeStatus,
     DeviceResult,
     EditUsernameRequest,
-    utcnow,
 )
 from bulkchange.rules import RuleError
 

@@ -205,7 +205,7 @@ device_bulk_change_notification = Table(
     "DeviceBulkChangeNotification", metadata,
     Column("Id", Id, primary_key=True, autoincrement=True),
     Column("BulkChangeId", BigInteger, nullable=False),
-    Column("Channel", String(16), nullable=False),  # webhook | email
+    Column("Channel", String(16), nullable=False),  # webhook | email | username (EditUsernameCostCenter report)
     Column("FromStatus", String(32)),
     Column("ToStatus", String(32), nullable=False),
     Column("State", String(16), nullable=False, default="PENDING"),  # PENDING SENDING SENT FAILED SKIPPED

@@ -233,7 +233,7 @@ def test_telegence_without_revio_connection_fails_every_device(amop_engine, tg, 
 
 
 def test_request_validation(amop_engine, tg, tg_client):
-    iccids, numbers = tg_fleet(amop_engine, tg, 3, 85_000)
+    iccids, numbers = tg_fleet(amop_engine, tg, 4, 85_000)
     with amop_engine.begin() as conn:
         conn.execute(update(t.device).where(t.device.c.ICCID == iccids[2]).values(MSISDN=None))
     bulk_id = add_bulk(amop_engine, TG_SP, [
@@ -246,6 +246,14 @@ def test_request_validation(amop_engine, tg, tg_client):
     assert "CostCenter1" in dcs[iccids[1]].StatusDetails
     assert "has no MSISDN" in dcs[iccids[2]].StatusDetails
     assert {r.Status for r in dcs.values()} == {"ERROR"}
+    # an unknown mapping setting is refused with the setting's name, before any call
+    with amop_engine.begin() as conn:
+        conn.execute(update(t.service_provider).where(t.service_provider.c.Id == TG_SP)
+                     .values(Settings=json.dumps({"PushUsernameUpdate": "NICKNAME"})))
+    bulk_id = add_bulk(amop_engine, TG_SP, [{"ICCID": iccids[3], "MSISDN": numbers[iccids[3]],
+                                             "ChangeRequest": {"ContactName": "x"}}], portal_type=2)
+    processing.prepare(amop_engine, bulk_id)
+    assert "PushUsernameUpdate is 'NICKNAME'" in changes(amop_engine, t.mobility_device_change)[iccids[3]].StatusDetails
 
 
 # --- ThingSpace ----------------------------------------------------------------------------------

@@ -176,10 +176,6 @@ class EditUsernameBase(ChangeHandler):
             raise RuleError(device_not_found(dc, self.bulk))
         if request.ContactName is None and not request.cost_centers():
             raise RuleError("EditUsernameCostCenter needs ContactName or CostCenter1..3: the request sets none")
-        mode = self.context.get("push_mode", "USERNAME")
-        if mode not in PUSH_MODES:
-            raise RuleError(f"ServiceProvider setting {PUSH_SETTING} is {mode!r}: expected one of "
-                            f"{', '.join(PUSH_MODES)}")
 
     def _extra(self, device: DeviceRow) -> DeviceExtra:
         return self.context.get("extras", {}).get(device.iccid) or DeviceExtra()
@@ -309,6 +305,10 @@ class JasperEditUsername(EditUsernameBase):
 class TelegenceEditUsername(EditUsernameBase):
     def validate(self, dc: DeviceChange, request: EditUsernameRequest, device: DeviceRow | None) -> None:
         super().validate(dc, request, device)
+        mode = self.context.get("push_mode", "USERNAME")
+        if mode not in PUSH_MODES:
+            raise RuleError(f"ServiceProvider setting {PUSH_SETTING} is {mode!r}: expected one of "
+                            f"{', '.join(PUSH_MODES)}")
         if request.ContactName is not None and not (dc.msisdn or device.msisdn):
             raise RuleError(f"Telegence contactName needs the line's subscriber number: device {device.iccid} "
                             "has no MSISDN")

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.dags.conftest import airflow_db, dagbag  # noqa: F401  (DAG fixtures for these tests too)
+from tests.dags.conftest import _restore_param_defaults, airflow_db, dagbag  # noqa: F401  (DAG fixtures for these tests too)
 
 
 class WebhookReceiver:

@@ -364,29 +364,13 @@ class ThingSpaceSimulator(SimulatedCarrier):
             raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
         aname = self._account(body.get("accountName"))
         devices = body.get("devices")
-        if not isinstance(devices, list) or not devices:
-            raise self.error(400, "devices is required", code("INPUT_INVALID.Devices.Required"))
-        if len(devices) > MAX_DEVICES_PER_ACTION:
-            raise self.error(400, f"At most {MAX_DEVICES_PER_ACTION} devices per request",
-                             code("INPUT_INVALID.MaxRequestsExceeded"))
         if action == "activate":
             for field in ("servicePlan", "mdnZipCode"):
                 if not body.get(field):
                     raise self.error(400, f"{field} is required", code(f"INPUT_INVALID.{field}.Required"))
         if action == "deactivate" and body.get("reasonCode") != "FF":
             raise self.error(400, "reasonCode must be FF", code("INPUT_INVALID.ReasonCode.Invalid"))
-        targets: list[tuple[dict, str | None]] = []
-        for entry in devices:
-            ids = entry.get("deviceIds") if isinstance(entry, dict) else None
-            if not isinstance(ids, list) or not ids:
-                raise self.error(400, "Every device needs deviceIds", code("INPUT_INVALID.Device.Identifier.Invalid"))
-            found = None
-            for ident in ids:
-                found = found or self._find(ident)
-            named = next(({"id": str(i["id"]), "kind": "iccid"} for i in ids if str(i["kind"]).lower() == "iccid"),
-                         {"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()})
-            targets.append((named, found))
-        call.iccids = [found or ident["id"] for ident, found in targets]
+        targets = self._targets(call, devices)
         request_id = str(uuid.uuid4())
         record = {"requestId": request_id, "accountName": aname, "action": action, "status": "Pending",
                   "requestedAt": ts_time(), "user": call.account,
@@ -539,8 +523,6 @@ class ThingSpaceSimulator(SimulatedCarrier):
             raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
         aname = self._account(body.get("accountName"))
         devices = body.get("devices")
-        if not isinstance(devices, list) or not devices:
-            raise self.error(400, "devices is required", code("INPUT_INVALID.Devices.Required"))
         if kind == "costCenter":
             value = body.get("costCenter")
             if not body.get("removeCostCenter") and not (isinstance(value, str) and value):
@@ -553,48 +535,19 @@ class ThingSpaceSimulator(SimulatedCarrier):
                     isinstance(f, dict) and f.get("key") in CUSTOM_FIELD_KEYS for f in change):
                 raise self.error(400, f"customFieldsToUpdate must list {{key, value}} with keys "
                                       f"{', '.join(CUSTOM_FIELD_KEYS)}", code("INPUT_INVALID.CustomFields.Invalid"))
-        targets = []
-        for entry in devices:
-            ids = entry.get("deviceIds") if isinstance(entry, dict) else None
-            if not isinstance(ids, list) or not ids:
-                raise self.error(400, "Every device needs deviceIds", code("INPUT_INVALID.Device.Identifier.Invalid"))
-            found = None
-            for ident in ids:
-                found = found or self._find(ident)
-            targets.append(({"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()}, found))
-        call.iccids = [found or ident["id"] for ident, found in targets]
-        request_id = str(uuid.uuid4())
-        record = {"requestId": request_id, "accountName": aname, "action": kind, "status": "Pending",
-                  "requestedAt": ts_time(), "user": call.account,
-                  "devices": [{"deviceIds": [ident], "status": "Pending"} for ident, _ in targets]}
-        self.requests[request_id] = record
-        generation = self._generation
+        targets = self._targets(call, devices)
 
-        def complete() -> None:
-            if generation != self._generation:
-                return
-            failures = 0
-            for entry, (ident, iccid) in zip(record["devices"], targets):
-                dev = self.devices.get(iccid) if iccid else None
-                if dev is None or dev["accountName"] != aname:
-                    failures += 1
-                    entry.update(status="Failed", faultResponse={
-                        "faultcode": code("REQUEST_FAILED.DeviceNotFound"),
-                        "faultstring": f"Device {ident['id']} not found in the account"})
-                    continue
-                if kind == "costCenter":
-                    dev["costCenterCode"] = change
-                else:
-                    fields = {f["key"]: f for f in dev.get("customFields") or []}
-                    for f in change:
-                        fields[f["key"]] = {"key": f["key"], "value": f.get("value")}
-                    dev["customFields"] = [fields[k] for k in sorted(fields)]
-                entry["status"] = "Success"
-            record["status"] = "Failure" if failures == len(targets) else "Success"
-            record["completedAt"] = ts_time()
+        def apply(dev: dict, ident: dict):
+            if kind == "costCenter":
+                dev["costCenterCode"] = change
+            else:
+                fields = {f["key"]: f for f in dev.get("customFields") or []}
+                for f in change:
+                    fields[f["key"]] = {"key": f["key"], "value": f.get("value")}
+                dev["customFields"] = [fields[k] for k in sorted(fields)]
+            return None
 
-        self.schedule(self.knobs.action_delay_s, complete)
-        return {"requestId": request_id}
+        return self._accepted(call, aname, kind, targets, apply)
 
     # ---------------------------------------------------------------- service plan and device id changes
     # ``PUT /m2m/v1/devices/actions/plan`` ``{accountName, devices, servicePlan, currentServicePlan?}``
@@ -651,6 +604,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
         return {"requestId": request_id}
 
     def _targets(self, call: Call, devices: Any) -> list[tuple[dict, str | None]]:
+        """[(identifier, ICCID of the known device or None)] for a request's ``devices`` list."""
         if not isinstance(devices, list) or not devices:
             raise self.error(400, "devices is required", code("INPUT_INVALID.Devices.Required"))
         if len(devices) > MAX_DEVICES_PER_ACTION:
@@ -664,7 +618,10 @@ class ThingSpaceSimulator(SimulatedCarrier):
             found = None
             for ident in ids:
                 found = found or self._find(ident)
-            targets.append(({"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()}, found))
+            # the identifier the request's outcome names: the ICCID when one is given
+            named = next(({"id": str(i["id"]), "kind": "iccid"} for i in ids if str(i["kind"]).lower() == "iccid"),
+                         {"id": str(ids[0]["id"]), "kind": str(ids[0]["kind"]).lower()})
+            targets.append((named, found))
         call.iccids = [found or ident["id"] for ident, found in targets]
         return targets
 

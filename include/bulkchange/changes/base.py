@@ -60,6 +60,18 @@ class ChangeHandler:
         transaction that records the results. Bulk writes only; the default writes nothing."""
 
 
+def request_field(request: BaseModel, *names: str) -> str | None:
+    """The first non-empty value of ``request.Request`` (the carrier-specific block of a change
+    request) under any of ``names``, matched case-insensitively, as a string."""
+    data = getattr(request, "Request", None) or {}
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
 def failed_result(dc: DeviceChange, device: DeviceRow | None, exc: Exception, step: str) -> DeviceResult:
     """The DeviceResult for a carrier failure: API_FAILED with a reason that says what and why."""
     if isinstance(exc, TransientError):

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError
-from bulkchange.changes.base import ChangeHandler, failed_result
+from bulkchange.changes.base import ChangeHandler, failed_result, request_field
 from bulkchange.db.repository import DeviceRow, RatePlan, load_rate_plans
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError, check_transition
@@ -105,16 +105,6 @@ def thingspace_action(current: str | None, target: str) -> str:
     return {"suspend": "suspend", "deactive": "deactivate"}[target]
 
 
-def _request_field(request: StatusUpdateRequest, *names: str) -> str | None:
-    data = request.Request or {}
-    lowered = {str(k).lower(): v for k, v in data.items()}
-    for name in names:
-        value = lowered.get(name.lower())
-        if value not in (None, ""):
-            return str(value)
-    return None
-
-
 class ThingSpaceStatusUpdate(ChangeHandler):
     """ThingSpace: every action answers a requestId at once and completes later.
 
@@ -133,8 +123,8 @@ class ThingSpaceStatusUpdate(ChangeHandler):
         check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
                                  request.IsIgnoreCurrentStatus)
         if thingspace_action(device.status, check.target) == "activate" and not check.already_there:
-            if not (_request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode")
-                    and _request_field(request, "mdnZipCode", "ZipCode")):
+            if not (request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode")
+                    and request_field(request, "mdnZipCode", "ZipCode")):
                 raise RuleError("ThingSpace activation needs Request.servicePlan and Request.mdnZipCode")
 
     def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
@@ -165,9 +155,9 @@ class ThingSpaceStatusUpdate(ChangeHandler):
         try:
             request_id = self.client.action(
                 action, [device.iccid], log=log,
-                service_plan=_request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
-                mdn_zip_code=_request_field(request, "mdnZipCode", "ZipCode"),
-                reason_code=_request_field(request, "reasonCode"))
+                service_plan=request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
+                mdn_zip_code=request_field(request, "mdnZipCode", "ZipCode"),
+                reason_code=request_field(request, "reasonCode"))
         except CarrierError as exc:
             return failed_result(dc, device, exc, f"ThingSpace {action}")
         waiting = DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
@@ -186,8 +176,8 @@ class ThingSpaceStatusUpdate(ChangeHandler):
                 results[dc.id] = self.apply(dc, request, device, verify_first=False, log=log)
                 continue
             action = thingspace_action(device.status, check.target)
-            key = (action, _request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
-                   _request_field(request, "mdnZipCode", "ZipCode"), _request_field(request, "reasonCode"))
+            key = (action, request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
+                   request_field(request, "mdnZipCode", "ZipCode"), request_field(request, "reasonCode"))
             groups.setdefault(key, []).append((dc, request, device))
         first_id = entries[0][0].id
         for (action, plan, zip_code, reason), members in groups.items():

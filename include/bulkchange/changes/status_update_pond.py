@@ -24,8 +24,8 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError, TransientError
 from bulkchange.carriers.pond import ACTIVE, PENDING, TERMINATED
-from bulkchange.changes.base import ChangeHandler, failed_result
-from bulkchange.changes.status_update import _request_field, device_not_found
+from bulkchange.changes.base import ChangeHandler, failed_result, request_field
+from bulkchange.changes.status_update import device_not_found
 from bulkchange.db import repository as repo
 from bulkchange.db.repository import DeviceRow, PondPackage
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
@@ -36,7 +36,7 @@ ADD_ROUNDS = 3  # adds, each after listing the packages again, when an add fails
 
 
 def package_type_for(request: StatusUpdateRequest, device: DeviceRow | None) -> str | None:
-    wanted = _request_field(request, "PackageTypeId", "RatePlanId", "RatePlanCode", "CarrierRatePlan")
+    wanted = request_field(request, "PackageTypeId", "RatePlanId", "RatePlanCode", "CarrierRatePlan")
     if wanted:
         return wanted
     return str(device.carrier_rate_plan) if device is not None and device.carrier_rate_plan else None

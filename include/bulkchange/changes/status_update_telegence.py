@@ -30,7 +30,7 @@ from typing import Any
 
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.telegence import ActivationOutcomeUnknown, characteristic
-from bulkchange.changes.base import ChangeHandler, failed_result
+from bulkchange.changes.base import ChangeHandler, failed_result, request_field
 from bulkchange.changes.status_update import device_not_found
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
@@ -38,16 +38,6 @@ from bulkchange.rules import RuleError, check_transition
 
 PLAN_FIELDS = ("singleUserCode", "RatePlanCode", "ServicePlanCode", "servicePlan")
 ZIP_FIELDS = ("serviceZipCode", "ZipCode", "mdnZipCode")
-
-
-def request_field(request: StatusUpdateRequest, *names: str) -> str | None:
-    data = request.Request or {}
-    lowered = {str(k).lower(): v for k, v in data.items()}
-    for name in names:
-        value = lowered.get(name.lower())
-        if value not in (None, ""):
-            return str(value)
-    return None
 
 
 def telegence_action(current: str | None, has_line: bool, target: str) -> str:

@@ -117,3 +117,32 @@ def test_customer_assignment_with_rev_io(dagbag, sqlite_engine, simulator, revio
     with sqlite_engine.connect() as conn:
         assert conn.execute(select(t.rev_service.c.DeviceId)).scalars().all().__len__() == 20
     assert not [r for r in logs if REV_PASSWORD in (r["RequestText"] or "") + (r["ResponseText"] or "")]
+
+
+@pytest.mark.parametrize("integration", [Integration.JASPER, Integration.THINGSPACE, Integration.TELEGENCE,
+                                         Integration.TEAL, Integration.POND], ids=lambda i: i.value)
+def test_db_only_change_types_on_every_carrier(dagbag, sqlite_engine, simulator, integration, monkeypatch):
+    """The README's table marks these pairs "DB": one handler serves every carrier. Each carrier's
+    service provider runs each of them through bulk_change_process, and no carrier sees a call."""
+    from airflow.sdk import DagRunState
+
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
+    monkeypatch.delenv(f"AIRFLOW_CONN_CARRIER_SP_{SP}", raising=False)
+    before = {name: len(c.log.entries) for name, c in simulator.carriers.items()}
+    iccids = _fleet(sqlite_engine, 9, integration, 98_500)
+    cases = [
+        (ChangeType.CUSTOMER_RATE_PLAN_CHANGE, {"CustomerRatePlanId": 41, "CustomerPoolId": 42},
+         lambda d: (d.CustomerRatePlanId, d.CustomerPoolId) == (41, 42)),
+        (ChangeType.CUSTOMER_ASSIGNMENT, {"SiteId": 77, "CustomerRatePlanId": 43},
+         lambda d: (d.SiteId, d.CustomerRatePlanId) == (77, 43)),
+        (ChangeType.ARCHIVAL, {}, lambda d: d.IsDeleted and not d.IsActive),
+    ]
+    for change_type, request, applied in cases:
+        bulk_id = _bulk(sqlite_engine, change_type, [{"ICCID": i, "ChangeRequest": request} for i in iccids])
+        run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 5})
+        assert run.state == DagRunState.SUCCESS, change_type
+        status, counts, devices, logs = _state(sqlite_engine, bulk_id)
+        assert (status, counts) == ("PROCESSED", {"PROCESSED": 9}), change_type
+        assert all(applied(devices[i]) for i in iccids), change_type
+        assert len(logs) == 9 and not any(r["HasErrors"] for r in logs), change_type
+    assert {name: len(c.log.entries) for name, c in simulator.carriers.items()} == before

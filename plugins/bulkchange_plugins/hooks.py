@@ -60,7 +60,7 @@ def carrier_conn_id(service_provider_id: int) -> str:
 
 
 def revio_conn_id(service_provider_id: int) -> str:
-    """The service provider's Rev.io billing account (README: Rev.io)."""
+    """The service provider's Rev.io billing account (docs/carriers/revio.md)."""
     return f"revio_sp_{service_provider_id}"
 
 

@@ -23,7 +23,7 @@ class CarrierSettings:
     def __repr__(self) -> str:  # never print credentials
         return f"CarrierSettings(base_url={self.base_url!r}, login={self.login!r}, password=***)"
 
-    # Engine knobs carried on the connection's extra (README: Configuration)
+    # Engine knobs carried on the connection's extra (docs/configuration.md)
     @property
     def rate_limit_per_s(self) -> float | None:
         value = self.extra.get("rate_limit_per_s")
@@ -83,7 +83,7 @@ def build_client(integration: Integration, settings: CarrierSettings, *, policy:
 
 
 def build_revio_client(settings: CarrierSettings, *, policy: Any = None):
-    """The Rev.io billing client of a service provider (connection ``revio_sp_<N>``, README: Rev.io):
+    """The Rev.io billing client of a service provider (connection ``revio_sp_<N>``, docs/carriers/revio.md):
     login ``user@clientcode`` (or login ``user`` + extra ``client_code``), password, extra
     ``subscription_key``; optional extra ``services_path`` / ``service_products_path``."""
     from bulkchange.carriers.revio import RevioClient

@@ -4,7 +4,7 @@ Auth: ``Authorization: Basic base64("<user>@<clientcode>:<password>")`` plus the
 header ``Ocp-Apim-Subscription-Key``; both are secrets (the password, the Basic token and the key are
 scrubbed from every log). Limits: 500 calls per minute per account, answered with 429 (retried by
 the engine's policy, honouring ``Retry-After``); the connection's ``rate_limit_per_s`` keeps us
-below it (README: Rev.io).
+below it (docs/carriers/revio.md).
 
 Services (``/Services``) and service products (``/ServiceProduct``) are created, read and searched
 (``search.<field>`` filters, ``page_size`` / ``page``, answers ``{"ok", "records", "has_more"}``).

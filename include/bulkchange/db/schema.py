@@ -5,7 +5,7 @@ be pointed at it. ``create_schema`` builds them in an empty development/test dat
 (SQLite, PostgreSQL; on SQL Server it is only for a scratch database).
 
 Columns we added to the legacy shape are marked ``# added``: they need a migration in
-production (see README, "Database").
+production (see docs/database.md).
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine
 
 from bulkchange.db import repository as repo
 from bulkchange.models import FAILED_DEVICE_STATUSES, BulkChange, PortalType, utcnow
-from bulkchange.sanitize import sanitize_text
+from bulkchange.sanitize import sanitize_text, sanitize_value
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,11 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
     result = DispatchResult()
     contexts: dict[int, BulkContext | None] = {}
     held: set[int] = set()
+    if send_email is not None:
+        raw_send = send_email
+
+        def send_email(to, subject, body):  # noqa: F811  every mail leaves through the scrubber
+            raw_send(to, sanitize_text(subject), sanitize_text(body))
     for n in pending:
         key = (n.bulk_change_id, n.channel, n.to_status)
         if n.channel == repo.NOTIFY_WEBHOOK and n.bulk_change_id in held:
@@ -276,7 +281,7 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
                 contexts[n.bulk_change_id] = load_context(engine, n.bulk_change_id, max_failures)
             ctx = contexts[n.bulk_change_id]
             if n.channel == repo.NOTIFY_WEBHOOK:
-                webhook.send(webhook_payload(ctx, n), notification_id=n.id)
+                webhook.send(sanitize_value(webhook_payload(ctx, n)), notification_id=n.id)
             elif n.channel == repo.NOTIFY_USERNAME:  # EditUsernameCostCenter's username-updated report
                 from bulkchange.changes.edit_username import username_report_email
 

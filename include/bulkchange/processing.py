@@ -37,6 +37,7 @@ from bulkchange.models import (
     parse_change_request,
 )
 from bulkchange.rules import RuleError, iccid_problem
+from bulkchange.sanitize import sanitize_text
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
 
 def _internal_error(dc: DeviceChange, error: BaseException) -> DeviceResult:
     return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, iccid=dc.iccid,
-                        details=f"internal error: {type(error).__name__}: {error}")
+                        details=sanitize_text(f"internal error: {type(error).__name__}: {error}"))
 
 
 # Why finalize sweeps a device change no batch settled; a retry checks those at the carrier first.

@@ -108,7 +108,8 @@ def test_jasper_username_audit_trail_and_rev_cost_centers(amop_engine, fleet_fac
         (to, subj, body)), recipients=["ops@example.com"])
     reports = [m for m in sent if "Username Update Report" in m[1]]
     assert len(reports) == 1 and len(sent) == 2, [m[1] for m in sent]
-    assert "user-3" in reports[0][2] and "CC1-3" in reports[0][2] and ids[11] in reports[0][2]
+    assert "u***" in reports[0][2] and "CC1-3" in reports[0][2] and ids[11] in reports[0][2]
+    assert "user-3" not in reports[0][2]  # a person's name: initials only in a mail
     assert ids[10] not in reports[0][2]  # the failed device is not reported as updated
     assert ("username" in [k[1] for k in result.sent])
     assert notify.dispatch(amop_engine, bulk_ids=[bulk_id], send_email=lambda *a: sent.append(a),

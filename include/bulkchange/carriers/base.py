@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 import requests
 
-from bulkchange.sanitize import sanitize_text
+from bulkchange.sanitize import register_secret, sanitize_text, sanitize_value
+
+RESPONSE_LOG_LIMIT = 4000  # characters of a carrier answer kept in the log (after scrubbing)
 
 
 class CarrierError(Exception):
@@ -89,7 +91,8 @@ def classify_response(resp: requests.Response) -> None:
     code = resp.status_code
     if 200 <= code < 300:
         return
-    text = resp.text[:4000]
+    # scrubbed before it is cut, and before any of it reaches an exception message (StatusDetails)
+    text = sanitize_text(resp.text, limit=RESPONSE_LOG_LIMIT)
     if code == 429:
         raise TransientError(
             f"HTTP 429 rate limited", status_code=code, response_text=text,
@@ -109,6 +112,7 @@ def _error_message(text: str) -> str:
     except ValueError:
         return text[:300]
     if isinstance(body, dict):
+        body = sanitize_value(body)
         for key in ("errorMessage", "message", "error", "description"):
             if body.get(key):
                 code = body.get("errorCode")
@@ -151,6 +155,7 @@ class HttpCarrierClient:
     def add_secret(self, value: str | None) -> None:
         if value and value not in self._secrets:
             self._secrets.append(value)
+            register_secret(value)  # every scrub in this process removes it (columns, mails, XCom)
 
     def sanitize(self, text: str) -> str:
         return sanitize_text(text, self._secrets)
@@ -187,7 +192,7 @@ class HttpCarrierClient:
                 raise TransientError(f"connection error calling {self.carrier_name}: "
                                      f"{type(exc).__name__}") from exc
             record.status_code = resp.status_code
-            record.response_text = self.sanitize(resp.text[:4000])
+            record.response_text = self.sanitize(resp.text)[:RESPONSE_LOG_LIMIT]
             self._classify(resp)
             if parse is not None:
                 return parse(resp)

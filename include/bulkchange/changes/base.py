@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from bulkchange.carriers.base import AuthError, CallLog, CarrierError, PermanentError, TransientError
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult
+from bulkchange.sanitize import sanitize_text
 
 
 class ChangeHandler:
@@ -83,6 +84,6 @@ def failed_result(dc: DeviceChange, device: DeviceRow | None, exc: Exception, st
         reason = f"{step} refused by carrier: {exc}"
     else:
         reason = f"{step} failed: {type(exc).__name__}: {exc}"
-    return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.API_FAILED, details=reason,
+    return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.API_FAILED, details=sanitize_text(reason),
                         device_id=device.id if device else None, iccid=dc.iccid,
                         previous_device_status=device.status if device else None)

@@ -64,6 +64,7 @@ from bulkchange.models import (
     EditUsernameRequest,
 )
 from bulkchange.rules import RuleError
+from bulkchange.sanitize import mask_name, register_personal_key
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ THINGSPACE_CUSTOM_FIELDS = {"ContactName": "CustomField1", "CostCenter2": "Custo
 
 def jasper_settings() -> tuple[str, str, str]:
     """(username field, update path, audit trail path) from the legacy settings' names."""
-    return (os.environ.get("JASPER_DEVICE_USERNAME_FIELD") or "accountCustom1",
+    field = os.environ.get("JASPER_DEVICE_USERNAME_FIELD") or "accountCustom1"
+    register_personal_key(field)  # the username is a person's name: masked in logs and mails
+    return (field,
             os.environ.get("JASPER_DEVICE_USERNAME_UPDATE_PATH") or "/devices/{iccid}",
             os.environ.get("JASPER_DEVICE_AUDIT_TRAIL_PATH") or "/devices/{iccid}/auditTrails")
 
@@ -119,7 +122,7 @@ def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500)
             continue
         centers = ", ".join(f"{k}={v}" for k, v in req.cost_centers().items()) if status == "PROCESSED" else \
             "(Rev.io failed)"
-        lines.append(f"<tr><td>{_e(iccid)}</td><td>{_e(msisdn or '')}</td><td>{_e(req.ContactName or '')}</td>"
+        lines.append(f"<tr><td>{_e(iccid)}</td><td>{_e(msisdn or '')}</td><td>{_e(mask_name(req.ContactName))}</td>"
                      f"<td>{_e(centers)}</td><td>{_e(when or '')}</td></tr>")
     subject = (f"{SUBJECT_PREFIX} Username Update Report: bulk change {bulk.id}, {len(rows)} device(s) on "
                f"{bulk.integration.value}")
@@ -269,24 +272,24 @@ class JasperEditUsername(EditUsernameBase):
         applied = False
         if name is not None:
             if self._extra(device).username == name and not verify_first:
-                done.append(f"username already {name!r}")
+                done.append(f"username already {mask_name(name)!r}")
             else:
                 try:
                     landed = False
                     if verify_first:
                         landed = str(self.client.get_device(device.iccid, log=log).get(field_name) or "") == name
                     if landed:
-                        done.append(f"username {name!r} found at Jasper after an interrupted attempt")
+                        done.append(f"username {mask_name(name)!r} found at Jasper after an interrupted attempt")
                     else:
                         self.client.edit_username(device.iccid, name, field=field_name, path=update_path, log=log)
                         records = self.client.audit_records(device.iccid, path=audit_path, log=log)
                         newest = next((r for r in records if r.get("field") == field_name), None)
                         if newest is None or str(newest.get("value")) != name:
-                            shown = "no change of it" if newest is None else f"{newest.get('value')!r}"
+                            shown = "no change of it" if newest is None else f"{mask_name(str(newest.get('value')))!r}"
                             return _result(dc, device, DeviceChangeStatus.API_FAILED,
                                            f"Unsuccessfully updated the username: the Jasper audit trail of "
-                                           f"{device.iccid} does not show {field_name} = {name!r} ({shown})")
-                        done.append(f"username {name!r} updated at Jasper and confirmed by the audit trail")
+                                           f"{device.iccid} does not show {field_name} = {mask_name(name)!r} ({shown})")
+                        done.append(f"username {mask_name(name)!r} updated at Jasper and confirmed by the audit trail")
                 except CarrierError as exc:
                     return failed_result(dc, device, exc, "Update Jasper username")
             applied = True
@@ -336,7 +339,7 @@ class TelegenceEditUsername(EditUsernameBase):
                     now = characteristic(answer, "contactName")
                     if now is not None and now != name:
                         raise TransientError(f"Telegence answered contactName {now!r}")
-                done.append(f"contactName of {number} set to {name!r}")
+                done.append(f"contactName of {number} set to {mask_name(name)!r}")
             except CarrierError as exc:
                 failed = failed_result(dc, device, exc, f"Telegence contactName of {number}")
                 failed.details = f"{done[0]}; {failed.details}"

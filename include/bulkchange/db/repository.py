@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallRecord
 from bulkchange.db import schema as t
+from bulkchange.sanitize import sanitize_text
 from bulkchange.models import (
     BulkChange,
     BulkStatus,
@@ -134,6 +135,7 @@ def set_bulk_status(conn: Connection, bulk_id: int, status: BulkStatus, *,
     bc = t.device_bulk_change
     now = utcnow()
     values = {"Status": status.value, "ModifiedDate": now}
+    error_message = sanitize_text(error_message) if error_message is not None else None
     if status.is_final:
         values["ProcessedDate"] = now
         values["ErrorMessage"] = error_message
@@ -418,8 +420,10 @@ def add_log_entries(conn: Connection, bulk: BulkChange, entries: Sequence[LogEnt
         "BulkChangeId": bulk.id,
         "M2MDeviceChangeId": None if mobility else e.device_change_id,
         "MobilityDeviceChangeId": e.device_change_id if mobility else None,
-        "LogEntryDescription": e.description[:512], "ProcessBy": processed_by,
-        "RequestText": e.request_text, "ResponseText": e.response_text, "ErrorText": e.error_text,
+        # the one scrubber, at the one place log rows are written (idempotent on scrubbed text)
+        "LogEntryDescription": sanitize_text(e.description, limit=512), "ProcessBy": processed_by,
+        "RequestText": sanitize_text(e.request_text), "ResponseText": sanitize_text(e.response_text),
+        "ErrorText": sanitize_text(e.error_text) if e.error_text is not None else None,
         "HasErrors": e.error_text is not None, "ResponseStatus": e.response_status, "CreatedDate": now,
     } for e in entries]
     for chunk in _chunks(rows, 200):
@@ -436,6 +440,7 @@ def reject_device_changes(conn: Connection, bulk: BulkChange, rejections: Sequen
     stmt = (update(tbl).where(tbl.c.Id == bindparam("dc_id"))
             .values(Status=DeviceChangeStatus.ERROR.value, StatusDetails=bindparam("details"),
                     IsProcessed=True, ProcessedDate=now, ProcessedBy=processed_by, LastModified=now))
+    rejections = [(i, sanitize_text(reason)) for i, reason in rejections]
     conn.execute(stmt, [{"dc_id": i, "details": reason} for i, reason in rejections])
     add_log_entries(conn, bulk, [LogEntry(i, description, error_text=reason, response_status="ERROR")
                                  for i, reason in rejections], processed_by=processed_by)
@@ -460,7 +465,7 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
             MSISDN=func.coalesce(bindparam("msisdn"), tbl.c.MSISDN),
             IpAddress=func.coalesce(bindparam("ip"), tbl.c.IpAddress),
             CarrierRequestId=func.coalesce(bindparam("req_id"), tbl.c.CarrierRequestId)),
-        [{"dc_id": r.device_change_id, "status": r.status.value, "details": r.details,
+        [{"dc_id": r.device_change_id, "status": r.status.value, "details": sanitize_text(r.details),
           "settled": r.status in SETTLED_DEVICE_STATUSES,
           "pdate": now if r.status in SETTLED_DEVICE_STATUSES else None,
           "msisdn": r.msisdn, "ip": r.ip_address, "req_id": r.carrier_request_id} for r in results])
@@ -731,7 +736,8 @@ def finish_notification(conn: Connection, notification_id: int, state: str, *, e
                         attempts: int = 1) -> None:
     """Record a send: SENT, SKIPPED, FAILED (given up), or PENDING again (retried later)."""
     n = t.device_bulk_change_notification
-    values = {"State": state, "LastError": error, "Attempts": n.c.Attempts + attempts}
+    values = {"State": state, "LastError": sanitize_text(error) if error is not None else None,
+              "Attempts": n.c.Attempts + attempts}
     if state == "SENT":
         values["SentDate"] = utcnow()
     conn.execute(update(n).where(n.c.Id == notification_id).values(**values))

@@ -19,6 +19,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 from bulkchange_plugins.operators import CarrierBatchOperator
 
@@ -30,6 +31,7 @@ WAIT_FOR_CARRIER_S = int(os.environ.get("BULKCHANGE_WAIT_FOR_CARRIER_SECONDS", "
 
 default_args = {
     "owner": "bulkchange",
+    "execution_timeout": TASK_TIMEOUT,
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
@@ -64,11 +66,16 @@ default_args = {
 )
 def bulk_change_process():
     @task
-    def prepare(params=None, ti=None) -> list[dict]:
+    def prepare(params=None, ti=None, dag_run=None) -> list[dict]:
         from bulkchange import processing
         from bulkchange.db import repository as repo
+        from bulkchange.limits import LimitError, check_conf
         from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
 
+        try:  # a huge conf field is refused by name before anything is read or written
+            check_conf(getattr(dag_run, "conf", None) or {}, known={})
+        except LimitError as exc:
+            raise AirflowFailException(f"refused: {exc}") from exc
         bulk_id = params["bulk_change_id"]
         if not bulk_id:
             raise AirflowFailException("conf must name a bulk change: {\"bulk_change_id\": N}")
@@ -122,6 +129,7 @@ def bulk_change_process():
         max_parallel="{{ params.max_parallel }}",
         rate_share=BATCH_CONCURRENCY,
         max_active_tis_per_dagrun=BATCH_CONCURRENCY,
+        execution_timeout=BATCH_TIMEOUT,
         map_index_template="{{ task.batch_label }}",
     ).expand_kwargs(batches)
 

@@ -15,6 +15,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import PokeReturnValue, dag, task
 
 import bulkchange_plugins  # noqa: F401
+from bulkchange_plugins.timeouts import TASK_TIMEOUT
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 
 SCHEDULE_MINUTES = int(os.environ.get("BULKCHANGE_SENSOR_EVERY_MINUTES", "2"))
@@ -29,7 +30,8 @@ STALE_CLAIM_MINUTES = int(os.environ.get("BULKCHANGE_STALE_CLAIM_MINUTES", "30")
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "bulkchange", "retries": 1, "retry_delay": timedelta(seconds=20),
+    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
+                  "retries": 1, "retry_delay": timedelta(seconds=20),
                   "on_failure_callback": failure_notifier()},
     on_failure_callback=dag_failure_notifier(),
     tags=["bulkchange"],

@@ -18,6 +18,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import dag, task
 
 import bulkchange_plugins  # noqa: F401
+from bulkchange_plugins.timeouts import TASK_TIMEOUT
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 from bulkchange_plugins.sqs import LegacyQueueSensor
 
@@ -31,7 +32,8 @@ EVERY_MINUTES = int(os.environ.get("BULKCHANGE_SQS_EVERY_MINUTES", "1"))
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "bulkchange", "retries": 1, "retry_delay": timedelta(seconds=20),
+    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
+                  "retries": 1, "retry_delay": timedelta(seconds=20),
                   "on_failure_callback": failure_notifier()},
     on_failure_callback=dag_failure_notifier(),
     tags=["bulkchange"],

@@ -28,6 +28,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange_plugins.timeouts import TASK_TIMEOUT
 from bulkchange_plugins.notifiers import failure_notifier
 
 BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
@@ -42,7 +43,8 @@ CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=4,
-    default_args={"owner": "bulkchange", "retries": 2, "retry_delay": timedelta(seconds=20),
+    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
+                  "retries": 2, "retry_delay": timedelta(seconds=20),
                   "on_failure_callback": failure_notifier()},
     tags=["bulkchange"],
     doc_md=__doc__,

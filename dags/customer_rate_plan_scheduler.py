@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 import bulkchange_plugins  # noqa: F401
+from bulkchange_plugins.timeouts import TASK_TIMEOUT
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 
 EVERY_MINUTES = int(os.environ.get("BULKCHANGE_CUSTOMER_RATE_PLAN_EVERY_MINUTES", "60"))
@@ -26,7 +27,8 @@ EVERY_MINUTES = int(os.environ.get("BULKCHANGE_CUSTOMER_RATE_PLAN_EVERY_MINUTES"
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "bulkchange", "retries": 2, "retry_delay": timedelta(seconds=60),
+    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
+                  "retries": 2, "retry_delay": timedelta(seconds=60),
                   "on_failure_callback": failure_notifier()},
     on_failure_callback=dag_failure_notifier(),
     tags=["bulkchange"],

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401
+from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 
 EVERY_MINUTES = int(os.environ.get("BULKCHANGE_RECONCILE_EVERY_MINUTES", "15"))
@@ -33,7 +34,8 @@ RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Tel
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "bulkchange", "retries": 2, "retry_delay": timedelta(seconds=60),
+    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
+                  "retries": 2, "retry_delay": timedelta(seconds=60),
                   "on_failure_callback": failure_notifier()},
     on_failure_callback=dag_failure_notifier(),
     tags=["bulkchange"],
@@ -59,7 +61,8 @@ def device_status_reconcile():
         print(f"reconciling service providers {[c['service_provider_id'] for c in chosen]}")
         return chosen
 
-    @task(map_index_template="service provider {{ task.op_kwargs['service_provider_id'] }}")
+    @task(map_index_template="service provider {{ task.op_kwargs['service_provider_id'] }}",
+          execution_timeout=BATCH_TIMEOUT)
     def reconcile_provider(service_provider_id: int, params=None) -> dict:
         from bulkchange import reconcile
         from bulkchange.db import repository as repo

@@ -206,19 +206,29 @@ def parse_change_request(change_type: ChangeType, raw: str | dict | None) -> Bas
         raise RequestParseError(f"change type {change_type.value} is not supported yet")
     if raw is None or raw == "":
         raise RequestParseError("ChangeRequest is empty")
+    from bulkchange.limits import LimitError, check_change_request_text
+
+    try:  # size and depth first: never a RecursionError or a huge parse out of one device's request
+        check_change_request_text(raw)
+    except LimitError as exc:
+        raise RequestParseError(str(exc)) from None
     try:
         data = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError as exc:
-        raise RequestParseError(f"ChangeRequest is not valid JSON: {exc.msg}") from exc
+        raise RequestParseError(f"ChangeRequest is not valid JSON: {getattr(exc, 'msg', exc)}") from exc
+    except RecursionError:
+        raise RequestParseError("ChangeRequest is nested too deeply") from None
     if not isinstance(data, dict):
         raise RequestParseError("ChangeRequest must be a JSON object")
     try:
         return model.model_validate(data)
+    except RecursionError:
+        raise RequestParseError("ChangeRequest is nested too deeply") from None
     except ValidationError as exc:
         parts = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "ChangeRequest"
-            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+            parts.append(f"{loc}: {err['msg']} (got {repr(err.get('input'))[:200]})")
         raise RequestParseError("; ".join(parts)) from exc
 
 

@@ -146,6 +146,8 @@ def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: 
         check_rev_request(request)
     except (RequestParseError, RuleError) as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001  one device's bad input never stops the others
+        return sanitize_text(f"could not be validated: {type(exc).__name__}: {exc}", limit=1000)
     seen[key] = dc.id
     return None
 

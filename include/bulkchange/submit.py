@@ -43,6 +43,14 @@ from bulkchange.models import (
     RequestParseError,
     parse_change_request,
 )
+from bulkchange.limits import (
+    MAX_CHANGE_REQUEST_BYTES,
+    MAX_CSV_CELL_CHARS,
+    LimitError,
+    check_change_request_text,
+    check_conf,
+    check_identifier_lengths,
+)
 from bulkchange.rules import RuleError, carrier_status
 
 IDENTIFIERS = ("ICCID", "MSISDN", "IMEI", "EID")
@@ -58,6 +66,13 @@ class SubmitError(ValueError):
         super().__init__(f"{field_name}: {problem} (got {shown})")
         self.field = field_name
         self.value = value
+
+
+def _over_limit(exc: LimitError) -> SubmitError:
+    """A SubmitError for input over a size limit: names the field, never echoes the value."""
+    err = SubmitError(exc.field.removeprefix("conf field "), None, "over a limit")
+    err.args = (f"{err.field}: {str(exc)[len(exc.field) + 2:]}",)
+    return err
 
 
 def _short(value: Any, limit: int = 120) -> str:
@@ -139,6 +154,9 @@ def parse_csv(text: str) -> list[dict[str, Any]]:
             if name in IDENTIFIERS:
                 row[name] = cell or None
             elif name and cell != "":
+                if len(cell) > MAX_CSV_CELL_CHARS:
+                    raise SubmitError(f"devices_csv line {n} column {name}", cell,
+                                      f"{len(cell):,} characters, at most {MAX_CSV_CELL_CHARS:,}")
                 row["fields"][name] = cell
         out.append(row)
     return out
@@ -184,6 +202,10 @@ def _int(params: dict, name: str, *, minimum: int = 1) -> int:
 
 def parse_submission(params: dict[str, Any]) -> Submission:
     """Check and normalise the submit form / conf. Raises SubmitError naming the field and value."""
+    try:  # sizes first: a 10 MB field is refused by name before it is parsed or copied anywhere
+        check_conf(params)
+    except LimitError as exc:
+        raise _over_limit(exc) from None
     sp_id = _int(params, "service_provider_id")
     raw_type = params.get("change_type")
     try:
@@ -208,6 +230,11 @@ def parse_submission(params: dict[str, Any]) -> Submission:
         raise SubmitError("devices", params.get("devices"), "give at least one device (devices or devices_csv)")
     if len(rows) > MAX_DEVICES:
         raise SubmitError("devices", f"{len(rows)} devices", f"at most {MAX_DEVICES} per bulk change")
+    for row in rows:
+        try:
+            check_identifier_lengths(row, row.get("where", ""))
+        except LimitError as exc:
+            raise _over_limit(exc) from None
     created_by = str(params.get("created_by") or "bulk_change_submit")[:128]
     return Submission(sp_id, change_type, request, portal, rows, created_by)
 

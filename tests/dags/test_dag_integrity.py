@@ -52,3 +52,20 @@ def test_parsing_makes_no_network_or_db_calls(monkeypatch):
     monkeypatch.setattr(hooks.AmopHook, "get_engine", refuse)
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
+
+
+def test_every_task_has_an_execution_timeout(dagbag):
+    """No task may hold a worker slot forever (a carrier that never answers, a lock, a lost worker)."""
+    from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
+
+    seen = 0
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            timeout = task.partial_kwargs.get("execution_timeout") if hasattr(task, "partial_kwargs") \
+                else task.execution_timeout
+            assert timeout is not None and timeout.total_seconds() > 0, f"{dag.dag_id}.{task.task_id}"
+            assert timeout <= BATCH_TIMEOUT, f"{dag.dag_id}.{task.task_id}"
+            seen += 1
+    assert seen >= 15
+    batch = dagbag.dags["bulk_change_process"].task_dict["process_batch"]
+    assert batch.partial_kwargs["execution_timeout"] == BATCH_TIMEOUT and TASK_TIMEOUT < BATCH_TIMEOUT

@@ -37,8 +37,24 @@ class CarrierSettings:
     def max_attempts(self) -> int:
         return int(self.extra.get("max_attempts", 3))
 
+    @property
+    def max_response_bytes(self) -> int:
+        """The largest carrier answer read (extra ``max_response_mb``, default 16 MiB)."""
+        from bulkchange.carriers.http import DEFAULT_MAX_BYTES
+
+        value = self.extra.get("max_response_mb")
+        return int(float(value) * 1024 * 1024) if value not in (None, "") else DEFAULT_MAX_BYTES
+
 
 def build_client(integration: Integration, settings: CarrierSettings, *, policy: Any = None):
+    """The carrier's client, its every request bounded by ``timeout_s`` (overall) and
+    ``max_response_mb`` (carriers/http.py)."""
+    client = _build_client(integration, settings, policy=policy)
+    client.session.max_bytes = settings.max_response_bytes
+    return client
+
+
+def _build_client(integration: Integration, settings: CarrierSettings, *, policy: Any = None):
     family = integration.family
     if family == Integration.JASPER:
         from bulkchange.carriers.jasper import JasperClient
@@ -90,6 +106,8 @@ def build_revio_client(settings: CarrierSettings, *, policy: Any = None):
 
     extra = settings.extra
     paths = {k: extra[k] for k in ("services_path", "service_products_path") if extra.get(k)}
-    return RevioClient(settings.base_url, settings.login or "", str(extra.get("client_code") or ""),
-                       settings.password or "", str(extra.get("subscription_key") or ""),
-                       policy=policy, timeout=settings.timeout_s, **paths)
+    client = RevioClient(settings.base_url, settings.login or "", str(extra.get("client_code") or ""),
+                         settings.password or "", str(extra.get("subscription_key") or ""),
+                         policy=policy, timeout=settings.timeout_s, **paths)
+    client.session.max_bytes = settings.max_response_bytes
+    return client

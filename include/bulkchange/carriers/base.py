@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import requests
 
+from bulkchange.carriers.http import DEFAULT_MAX_BYTES, bounded_session
 from bulkchange.sanitize import register_secret, sanitize_text, sanitize_value
 
 RESPONSE_LOG_LIMIT = 4000  # characters of a carrier answer kept in the log (after scrubbing)
@@ -130,15 +131,14 @@ class HttpCarrierClient:
 
     carrier_name = "carrier"
 
-    def __init__(self, base_url: str, *, policy: Any = None, timeout: float = 30.0, pool_size: int = 32):
+    def __init__(self, base_url: str, *, policy: Any = None, timeout: float = 30.0, pool_size: int = 32,
+                 max_response_bytes: int = DEFAULT_MAX_BYTES):
         self.base_url = base_url.rstrip("/")
         self.policy = policy  # bulkchange.engine.CallPolicy: rate limit + retry, shared per account
         self.timeout = timeout
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size,
-                                                max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # ``timeout`` is the overall deadline of one attempt (connect, headers and body), and the
+        # answer is read under a size cap (carriers/http.py; connection extra max_response_mb)
+        self.session = bounded_session(pool_size=pool_size, max_bytes=max_response_bytes)
         self._secrets: list[str] = []
 
     # -- hooks for subclasses -------------------------------------------------------------

@@ -1,0 +1,247 @@
+"""Bounded HTTP: every carrier request has an overall deadline and a response size cap.
+
+``requests``' timeout is per socket read: a carrier (or a proxy in front of it) that drips its
+answer one byte at a time never trips it, and an answer of any size is read into memory whole.
+``BoundedSession`` (a drop-in ``requests.Session``) fixes both for every request sent through it:
+
+* **Deadline**: one overall deadline per request (connect, headers and body together). A
+  watchdog thread shuts the request's socket down when the deadline passes, whatever the request
+  is blocked on; the caller gets ``DeadlineExceeded`` (a ``requests.Timeout``).
+* **Size cap**: the body is streamed and counted (after decompression) while it is read; past
+  ``max_bytes`` the connection is dropped and the caller gets ``ResponseTooLarge`` (a
+  ``requests.ConnectionError``: the answer was lost, the request itself may have been applied).
+  A ``Content-Length`` above the cap is refused before reading anything.
+
+Both errors are the kinds the carrier clients already treat as "no usable answer", so a dripping
+or oversized reply fails that call (and, after its retries, that device) within the deadline,
+while the other devices of the batch go on.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+import threading
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+CHUNK = 64 * 1024
+
+
+class DeadlineExceeded(requests.exceptions.ReadTimeout):
+    """The whole request took longer than its deadline."""
+
+
+class ResponseTooLarge(requests.exceptions.ConnectionError):
+    """The answer was larger than the cap; it was not read."""
+
+
+# --- the watchdog --------------------------------------------------------------------------------
+class _Call:
+    """One request in flight: its deadline and the connections it uses."""
+
+    __slots__ = ("deadline", "connections", "expired", "done", "lock")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.connections: list[Any] = []
+        self.expired = False
+        self.done = False
+        self.lock = threading.Lock()
+
+    def attach(self, conn: Any) -> None:
+        with self.lock:
+            self.connections.append(conn)
+            expired = self.expired
+        if expired:
+            _shutdown(conn)
+
+    def expire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.expired = True
+            conns = list(self.connections)
+        for conn in conns:
+            _shutdown(conn)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def _shutdown(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
+    except OSError:
+        pass
+
+
+class _Watchdog:
+    """One daemon thread expiring calls at their deadline (a heap; no thread per request)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Call]] = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, call: _Call) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (call.deadline, next(self._seq), call))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="bulkchange-http-deadline", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                deadline, _, call = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if not call.done:
+                call.expire()
+
+
+_WATCHDOG = _Watchdog()
+_current = threading.local()
+
+
+class _TrackedConnectionMixin:
+    """Registers the connection with the request in flight on this thread, so the watchdog can
+    shut its socket down at the deadline (also while connecting or reading headers)."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        call = getattr(_current, "call", None)
+        if call is not None:
+            call.attach(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        call = getattr(_current, "call", None)
+        if call is not None and getattr(self, "sock", None) is not None:
+            call.attach(self)  # a pooled connection, already connected
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_TrackedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_TrackedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class BoundedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+# --- the session ---------------------------------------------------------------------------------
+class BoundedSession(requests.Session):
+    """A ``requests.Session`` whose every request has an overall deadline and a size cap.
+
+    ``deadline_s`` None: the ``timeout`` given to the request (a number, or the sum of a
+    (connect, read) pair) is the overall deadline."""
+
+    def __init__(self, *, pool_size: int = 32, deadline_s: float | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+        super().__init__()
+        self.deadline_s = deadline_s
+        self.max_bytes = max_bytes
+        adapter = BoundedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def _deadline_for(self, timeout: Any) -> float:
+        if self.deadline_s is not None:
+            return float(self.deadline_s)
+        if isinstance(timeout, (tuple, list)):
+            return float(sum(t for t in timeout if t is not None)) or 30.0
+        return float(timeout) if timeout is not None else 30.0
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        stream = kwargs.pop("stream", False)
+        total = self._deadline_for(kwargs.get("timeout"))
+        call = _Call(time.monotonic() + total)
+        timeout = kwargs.get("timeout")
+        # no single wait may outlast the deadline either
+        if isinstance(timeout, (tuple, list)):
+            kwargs["timeout"] = tuple(min(t, total) if t is not None else total for t in timeout)
+        else:
+            kwargs["timeout"] = min(float(timeout), total) if timeout is not None else total
+        outer = getattr(_current, "call", None)
+        _current.call = call
+        _WATCHDOG.watch(call)
+        try:
+            try:
+                resp = super().send(request, stream=True, **kwargs)
+            except requests.RequestException as exc:
+                if call.expired:
+                    raise DeadlineExceeded(f"no complete answer within the {total:g}s deadline") from exc
+                raise
+            if not stream:
+                self._read_bounded(resp, call, total)
+            return resp
+        finally:
+            with call.lock:
+                call.done = True
+            _current.call = outer
+
+    def _read_bounded(self, resp: requests.Response, call: _Call, total: float) -> None:
+        declared = resp.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            resp.close()
+            raise ResponseTooLarge(f"answer of {int(declared)} bytes refused: larger than the "
+                                   f"{self.max_bytes}-byte cap", response=resp)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in resp.iter_content(CHUNK):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    resp.close()
+                    raise ResponseTooLarge(f"answer larger than the {self.max_bytes}-byte cap: dropped after "
+                                           f"{size} bytes", response=resp)
+                chunks.append(chunk)
+        except ResponseTooLarge:
+            raise
+        except requests.RequestException as exc:
+            resp.close()
+            if call.expired:
+                raise DeadlineExceeded(f"answer not complete within the {total:g}s deadline "
+                                       f"({size} bytes read)") from exc
+            raise
+        if call.expired:  # the last read raced the watchdog: whatever arrived may be cut
+            resp.close()
+            raise DeadlineExceeded(f"answer not complete within the {total:g}s deadline ({size} bytes read)")
+        resp._content = b"".join(chunks)
+        resp._content_consumed = True
+
+
+def bounded_session(*, pool_size: int = 32, deadline_s: float | None = None,
+                    max_bytes: int = DEFAULT_MAX_BYTES) -> BoundedSession:
+    return BoundedSession(pool_size=pool_size, deadline_s=deadline_s, max_bytes=max_bytes)

@@ -103,6 +103,8 @@ def bulk_change_process():
             print(report.text())
             ti.xcom_push(key="dry_run_report", value=report.as_dict())
             return []  # nothing to process: the batch tasks are skipped
+        if not bulk.process_changes:  # held by the portal: a manual run, the sensor and SQS all stop here
+            raise AirflowFailException(processing.held_message(bulk.id))
         if params.get("retry_failed"):
             try:
                 again = processing.reset_failed(engine, bulk.id, processed_by=f"bulk_change_process:{ti.run_id}")
@@ -112,8 +114,11 @@ def bulk_change_process():
                 else:
                     raise AirflowFailException(str(exc)) from exc
             print(f"retry: {len(again)} failed device changes of bulk change {bulk.id} queued again")
-        result = processing.prepare(engine, bulk.id, batch_size=int(params["batch_size"]),
-                                    credentials_problem=problem)
+        try:
+            result = processing.prepare(engine, bulk.id, batch_size=int(params["batch_size"]),
+                                        credentials_problem=problem)
+        except processing.BulkChangeHeld as exc:
+            raise AirflowFailException(str(exc)) from exc
         print(f"bulk change {bulk.id} ({bulk.change_type.value} on {bulk.integration.value}, "
               f"{bulk.service_provider_name}): {result.queued} queued, {result.rejected} rejected, "
               f"{len(result.batches)} batches")

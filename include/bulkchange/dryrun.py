@@ -151,6 +151,9 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
         return report
     handler_cls = get_handler(bulk.change_type, bulk.integration)
     handler = handler_cls(bulk, None, handler_cls.load_context(conn, bulk))
+    from bulkchange.tenancy import attach_references
+
+    attach_references(conn, handler, bulk, changes)
     devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in changes if dc.iccid])
     seen = dict(seen or {})
     accepted: list[DeviceChange] = []

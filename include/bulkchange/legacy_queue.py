@@ -136,6 +136,11 @@ def decide(conn: Connection, msg: LegacyMessage) -> Decision:
         return Decision(DEAD_LETTER, f"bulk change {bulk_id} does not exist", bulk_id)
     if repo.claim_bulk_change(conn, bulk_id):
         return Decision(LAUNCH, f"bulk change {bulk_id} claimed (NEW -> PENDING)", bulk_id)
+    if not repo.load_bulk_change(conn, bulk_id).process_changes:
+        # acknowledged, not launched: the sensor picks it up once the portal releases it
+        from bulkchange.processing import held_message
+
+        return Decision(ACK, held_message(bulk_id), bulk_id)
     status = repo.bulk_change_summary_row(conn, bulk_id)["Status"]
     if msg.is_retry_new_activate_thingspace_device or status == BulkStatus.WAITING_FOR_CARRIER.value:
         return Decision(ACK, f"bulk change {bulk_id} is {status}: follow-ups are done by "

@@ -441,6 +441,7 @@ class BulkChange(BaseModel):
     status: BulkStatus
     write_is_enabled: bool = True
     created_by: str | None = None
+    process_changes: bool = True  # False: the portal holds it (ProcessChanges = 0); nothing may launch it
 
 
 class DeviceChange(BaseModel):

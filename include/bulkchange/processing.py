@@ -38,11 +38,21 @@ from bulkchange.models import (
 )
 from bulkchange.rules import RuleError, iccid_problem
 from bulkchange.sanitize import sanitize_text
+from bulkchange.tenancy import attach_references, identifier_problem, reference_problem
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_PROCESSED_BY = "bulk_change_process"
+
+
+class BulkChangeHeld(RuntimeError):
+    """The portal holds this bulk change (``ProcessChanges = 0``): no entry may launch it."""
+
+
+def held_message(bulk_id: int) -> str:
+    return (f"bulk change {bulk_id} is held by the portal (ProcessChanges = 0): not processed, nothing changed; "
+            f"it is processed once the portal releases it (ProcessChanges = 1)")
 
 
 @dataclass
@@ -77,6 +87,8 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     with engine.begin() as conn:
         bulk = repo.load_bulk_change(conn, bulk_id)
+        if not bulk.process_changes:
+            raise BulkChangeHeld(held_message(bulk_id))
         if bulk.status == BulkStatus.NEW:
             # Launched by hand without the sensor: claim it so the sensor cannot launch it again.
             repo.claim_bulk_change(conn, bulk_id)
@@ -97,6 +109,7 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
         handler = handler_cls(bulk, None, handler_cls.load_context(conn, bulk))
         new = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.NEW.value])
         devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in new if dc.iccid])
+        attach_references(conn, handler, bulk, new)
         seen = _already_queued_identifiers(conn, bulk)
         rejected: list[tuple[int, str]] = []
         accepted: list[int] = []
@@ -134,7 +147,7 @@ def _identity(dc: DeviceChange) -> str | None:
 
 
 def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: dict[str, int]) -> str | None:
-    problem = iccid_problem(dc.iccid)
+    problem = iccid_problem(dc.iccid) or identifier_problem(dc, devices.get(dc.iccid))
     if problem:
         return problem
     key = _identity(dc)
@@ -142,6 +155,9 @@ def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: 
         return f"duplicate: device {key} is already in this bulk change as device change {seen[key]}"
     try:
         request = parse_change_request(bulk.change_type, dc.change_request)
+        problem = reference_problem(bulk, request, getattr(handler, "tenant_refs", None))
+        if problem:
+            return problem
         handler.validate(dc, request, devices.get(dc.iccid))
         check_rev_request(request)
     except (RequestParseError, RuleError) as exc:
@@ -192,6 +208,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
             conn, bulk, ids=device_change_ids,
             statuses=[DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value])
         devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in open_changes if dc.iccid])
+        refs_holder = type("Refs", (), {})()
+        attach_references(conn, refs_holder, bulk, open_changes)
         interrupted = {dc.id for dc in open_changes if dc.status == DeviceChangeStatus.PROCESSING}
         # Hand them to the carrier: from here on an outcome may exist at the carrier before we know it.
         repo.mark_device_changes(conn, bulk, [dc.id for dc in open_changes if dc.id not in interrupted],
@@ -209,7 +227,11 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         """(request, device) for a device change, or the DeviceResult that rejects it."""
         device = devices.get(dc.iccid)
         try:
+            problem = identifier_problem(dc, device)  # the device row may have changed since prepare
             request = parse_change_request(bulk.change_type, dc.change_request)
+            problem = problem or reference_problem(bulk, request, refs_holder.tenant_refs)
+            if problem:
+                raise RuleError(problem)
             handler.validate(dc, request, device)
         except (RequestParseError, RuleError) as exc:  # the device changed since prepare
             return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.ERROR, details=str(exc),

@@ -65,8 +65,9 @@ def test_every_statement_compiles_for_sql_server(sqlite_engine):
 
 def test_limit_becomes_top_on_sql_server(sqlite_engine):
     _drive_everything(sqlite_engine)
+    # the claim queries (they read ProcessChanges) that take a row limit
     selects = [str(s.compile(dialect=mssql.dialect())) for k, s in CAPTURED_STATEMENTS.items()
-               if "ProcessChanges" in str(s) and k.startswith("Select")]
+               if "ProcessChanges" in str(s) and k.startswith("Select") and "LIMIT" in str(s)]
     assert selects and all("TOP" in s for s in selects)
     assert not any("LIMIT" in s for s in selects)
 

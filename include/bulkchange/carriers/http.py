@@ -245,3 +245,11 @@ class BoundedSession(requests.Session):
 def bounded_session(*, pool_size: int = 32, deadline_s: float | None = None,
                     max_bytes: int = DEFAULT_MAX_BYTES) -> BoundedSession:
     return BoundedSession(pool_size=pool_size, deadline_s=deadline_s, max_bytes=max_bytes)
+
+
+def path_segment(value: object) -> str:
+    """One URL path segment: every identifier put into a carrier URL path goes through this, so a
+    value holding ``/``, ``?``, ``#`` or ``..`` can never address another resource."""
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from bulkchange.carriers.http import path_segment
 from bulkchange.carriers.base import CallLog, HttpCarrierClient, TransientError
 
 
@@ -29,12 +30,12 @@ class JasperClient(HttpCarrierClient):
         return {"Authorization": self._auth}
 
     def get_device(self, iccid: str, *, log: CallLog | None = None) -> dict:
-        return self._call("GET", f"/devices/{iccid}", description="Get Device Details: Jasper API", log=log)
+        return self._call("GET", f"/devices/{path_segment(iccid)}", description="Get Device Details: Jasper API", log=log)
 
     def edit_device(self, iccid: str, changes: dict[str, Any], *, description: str,
                     log: CallLog | None = None) -> dict:
         """PUT Edit Device Details; raises unless the carrier's 2xx answer names the ICCID."""
-        body = self._call("PUT", f"/devices/{iccid}", json_body=changes, description=description, log=log,
+        body = self._call("PUT", f"/devices/{path_segment(iccid)}", json_body=changes, description=description, log=log,
                           parse=_json_naming_iccid(iccid))
         return body
 
@@ -62,7 +63,7 @@ class JasperClient(HttpCarrierClient):
                                 description="Update Jasper IMEI (deviceID): Jasper API")
 
     def audit_trail(self, iccid: str, *, days: int = 30, log: CallLog | None = None) -> list[dict]:
-        body = self._call("GET", f"/devices/{iccid}/auditTrails", params={"daysOfHistory": days},
+        body = self._call("GET", f"/devices/{path_segment(iccid)}/auditTrails", params={"daysOfHistory": days},
                           description="Get Device Audit Trail: Jasper API", log=log) or {}
         return body.get("deviceAuditTrails") or body.get("auditTrails") or []
 
@@ -73,12 +74,12 @@ class JasperClient(HttpCarrierClient):
     # ``accountCustom1``; env JASPER_DEVICE_USERNAME_FIELD), confirmed through the audit trail.
     def edit_username(self, iccid: str, username: str, *, field: str, path: str,
                       log: CallLog | None = None) -> dict:
-        return self._call("PUT", path.format(iccid=iccid), json_body={field: username}, log=log,
+        return self._call("PUT", path.format(iccid=path_segment(iccid)), json_body={field: username}, log=log,
                           description="Update Jasper Username: Jasper API", parse=_json_naming_iccid(iccid))
 
     def audit_records(self, iccid: str, *, path: str, days: int = 1, log: CallLog | None = None) -> list[dict]:
         """The device's audit records of the last ``days`` days, newest first (first page, 50 records)."""
-        body = self._call("GET", path.format(iccid=iccid), params={"daysOfHistory": days, "pageSize": 50},
+        body = self._call("GET", path.format(iccid=path_segment(iccid)), params={"daysOfHistory": days, "pageSize": 50},
                           description="Get Device Audit Trail: Jasper API", log=log) or {}
         return body.get("deviceAuditTrails") or body.get("auditTrails") or []
 

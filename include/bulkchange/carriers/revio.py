@@ -23,6 +23,7 @@ import base64
 import time
 from typing import Any, Iterator, Sequence
 
+from bulkchange.carriers.http import path_segment
 from bulkchange.carriers.base import CallLog, HttpCarrierClient, PermanentError, TransientError
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -82,7 +83,7 @@ class RevioClient(HttpCarrierClient):
         return _created_id(answer, "service")
 
     def get_service(self, service_id: int | str, *, log: CallLog | None = None) -> dict:
-        return self._call("GET", f"{self.services_path}/{service_id}", log=log,
+        return self._call("GET", f"{self.services_path}/{path_segment(service_id)}", log=log,
                           description="Get Rev.io Service: Rev.io API") or {}
 
     def find_services(self, *, log: CallLog | None = None, page_size: int = 100, **search: Any) -> list[dict]:
@@ -92,7 +93,7 @@ class RevioClient(HttpCarrierClient):
     def patch_service(self, service_id: int | str, operations: Sequence[dict], *,
                       log: CallLog | None = None) -> dict:
         """PATCH with a JSON Patch document, e.g. ``[{"op": "replace", "path": "/fields/2/value", "value": "x"}]``."""
-        return self._call("PATCH", f"{self.services_path}/{service_id}", json_body=list(operations), log=log,
+        return self._call("PATCH", f"{self.services_path}/{path_segment(service_id)}", json_body=list(operations), log=log,
                           headers=JSON_PATCH, description="Update Rev.io Service: Rev.io API") or {}
 
     def update_custom_field(self, service_id: int | str, labels: str | Sequence[str], value: Any, *,
@@ -114,7 +115,7 @@ class RevioClient(HttpCarrierClient):
         return _created_id(answer, "service product")
 
     def get_service_product(self, service_product_id: int | str, *, log: CallLog | None = None) -> dict:
-        return self._call("GET", f"{self.service_products_path}/{service_product_id}", log=log,
+        return self._call("GET", f"{self.service_products_path}/{path_segment(service_product_id)}", log=log,
                           description="Get Rev.io Service Product: Rev.io API") or {}
 
     def find_service_products(self, *, log: CallLog | None = None, page_size: int = 100,

@@ -24,6 +24,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
+from bulkchange.carriers.http import path_segment
 from bulkchange.carriers.base import CallLog, HttpCarrierClient, PermanentError, TransientError
 
 class ActivationOutcomeUnknown(PermanentError):
@@ -77,14 +78,14 @@ class TelegenceClient(HttpCarrierClient):
 
     # -- lines --------------------------------------------------------------------------------
     def get_service(self, number: str, *, log: CallLog | None = None) -> dict:
-        return self._call("GET", f"{self.service_path}/{number}", log=log,
+        return self._call("GET", f"{self.service_path}/{path_segment(number)}", log=log,
                           description="Get Telegence Subscriber: Telegence API") or {}
 
     def update_service(self, number: str, values: dict[str, Any], *, description: str,
                        effective_date: str | None = None, log: CallLog | None = None) -> dict:
         body: dict[str, Any] = {"effectiveDate": effective_date or datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                                 "serviceCharacteristic": chars(**values)}
-        return self._call("PATCH", f"{self.service_path}/{number}", json_body=body, log=log,
+        return self._call("PATCH", f"{self.service_path}/{path_segment(number)}", json_body=body, log=log,
                           description=description) or {}
 
     def set_status(self, number: str, status: str, *, reason_code: str | None = None,
@@ -157,7 +158,7 @@ class TelegenceClient(HttpCarrierClient):
                           description=f"Activate {len(lines)} Telegence line(s): Telegence API")
 
     def activation_status(self, activation_id: str, *, log: CallLog | None = None) -> dict:
-        return self._call("GET", f"{self.activation_path}/{activation_id}", log=log,
+        return self._call("GET", f"{self.activation_path}/{path_segment(activation_id)}", log=log,
                           description="Telegence Activation Status: Telegence API") or {}
 
     # -- static IP provisioning (ActivateNewService; paths and bodies assumed, see the simulator) ---

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import requests
 
+from bulkchange.carriers.http import path_segment
 from bulkchange.carriers.base import (
     AuthError,
     CallLog,
@@ -111,7 +112,7 @@ class ThingSpaceClient(HttpCarrierClient):
             body.update(servicePlan=service_plan, mdnZipCode=mdn_zip_code)
         if action == "deactivate":
             body["reasonCode"] = reason_code or "FF"
-        answer = self._call("POST", f"/m2m/v1/devices/actions/{action}", json_body=body, log=log,
+        answer = self._call("POST", f"/m2m/v1/devices/actions/{path_segment(action)}", json_body=body, log=log,
                             description=f"ThingSpace {action.capitalize()}: ThingSpace API") or {}
         request_id = answer.get("requestId")
         if not request_id:
@@ -149,13 +150,13 @@ class ThingSpaceClient(HttpCarrierClient):
             body["servicePlan"] = service_plan
         if zip_code:
             body["zipCode"] = zip_code
-        answer = self._call("PUT", f"/m2m/v1/devices/{self.change_identifier_service_type}/actions/deviceId",
+        answer = self._call("PUT", f"/m2m/v1/devices/{path_segment(self.change_identifier_service_type)}/actions/deviceId",
                             json_body=body, log=log,
                             description=f"Change ThingSpace {kind.upper()}: ThingSpace API") or {}
         return _request_id(answer, f"{kind.upper()} change")
 
     def request_status(self, request_id: str, *, log: CallLog | None = None) -> dict:
-        return self._call("GET", f"/m2m/v1/accounts/{self.account_name}/requests/{request_id}/status", log=log,
+        return self._call("GET", f"/m2m/v1/accounts/{path_segment(self.account_name)}/requests/{path_segment(request_id)}/status", log=log,
                           description="ThingSpace Request Status: ThingSpace API") or {}
 
     def get_device(self, iccid: str, *, log: CallLog | None = None) -> dict:

@@ -60,14 +60,14 @@ class TelegenceCarrierRatePlan(ChangeHandler):
             raise RuleError(device_not_found(dc, self.bulk))
         if not _text(request.CarrierRatePlan):
             raise RuleError("CarrierRatePlan is required (the Telegence plan SOC, sent as singleUserCode)")
-        if not (dc.msisdn or device.msisdn):
+        if not device.msisdn:
             raise RuleError(f"Telegence rate plan change needs the line's subscriber number: device {device.iccid} "
                             "has no MSISDN")
 
     def apply(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None, *,
               verify_first: bool, log: CallLog) -> DeviceResult:
         assert device is not None
-        plan, number = _text(request.CarrierRatePlan), dc.msisdn or device.msisdn
+        plan, number = _text(request.CarrierRatePlan), device.msisdn  # the tenant's row (tenancy)
         when: datetime = request.EffectiveDate or utcnow()
         try:
             if verify_first and characteristic(self.client.get_service(number, log=log), "singleUserCode") == plan:

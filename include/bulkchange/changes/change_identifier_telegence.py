@@ -28,14 +28,14 @@ IMEI_CHANGE = {"reasonCode": "CUST_OWN_EQU", "technologyType": "LTE"}
 class TelegenceChangeIdentifier(_IdentifierHandler):
     def validate(self, dc: DeviceChange, request: ChangeIdentifierRequest, device: DeviceRow | None) -> None:
         super().validate(dc, request, device)
-        if not (dc.msisdn or device.msisdn):
+        if not device.msisdn:
             raise RuleError(f"Telegence {request.kind} change needs the line's subscriber number: device "
                             f"{device.iccid} has no MSISDN")
 
     def apply(self, dc: DeviceChange, request: ChangeIdentifierRequest, device: DeviceRow | None, *,
               verify_first: bool, log: CallLog) -> DeviceResult:
         assert device is not None
-        number, new = dc.msisdn or device.msisdn, request.new_value
+        number, new = device.msisdn, request.new_value  # the tenant's row (bulkchange.tenancy)
         name = "IMEI" if request.kind == "IMEI" else "sim"
         try:
             if verify_first and characteristic(self.client.get_service(number, log=log), name) == new:

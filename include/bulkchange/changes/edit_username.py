@@ -189,7 +189,7 @@ class EditUsernameBase(ChangeHandler):
         known = self._extra(device).rev_service_id
         if known:
             return revio.get_service(known, log=log)
-        for key, value in (("number2", device.iccid), ("number", dc.msisdn or device.msisdn)):
+        for key, value in (("number2", device.iccid), ("number", device.msisdn)):
             if not value:
                 continue
             live = [s for s in revio.find_services(log=log, **{key: value}) if not s.get("disconnected_date")]
@@ -312,7 +312,7 @@ class TelegenceEditUsername(EditUsernameBase):
         if mode not in PUSH_MODES:
             raise RuleError(f"ServiceProvider setting {PUSH_SETTING} is {mode!r}: expected one of "
                             f"{', '.join(PUSH_MODES)}")
-        if request.ContactName is not None and not (dc.msisdn or device.msisdn):
+        if request.ContactName is not None and not device.msisdn:
             raise RuleError(f"Telegence contactName needs the line's subscriber number: device {device.iccid} "
                             "has no MSISDN")
 
@@ -328,7 +328,7 @@ class TelegenceEditUsername(EditUsernameBase):
             return failed_result(dc, device, exc, "Update Rev.io service")
         name = request.ContactName
         if name is not None:
-            number = dc.msisdn or device.msisdn
+            number = device.msisdn  # the tenant's row (bulkchange.tenancy)
             try:
                 from bulkchange.carriers.telegence import characteristic
 

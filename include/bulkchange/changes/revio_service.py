@@ -191,7 +191,7 @@ class RevioServiceStep:
         if self.client is None:
             return False, f"Rev.io service not created: {self.problem}"
         iccid = dc.iccid or (device.iccid if device else None)
-        number = plan.number or msisdn or dc.msisdn or (device.msisdn if device else None) or iccid
+        number = plan.number or msisdn or (device.msisdn if device else None) or iccid
         record = RevServiceRecord(device_change_id=dc.id, service_id=0, customer_id=str(plan.customer_id),
                                   device_id=device_id or (device.id if device else None), number=number,
                                   number2=iccid, service_type_id=plan.service_type_id, provider_id=plan.provider_id,

@@ -61,7 +61,8 @@ class TealStatusUpdate(ChangeHandler):
         return {"eids": {iccid: eid for iccid, eid in conn.execute(q)}}
 
     def _eid(self, dc: DeviceChange, device: DeviceRow | None) -> str | None:
-        return dc.eid or (self.context.get("eids") or {}).get(device.iccid if device else dc.iccid)
+        # the tenant's device row, never the device change (bulkchange.tenancy)
+        return device.eid if device else None
 
     def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
         if device is None:

@@ -66,7 +66,8 @@ class TelegenceStatusUpdate(ChangeHandler):
         self._lines_lock = threading.Lock()
 
     def _number(self, dc: DeviceChange, device: DeviceRow | None) -> str | None:
-        return dc.msisdn or (device.msisdn if device else None)
+        # the tenant's device row, never the device change (bulkchange.tenancy)
+        return device.msisdn if device else None
 
     def _active_lines(self) -> dict[str, str]:
         """ICCID -> subscriber number of the account's active lines, read once per batch (only

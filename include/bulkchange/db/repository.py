@@ -63,7 +63,8 @@ def find_new_bulk_change_ids(conn: Connection, limit: int = 50) -> list[int]:
 def find_stale_claims(conn: Connection, older_than: datetime, limit: int = 50) -> list[int]:
     """Bulk changes claimed (PENDING) before ``older_than`` whose processing never started."""
     bc = t.device_bulk_change
-    q = (select(bc.c.Id).where(bc.c.Status == BulkStatus.PENDING.value, bc.c.ModifiedDate < older_than)
+    q = (select(bc.c.Id).where(bc.c.Status == BulkStatus.PENDING.value, bc.c.ModifiedDate < older_than,
+                               bc.c.ProcessChanges == True)  # noqa: E712
          .order_by(bc.c.Id).limit(limit))
     return [int(i) for i in conn.execute(q).scalars()]
 
@@ -74,7 +75,8 @@ def claim_bulk_change(conn: Connection, bulk_id: int, *, from_status: str = Bulk
 
     With ``from_status=PENDING`` and ``claimed_before`` it re-claims a stale claim the same way."""
     bc = t.device_bulk_change
-    stmt = update(bc).where(bc.c.Id == bulk_id, bc.c.Status == from_status)
+    # a bulk change the portal holds (ProcessChanges = 0) is never claimed, whoever asks
+    stmt = update(bc).where(bc.c.Id == bulk_id, bc.c.Status == from_status, bc.c.ProcessChanges == True)  # noqa: E712
     if claimed_before is not None:
         stmt = stmt.where(bc.c.ModifiedDate < claimed_before)
     res = conn.execute(stmt.values(Status=BulkStatus.PENDING.value, ModifiedDate=utcnow()))
@@ -112,7 +114,7 @@ def reclaim_stale(engine: Engine, older_than: datetime, limit: int = 50) -> list
 def load_bulk_change(conn: Connection, bulk_id: int) -> BulkChange:
     bc, sp, ct, integ = t.device_bulk_change, t.service_provider, t.device_change_request_type, t.integration
     q = (select(bc.c.Id, bc.c.TenantId, bc.c.ServiceProviderId, bc.c.PortalTypeId, bc.c.Status,
-                bc.c.CreatedBy, sp.c.Name.label("SpName"), sp.c.WriteIsEnabled, ct.c.Code,
+                bc.c.CreatedBy, bc.c.ProcessChanges, sp.c.Name.label("SpName"), sp.c.WriteIsEnabled, ct.c.Code,
                 integ.c.Name.label("IntegrationName"))
          .select_from(bc.join(sp, sp.c.Id == bc.c.ServiceProviderId)
                       .join(ct, ct.c.Id == bc.c.ChangeRequestTypeId)
@@ -126,7 +128,7 @@ def load_bulk_change(conn: Connection, bulk_id: int) -> BulkChange:
         service_provider_name=row["SpName"], integration=Integration.from_name(row["IntegrationName"]),
         change_type=ChangeType.from_code(row["Code"]), portal_type=PortalType(row["PortalTypeId"]),
         status=BulkStatus(row["Status"]), write_is_enabled=bool(row["WriteIsEnabled"]),
-        created_by=row["CreatedBy"],
+        created_by=row["CreatedBy"], process_changes=bool(row["ProcessChanges"]),
     )
 
 
@@ -187,6 +189,9 @@ class DeviceRow:
     communication_plan: str | None
     carrier_rate_plan: str | None
     data_usage_mb: Decimal | None
+    # the other carrier identifiers of the tenant's device: every carrier call takes them from here
+    eid: str | None = None
+    imei: str | None = None
 
 
 def load_devices_by_iccid(conn: Connection, bulk: BulkChange, iccids: Sequence[str]) -> dict[str, DeviceRow]:
@@ -196,12 +201,12 @@ def load_devices_by_iccid(conn: Connection, bulk: BulkChange, iccids: Sequence[s
     wanted = sorted({i for i in iccids if i})
     for chunk in _chunks(wanted):
         q = select(d.c.Id, d.c.ICCID, d.c.MSISDN, d.c.Status, d.c.CommunicationPlan, d.c.CarrierRatePlan,
-                   d.c.DataUsageMB).where(
+                   d.c.DataUsageMB, d.c.EID, d.c.IMEI).where(
             d.c.ICCID.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
             d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)  # noqa: E712
         for r in conn.execute(q):
             out[r.ICCID] = DeviceRow(int(r.Id), r.ICCID, r.MSISDN, r.Status, r.CommunicationPlan,
-                                     r.CarrierRatePlan, r.DataUsageMB)
+                                     r.CarrierRatePlan, r.DataUsageMB, eid=r.EID, imei=r.IMEI)
     return out
 
 

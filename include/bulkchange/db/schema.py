@@ -336,6 +336,48 @@ telegence_device_mobility_feature = Table(
 )
 
 
+# Tenant-owned references a change request may name (legacy AMOP lookups, reduced to the columns
+# the pipeline reads: which tenant owns the id). A device change naming an id of another tenant,
+# or one that does not exist, is refused before anything is changed (bulkchange.tenancy).
+site = Table(  # legacy: the AMOP customer ("site") a device is assigned to
+    "Site", metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("Name", String(256)),
+    Column("RevCustomerId", String(64)),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Index("IX_Site_Tenant", "TenantId"),
+)
+
+customer_rate_plan = Table(
+    "CustomerRatePlan", metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("RatePlanName", String(256)),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Index("IX_CustomerRatePlan_Tenant", "TenantId"),
+)
+
+customer_rate_pool = Table(
+    "CustomerRatePool", metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("Name", String(256)),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Index("IX_CustomerRatePool_Tenant", "TenantId"),
+)
+
+rev_customer = Table(  # legacy: the Rev.io customers synced into AMOP, per tenant
+    "RevCustomer", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("RevCustomerId", String(64), nullable=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("CustomerName", String(256)),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Index("IX_RevCustomer_RevCustomerId", "RevCustomerId"),
+)
+
+
 def create_schema(bind: Engine | Connection) -> None:
     """Create every table that does not exist yet (idempotent) and seed the lookups."""
     from bulkchange.db.seed import seed_lookups

@@ -79,3 +79,17 @@ def add_bulk_change(conn: Connection, *, sp_id: int, tenant_id: int, change_type
     return insert_bulk_change(conn, sp_id=sp_id, tenant_id=tenant_id, change_type=change_type, rows=rows,
                               portal_type=portal_type, process_changes=process_changes, created_by=created_by,
                               status=status)
+
+
+def add_tenant_references(conn: Connection, *, tenant_id: int, sites: Iterable[int] = (),
+                          rate_plans: Iterable[int] = (), rate_pools: Iterable[int] = (),
+                          rev_customers: Iterable[str] = ()) -> None:
+    """Ids the tenant owns (Site, CustomerRatePlan, CustomerRatePool, RevCustomer), as the portal
+    keeps them: a change request may only name these (bulkchange.tenancy)."""
+    for table, ids in ((t.site, sites), (t.customer_rate_plan, rate_plans), (t.customer_rate_pool, rate_pools)):
+        rows = [{"Id": int(i), "TenantId": tenant_id, "IsActive": True} for i in ids]
+        if rows:
+            conn.execute(insert(table), rows)
+    rows = [{"RevCustomerId": str(c), "TenantId": tenant_id, "IsActive": True} for c in rev_customers]
+    if rows:
+        conn.execute(insert(t.rev_customer), rows)

@@ -155,11 +155,11 @@ def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: 
         return f"duplicate: device {key} is already in this bulk change as device change {seen[key]}"
     try:
         request = parse_change_request(bulk.change_type, dc.change_request)
+        handler.validate(dc, request, devices.get(dc.iccid))
+        check_rev_request(request)
         problem = reference_problem(bulk, request, getattr(handler, "tenant_refs", None))
         if problem:
             return problem
-        handler.validate(dc, request, devices.get(dc.iccid))
-        check_rev_request(request)
     except (RequestParseError, RuleError) as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001  one device's bad input never stops the others

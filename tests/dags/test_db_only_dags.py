@@ -22,6 +22,7 @@ def _fleet(engine, n, integration, start):
     iccids = [seed.make_iccid(start + i) for i in range(n)]
     with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=SP, name="dbonly", integration=integration, tenant_id=5)
+        seed.add_test_references(conn, tenant_id=5)  # the ids these tests name
         seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVE", "DataUsageMB": 0} for i in iccids], sp_id=SP,
                          tenant_id=5)
     return iccids

@@ -41,6 +41,7 @@ def test_pond_activation_with_rev_io_under_dag_test(dagbag, sqlite_engine, simul
                "RevService": {"RevCustomerId": 900, "ProviderId": 4, "RevProductId": 61, "Rate": "2.5"}}
     with sqlite_engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=SP, name="pond", integration=Integration.POND, tenant_id=1)
+        seed.add_test_references(conn, tenant_id=1)  # the ids these tests name
         seed.add_devices(conn, [{"ICCID": i, "Status": "SUSPENDED"} for i in iccids], sp_id=SP, tenant_id=1)
         bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                        requests=[{"ICCID": i, "ChangeRequest": request} for i in iccids])

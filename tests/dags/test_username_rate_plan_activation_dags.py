@@ -61,6 +61,7 @@ def telegence(simulator, monkeypatch, engine):
         "extra": {"billing_account_number": "287000000042"}}))
     with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=6, name="att", integration=Integration.TELEGENCE, tenant_id=1)
+        seed.add_test_references(conn, tenant_id=1)  # the ids these tests name
     return tg
 
 

@@ -42,6 +42,7 @@ class Fleet:
         with engine.begin() as conn:
             seed.add_service_provider(conn, sp_id=sp_id, name=f"sp{sp_id}", integration=Integration.JASPER,
                                       tenant_id=tenant_id, write_enabled=write_enabled)
+            seed.add_test_references(conn, tenant_id=tenant_id)  # the ids these tests name
             for code, mb, rate in (("P-0", 0, 0.5), ("P-500", 500, 1.0), ("P-1G", 1024, 4.0)):
                 conn.execute(t.jasper_carrier_rate_plan.insert().values(
                     ServiceProviderId=sp_id, RatePlanCode=code, PlanMB=mb, BaseRate=rate, IsActive=True))

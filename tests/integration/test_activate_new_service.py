@@ -44,6 +44,7 @@ def inventory(engine, control, n, start):
     control.seed_devices([{"iccid": i} for i in iccids])
     with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=SP, name="att", integration=Integration.TELEGENCE, tenant_id=1)
+        seed.add_test_references(conn, tenant_id=1)  # the ids these tests name
         seed.add_devices(conn, [{"ICCID": i, "Status": "inventory"} for i in iccids], sp_id=SP, tenant_id=1)
     return iccids
 

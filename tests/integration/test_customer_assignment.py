@@ -21,6 +21,7 @@ def fleet(engine, n, start=95_000):
     iccids = [seed.make_iccid(start + i) for i in range(n)]
     with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=SP, name="assign", integration=Integration.POND, tenant_id=4)
+        seed.add_test_references(conn, tenant_id=4)  # the ids these tests name
         seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVE", "MSISDN": f"1555{start + k:07d}"}
                                 for k, i in enumerate(iccids)], sp_id=SP, tenant_id=4)
     return iccids

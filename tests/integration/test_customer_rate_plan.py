@@ -22,6 +22,7 @@ def make_fleet(engine, n, *, integration=Integration.TEAL, start=91_000):
     iccids = [seed.make_iccid(start + i) for i in range(n)]
     with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=SP, name="crp", integration=integration, tenant_id=3)
+        seed.add_test_references(conn, tenant_id=3)  # the ids these tests name
         seed.add_devices(conn, [{"ICCID": i, "Status": "ONLINE", "CustomerRatePlanId": 1, "CustomerPoolId": 2}
                                 for i in iccids], sp_id=SP, tenant_id=3)
     return iccids

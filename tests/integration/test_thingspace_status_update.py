@@ -41,6 +41,7 @@ def make_fleet(engine, control, n, state, start=60_000):
                           for i in iccids])
     with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=4, name="verizon", integration=Integration.THINGSPACE, tenant_id=1)
+        seed.add_test_references(conn, tenant_id=1)  # the Rev.io customers these tests name
         seed.add_devices(conn, [{"ICCID": i, "Status": state} for i in iccids], sp_id=4, tenant_id=1)
     return iccids
 

@@ -93,3 +93,15 @@ def add_tenant_references(conn: Connection, *, tenant_id: int, sites: Iterable[i
     rows = [{"RevCustomerId": str(c), "TenantId": tenant_id, "IsActive": True} for c in rev_customers]
     if rows:
         conn.execute(insert(t.rev_customer), rows)
+
+
+TEST_REV_CUSTOMERS = ("1", "9", "900", "4711", "4712", "abc", "rev-1", "C-100")
+
+
+def add_test_references(conn: Connection, *, tenant_id: int, upto: int = 1000) -> None:
+    """Demo and test data: the tenant owns sites, customer rate plans and pools 0..upto-1 and a few
+    Rev.io customers (change requests naming them pass the tenant check)."""
+    if conn.execute(select(t.site.c.Id).where(t.site.c.Id == 0)).first() is not None:
+        return  # already there (ids are unique across tenants: the first tenant keeps them)
+    add_tenant_references(conn, tenant_id=tenant_id, sites=range(upto), rate_plans=range(upto),
+                          rate_pools=range(upto), rev_customers=TEST_REV_CUSTOMERS)

@@ -85,6 +85,14 @@ def bulk_change_process():
                 bulk = repo.load_bulk_change(conn, int(bulk_id))
             except repo.BulkChangeNotFound as exc:
                 raise AirflowFailException(str(exc)) from exc
+        from bulkchange import authz
+
+        user = getattr(dag_run, "triggering_user_name", None)
+        print(f"bulk change {bulk.id} (CreatedBy {bulk.created_by}): run {ti.run_id} triggered by "
+              f"{user or 'Airflow (sensor / SQS / submit)'}")
+        refused = authz.service_provider_problem(user, bulk.service_provider_id, authz.load_allowed())
+        if refused:
+            raise AirflowFailException(f"refused: {refused}")
         from bulkchange.changes import needs_carrier
 
         carrier = CarrierHook(carrier_conn_id(bulk.service_provider_id))

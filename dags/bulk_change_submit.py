@@ -75,21 +75,29 @@ CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange
         "batch_size": Param(100, type="integer", minimum=1, maximum=1000, title="Batch size", section="How"),
         "max_parallel": Param(10, type="integer", minimum=1, maximum=100, title="Parallel requests",
                               section="How"),
-        "created_by": Param("airflow", type="string", minLength=1, maxLength=128, title="Requested by",
+        "created_by": Param("", type="string", maxLength=128, title="Requested for",
+                            description="Optional: on whose behalf (CreatedBy is the user who triggers the run)",
                             section="How"),
     },
 )
 def bulk_change_submit():
     # No automatic retry: a retried insert would create the bulk change twice.
     @task(retries=0)
-    def submit(params=None) -> dict:
+    def submit(params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from bulkchange import authz
         from bulkchange import submit as core
         from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
 
+        # CreatedBy is who triggered this run (Airflow knows it), not what the form says
+        user = getattr(dag_run, "triggering_user_name", None)
+        params = {**params, "created_by": authz.created_by(user, params.get("created_by"))}
         try:
             sub = core.parse_submission(params)
+            problem = authz.service_provider_problem(user, sub.service_provider_id, authz.load_allowed())
+            if problem:
+                raise AirflowFailException(f"refused: {problem}")
             engine = AmopHook().get_engine()
             sp = core.check_against_db(engine, sub)
         except core.SubmitError as exc:

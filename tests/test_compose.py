@@ -218,3 +218,26 @@ def test_forged_admin_token_is_refused():
                 validator.validated_claims(forged)
         # the validator does accept a token signed with the real secret: the refusals above mean something
         assert validator.validated_claims(jwt.encode(claims, secret, algorithm="HS512"))["role"] == "ADMIN"
+
+
+def _names(path: Path) -> set[str]:
+    out = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            out.add(re.split(r"[\[=<>~ ;]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return out
+
+
+def test_image_installs_runtime_requirements_only_and_pinned():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "requirements.lock" in dockerfile and "requirements-test" not in dockerfile
+    runtime, lock = _names(ROOT / "requirements.txt"), _names(ROOT / "requirements.lock")
+    for test_only in ("pytest", "aiosmtpd", "moto", "sdksio-verizon-apis-sdk", "pip-audit"):
+        assert test_only not in runtime and test_only not in lock, test_only
+        assert test_only in _names(ROOT / "requirements-test.txt"), test_only
+    assert runtime <= lock  # the lock holds every runtime requirement, and the whole tree under them
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            assert "==" in line, line  # every package pinned
+    assert "requirements-test.lock" in (ROOT / "run").read_text()

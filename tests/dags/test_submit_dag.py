@@ -39,7 +39,9 @@ def env(monkeypatch, simulator, jasper):
         jasper.seed_devices([{"iccid": i, "status": "ACTIVATED", "ratePlan": "IOT-1GB"} for i in ICCIDS])
         with engine.begin() as conn:
             seed.add_service_provider(conn, sp_id=2, name="ops team", integration=Integration.JASPER, tenant_id=4)
-            seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVATED"} for i in ICCIDS], sp_id=2, tenant_id=4)
+            # the CSV below names ICCIDS[6]'s MSISDN: it must be the device's own (bulkchange.tenancy)
+            seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVATED", "MSISDN": "15550001" if i == ICCIDS[6] else None}
+                                    for i in ICCIDS], sp_id=2, tenant_id=4)
     return setup
 
 
@@ -74,6 +76,8 @@ def test_submit_then_process_end_to_end(dagbag, amop_engine, env, jasper, capfd)
     assert "duplicate" in problems[f"{ICCIDS[0]} (devices_csv line 3)"] and "not found" in problems[f"{unknown} (devices_csv line 4)"]
     with amop_engine.connect() as conn:
         assert repo.load_bulk_change(conn, bulk_id).status.value == "PENDING"  # claimed: the sensor leaves it
+        # CreatedBy is the user who triggered the run (dag.test's), the form's name kept beside it
+        assert repo.load_bulk_change(conn, bulk_id).created_by == "dag_test (for ops-test)"
     launched = DagRun.find(dag_id="bulk_change_process", run_id=f"bulk_change_{bulk_id}")
     assert len(launched) == 1 and launched[0].conf["bulk_change_id"] == bulk_id
 

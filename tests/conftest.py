@@ -17,6 +17,8 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# as deployed (docker-compose.yaml): every XCom value goes through the scrubber
+os.environ.setdefault("AIRFLOW__CORE__XCOM_BACKEND", "bulkchange_plugins.xcom.ScrubbedXCom")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
                       f"sqlite:///{Path(os.environ['AIRFLOW_HOME']) / 'airflow.db'}")
 for p in (ROOT / "include", ROOT / "plugins"):

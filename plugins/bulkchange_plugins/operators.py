@@ -8,6 +8,7 @@ from airflow.sdk import BaseOperator
 from bulkchange import processing
 from bulkchange.changes import needs_carrier
 from bulkchange.db import repository as repo
+from bulkchange.sanitize import sanitize_exception
 from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
 
 
@@ -56,6 +57,9 @@ class CarrierBatchOperator(BaseOperator):
                 engine, bulk_id, list(self.device_change_ids), client=client,
                 max_parallel=int(self.max_parallel), processed_by=f"bulk_change_process:{context['run_id']}",
                 on_progress=progress, revio_client=revio_client, revio_problem=revio_problem)
+        except Exception as exc:
+            sanitize_exception(exc)  # what Airflow logs and mails about the failure is scrubbed too
+            raise
         finally:
             if client is not None:
                 client.close()

@@ -124,3 +124,12 @@ def test_structures_and_exceptions():
 
 def test_mask_name_keeps_initials_only():
     assert mask_name("John Doe") == "J*** D***" and mask_name(None) == ""
+
+
+def test_xcom_values_are_scrubbed():
+    from bulkchange_plugins.xcom import ScrubbedXCom
+
+    stored = ScrubbedXCom.serialize_value({"counts": {"PROCESSED": 2}, "error": "HTTP 401: clientSecret=xc-9912345",
+                                           "ContactName": "Jane Roe"}, key="return_value")
+    text = str(stored)
+    assert "xc-9912345" not in text and "Jane Roe" not in text and "PROCESSED" in text

@@ -105,14 +105,15 @@ def check_conf(conf: Mapping[str, Any] | None, known: Mapping[str, int] | None =
     limits = MAX_CONF_FIELD_BYTES if known is None else known
     total = 0
     for name, value in conf.items():
+        # depth first: a value too deep to serialize must be named for its depth, not a made-up size
+        problem = _value_depth_problem(value)
+        if problem:
+            raise LimitError(f"conf field {name}", problem)
         size = _size(value)
         total += size
         limit = limits.get(name, MAX_OTHER_CONF_FIELD_BYTES)
         if size > limit:
             raise LimitError(f"conf field {name}", f"{size:,} bytes, larger than the {limit:,}-byte limit")
-        problem = _value_depth_problem(value)
-        if problem:
-            raise LimitError(f"conf field {name}", problem)
     if total > MAX_CONF_BYTES:
         raise LimitError("conf", f"{total:,} bytes in all, larger than the {MAX_CONF_BYTES:,}-byte limit")
 

@@ -249,3 +249,31 @@ def test_db_only_change_type_needs_no_carrier_write_switch_nor_calls(sqlite_engi
     result = submit(sqlite_engine, parse_submission(_params(change_type="Archival", change_request={})),
                     process_now=False)
     assert result.bulk_change_id and result.problems == []
+
+
+def test_a_10_mb_change_request_is_refused_by_name_before_anything_is_inserted(sqlite_engine):
+    """Issue: a 10 MB change_request was accepted and copied into every device change row."""
+    _provider(sqlite_engine)
+    before = _counts(sqlite_engine)
+    huge = {"UpdateStatus": "Suspend", "Note": "x" * (10 * 1024 * 1024)}
+    with pytest.raises(SubmitError) as err:
+        submit(sqlite_engine, parse_submission(_params(change_request=huge)))
+    assert err.value.field.endswith("change_request")
+    assert "limit" in str(err.value)
+    assert _counts(sqlite_engine) == before
+
+
+def test_a_deeply_nested_change_request_is_refused_by_name(sqlite_engine):
+    _provider(sqlite_engine)
+    nested: dict = {"UpdateStatus": "Suspend"}
+    for _ in range(5000):
+        nested = {"Request": nested}
+    with pytest.raises(SubmitError) as err:
+        parse_submission(_params(change_request=nested))
+    assert err.value.field.endswith("change_request") and "deep" in str(err.value)
+
+
+def test_an_oversized_device_identifier_is_refused_naming_its_place():
+    with pytest.raises(SubmitError) as err:
+        parse_submission(_params(devices_csv="ICCID,MSISDN\n8901260000000000018," + "5" * 500, devices=[]))
+    assert "MSISDN" in err.value.field and "line" in err.value.field

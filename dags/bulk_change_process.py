@@ -39,6 +39,7 @@ default_args = {
 
 @dag(
     dag_id="bulk_change_process",
+    description="Apply one bulk change: validate, call the carrier in batches, roll up (conf: bulk_change_id)",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -84,6 +85,13 @@ def bulk_change_process():
         uses_carrier = needs_carrier(bulk.change_type, bulk.integration)
         # DB-only change types (no carrier call) need no carrier connection
         problem = carrier.credentials_problem(bulk.integration) if uses_carrier else None
+        from bulkchange import run_notes
+        from bulkchange_plugins.airflow_api import write_run_note
+
+        with engine.connect() as conn:
+            head = run_notes.head_for(bulk, repo.load_progress(conn, bulk.id)["TotalCount"], params)
+        ti.xcom_push(key="run_note_head", value=head)
+        write_run_note(ti.dag_id, ti.run_id, head)  # the grid shows what this run is
         if params.get("dry_run"):
             from bulkchange import dryrun
 
@@ -160,14 +168,20 @@ def bulk_change_process():
         return PokeReturnValue(is_done=summary.still_waiting <= summary.not_due)
 
     @task(trigger_rule="all_done", retries=3)
-    def finalize(params=None, ti=None) -> dict:
-        from bulkchange import processing
+    def finalize(params=None, ti=None, dag_run=None) -> dict:
+        from bulkchange import processing, run_notes
+        from bulkchange.models import utcnow
+        from bulkchange_plugins.airflow_api import write_run_note
         from bulkchange_plugins.hooks import AmopHook
 
+        head = ti.xcom_pull(task_ids="prepare", key="run_note_head") or f"Bulk change {params['bulk_change_id']}"
+        started = dag_run.start_date if dag_run is not None else None
+        took = (utcnow() - started.replace(tzinfo=None)).total_seconds() if started else None
         if params.get("dry_run"):  # a dry run changes nothing: no sweep, no roll-up, no notification
             report = ti.xcom_pull(task_ids="prepare", key="dry_run_report")
             if report is None:
                 raise AirflowFailException("dry run: prepare produced no report (see its log)")
+            write_run_note(ti.dag_id, ti.run_id, run_notes.dry_run(head, report, took))
             return report
 
         from bulkchange.db.repository import BulkChangeNotFound
@@ -182,6 +196,7 @@ def bulk_change_process():
         summary["notifications"] = send_pending_notifications(engine, [summary["bulk_change_id"]])
         print(f"bulk change {summary['bulk_change_id']} -> {summary['status']}: "
               f"{processing.summary_line(summary['counts'])}")
+        write_run_note(ti.dag_id, ti.run_id, run_notes.outcome(head, summary["status"], summary["counts"], took))
         if summary["swept"]:
             raise AirflowFailException(
                 f"{summary['swept']} device changes were left unprocessed by failed batch tasks and "

@@ -38,6 +38,7 @@ CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange
 
 @dag(
     dag_id="bulk_change_submit",
+    description="Create a bulk change from the trigger form: devices, change type, change request",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,

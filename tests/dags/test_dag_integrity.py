@@ -52,3 +52,8 @@ def test_parsing_makes_no_network_or_db_calls(monkeypatch):
     monkeypatch.setattr(hooks.AmopHook, "get_engine", refuse)
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
+
+
+def test_every_dag_says_what_it_does_in_one_line(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.description and "\n" not in dag.description and len(dag.description) <= 120, dag_id

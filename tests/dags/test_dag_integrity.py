@@ -22,7 +22,8 @@ def test_no_import_errors(dagbag):
 
 def test_process_dag_shape(dagbag):
     dag = dagbag.dags["bulk_change_process"]
-    assert set(dag.task_ids) == {"prepare", "process_batch", "wait_for_carrier", "finalize"}
+    assert set(dag.task_ids) == {"prepare", "approve", "process_batch", "wait_for_carrier", "finalize"}
+    assert dag.task_dict["approve"].defaults == ["Reject"]  # a timeout rejects
     assert dag.task_dict["wait_for_carrier"].mode == "reschedule"
     assert dag.task_dict["finalize"].trigger_rule == "all_done"
     assert dag.params["batch_size"] == 100 and dag.params["max_parallel"] == 10

@@ -73,13 +73,22 @@ def runs_of(bulk_id: int, limit: int = RUNS_SHOWN) -> list[dict[str, Any]]:
     from airflow.utils.session import create_session
 
     base = f"bulk_change_{int(bulk_id)}"
+    cols = (DagRun.id, DagRun.run_id, DagRun.state, DagRun.run_type, DagRun.start_date, DagRun.end_date,
+            DagRun.triggering_user_name, DagRun.conf)
     with create_session() as session:
         rows = session.execute(
-            select(DagRun.run_id, DagRun.state, DagRun.run_type, DagRun.start_date, DagRun.end_date,
-                   DagRun.triggering_user_name, DagRun.conf)
+            select(*cols)
             .where(DagRun.dag_id == PROCESS_DAG,
                    or_(DagRun.run_id == base, DagRun.run_id.like(base.replace("_", "\\_") + "\\_%", escape="\\")))
             .order_by(DagRun.id.desc()).limit(limit)).all()
+        # runs triggered by hand (run id manual__...) for this bulk change: the open ones, by their conf
+        named = {r.run_id for r in rows}
+        active = session.execute(select(*cols).where(DagRun.dag_id == PROCESS_DAG,
+                                                     DagRun.state.in_(["queued", "running"]))
+                                 .order_by(DagRun.id.desc()).limit(500)).all()
+        rows = sorted(list(rows) + [r for r in active if r.run_id not in named
+                                    and str((r.conf or {}).get("bulk_change_id")) == str(bulk_id)],
+                      key=lambda r: -r.id)
     return [{"run_id": r.run_id, "state": str(r.state.value if hasattr(r.state, "value") else r.state),
              "run_type": str(r.run_type), "start": r.start_date.isoformat() if r.start_date else None,
              "end": r.end_date.isoformat() if r.end_date else None, "triggered_by": r.triggering_user_name,

@@ -1,0 +1,183 @@
+"""The approval gate: a 1,500-device Telegence cancel ("Deactivate" is a final cancel there) waits for a
+person before any carrier call; approving on the Bulk changes page runs it, rejecting records who and
+why on every device change. bulk_change_process runs under dag.test() in a thread while the answer
+goes through the page's API and Airflow's own HITL REST API (in process, same metadata DB)."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from bulkchange import approval
+from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
+from bulkchange.db import seed
+from bulkchange.models import ChangeType, Integration
+from bulkchange_demo.demo import wait_for
+from tests.dags.conftest import amop_conn_json
+
+pytestmark = pytest.mark.airflow
+N = 1500
+TG = ("approval-tg-app", "approval-tg-secret-61")
+
+
+def test_what_each_portal_word_does_per_carrier():
+    deactivate = {integ: approval.effect(integ, "Deactivate") for integ in
+                  (Integration.JASPER, Integration.POND, Integration.TEAL, Integration.TELEGENCE,
+                   Integration.THINGSPACE)}
+    assert {i.value: e.reversible for i, e in deactivate.items()} == {
+        "Jasper": True, "Pond": True, "Teal": True, "Telegence": False, "ThingSpace": False}
+    assert deactivate[Integration.TELEGENCE].carrier_status == "C"
+    assert not approval.effect(Integration.JASPER, "Retired").reversible
+    assert not approval.effect(Integration.POD19, "PURGED").reversible  # Jasper family
+    assert approval.effect(Integration.TELEGENCE, "Suspend").reversible
+    assert approval.effect(Integration.JASPER, "Teleport") is None
+
+
+def _bulk(integration=Integration.TELEGENCE):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id=1, integration=integration, change_type=ChangeType.STATUS_UPDATE)
+
+
+def test_the_rule_irreversible_or_more_than_the_limit():
+    rule = approval.ApprovalRule()
+    assert approval.assess(_bulk(), 10, {"Deactivate": 10}, rule).required
+    assert approval.assess(_bulk(), 1001, {"Suspend": 1001}, rule).required
+    assert not approval.assess(_bulk(), 1000, {"Suspend": 1000}, rule).required
+    assert not approval.assess(_bulk(Integration.JASPER), 10, {"Deactivate": 10}, rule).required
+    off = approval.ApprovalRule.from_env({"BULKCHANGE_APPROVAL_IRREVERSIBLE": "false",
+                                          "BULKCHANGE_APPROVAL_MAX_DEVICES": "0"})
+    assert not approval.assess(_bulk(), 5000, {"Deactivate": 5000}, off).required
+
+
+@pytest.fixture
+def gate_on(monkeypatch):
+    monkeypatch.setenv("BULKCHANGE_APPROVAL_IRREVERSIBLE", "true")
+    monkeypatch.setenv("BULKCHANGE_APPROVAL_MAX_DEVICES", "1000")
+
+
+@pytest.fixture(scope="module")
+def page_api(dagbag):
+    """Airflow's api-server app (all users admins, as `./run airflow`) with the Bulk changes plugin."""
+    from airflow.configuration import conf
+    from fastapi.testclient import TestClient
+
+    old = conf.get("core", "simple_auth_manager_all_admins", fallback="False")
+    conf.set("core", "simple_auth_manager_all_admins", "True")
+    try:
+        from airflow.api_fastapi.app import create_app, purge_cached_app
+
+        purge_cached_app()
+        with TestClient(create_app()) as client:
+            client.headers["Authorization"] = f"Bearer {client.get('/auth/token').json()['access_token']}"
+            yield client
+    finally:
+        conf.set("core", "simple_auth_manager_all_admins", old)
+
+
+@pytest.fixture
+def telegence(simulator, monkeypatch, sqlite_engine, gate_on):
+    tg = simulator.control("telegence")
+    tg.reset()
+    tg.set_accounts({TG[0]: TG[1]})
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_CARRIER_SP_6", json.dumps({
+        "conn_type": "http", "host": simulator.url_for("telegence"), "login": TG[0], "password": TG[1]}))
+    with sqlite_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=6, name="AT&T fleet", integration=Integration.TELEGENCE, tenant_id=1)
+    return tg
+
+
+def _cancel(engine, tg, offset: int) -> int:
+    iccids = [seed.make_iccid(offset + i) for i in range(N)]
+    numbers = {i: f"1404{offset + n:07d}" for n, i in enumerate(iccids)}
+    tg.seed_devices([{"iccid": i, "msisdn": numbers[i], "status": "A"} for i in iccids])
+    with engine.begin() as conn:
+        seed.add_devices(conn, [{"ICCID": i, "MSISDN": numbers[i], "Status": "A"} for i in iccids], sp_id=6,
+                         tenant_id=1)
+        return seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.STATUS_UPDATE, portal_type=2,
+                                    created_by="portal-user", requests=[
+                                        {"ICCID": i, "ChangeRequest": {"UpdateStatus": "Deactivate"}} for i in iccids])
+
+
+def _start(dagbag, bulk_id):
+    out = {}
+
+    def run():
+        try:
+            out["run"] = dagbag.dags["bulk_change_process"].test(
+                run_conf={"bulk_change_id": bulk_id, "batch_size": 500, "dry_run": False, "retry_failed": False})
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _waiting_for_approval(page_api, bulk_id, thread, out):
+    def waiting():
+        if not thread.is_alive():
+            raise AssertionError(f"the run ended without waiting for approval: {out}")
+        return page_api.get(f"/bulkchange/api/bulk-changes/{bulk_id}").json()["approvals"]
+
+    return wait_for(waiting, 600, 2, f"bulk change {bulk_id} to wait for approval")
+
+
+def _finish(thread, out):
+    thread.join(timeout=1200)
+    assert not thread.is_alive(), "the run did not finish after the answer"
+    assert "error" not in out, out.get("error")
+    return out["run"]
+
+
+def _statuses(engine, bulk_id):
+    with engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        return bulk, repo.status_counts(conn, bulk)
+
+
+def test_a_1500_device_telegence_cancel_waits_for_approval_then_runs(dagbag, page_api, telegence, sqlite_engine):
+    from airflow.sdk import DagRunState
+
+    bulk_id = _cancel(sqlite_engine, telegence, 810_000)
+    thread, out = _start(dagbag, bulk_id)
+    (request,) = _waiting_for_approval(page_api, bulk_id, thread, out)
+    assert "cancel the line" in request["body"] and "Irreversible" in request["body"]
+    assert "1,500 device changes would be sent" in request["body"]
+    # nothing reached the carrier while it waits
+    assert telegence.calls(method="PATCH", limit=10) == []
+    assert _statuses(sqlite_engine, bulk_id)[1] == {"PENDING": N}
+
+    r = page_api.post(f"/bulkchange/api/bulk-changes/{bulk_id}/approval", json={"decision": "Approve"})
+    assert r.status_code == 200, r.text
+    run = _finish(thread, out)
+    assert run.state == DagRunState.SUCCESS
+    bulk, counts = _statuses(sqlite_engine, bulk_id)
+    assert bulk.status.value == "PROCESSED" and counts == {"PROCESSED": N}
+    assert {telegence.device(seed.make_iccid(810_000 + i))["status"] for i in (0, 749, 1499)} == {"C"}
+
+
+def test_rejecting_records_who_and_why_on_every_device_change(dagbag, page_api, telegence, sqlite_engine):
+    bulk_id = _cancel(sqlite_engine, telegence, 820_000)
+    thread, out = _start(dagbag, bulk_id)
+    _waiting_for_approval(page_api, bulk_id, thread, out)
+    r = page_api.post(f"/bulkchange/api/bulk-changes/{bulk_id}/approval",
+                      json={"decision": "Reject", "reason": "wrong fleet: these lines stay"})
+    assert r.status_code == 200, r.text
+    _finish(thread, out)
+    bulk, counts = _statuses(sqlite_engine, bulk_id)
+    assert bulk.status.value == "ERROR" and counts == {"ERROR": N}
+    tbl = t.mobility_device_change
+    with sqlite_engine.connect() as conn:
+        reasons = conn.execute(select(tbl.c.StatusDetails, func.count()).where(tbl.c.BulkChangeId == bulk_id)
+                               .group_by(tbl.c.StatusDetails)).all()
+        message = conn.execute(select(t.device_bulk_change.c.ErrorMessage)
+                               .where(t.device_bulk_change.c.Id == bulk_id)).scalar_one()
+    (reason, n), = reasons
+    assert n == N and reason.startswith("not approved: rejected by ") and reason.endswith(": wrong fleet: these lines stay")
+    assert message == reason
+    assert telegence.calls(method="PATCH", limit=10) == []  # no carrier call at all

@@ -34,7 +34,8 @@ BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
 CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange", "CustomerAssignment",
                 "Archival", "ActivateNewService", "CreateRevService", "ChangeICCIDAndIMEI",
                 "EditUsernameCostCenter"]
-CHANGE_REQUEST_EXAMPLES = """Fields for every device, by change type (details: docs/change-types.md):
+CHANGE_REQUEST_EXAMPLES = """JSON fields applied to every device (a CSV column of the same name overrides it for its
+row). Examples by change type (details: docs/change-types.md):
 
 | change type | example change request |
 |---|---|
@@ -71,9 +72,8 @@ see the dry run, which names irreversible actions.
         "change_type": Param("StatusUpdate", type="string", enum=CHANGE_TYPES, title="Change type",
                              description="What to do to every device; the change request below gives the details",
                              section="What to change"),
+        # the form shows description_md only for a param without a plain description
         "change_request": Param({}, type=["object", "null"], title="Change request",
-                                description="JSON fields applied to every device (a CSV column of the same name "
-                                            "overrides it for its row); see the examples per change type",
                                 description_md=CHANGE_REQUEST_EXAMPLES, section="What to change"),
         "portal_type": Param("M2M", type="string", enum=["M2M", "Mobility"], title="Portal type",
                              description="Which device change table: M2M devices or Mobility lines",

@@ -119,6 +119,10 @@ def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        # a busy 2-core machine answers the Execution API slowly: a task waits and retries instead of
+        # failing its first call (the 5 s default turned the first sensor runs red)
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW_CONN_AMOP_DB": json.dumps({"conn_type": "sqlite", "host": amop_url.removeprefix("sqlite:///")}),

@@ -132,6 +132,8 @@ def airflow(tmp_path_factory, jasper):
             "conn_type": "http", "host": jasper.url_for("jasper"), "login": JASPER_USER, "password": JASPER_KEY,
             "extra": {"rate_limit_per_s": 25, "timeout_s": 10}}),
         "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
     })
     cluster.env["AIRFLOW_CONN_AIRFLOW_API"] = json.dumps({"conn_type": "http", "host": cluster.env["AIRFLOW__API__BASE_URL"]})
     try:

@@ -54,16 +54,23 @@ def _all_bulk_ids(airflow) -> set[int]:
 def test_submit_form_with_iccids_only(airflow, fleet, page):
     before = _all_bulk_ids(airflow)
     page.goto(f"{airflow.base}/dags/bulk_change_submit")
-    page.get_by_role("button", name=re.compile(r"^Trigger")).first.click()
+    page.get_by_role("button", name=re.compile(r"Trigger")).first.click()
     dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="What to change").click()
     dialog.get_by_label(re.compile("Service provider id")).fill(str(SP_ID))
-    editor = dialog.locator("[id='element_change_request'], [data-testid='change_request']").locator(".cm-content")
-    editor.click()
+    editor = dialog.locator("#element_change_request .monaco-editor")  # the JSON editor
+    editor.locator(".view-lines").click()
     page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
     page.keyboard.insert_text('{"UpdateStatus": "Suspend"}')
-    dialog.get_by_label(re.compile("ICCIDs")).fill("\n".join(fleet["form"]))
+    page.keyboard.press("Shift+Control+End")  # what the editor closed by itself
+    page.keyboard.press("Delete")
     screenshot(page, "submit-form.png")
-    dialog.get_by_role("button", name=re.compile(r"^Trigger")).last.click()
+    dialog.get_by_role("button", name="Devices").click()
+    dialog.locator("#element_devices").fill("\n".join(fleet["form"]))  # no CSV
+    trigger = dialog.get_by_role("button", name=re.compile(r"Trigger")).last
+    assert trigger.is_enabled()
+    trigger.click()
 
     def submitted():
         runs = airflow.runs("bulk_change_submit")

@@ -296,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--serve", action="store_true", help="keep Airflow running with the UI; no bulk change run")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the bulk change")
-    parser.add_argument("--startup-timeout", type=float, default=float(os.environ.get("BULKCHANGE_DEMO_STARTUP_TIMEOUT", 900)),
+    parser.add_argument("--startup-timeout", type=float, default=900,
                         help="seconds to wait for the api-server and DAG parsing (default 900)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("BULKCHANGE_DEMO_PORT", DEFAULT_PORT)),
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help="UI / API port (default 8080; the next free port when taken)")
     args = parser.parse_args(argv)
 

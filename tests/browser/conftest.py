@@ -54,9 +54,15 @@ def browser():
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(60_000)
+    # a busy 2-core machine takes minutes to render the UI; waits are bounded, not sleeps
+    context.set_default_timeout(300_000)
+    context.set_default_navigation_timeout(300_000)
     pg = context.new_page()
     yield pg
+    try:  # what the browser showed last, for a failing test
+        pg.screenshot(path=str(Path(os.environ.get("AIRFLOW_HOME", "/tmp")) / "last-browser-page.png"))
+    except Exception:  # noqa: BLE001
+        pass
     context.close()
 
 

@@ -111,11 +111,14 @@ def _run(dagbag, bulk_id):
 
 def _answer_when_asked(page_api, bulk_id, decision, seen: dict, reason: str = "", before=None):
     """In the background: wait until the bulk change waits for approval, note what was there, answer on
-    the Bulk changes page. If anything goes wrong it still answers Reject, so the run never hangs."""
+    the Bulk changes page. If anything goes wrong it still answers Reject, so the run never hangs; a
+    run that ends without ever asking (``seen["run_over"]`` set by the test) ends the wait."""
 
     def work():
         try:
             def waiting():
+                if seen.get("run_over"):
+                    raise AssertionError(f"bulk change {bulk_id}'s run ended without waiting for approval")
                 return page_api.get(f"/bulkchange/api/bulk-changes/{bulk_id}").json()["approvals"]
 
             seen["approvals"] = wait_for(waiting, 900, 2, f"bulk change {bulk_id} to wait for approval")
@@ -148,6 +151,7 @@ def test_a_1500_device_telegence_cancel_waits_for_approval_then_runs(dagbag, pag
         "carrier_calls": telegence.calls(method="PATCH", limit=10),
         "statuses": _statuses(sqlite_engine, bulk_id)[1]})
     run = _run(dagbag, bulk_id)
+    seen["run_over"] = True
     thread.join(timeout=60)
     assert "error" not in seen, seen["error"]
     (request,) = seen["approvals"]
@@ -173,6 +177,7 @@ def test_rejecting_records_who_and_why_on_every_device_change(dagbag, page_api, 
     seen = {}
     thread = _answer_when_asked(page_api, bulk_id, "Reject", seen, reason="wrong fleet: these lines stay")
     _run(dagbag, bulk_id)
+    seen["run_over"] = True
     thread.join(timeout=60)
     assert "error" not in seen, seen["error"]
     assert seen["answer"].status_code == 200, seen["answer"].text
@@ -188,3 +193,30 @@ def test_rejecting_records_who_and_why_on_every_device_change(dagbag, page_api, 
     assert n == N and reason.startswith("not approved: rejected by ") and reason.endswith(": wrong fleet: these lines stay")
     assert message == reason
     assert telegence.calls(method="PATCH", limit=10) == []  # no carrier call at all
+
+
+def test_the_recorded_reason_names_who_and_why_or_the_timeout():
+    assert approval.rejection_reason(None, 72) is None  # the gate was skipped: not needed
+    assert approval.rejection_reason({"chosen_options": ["Approve"], "responded_by_user": {"name": "ops"}}, 72) is None
+    assert approval.rejection_reason({"chosen_options": ["Reject"], "params_input": {"reason": "wrong fleet"},
+                                      "responded_by_user": {"id": "7", "name": "ops"}}, 72) \
+        == "not approved: rejected by ops: wrong fleet"
+    assert approval.rejection_reason({"chosen_options": ["Reject"], "responded_by_user": None}, 72) \
+        == "not approved: no answer within 72 hours (approval timed out)"
+
+
+def test_a_dry_run_names_the_irreversible_actions(sqlite_engine):
+    from bulkchange import dryrun
+
+    iccids = [seed.make_iccid(830_000 + i) for i in range(3)]
+    with sqlite_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=6, name="AT&T fleet", integration=Integration.TELEGENCE, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "MSISDN": f"1404{n:07d}", "Status": "A"} for n, i in enumerate(iccids)],
+                         sp_id=6, tenant_id=1)
+        bulk_id = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.STATUS_UPDATE, portal_type=2,
+                                       requests=[{"ICCID": i, "ChangeRequest": {"UpdateStatus": w}}
+                                                 for i, w in zip(iccids, ["Deactivate", "Cancel", "Suspend"])])
+    report = dryrun.dry_run_bulk_change(sqlite_engine, bulk_id)
+    (action,) = report.as_dict()["irreversible"]
+    assert action["carrier_status"] == "C" and action["devices"] == 2 and action["word"] == "Cancel, Deactivate"
+    assert "IRREVERSIBLE: cancel the line" in report.text()

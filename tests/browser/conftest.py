@@ -74,24 +74,24 @@ class Airflow:
         self.base = f"http://127.0.0.1:{cluster.api_port}"
         self.amop = make_engine(amop_url)
         self.http = requests.Session()
-        token = self.http.get(f"{self.base}/auth/token", timeout=60).json()["access_token"]
+        token = self.http.get(f"{self.base}/auth/token", timeout=300).json()["access_token"]
         self.http.headers["Authorization"] = f"Bearer {token}"
 
     def get(self, path: str, **params):
-        r = self.http.get(f"{self.base}{path}", params=params, timeout=60)
+        r = self.http.get(f"{self.base}{path}", params=params, timeout=300)
         r.raise_for_status()
         return r.json()
 
     def unpause(self, dag_id: str) -> None:
         r = self.http.patch(f"{self.base}/api/v2/dags/{dag_id}", params={"update_mask": "is_paused"},
-                            json={"is_paused": False}, timeout=60)
+                            json={"is_paused": False}, timeout=300)
         r.raise_for_status()
 
     def trigger(self, dag_id: str, conf: dict, run_id: str | None = None) -> str:
         body = {"logical_date": None, "conf": conf}
         if run_id:
             body["dag_run_id"] = run_id
-        r = self.http.post(f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=60)
+        r = self.http.post(f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=300)
         r.raise_for_status()
         return r.json()["dag_run_id"]
 

@@ -125,6 +125,9 @@
         ["Finished (UTC)", when(bulk.processed)]];
       document.getElementById("facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("b", {text: k}), " ", v)));
       document.getElementById("bar").replaceChildren(bar(bulk.progress));
+      const shown = `${bulk.status} ${bulk.progress.processed} ${bulk.progress.errors}`;
+      if (summary.shown !== undefined && summary.shown !== shown) reloadDevices();  // statuses moved
+      summary.shown = shown;
       const p = bulk.progress;
       document.getElementById("progress-text").textContent =
         `${p.processed + p.errors} of ${p.total} settled: ${p.processed} processed, ${p.errors} failed, ${p.pending} open`;

@@ -19,6 +19,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange_plugins.approval import BulkChangeApprovalOperator
 from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 from bulkchange_plugins.operators import CarrierBatchOperator
@@ -28,6 +29,8 @@ from bulkchange_plugins.operators import CarrierBatchOperator
 BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
 # How long a run waits for asynchronous carrier requests before leaving them to reconciliation.
 WAIT_FOR_CARRIER_S = int(os.environ.get("BULKCHANGE_WAIT_FOR_CARRIER_SECONDS", "1800"))
+# An approval request not answered within this long is rejected (docs/operations.md, approvals).
+APPROVAL_TIMEOUT_HOURS = float(os.environ.get("BULKCHANGE_APPROVAL_TIMEOUT_HOURS", "72"))
 
 default_args = {
     "owner": "bulkchange",
@@ -41,6 +44,7 @@ default_args = {
 
 @dag(
     dag_id="bulk_change_process",
+    description="Apply one bulk change: validate, call the carrier in batches, roll up (conf: bulk_change_id)",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -99,6 +103,13 @@ def bulk_change_process():
         uses_carrier = needs_carrier(bulk.change_type, bulk.integration)
         # DB-only change types (no carrier call) need no carrier connection
         problem = carrier.credentials_problem(bulk.integration) if uses_carrier else None
+        from bulkchange import run_notes
+        from bulkchange_plugins.airflow_api import write_run_note
+
+        with engine.connect() as conn:
+            head = run_notes.head_for(bulk, repo.load_progress(conn, bulk.id)["TotalCount"], params)
+        ti.xcom_push(key="run_note_head", value=head)
+        write_run_note(ti.dag_id, ti.run_id, head)  # the grid shows what this run is
         if params.get("dry_run"):
             from bulkchange import dryrun
 
@@ -132,13 +143,30 @@ def bulk_change_process():
               f"{len(result.batches)} batches")
         if result.preflight_error:
             print(f"stopped before any carrier call: {result.preflight_error}")
+        from bulkchange import approval  # irreversible or large: held at the approval gate
+
+        queued, words = approval.queued_words(engine, bulk)
+        check = approval.assess(bulk, queued, words, approval.ApprovalRule.from_env())
+        if check.required and result.batches:
+            print("waiting for approval: " + "; ".join(check.reasons))
+            ti.xcom_push(key="approval", value={
+                **check.as_dict(), "subject": f"Approve {head}",
+                "body": approval.request_body(bulk, check, queued=queued, rejected=result.rejected,
+                                              batches=len(result.batches))})
+            write_run_note(ti.dag_id, ti.run_id, f"{head}\nWAITING FOR APPROVAL: " + "; ".join(check.reasons))
+        else:
+            ti.xcom_push(key="approval", value={**check.as_dict(), "required": False,
+                                                "why_not": "no approval needed: reversible and within the size limit"})
         return [{"bulk_change_id": b.bulk_change_id, "device_change_ids": b.device_change_ids,
                  "batch_label": b.label} for b in result.batches]
 
     batches = prepare()
+    # held only when prepare says so (bulkchange.approval); Reject or a timeout skips the batches
+    approve = BulkChangeApprovalOperator(task_id="approve", response_timeout=timedelta(hours=APPROVAL_TIMEOUT_HOURS))
 
     processed = CarrierBatchOperator.partial(
         task_id="process_batch",
+        trigger_rule="none_failed",  # runs when the approval gate was skipped (not needed)
         max_parallel="{{ params.max_parallel }}",
         rate_share=BATCH_CONCURRENCY,
         max_active_tis_per_dagrun=BATCH_CONCURRENCY,
@@ -181,20 +209,32 @@ def bulk_change_process():
         return PokeReturnValue(is_done=summary.still_waiting <= summary.not_due)
 
     @task(trigger_rule="all_done", retries=3)
-    def finalize(params=None, ti=None) -> dict:
-        from bulkchange import processing
+    def finalize(params=None, ti=None, dag_run=None) -> dict:
+        from bulkchange import processing, run_notes
+        from bulkchange.models import utcnow
+        from bulkchange_plugins.airflow_api import write_run_note
         from bulkchange_plugins.hooks import AmopHook
 
+        head = ti.xcom_pull(task_ids="prepare", key="run_note_head") or f"Bulk change {params['bulk_change_id']}"
+        started = dag_run.start_date if dag_run is not None else None
+        took = (utcnow() - started.replace(tzinfo=None)).total_seconds() if started else None
         if params.get("dry_run"):  # a dry run changes nothing: no sweep, no roll-up, no notification
             report = ti.xcom_pull(task_ids="prepare", key="dry_run_report")
             if report is None:
                 raise AirflowFailException("dry run: prepare produced no report (see its log)")
+            write_run_note(ti.dag_id, ti.run_id, run_notes.dry_run(head, report, took))
             return report
 
+        from bulkchange import approval
         from bulkchange.db.repository import BulkChangeNotFound
         from bulkchange_plugins.notifiers import send_pending_notifications
 
         engine = AmopHook().get_engine()
+        refused = approval.rejection_reason(ti.xcom_pull(task_ids="approve"), APPROVAL_TIMEOUT_HOURS)
+        if refused:  # rejected or timed out: nothing was sent; every open device change records who and why
+            n = approval.reject(engine, int(params["bulk_change_id"]), refused,
+                                processed_by=f"bulk_change_process:{ti.run_id}")
+            print(f"{refused}: {n} device changes marked ERROR")
         try:
             summary = processing.finalize(engine, int(params["bulk_change_id"] or 0))
         except BulkChangeNotFound as exc:  # nothing to settle; retrying cannot help
@@ -203,12 +243,14 @@ def bulk_change_process():
         summary["notifications"] = send_pending_notifications(engine, [summary["bulk_change_id"]])
         print(f"bulk change {summary['bulk_change_id']} -> {summary['status']}: "
               f"{processing.summary_line(summary['counts'])}")
+        write_run_note(ti.dag_id, ti.run_id, run_notes.outcome(head, summary["status"], summary["counts"], took))
         if summary["swept"]:
             raise AirflowFailException(
                 f"{summary['swept']} device changes were left unprocessed by failed batch tasks and "
                 f"are now ERROR; bulk change is {summary['status']}")
         return summary
 
+    batches >> approve >> processed
     processed >> wait_for_carrier() >> finalize()
 
 

@@ -26,6 +26,7 @@ STALE_CLAIM_MINUTES = int(os.environ.get("BULKCHANGE_STALE_CLAIM_MINUTES", "30")
 
 @dag(
     dag_id="bulk_change_sensor",
+    description="Claim NEW bulk changes from the AMOP database and launch bulk_change_process for each",
     schedule=timedelta(minutes=SCHEDULE_MINUTES),
     start_date=datetime(2026, 1, 1),
     catchup=False,

@@ -28,6 +28,7 @@ EVERY_MINUTES = int(os.environ.get("BULKCHANGE_SQS_EVERY_MINUTES", "1"))
 
 @dag(
     dag_id="bulk_change_sqs",
+    description="Legacy portals' SQS queue: claim each named bulk change once and launch its processing",
     schedule=timedelta(minutes=EVERY_MINUTES),
     start_date=datetime(2026, 1, 1),
     catchup=False,

@@ -35,10 +35,29 @@ BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
 CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange", "CustomerAssignment",
                 "Archival", "ActivateNewService", "CreateRevService", "ChangeICCIDAndIMEI",
                 "EditUsernameCostCenter"]
+CHANGE_REQUEST_EXAMPLES = """JSON fields applied to every device (a CSV column of the same name overrides it for its
+row). Examples by change type (details: docs/change-types.md):
+
+| change type | example change request |
+|---|---|
+| StatusUpdate | `{"UpdateStatus": "Suspend"}` (also `Restore`, `Activate`, `Deactivate`, a carrier status such as `RETIRED`; `"IsIgnoreCurrentStatus": true` skips the transition check) |
+| CarrierRatePlanChange | `{"CarrierRatePlan": "IOT-1GB", "CommPlan": "IOT-COMM"}` (`"EffectiveDate": "2026-12-01"` to schedule it) |
+| CustomerRatePlanChange | `{"CustomerRatePlanId": 12, "CustomerDataAllocationMB": 500}` (or `"CustomerPoolId"`; a future `"EffectiveDate"` waits for that day) |
+| CustomerAssignment | `{"RevCustomerId": "1001", "SiteId": 7, "CreateRevService": false}` |
+| Archival | `{}` (`{"OverrideValidation": true}` archives devices with recent usage too) |
+| ActivateNewService | `{"TelegenceActivationRequest": {"billingAccount": {"id": "..."}, "service": {...}}}` (Telegence) |
+| CreateRevService | `{"RevCustomerId": "1001", "RevService": {...}}` |
+| ChangeICCIDAndIMEI | per device, in the CSV: columns `ICCID,NewICCID` or `ICCID,NewIMEI` |
+| EditUsernameCostCenter | `{"ContactName": "Fleet 7", "CostCenter1": "CC-100"}` (per device: CSV columns of the same names) |
+
+"Deactivate" means a restorable state on Jasper, POND and Teal but a final cancel on Telegence:
+see the dry run, which names irreversible actions.
+"""
 
 
 @dag(
     dag_id="bulk_change_submit",
+    description="Create a bulk change from the trigger form: devices, change type, change request",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -50,20 +69,22 @@ CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange
     doc_md=__doc__,
     params={
         "service_provider_id": Param(None, type="integer", minimum=1, title="Service provider id",
-                                     description="ServiceProvider.Id whose devices change",
+                                     description="ServiceProvider.Id whose devices change (required)",
                                      section="What to change"),
         "change_type": Param("StatusUpdate", type="string", enum=CHANGE_TYPES, title="Change type",
+                             description="What to do to every device; the change request below gives the details",
                              section="What to change"),
-        "change_request": Param({}, type="object", title="Change request",
-                                description='Fields for every device, e.g. {"UpdateStatus": "Suspend"}',
-                                section="What to change"),
+        # the form shows description_md only for a param without a plain description
+        "change_request": Param({}, type=["object", "null"], title="Change request",
+                                description_md=CHANGE_REQUEST_EXAMPLES, section="What to change"),
         "portal_type": Param("M2M", type="string", enum=["M2M", "Mobility"], title="Portal type",
+                             description="Which device change table: M2M devices or Mobility lines",
                              section="What to change"),
-        "devices": Param([], type="array", items={"type": "string", "pattern": "^[0-9]{19,20}$"},
-                         title="ICCIDs", description="One ICCID (19-20 digits) per line",
-                         section="Devices"),
-        "devices_csv": Param("", type="string", format="multiline", title="Devices as CSV",
-                             description="Pasted CSV: header with ICCID (MSISDN, IMEI, EID optional); "
+        "devices": Param(None, type=["null", "array"], items={"type": "string", "pattern": "^[0-9]{19,20}$"},
+                         title="ICCIDs", description="One ICCID (19-20 digits) per line. Give these, the CSV "
+                                                     "below, or both", section="Devices"),
+        "devices_csv": Param(None, type=["null", "string"], format="multiline", title="Devices as CSV",
+                             description="Optional. Pasted CSV: header with ICCID (MSISDN, IMEI, EID optional); "
                                          "other columns are per-device change request fields",
                              section="Devices"),
         "process_now": Param(True, type="boolean", title="Process now",
@@ -72,14 +93,18 @@ CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Validate and plan only: nothing is inserted, no carrier is called",
                          section="How"),
-        "batch_size": Param(100, type="integer", minimum=1, maximum=1000, title="Batch size", section="How"),
+        "batch_size": Param(100, type="integer", minimum=1, maximum=1000, title="Batch size",
+                            description="Devices per processing task (1-1000); smaller batches show progress "
+                                        "in finer steps", section="How"),
         "max_parallel": Param(10, type="integer", minimum=1, maximum=100, title="Parallel requests",
-                              section="How"),
-        "created_by": Param("", type="string", maxLength=128, title="Requested for",
-                            description="Optional: on whose behalf (CreatedBy is the user who triggers the run)",
-                            section="How"),
+                              description="Carrier requests in flight at once inside one processing task; the "
+                                          "account's rate limit applies on top", section="How"),
+        "created_by": Param(None, type=["null", "string"], maxLength=128, title="Requested for",
+                            description="Optional: on whose behalf. CreatedBy records the Airflow user who "
+                                        "triggers the run, with this name beside it", section="How"),
     },
 )
+
 def bulk_change_submit():
     # No automatic retry: a retried insert would create the bulk change twice.
     @task(retries=0)

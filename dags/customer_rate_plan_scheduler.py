@@ -23,6 +23,7 @@ EVERY_MINUTES = int(os.environ.get("BULKCHANGE_CUSTOMER_RATE_PLAN_EVERY_MINUTES"
 
 @dag(
     dag_id="customer_rate_plan_scheduler",
+    description="Apply future-dated customer rate plan changes when their effective date comes",
     schedule=timedelta(minutes=EVERY_MINUTES),
     start_date=datetime(2026, 1, 1),
     catchup=False,

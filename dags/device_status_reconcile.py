@@ -30,6 +30,7 @@ RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Tel
 
 @dag(
     dag_id="device_status_reconcile",
+    description="Settle asynchronous carrier work and record device status drift per service provider",
     schedule=timedelta(minutes=EVERY_MINUTES),
     start_date=datetime(2026, 1, 1),
     catchup=False,

@@ -21,6 +21,10 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 os.environ.setdefault("AIRFLOW__CORE__XCOM_BACKEND", "bulkchange_plugins.xcom.ScrubbedXCom")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
                       f"sqlite:///{Path(os.environ['AIRFLOW_HOME']) / 'airflow.db'}")
+# The approval gate (bulkchange.approval) holds irreversible or large runs for a person; tests that are
+# not about it run without it (tests/dags/test_approval_gate.py turns it on).
+os.environ.setdefault("BULKCHANGE_APPROVAL_IRREVERSIBLE", "false")
+os.environ.setdefault("BULKCHANGE_APPROVAL_MAX_DEVICES", "0")
 for p in (ROOT / "include", ROOT / "plugins"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))

@@ -61,6 +61,8 @@ class DryRunReport:
     estimate_basis: str = ""
     preflight_error: str | None = None
     report_id: int | None = None
+    # what cannot be undone (bulkchange.approval): [{"action", "word", "carrier_status", "devices"}]
+    irreversible: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +76,7 @@ class DryRunReport:
             "no_call_needed": self.no_call_needed, "rate_limit_per_s": self.rate_limit_per_s,
             "max_parallel": self.max_parallel, "batch_concurrency": self.batch_concurrency,
             "estimated_seconds": round(self.estimated_seconds, 1), "estimate_basis": self.estimate_basis,
-            "preflight_error": self.preflight_error,
+            "preflight_error": self.preflight_error, "irreversible": self.irreversible,
         }
 
     def text(self) -> str:
@@ -93,6 +95,8 @@ class DryRunReport:
             lines.append(f"    {b['label']}")
         if len(self.batches) > 20:
             lines.append(f"    ... {len(self.batches) - 20} more")
+        for i in self.irreversible:
+            lines.append(f"  IRREVERSIBLE: {i['action']} for {i['devices']} devices (asked as \"{i['word']}\")")
         calls = ", ".join(f"{k}: {v}" for k, v in self.carrier_calls.items()) or "none"
         lines.append(f"  carrier calls: {calls} ({self.no_call_needed} devices need no call)")
         lines.append(f"  estimated duration: {self.estimated_seconds:.1f} s ({self.estimate_basis})")
@@ -157,6 +161,7 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
     devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in changes if dc.iccid])
     seen = dict(seen or {})
     accepted: list[DeviceChange] = []
+    words: dict[str, int] = {}
     per_device_calls = 0
     for dc in changes:
         reason = _validate(handler, bulk, dc, devices, seen)
@@ -165,11 +170,16 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
             continue
         accepted.append(dc)
         request = parse_change_request(bulk.change_type, dc.change_request)
+        if isinstance(request, StatusUpdateRequest):
+            words[request.UpdateStatus] = words.get(request.UpdateStatus, 0) + 1
         # DB-only change types (no carrier call) cost no carrier call
         n = _calls_for(bulk, request, devices.get(dc.iccid)) if handler_cls.needs_carrier else 0
         if n == 0:
             report.no_call_needed += 1
         per_device_calls += n
+    from bulkchange.approval import irreversible_actions
+
+    report.irreversible = irreversible_actions(bulk.integration, words)
     report.would_process = len(accepted) + report.already_queued
     todo = [dc.id for dc in accepted] + list(queued_ids or [])
     report.batches = [{"label": b.label, "devices": len(b.device_change_ids)}

@@ -10,6 +10,13 @@
 
 ``--serve`` does steps 1-3 and keeps Airflow up (UI on the printed URL) until Ctrl-C.
 Everything lives under ``var/demo/`` and is recreated on every run.
+
+Startup waits for the api-server to answer and for the dag-processor to parse the DAGs, printing
+what it still waits for, up to ``--startup-timeout`` seconds (a busy 2-core machine can take
+minutes). DAGs are created paused; only the ones the demo uses are unpaused, once the api-server
+listens, so no run starts before it can reach the Execution API. ``bulk_change_sqs`` stays paused
+unless ``DEVICE_BULK_CHANGE_QUEUE_URL`` names a queue. The UI is on port 8080 (``--port``; the next
+free port when 8080 is taken).
 """
 from __future__ import annotations
 
@@ -39,10 +46,26 @@ SP_ID, TENANT_ID = 1, 1
 JASPER_USER, JASPER_KEY = "demo", "demo-api-key-7f3a9c"
 
 
+DEFAULT_PORT = 8080
+# the DAGs each mode needs; every other DAG stays paused (bulk_change_sqs also needs a queue)
+DEMO_DAGS = ["bulk_change_sensor", "bulk_change_process"]
+SERVE_DAGS = DEMO_DAGS + ["bulk_change_submit"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_or_free(wanted: int) -> int:
+    """``wanted`` when nothing listens there, else a free port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            return free_port()
+    return wanted
 
 
 def demo_devices(n: int) -> list[dict]:
@@ -89,7 +112,8 @@ def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # nothing runs before the api-server listens: the demo unpauses what it uses once it does
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         # loopback only: this demo lets anyone who reaches it in as admin (no login)
@@ -97,12 +121,18 @@ def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        # a busy 2-core machine answers the Execution API slowly: a task waits and retries instead of
+        # failing its first call (the 5 s default turned the first sensor runs red)
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW_CONN_AMOP_DB": json.dumps({"conn_type": "sqlite", "host": amop_url.removeprefix("sqlite:///")}),
         f"AIRFLOW_CONN_CARRIER_SP_{SP_ID}": json.dumps({
             "conn_type": "http", "host": jasper_url, "login": JASPER_USER, "password": JASPER_KEY,
             "extra": {"rate_limit_per_s": 200, "timeout_s": 10}}),
+        # run notes are written through the REST API (no login needed in this setup)
+        "AIRFLOW_CONN_AIRFLOW_API": json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{api_port}"}),
         "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}",
         # standalone starts its components as `airflow ...` from PATH
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
@@ -123,6 +153,98 @@ def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "cond
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class AirflowApi:
+    """The demo's Airflow, through its REST API (no login in this setup: all users are admins)."""
+
+    def __init__(self, base_url: str):
+        import requests
+
+        self.base = base_url.rstrip("/")
+        self.http = requests.Session()
+        self._token = False
+
+    def healthy(self) -> bool:
+        import requests
+
+        try:
+            r = self.http.get(f"{self.base}/api/v2/monitor/health", timeout=5)
+        except requests.RequestException:
+            return False
+        return r.ok and r.json().get("metadatabase", {}).get("status") == "healthy"
+
+    def _auth(self) -> None:
+        if not self._token:
+            r = self.http.get(f"{self.base}/auth/token", timeout=30)
+            r.raise_for_status()
+            self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+            self._token = True
+
+    def parsed(self, dag_ids: list[str]) -> set[str]:
+        """The DAGs of ``dag_ids`` the dag-processor has parsed so far (none while the server is too
+        busy to answer)."""
+        import requests
+
+        found = set()
+        try:
+            self._auth()
+            for dag_id in dag_ids:
+                r = self.http.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=60)
+                if r.ok:
+                    found.add(dag_id)
+        except requests.RequestException:
+            pass
+        return found
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._auth()
+        r = self.http.patch(f"{self.base}/api/v2/dags/{dag_id}", params={"update_mask": "is_paused"},
+                            json={"is_paused": paused}, timeout=30)
+        r.raise_for_status()
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        self._auth()
+        r = self.http.post(f"{self.base}/api/v2/dags/{dag_id}/dagRuns",
+                           json={"logical_date": None, "conf": conf or {}}, timeout=30)
+        r.raise_for_status()
+        return r.json()["dag_run_id"]
+
+
+def wait_until_ready(api: AirflowApi, proc: subprocess.Popen, dag_ids: list[str], timeout: float,
+                     log_path: Path, report_every: float = 15.0) -> None:
+    """Wait for the api-server and the parsed DAGs, saying what is missing every ``report_every`` s."""
+    started = time.monotonic()
+    last_report = started
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see {log_path}")
+        up = api.healthy()
+        parsed = api.parsed(dag_ids) if up else set()
+        if up and parsed == set(dag_ids):
+            print(f"   ready after {time.monotonic() - started:.0f}s", flush=True)
+            return
+        now = time.monotonic()
+        if now - started > timeout:
+            missing = "the api-server" if not up else f"the DAGs {sorted(set(dag_ids) - parsed)} to be parsed"
+            raise TimeoutError(f"Airflow was not ready after {timeout:.0f}s: still waiting for {missing} "
+                               f"(see {log_path}; a busy machine may need --startup-timeout)")
+        if now - last_report >= report_every:
+            state = (f"api-server up, {len(parsed)}/{len(dag_ids)} DAGs parsed" if up
+                     else "waiting for the api-server to listen")
+            print(f"   {now - started:4.0f}s  {state}", flush=True)
+            last_report = now
+        time.sleep(3)
+
+
+def unpause_for_demo(api: AirflowApi, dag_ids: list[str]) -> list[str]:
+    """Unpause the DAGs the demo uses; the legacy SQS entry only when a queue is configured."""
+    wanted = list(dag_ids)
+    if os.environ.get("DEVICE_BULK_CHANGE_QUEUE_URL"):
+        wanted.append("bulk_change_sqs")
+    for dag_id in wanted:
+        api.set_paused(dag_id, False)
+    return wanted
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:
@@ -175,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--serve", action="store_true", help="keep Airflow running with the UI; no bulk change run")
-    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the bulk change")
+    parser.add_argument("--startup-timeout", type=float, default=900,
+                        help="seconds to wait for the api-server and DAG parsing (default 900)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="UI / API port (default 8080; the next free port when taken)")
     args = parser.parse_args(argv)
 
     from simulators.server import SimulatorServer
@@ -201,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     bulk_id = seed_amop(amop_url, args.devices)
     print(f"   {amop_url}: bulk change {bulk_id}, StatusUpdate -> Suspend, {args.devices} devices")
 
-    api_port = free_port()
+    api_port = port_or_free(args.port)
+    if api_port != args.port:
+        print(f"   port {args.port} is taken; using {api_port}")
     env = airflow_env(amop_url, sims.url_for("jasper"), api_port)
     print("== preparing the Airflow metadata database (SQLite)")
     airflow(env, "db", "migrate")
@@ -211,20 +339,20 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, stdout=log_file,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def dags_ready():
-            if proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see {log_path}")
-            out = airflow(env, "dags", "list", "-o", "json", check=False)
-            return out.returncode == 0 and "bulk_change_process" in out.stdout and "bulk_change_sensor" in out.stdout
-        wait_for(dags_ready, 180, 3, "Airflow to parse the DAGs")
+        api = AirflowApi(f"http://127.0.0.1:{api_port}")
+        dags = SERVE_DAGS if args.serve else DEMO_DAGS
+        print(f"== waiting for the api-server and the DAGs {', '.join(dags)} (up to {args.startup_timeout:.0f}s)")
+        wait_until_ready(api, proc, dags, args.startup_timeout, log_path)
+        print(f"   unpaused: {', '.join(unpause_for_demo(api, dags))} (the other DAGs stay paused)")
         if args.serve:
-            print(f"\nAirflow UI: http://127.0.0.1:{api_port} (no login needed in this demo setup)")
+            print(f"\nAirflow UI: http://127.0.0.1:{api_port} (no login needed in this demo setup); "
+                  f"Bulk changes page: http://127.0.0.1:{api_port}/plugin/bulk-changes")
             print(f"Bulk change {bulk_id} is NEW; the sensor DAG picks it up within "
                   f"{os.environ.get('BULKCHANGE_SENSOR_EVERY_MINUTES', '2')} minutes. Ctrl-C stops everything.")
             signal.pause()
             return 0
         print("== triggering bulk_change_sensor")
-        airflow(env, "dags", "trigger", "bulk_change_sensor")
+        api.trigger("bulk_change_sensor")
         engine = make_engine(amop_url)
         started = time.monotonic()
         last = [""]

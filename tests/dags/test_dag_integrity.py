@@ -22,7 +22,8 @@ def test_no_import_errors(dagbag):
 
 def test_process_dag_shape(dagbag):
     dag = dagbag.dags["bulk_change_process"]
-    assert set(dag.task_ids) == {"prepare", "process_batch", "wait_for_carrier", "finalize"}
+    assert set(dag.task_ids) == {"prepare", "approve", "process_batch", "wait_for_carrier", "finalize"}
+    assert dag.task_dict["approve"].defaults == ["Reject"]  # a timeout rejects
     assert dag.task_dict["wait_for_carrier"].mode == "reschedule"
     assert dag.task_dict["finalize"].trigger_rule == "all_done"
     assert dag.params["batch_size"] == 100 and dag.params["max_parallel"] == 10
@@ -69,3 +70,8 @@ def test_every_task_has_an_execution_timeout(dagbag):
     assert seen >= 15
     batch = dagbag.dags["bulk_change_process"].task_dict["process_batch"]
     assert batch.partial_kwargs["execution_timeout"] == BATCH_TIMEOUT and TASK_TIMEOUT < BATCH_TIMEOUT
+
+
+def test_every_dag_says_what_it_does_in_one_line(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.description and "\n" not in dag.description and len(dag.description) <= 120, dag_id

@@ -79,3 +79,32 @@ def test_rest_api_accepts_a_valid_submission(api):
     r = api.post("/api/v2/dags/bulk_change_submit/dagRuns", json={"logical_date": None, "conf": GOOD})
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "queued" and r.json()["conf"]["devices"] == GOOD["devices"]
+
+
+@pytest.mark.parametrize("form", [
+    {"service_provider_id": 2, "change_request": {"UpdateStatus": "Suspend"}, "devices": ["8901260000000000018"]},
+    # what the trigger form sends when only the ICCIDs are filled in: the optional fields as null
+    {"service_provider_id": 2, "change_type": "StatusUpdate", "change_request": {"UpdateStatus": "Suspend"},
+     "devices": ["8901260000000000018"], "devices_csv": None, "created_by": None, "portal_type": "M2M"},
+    {"service_provider_id": 2, "change_request": {"UpdateStatus": "Suspend"},
+     "devices_csv": "ICCID\n8901260000000000018", "devices": None},
+])
+def test_iccids_or_csv_alone_are_enough(api, form):
+    r = api.post("/api/v2/dags/bulk_change_submit/dagRuns", json={"logical_date": None, "conf": form})
+    assert r.status_code == 200, r.text
+
+
+def test_every_submit_field_says_what_it_is_and_optional_ones_accept_null(serialized):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["bulk_change_submit"]
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        assert param.description or param.schema.get("description_md"), name
+    for name in ("devices", "devices_csv", "change_request", "created_by"):
+        assert "null" in dag.params.get_param(name).schema["type"], name
+    examples = dag.params.get_param("change_request").schema["description_md"]
+    for change_type in ("StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange", "CustomerAssignment",
+                        "Archival", "ActivateNewService", "CreateRevService", "ChangeICCIDAndIMEI",
+                        "EditUsernameCostCenter"):
+        assert f"| {change_type} |" in examples, change_type

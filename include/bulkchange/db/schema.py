@@ -85,6 +85,9 @@ device_bulk_change = Table(
     Column("ErrorCount", Integer),
     Column("PendingCount", Integer),
     Index("IX_DeviceBulkChange_Status", "Status", "ProcessChanges"),
+    # added: the Bulk changes page lists newest first, filtered by provider or creation date
+    Index("IX_DeviceBulkChange_ServiceProvider", "ServiceProviderId", "Id"),
+    Index("IX_DeviceBulkChange_CreatedDate", "CreatedDate"),
 )
 
 
@@ -127,6 +130,9 @@ def _device_change_table(name: str) -> Table:
         Column("CarrierRequestId", String(128)),  # added: async carrier request being waited on
         Column("CarrierCheckCount", Integer, nullable=False, default=0),  # added: polls of that request so far
         Index(f"IX_{name}_BulkChange_Status", "BulkChangeId", "Status"),
+        # added: the Bulk changes page pages a bulk change's device changes by Id, all or per status
+        Index(f"IX_{name}_BulkChange_Status_Id", "BulkChangeId", "Status", "Id"),
+        Index(f"IX_{name}_BulkChange_Id", "BulkChangeId", "Id"),
     )
 
 
@@ -196,6 +202,9 @@ device_bulk_change_log = Table(
     Column("ResponseStatus", String(32)),
     Column("CreatedDate", DateTime, nullable=False),
     Index("IX_DeviceBulkChangeLog_BulkChange", "BulkChangeId"),
+    # added: the log rows of one device change (Bulk changes page)
+    Index("IX_DeviceBulkChangeLog_M2MDeviceChange", "M2MDeviceChangeId"),
+    Index("IX_DeviceBulkChangeLog_MobilityDeviceChange", "MobilityDeviceChangeId"),
 )
 
 # added: notification outbox. One row per channel and bulk change status change, written in the

@@ -38,6 +38,9 @@ def _restore_param_defaults(request):
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
+    request.getfixturevalue("airflow_db")  # migrated before it is queried (a module may bring its own dagbag)
+    dagbag = request.getfixturevalue("dagbag")
+
     # Every test's AMOP database numbers its bulk changes from 1, but the Airflow metadata DB is
     # shared by the session: a launched run ``bulk_change_1`` left by an earlier test would make the
     # next launch a no-op (skip_when_already_exists) and hand the test the old run.
@@ -45,7 +48,7 @@ def _restore_param_defaults(request):
         session.query(DagRun).filter(DagRun.run_id.like("bulk_change_%")).delete(synchronize_session=False)
 
     params = []
-    for dag in request.getfixturevalue("dagbag").dags.values():
+    for dag in dagbag.dags.values():
         for holder in [dag] + list(dag.tasks):
             for key in list(getattr(holder, "params", None) or {}):
                 param = holder.params.get_param(key)

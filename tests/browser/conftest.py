@@ -37,8 +37,11 @@ def _missing(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped on purpose: Playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open, and any later test calling asgiref's async_to_sync there (Airflow's JWT validator)
+    would fail with "cannot use AsyncToSync in the same thread as an async event loop"."""
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
         _missing(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     try:

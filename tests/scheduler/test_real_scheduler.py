@@ -96,8 +96,17 @@ def _run_until_final(cluster: AirflowCluster, amop_url: str, bulk_ids: list[int]
         with engine.connect() as conn:
             return all(repo.load_bulk_change(conn, b).status.is_final for b in bulk_ids)
 
+    def runs_ended():
+        # finalize writes the final status a moment before the scheduler closes the run (end_date);
+        # stopping the cluster in between leaves a run without an end for _report_runs
+        cluster.check_alive()
+        rows = cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = 'bulk_change_process' "
+                             "AND (end_date IS NULL OR state NOT IN ('success', 'failed'))")
+        return rows[0][0] == 0
+
     try:
         wait_for(final, FINISH_TIMEOUT_S, 3, f"bulk changes {bulk_ids} to finish")
+        wait_for(runs_ended, 120, 2, "the bulk_change_process runs to end")
     except Exception as exc:
         raise AssertionError(f"{exc}\n{cluster.logs_summary()}") from exc
     finally:

@@ -58,6 +58,10 @@ class SimulatorControl:
     def stats(self) -> dict:
         return self.request("GET", "/stats")
 
+    def run_scheduled(self, within_s: float) -> int:
+        """Run now what the carrier would do within ``within_s`` seconds (async operations, activations)."""
+        return self.request("POST", "/scheduled/run", params={"within_s": within_s})["ran"]
+
     # -- Jasper extras ------------------------------------------------------------------------------
     def set_rate_plans(self, plans: list[dict]) -> list[dict]:
         return self.request("PUT", "/rateplans", json=plans)["ratePlans"]

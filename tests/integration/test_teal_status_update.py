@@ -156,11 +156,13 @@ def test_device_without_eid_is_rejected_before_any_call(amop_engine, teal, teal_
 
 def test_processing_as_202_and_the_check_limit(amop_engine, teal, teal_client):
     iccids = make_fleet(amop_engine, teal, 3, "STOPPED", start=33_000)
-    teal.configure(processing_status=202)
+    # the operations finish only when the test says so: no race with a busy machine's clock
+    teal.configure(processing_status=202, operation_delay_s=3600)
     bulk_id = bulk(amop_engine, iccids[:2], "Active")
     process(amop_engine, bulk_id, teal_client)
     first = reconcile.settle_bulk(amop_engine, bulk_id, teal_client)
     assert first.still_waiting == 2  # 202 PROCESSING is not an answer yet
+    assert teal.run_scheduled(3600) == 1  # one operation for both eSIMs
     assert settle_until_done(amop_engine, bulk_id, teal_client).settled == {"PROCESSED": 2}
     assert 202 in {c["status"] for c in teal.calls(path_contains="operation-result")}
 

@@ -129,7 +129,7 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
         ]
         calls = {ok.id: [CallRecord("Update Jasper Status: Jasper API", "PUT", "u", "PUT /devices/x", 200, "{}")],
                  failed.id: [CallRecord("Update Jasper Status: Jasper API", "PUT", "u", "PUT", 400, "{}",
-                                        error="HTTP 400", attempts=1)]}
+                                        error="HTTP 400", attempt=1)]}
         repo.record_results(conn, bulk, results, calls, processed_by="test")
         repo.reject_device_changes(conn, bulk, [(rejected.id, "bad ICCID")], processed_by="test")
     with amop_engine.connect() as conn:

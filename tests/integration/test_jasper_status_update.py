@@ -127,17 +127,54 @@ def test_transient_faults_are_retried_and_permanent_ones_are_not(amop_engine, fl
     assert stats["by_status"].get("500", 0) + stats["by_status"].get("503", 0) > 0
     with amop_engine.connect() as conn:
         described = conn.execute(select(t.device_bulk_change_log.c.LogEntryDescription)).scalars().all()
-    assert any("after" in d and "attempts" in d for d in described)
+    assert any("(attempt 2)" in d for d in described)  # one log row per attempt
 
 
-def test_retries_exhausted_fail_the_device_with_the_reason(amop_engine, fleet_factory, make_client, jasper):
+def test_retries_exhausted_fail_the_device_with_the_evidence(amop_engine, fleet_factory, make_client, jasper):
+    """Every PUT answered 503 (not applied), the reads clean: each resend follows a GET that shows the
+    device unchanged, and the device fails with that evidence; one log row per attempt."""
     fleet = fleet_factory(2)
-    jasper.configure(error_rate=1.0)
+    jasper.configure(error_rate=1.0, fault_methods=["PUT"])
     _, summary = run_all(amop_engine, fleet.bulk("Suspend"), make_client(attempts=3))
     assert summary["status"] == "ERROR" and summary["counts"] == {"API_FAILED": 2}
     dc = changes(amop_engine, summary["bulk_change_id"])[fleet.iccids[0]]
     assert "failed after 3 attempt(s)" in dc.status_details
-    assert len(jasper.calls(iccid=fleet.iccids[0])) == 3
+    assert "checked at the carrier afterwards: the change is not there" in dc.status_details
+    calls = jasper.calls(iccid=fleet.iccids[0])
+    assert [c["method"] for c in calls] == ["PUT", "GET", "PUT", "GET", "PUT", "GET"]
+    with amop_engine.connect() as conn:
+        rows = conn.execute(select(t.device_bulk_change_log.c.RequestText, t.device_bulk_change_log.c.AttemptNumber,
+                                   t.device_bulk_change_log.c.Outcome)
+                            .where(t.device_bulk_change_log.c.M2MDeviceChangeId == dc.id)
+                            .order_by(t.device_bulk_change_log.c.Id)).all()
+    assert [(r[0].split()[0], r[1], r[2]) for r in rows] == [
+        ("PUT", 1, "unknown"), ("GET", 1, "applied"), ("PUT", 2, "unknown"), ("GET", 1, "applied"),
+        ("PUT", 3, "unknown"), ("GET", 1, "applied")]
+
+
+def test_an_outcome_that_cannot_be_checked_is_never_resent(amop_engine, fleet_factory, make_client, jasper):
+    """Every call answered 5xx: the PUT is sent once; the checks before a resend fail, so it is never
+    sent again, and the device says the outcome is unknown."""
+    fleet = fleet_factory(2)
+    jasper.configure(error_rate=1.0)
+    _, summary = run_all(amop_engine, fleet.bulk("Suspend"), make_client(attempts=3))
+    assert summary["counts"] == {"API_FAILED": 2}
+    dc = changes(amop_engine, summary["bulk_change_id"])[fleet.iccids[0]]
+    assert dc.status_details.startswith("OUTCOME UNKNOWN:")
+    assert len(jasper.calls(iccid=fleet.iccids[0], method="PUT")) == 1
+
+
+def test_applied_but_answered_502_is_processed_from_the_carrier(amop_engine, fleet_factory, make_client, jasper):
+    fleet = fleet_factory(3, comm_plan="COMM-1")
+    jasper.configure(applied_error_rate=1.0, fault_methods=["PUT"])
+    _, summary = run_all(amop_engine, fleet.bulk("Suspend"), make_client(attempts=3))
+    assert summary["counts"] == {"PROCESSED": 3}
+    for iccid in fleet.iccids:
+        assert [c["method"] for c in jasper.calls(iccid=iccid)] == ["PUT", "GET", "PUT", "GET"]  # plan, status
+        assert jasper.device(iccid)["status"] == "DEACTIVATED"
+    with amop_engine.connect() as conn:
+        assert set(conn.execute(select(t.device.c.Status, t.device.c.CarrierRatePlan)).all()) == \
+            {("DEACTIVATED", "P-500")}
 
 
 def test_malformed_and_timeouts_are_transient(amop_engine, fleet_factory, make_client, jasper):

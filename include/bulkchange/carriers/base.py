@@ -8,14 +8,29 @@ A client turns one carrier API call into either a parsed response or one of thre
   retrying cannot help.
 * ``AuthError``       - credentials refused (401); the caller may re-authenticate once.
 
-Every call, successful or not, produces a ``CallRecord`` with sanitized request and response
-text; the processing layer writes these to ``DeviceBulkChangeLog``.
+Every **attempt** of a call, successful or not, produces its own ``CallRecord`` (attempt number,
+HTTP status or error, duration, sanitized request and response text, outcome); the processing layer
+writes one ``DeviceBulkChangeLog`` row per record.
+
+**Outcome of an attempt** (``attempt_outcome``, the one place this is decided):
+
+* ``applied``  - the carrier answered 2xx with a body we could read: the change is in;
+* ``refused``  - the carrier said no: a 4xx with its error body (a 429 included: it was not
+  processed), or the request never left (the connection could not be opened);
+* ``unknown``  - the request may have reached the carrier but its answer is lost or unusable: a 5xx,
+  a timeout, a dropped connection, a 2xx whose body cannot be parsed.
+
+A call whose last attempt is ``unknown`` is never settled by guessing: ``_call`` takes a ``verify``
+read (e.g. Jasper ``GET /devices/{iccid}``) that is asked *before any resend* and once more before
+the call gives up; a call that must never be replayed (``once=True``: activations, creates) stops at
+its first ``unknown`` attempt with ``OutcomeUnknown`` and the caller looks the result up instead.
 """
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
 import requests
@@ -49,6 +64,38 @@ class AuthError(CarrierError):
     pass
 
 
+class AttemptOutcome(str, Enum):
+    APPLIED = "applied"
+    REFUSED = "refused"
+    UNKNOWN = "unknown"
+
+
+class OutcomeUnknown(CarrierError):
+    """The request may have been applied by the carrier but its answer was lost (5xx, timeout,
+    dropped connection, unreadable body) and no check settled it. Never retried by ``CallPolicy``
+    (it is neither transient nor permanent): the caller looks the result up at the carrier."""
+
+    outcome = AttemptOutcome.UNKNOWN
+
+
+def attempt_outcome(exc: BaseException | None) -> AttemptOutcome:
+    """Applied, refused or unknown: the classification of one attempt (module docstring).
+
+    ``exc`` is what the attempt raised (None: it returned a usable answer). An exception may carry
+    its own ``outcome`` (set where the transport knows better, e.g. a connection never opened)."""
+    if exc is None:
+        return AttemptOutcome.APPLIED
+    explicit = getattr(exc, "outcome", None)
+    if isinstance(explicit, AttemptOutcome):
+        return explicit
+    code = getattr(exc, "status_code", None)
+    if isinstance(exc, CarrierError) and code is not None and 400 <= code < 500:
+        return AttemptOutcome.REFUSED
+    # 5xx (the carrier may have acted before failing), timeouts, dropped connections, a 2xx whose
+    # body is unreadable, or anything unexpected: nobody knows whether the change is in
+    return AttemptOutcome.UNKNOWN
+
+
 @dataclass
 class CallRecord:
     """One carrier call as it goes to the audit log (already sanitized)."""
@@ -61,7 +108,8 @@ class CallRecord:
     response_text: str = ""
     error: str | None = None
     duration_s: float = 0.0
-    attempts: int = 1
+    attempt: int = 1                  # 1-based number of this attempt within its logical call
+    outcome: str | None = None        # AttemptOutcome value; "verify" rows are reads, classified too
 
     @property
     def has_errors(self) -> bool:
@@ -76,6 +124,25 @@ class CallLog:
 
     def add(self, record: CallRecord) -> None:
         self.records.append(record)
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when the connection could not be opened at all (refused, no route, DNS): nothing was sent."""
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (NewConnectionError, NameResolutionError)):
+            return True
+        reason = getattr(cur, "reason", None)
+        if isinstance(reason, BaseException):
+            if isinstance(reason, (NewConnectionError, NameResolutionError)):
+                return True
+        nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = nxt or cur.__cause__ or cur.__context__
+    return False
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -164,12 +231,23 @@ class HttpCarrierClient:
     def _call(self, method: str, path: str, *, description: str, json_body: Any = None,
               params: dict | None = None, log: CallLog | None = None,
               parse: Callable[[requests.Response], Any] | None = None,
-              headers: dict[str, str] | None = None, policy: Any = None) -> Any:
+              headers: dict[str, str] | None = None, policy: Any = None,
+              verify: Callable[[], Any] | None = None, once: bool = False) -> Any:
         """Send one logical call: rate limit, retries and re-auth come from ``self.policy``.
 
-        One CallRecord per logical call (with the number of attempts), appended to ``log``.
-        ``headers`` are sent with the auth headers (e.g. a JSON Patch ``Content-Type``); ``policy``
-        replaces the client's policy for this call (e.g. one that never replays a create).
+        One CallRecord per **attempt**, appended to ``log`` as the attempt ends (attempt number,
+        HTTP status or error, duration, outcome). ``headers`` are sent with the auth headers (e.g. a
+        JSON Patch ``Content-Type``); ``policy`` replaces the client's policy for this call.
+
+        ``verify``: for a change whose attempt may end ``unknown``. A read that returns the carrier's
+        view when the change is already in, else None. It is asked before any resend that follows
+        an ``unknown`` attempt (a confirmed change is returned as the call's value and not sent
+        again), and once more when the attempts are used up after an ``unknown`` one: "not applied"
+        then raises the last error with ``outcome = refused`` and the evidence in a note; a check
+        that itself fails raises ``OutcomeUnknown``. Its own calls are logged like any other.
+
+        ``once``: the call must never be replayed after an ``unknown`` attempt (a create): the first
+        such attempt raises ``OutcomeUnknown`` (a refused attempt, e.g. a 429, is still retried).
         """
         url = f"{self.base_url}{path}"
         req_text = f"{method} {path}"
@@ -177,47 +255,113 @@ class HttpCarrierClient:
             req_text += "?" + "&".join(f"{k}={v}" for k, v in params.items())
         if json_body is not None:
             req_text += "\n" + json.dumps(json_body, sort_keys=True)
-        record = CallRecord(description=description, method=method, url=url,
-                            request_text=self.sanitize(req_text))
+        request_text = self.sanitize(req_text)
+        state = {"n": 0, "unknown": None, "confirmed": False}
+
+        def check() -> Any:
+            """The verify read; None = not applied (raises if the carrier cannot be read)."""
+            return verify() if verify is not None else None
+
+        def send() -> Any:
+            state["n"] += 1
+            record = CallRecord(description=description, method=method, url=url, request_text=request_text,
+                                attempt=state["n"])
+            started = time.monotonic()
+            try:
+                value = self._send_once(method, url, json_body, params, headers, parse, record)
+            except BaseException as exc:
+                outcome = attempt_outcome(exc)
+                record.outcome = outcome.value
+                record.error = self.sanitize(str(exc)) or type(exc).__name__
+                if isinstance(exc, CarrierError):
+                    exc.outcome = outcome  # type: ignore[attr-defined]
+                state["unknown"] = exc if outcome == AttemptOutcome.UNKNOWN else None
+                raise
+            else:
+                record.outcome = AttemptOutcome.APPLIED.value
+                state["unknown"] = None
+                return value
+            finally:
+                record.duration_s = time.monotonic() - started
+                if log is not None:
+                    log.add(record)
 
         def attempt() -> Any:
+            if state["unknown"] is not None and verify is not None:
+                # the last attempt may have been applied: ask before sending it again
+                current = check()  # a CarrierError here counts as a failed attempt: nothing is resent
+                if current is not None:
+                    state["confirmed"] = True
+                    return current
+                state["unknown"] = None  # checked: not applied, safe to send
             try:
-                resp = self.session.request(method, url, json=json_body, params=params,
-                                            headers={"Accept": "application/json", **(headers or {}),
-                                                     **self._auth_headers()},
-                                            timeout=self.timeout)
-            except requests.Timeout as exc:
-                raise TransientError(f"timeout after {self.timeout}s calling {self.carrier_name}") from exc
-            except requests.ConnectionError as exc:
-                raise TransientError(f"connection error calling {self.carrier_name}: "
-                                     f"{type(exc).__name__}") from exc
-            record.status_code = resp.status_code
-            record.response_text = self.sanitize(resp.text)[:RESPONSE_LOG_LIMIT]
-            self._classify(resp)
-            if parse is not None:
-                return parse(resp)
-            try:
-                return resp.json() if resp.content else None
-            except ValueError as exc:
-                raise TransientError(f"malformed JSON from {self.carrier_name}",
-                                     status_code=resp.status_code) from exc
+                return send()
+            except CarrierError as exc:
+                if once and attempt_outcome(exc) == AttemptOutcome.UNKNOWN:
+                    raise OutcomeUnknown(f"{exc} (not sent again: the carrier may have applied it)",
+                                         status_code=exc.status_code, response_text=exc.response_text) from exc
+                raise
 
-        started = time.monotonic()
+        active = policy if policy is not None else self.policy
         try:
-            active = policy if policy is not None else self.policy
             if active is not None:
-                value, record.attempts = active.execute(attempt, reauthenticate=self.reauthenticate)
+                value, _ = active.execute(attempt, reauthenticate=self.reauthenticate)
             else:
                 value = attempt()
             return value
-        except CarrierError as exc:
-            record.error = self.sanitize(str(exc))
-            record.attempts = getattr(exc, "attempts", record.attempts)
+        except OutcomeUnknown as exc:
+            exc.attempts = state["n"]  # type: ignore[attr-defined]
             raise
-        finally:
-            record.duration_s = time.monotonic() - started
-            if log is not None:
-                log.add(record)
+        except CarrierError as exc:
+            exc.attempts = state["n"]  # type: ignore[attr-defined]  # times sent (checks not counted)
+            last_unknown = state["unknown"] is not None or attempt_outcome(exc) == AttemptOutcome.UNKNOWN
+            if verify is None or not last_unknown:
+                raise
+            # the last word was "unknown": settle it at the carrier before the call is recorded
+            try:
+                current = check()
+            except CarrierError as check_exc:
+                unknown = OutcomeUnknown(f"{exc}; the carrier could not be checked afterwards: "
+                                         f"{self.sanitize(str(check_exc))}",
+                                         status_code=exc.status_code, response_text=exc.response_text)
+                unknown.attempts = state["n"]  # type: ignore[attr-defined]
+                raise unknown from exc
+            if current is not None:
+                return current
+            exc.outcome = AttemptOutcome.REFUSED  # type: ignore[attr-defined]
+            exc.checked = "checked at the carrier afterwards: the change is not there"  # type: ignore[attr-defined]
+            raise
+
+    def _send_once(self, method: str, url: str, json_body: Any, params: dict | None,
+                   headers: dict[str, str] | None, parse: Callable[[requests.Response], Any] | None,
+                   record: CallRecord) -> Any:
+        """One HTTP attempt: the answer parsed, or the matching CarrierError; fills ``record``."""
+        try:
+            resp = self.session.request(method, url, json=json_body, params=params,
+                                        headers={"Accept": "application/json", **(headers or {}),
+                                                 **self._auth_headers()},
+                                        timeout=self.timeout)
+        except requests.ConnectTimeout as exc:
+            err = TransientError(f"could not connect to {self.carrier_name} (connect timeout): not sent")
+            err.outcome = AttemptOutcome.REFUSED  # type: ignore[attr-defined]
+            raise err from exc
+        except requests.Timeout as exc:
+            raise TransientError(f"timeout after {self.timeout}s calling {self.carrier_name}") from exc
+        except requests.ConnectionError as exc:
+            err = TransientError(f"connection error calling {self.carrier_name}: {type(exc).__name__}")
+            if _never_connected(exc):
+                err.outcome = AttemptOutcome.REFUSED  # type: ignore[attr-defined]
+            raise err from exc
+        record.status_code = resp.status_code
+        record.response_text = self.sanitize(resp.text)[:RESPONSE_LOG_LIMIT]
+        self._classify(resp)
+        if parse is not None:
+            return parse(resp)
+        try:
+            return resp.json() if resp.content else None
+        except ValueError as exc:
+            raise TransientError(f"malformed JSON from {self.carrier_name}",
+                                 status_code=resp.status_code) from exc
 
     def close(self) -> None:
         self.session.close()

@@ -34,10 +34,23 @@ class JasperClient(HttpCarrierClient):
 
     def edit_device(self, iccid: str, changes: dict[str, Any], *, description: str,
                     log: CallLog | None = None) -> dict:
-        """PUT Edit Device Details; raises unless the carrier's 2xx answer names the ICCID."""
-        body = self._call("PUT", f"/devices/{path_segment(iccid)}", json_body=changes, description=description, log=log,
-                          parse=_json_naming_iccid(iccid))
-        return body
+        """PUT Edit Device Details; raises unless the carrier's 2xx answer names the ICCID.
+
+        An attempt whose outcome is unknown (5xx, timeout, dropped connection, unreadable answer) is
+        settled with ``GET /devices/{iccid}`` before any resend and before the call gives up: a
+        device that already shows every edited field is the call's answer (the carrier's view), one
+        that does not is sent again or fails with that evidence (``HttpCarrierClient._call``). A
+        future-dated edit (``effectiveDate``) is not visible on the device yet, so it is not checked.
+        """
+        shown = {k: v for k, v in changes.items() if k != "effectiveDate"}
+
+        def verify() -> dict | None:
+            current = self.get_device(iccid, log=log)
+            return current if shows(current, shown) else None
+
+        return self._call("PUT", f"/devices/{path_segment(iccid)}", json_body=changes, description=description,
+                          log=log, parse=_json_naming_iccid(iccid),
+                          verify=verify if shown and "effectiveDate" not in changes else None)
 
     def update_status(self, iccid: str, status: str, *, log: CallLog | None = None) -> dict:
         return self.edit_device(iccid, {"status": status}, description="Update Jasper Status: Jasper API", log=log)
@@ -94,6 +107,20 @@ class JasperClient(HttpCarrierClient):
             if body.get("lastPage", True) or not body.get("devices"):
                 return
             page += 1
+
+
+def shows(device: dict | None, fields: dict[str, Any]) -> bool:
+    """The carrier's device already has every one of ``fields`` (status compared case-blind)."""
+    if not isinstance(device, dict):
+        return False
+    for key, want in fields.items():
+        have = device.get(key)
+        if key == "status":
+            if str(have or "").upper() != str(want or "").upper():
+                return False
+        elif str(have) != str(want):
+            return False
+    return True
 
 
 def _json_naming_iccid(iccid: str):

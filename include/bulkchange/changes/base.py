@@ -12,7 +12,14 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
-from bulkchange.carriers.base import AuthError, CallLog, CarrierError, PermanentError, TransientError
+from bulkchange.carriers.base import (
+    AuthError,
+    CallLog,
+    CarrierError,
+    OutcomeUnknown,
+    PermanentError,
+    TransientError,
+)
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult
 from bulkchange.sanitize import sanitize_text
@@ -73,9 +80,20 @@ def request_field(request: BaseModel, *names: str) -> str | None:
     return None
 
 
+OUTCOME_UNKNOWN_PREFIX = "OUTCOME UNKNOWN:"
+
+
 def failed_result(dc: DeviceChange, device: DeviceRow | None, exc: Exception, step: str) -> DeviceResult:
-    """The DeviceResult for a carrier failure: API_FAILED with a reason that says what and why."""
-    if isinstance(exc, TransientError):
+    """The DeviceResult for a carrier failure: API_FAILED with a reason that says what and why.
+
+    An outcome left unknown (``OutcomeUnknown``: the carrier may have the change and could not be
+    checked) says so: the details start with ``OUTCOME_UNKNOWN_PREFIX``; a failure checked at the
+    carrier afterwards carries that evidence."""
+    if isinstance(exc, OutcomeUnknown):
+        attempts = getattr(exc, "attempts", 1)
+        reason = (f"{OUTCOME_UNKNOWN_PREFIX} {step}: sent {attempts} time(s), the carrier may have applied it "
+                  f"and it could not be confirmed either way: {exc}")
+    elif isinstance(exc, TransientError):
         attempts = getattr(exc, "attempts", 1)
         reason = f"{step} failed after {attempts} attempt(s): {exc}"
     elif isinstance(exc, AuthError):
@@ -84,6 +102,9 @@ def failed_result(dc: DeviceChange, device: DeviceRow | None, exc: Exception, st
         reason = f"{step} refused by carrier: {exc}"
     else:
         reason = f"{step} failed: {type(exc).__name__}: {exc}"
+    checked = getattr(exc, "checked", None)
+    if checked:
+        reason += f"; {checked}"
     return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.API_FAILED, details=sanitize_text(reason),
                         device_id=device.id if device else None, iccid=dc.iccid,
                         previous_device_status=device.status if device else None)

@@ -407,13 +407,18 @@ class LogEntry:
     response_text: str = ""
     error_text: str | None = None
     response_status: str | None = None
+    attempt: int | None = None
+    duration_ms: int | None = None
+    outcome: str | None = None
 
     @classmethod
     def from_call(cls, device_change_id: int, call: CallRecord) -> "LogEntry":
+        """One carrier attempt, one row (a retried call has one row per attempt)."""
         status = str(call.status_code) if call.status_code is not None else "NO_RESPONSE"
-        suffix = f" (after {call.attempts} attempts)" if call.attempts > 1 else ""
+        suffix = f" (attempt {call.attempt})" if call.attempt > 1 else ""
         return cls(device_change_id, call.description + suffix, call.request_text, call.response_text,
-                   call.error, status)
+                   call.error, status, attempt=call.attempt, duration_ms=int(round(call.duration_s * 1000)),
+                   outcome=call.outcome)
 
 
 def add_log_entries(conn: Connection, bulk: BulkChange, entries: Sequence[LogEntry], *, processed_by: str) -> None:
@@ -430,6 +435,7 @@ def add_log_entries(conn: Connection, bulk: BulkChange, entries: Sequence[LogEnt
         "RequestText": sanitize_text(e.request_text), "ResponseText": sanitize_text(e.response_text),
         "ErrorText": sanitize_text(e.error_text) if e.error_text is not None else None,
         "HasErrors": e.error_text is not None, "ResponseStatus": e.response_status, "CreatedDate": now,
+        "AttemptNumber": e.attempt, "DurationMs": e.duration_ms, "Outcome": e.outcome,
     } for e in entries]
     for chunk in _chunks(rows, 200):
         conn.execute(insert(t.device_bulk_change_log), list(chunk))

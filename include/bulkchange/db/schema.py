@@ -201,6 +201,12 @@ device_bulk_change_log = Table(
     Column("HasErrors", Boolean, nullable=False, default=False),
     Column("ResponseStatus", String(32)),
     Column("CreatedDate", DateTime, nullable=False),
+    # added (issue 12): one row per carrier attempt; these say which attempt of its call it was, how
+    # long it took and what it did at the carrier (applied / refused / unknown). NULL on rows that are
+    # no carrier call (validation, "Update AMOP") and on rows written before these columns existed.
+    Column("AttemptNumber", Integer),
+    Column("DurationMs", Integer),
+    Column("Outcome", String(16)),
     Index("IX_DeviceBulkChangeLog_BulkChange", "BulkChangeId"),
     # added: the log rows of one device change (Bulk changes page)
     Index("IX_DeviceBulkChangeLog_M2MDeviceChange", "M2MDeviceChangeId"),

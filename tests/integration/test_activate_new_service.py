@@ -185,3 +185,35 @@ def test_static_ip_provisioned_after_activation(amop_engine, tg, tg_client):
     assert devices[iccids[5]].IPAddress is None and dcs[iccids[5]].Status == "PROCESSED"
     body = tg.calls(path_contains="/provisioning", method="POST")[0]["body"]
     assert body["pdpName"] == "ACME.PDP" and body["subscriber"][0]["accessPointName"] == "acme.static"
+
+
+def test_an_activation_is_sent_once_under_faults_and_the_lines_are_found(amop_engine, tg, tg_client):
+    """Activation POSTs (a create) answered 5xx, 502 after applying, or garbage: never sent again;
+    the devices wait and settle from the account's lines (a 429, which nothing applied, is retried).
+    At most one accepted create per device, and every device that got a line is PROCESSED."""
+    iccids = inventory(amop_engine, tg, 24, 73_000)
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       portal_type=MOBILITY,
+                                       requests=[{"ICCID": i, "ChangeRequest": activation()} for i in iccids])
+    tg.configure(seed=5, error_rate=0.25, applied_error_rate=0.25, malformed_rate=0.15, fault_methods=["POST"])
+    plan = processing.prepare(amop_engine, bulk_id, batch_size=1)  # one activation request per device
+    for b in plan.batches:
+        processing.process_batch(amop_engine, bulk_id, b.device_change_ids, client=tg_client)
+    tg.configure(error_rate=0, applied_error_rate=0, malformed_rate=0)
+    faults = {p["fault"] for p in tg.calls(method="POST")}
+    assert {"error", "applied_error", "malformed"} <= faults  # the mix really happened
+    sent: dict[str, int] = {}
+    for post in tg.calls(method="POST"):  # every request, faulted ones included (named by its body)
+        for item in post["body"]:
+            sim = next(c["value"] for c in item["service"]["serviceCharacteristic"] if c["name"] == "sim")
+            sent[sim] = sent.get(sim, 0) + 1
+    assert sent == dict.fromkeys(iccids, 1)
+    time.sleep(0.4)  # activation_delay_s 0.3: the accepted ones are active now
+    settle(amop_engine, bulk_id, tg_client, max_checks=3)
+    processing.finalize(amop_engine, bulk_id)
+    lines = {a["iccid"] for a in tg.request("GET", "/activations") if a["status"] == "active"}
+    with amop_engine.connect() as conn:
+        rows = dict(conn.execute(select(DC.c.ICCID, DC.c.Status).where(DC.c.BulkChangeId == bulk_id)).all())
+    assert lines and lines != set(iccids)  # some applied, some not
+    assert {i for i, s in rows.items() if s == "PROCESSED"} == lines

@@ -254,3 +254,25 @@ def test_finalize_sweeps_devices_no_batch_settled(amop_engine, fleet_factory):
     assert summary["status"] == "ERROR" and summary["swept"] == 6
     assert all("batch task handling this device failed" in dc.status_details
                for dc in changes(amop_engine, bulk_id).values())
+
+
+def test_a_rate_plan_applied_before_a_failed_status_call_is_written(amop_engine, fleet_factory, simulator, jasper):
+    """Deactivation moves the plan first; the status call after it is refused by the carrier: the device
+    change fails, but Device has the plan the carrier applied (and keeps its status)."""
+    from bulkchange.carriers.jasper import JasperClient
+
+    class StatusRefused(JasperClient):
+        def update_status(self, iccid, status, *, log=None):
+            return super().update_status(iccid, "NOT-A-STATUS", log=log)  # the carrier answers 400
+
+    fleet = fleet_factory(2, comm_plan="COMM-1")
+    client = StatusRefused(simulator.url_for("jasper"), "acct", KEY, timeout=10)
+    try:
+        _, summary = run_all(amop_engine, fleet.bulk("Suspend"), client)
+    finally:
+        client.close()
+    assert summary["counts"] == {"API_FAILED": 2}
+    assert {jasper.device(i)["ratePlan"] for i in fleet.iccids} == {"P-500"}
+    with amop_engine.connect() as conn:
+        assert set(conn.execute(select(t.device.c.Status, t.device.c.CarrierRatePlan)).all()) == \
+            {("ACTIVATED", "P-500")}

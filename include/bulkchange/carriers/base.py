@@ -297,7 +297,7 @@ class HttpCarrierClient:
             try:
                 return send()
             except CarrierError as exc:
-                if once and attempt_outcome(exc) == AttemptOutcome.UNKNOWN:
+                if once and attempt_outcome(exc) == AttemptOutcome.UNKNOWN and not isinstance(exc, OutcomeUnknown):
                     raise OutcomeUnknown(f"{exc} (not sent again: the carrier may have applied it)",
                                          status_code=exc.status_code, response_text=exc.response_text) from exc
                 raise

@@ -25,11 +25,12 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from bulkchange.carriers.http import path_segment
-from bulkchange.carriers.base import CallLog, HttpCarrierClient, PermanentError, TransientError
+from bulkchange.carriers.base import CallLog, HttpCarrierClient, OutcomeUnknown, TransientError
 
-class ActivationOutcomeUnknown(PermanentError):
-    """The activation request was accepted but its answer was lost: whether lines were activated
-    is only known by looking them up (never by sending the request again)."""
+
+class ActivationOutcomeUnknown(OutcomeUnknown):
+    """The activation request may have been accepted but its answer was lost (an unreadable 2xx): whether
+    lines were activated is only known by looking them up (never by sending the request again)."""
 
 
 SERVICE_PATH = "/sp/mobility/lineconfig/api/v1/service"
@@ -154,7 +155,10 @@ class TelegenceClient(HttpCarrierClient):
                                                status_code=resp.status_code)
             return answer
 
-        return self._call("POST", self.activation_path, json_body=lines, log=log, parse=parse,
+        # A create: never replayed after an unknown outcome (5xx, timeout, dropped connection, lost
+        # answer: ``OutcomeUnknown``); only refused attempts (429) are retried. The caller looks the
+        # lines up at the carrier instead (changes/activate_new_service.py).
+        return self._call("POST", self.activation_path, json_body=lines, log=log, parse=parse, once=True,
                           description=f"Activate {len(lines)} Telegence line(s): Telegence API")
 
     def activation_status(self, activation_id: str, *, log: CallLog | None = None) -> dict:

@@ -49,8 +49,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from bulkchange.carriers.base import CallLog, CarrierError
-from bulkchange.carriers.telegence import MAX_ACTIVATIONS, ActivationOutcomeUnknown, characteristic
+from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
+from bulkchange.carriers.telegence import MAX_ACTIVATIONS, characteristic
 from bulkchange.changes.base import ChangeHandler, failed_result
 from bulkchange.changes.status_update import device_not_found
 from bulkchange.changes.status_update_telegence import activation_outcome
@@ -230,7 +230,7 @@ class TelegenceActivateNewService(ChangeHandler):
                  for _, request, device in entries]
         try:
             answers = self.client.activate(lines, log=log)
-        except ActivationOutcomeUnknown as exc:
+        except OutcomeUnknown as exc:  # answer lost: looked up, never resent
             return [DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, **self._base(dc, device),
                                  details=f"{exc}; waiting to find the line active at the carrier")
                     for dc, _, device in entries]

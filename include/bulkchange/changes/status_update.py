@@ -63,6 +63,7 @@ class JasperStatusUpdate(ChangeHandler):
 
         if check.already_there:
             return done(f"already {target}; no carrier call needed")
+        current: dict | None = None
         if verify_first:
             # An earlier attempt may have sent the change before it died: ask before sending again.
             try:
@@ -82,7 +83,9 @@ class JasperStatusUpdate(ChangeHandler):
                     iccid=device.iccid, previous_device_status=device.status,
                     details="Error Updating Rate Plan for Deactivation: no active rate plan configured "
                             f"for service provider {self.bulk.service_provider_id}")
-            if plan.code != device.carrier_rate_plan:
+            if current is not None and current.get("ratePlan") == plan.code:
+                new_plan = plan.code  # the interrupted attempt changed the plan already: not sent again
+            elif plan.code != device.carrier_rate_plan:
                 try:
                     self.client.update_rate_plan(device.iccid, plan.code, log=log)
                 except CarrierError as exc:

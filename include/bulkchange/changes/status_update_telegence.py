@@ -28,8 +28,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from bulkchange.carriers.base import CallLog, CarrierError
-from bulkchange.carriers.telegence import ActivationOutcomeUnknown, characteristic
+from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
+from bulkchange.carriers.telegence import characteristic
 from bulkchange.changes.base import ChangeHandler, failed_result, request_field
 from bulkchange.changes.status_update import device_not_found
 from bulkchange.db.repository import DeviceRow
@@ -140,7 +140,7 @@ class TelegenceStatusUpdate(ChangeHandler):
                                                                             "BAN"))
         try:
             answer = self.client.activate([line], log=log)[0]
-        except ActivationOutcomeUnknown as exc:
+        except OutcomeUnknown as exc:  # answer lost: looked up, never resent
             return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, **base,
                                 details=f"{exc}; waiting to find the line active at the carrier")
         except CarrierError as exc:

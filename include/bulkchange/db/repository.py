@@ -504,6 +504,17 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
         if history:
             conn.execute(insert(t.device_status_history), history)
 
+    # A partial success: the carrier applied the rate plan, a later step of the same change failed
+    # (e.g. the status call after a deactivation's plan change). The plan is in at the carrier, so it
+    # is in Device too; the status is not touched.
+    partial = [r for r in results if r.status not in CARRIER_APPLIED_STATUSES and r.device_id is not None
+               and r.carrier_rate_plan is not None]
+    if partial:
+        d = t.device
+        conn.execute(update(d).where(d.c.Id == bindparam("d_id")).values(
+            CarrierRatePlan=bindparam("rate_plan"), ModifiedDate=now),
+            [{"d_id": r.device_id, "rate_plan": r.carrier_rate_plan} for r in partial])
+
     _apply_device_updates(conn, [r for r in results if r.status in CARRIER_APPLIED_STATUSES
                                  and r.device_id is not None and r.device_updates], now)
 

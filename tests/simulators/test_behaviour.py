@@ -132,6 +132,15 @@ def test_malformed_body_is_a_truncated_2xx_and_the_change_did_happen(api, jasper
     assert api("GET", f"/devices/{make_iccid(999)}").status_code == 404  # errors stay errors
 
 
+def test_applied_error_is_a_502_after_the_change_happened(api, jasper):
+    jasper.configure(applied_error_rate=1.0, fault_methods=["PUT"])
+    assert api("GET", f"/devices/{ICCID}").status_code == 200  # faults limited to PUT
+    r = api("PUT", f"/devices/{ICCID}", json={"status": "DEACTIVATED"})
+    assert r.status_code == 502 and "errorMessage" in r.json()
+    assert jasper.device(ICCID)["status"] == "DEACTIVATED"
+    assert jasper.calls(method="PUT")[-1]["fault"] == "applied_error"
+
+
 def test_timeout_hangs_then_504(api, jasper):
     jasper.configure(timeout_rate=1.0, timeout_s=0.6)
     with pytest.raises(requests.Timeout):

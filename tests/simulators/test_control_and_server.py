@@ -20,7 +20,7 @@ def test_config_defaults_and_merge(jasper):
     config = jasper.config()
     assert config == {"latency_ms": 0.0, "jitter_ms": 0.0, "rate_limit": None, "max_concurrency": None,
                       "error_rate": 0.0, "error_statuses": [500, 503], "timeout_rate": 0.0, "timeout_s": 30.0,
-                      "malformed_rate": 0.0, "seed": None, "fail_iccids": {}, "integer_retry_after": False,
+                      "malformed_rate": 0.0, "applied_error_rate": 0.0, "fault_methods": None, "seed": None, "fail_iccids": {}, "integer_retry_after": False,
                       "call_log_limit": 500_000, "validate_rate_plans": False}
     merged = jasper.configure(latency_ms=5, rate_limit=10)
     assert (merged["latency_ms"], merged["rate_limit"], merged["error_rate"]) == (5, 10, 0.0)

@@ -28,7 +28,8 @@ Every API request goes through one pipeline, in this order:
 6. faults: ``fail_iccids`` (that status for that device), then one roll decides between
    ``error_rate`` (one of ``error_statuses``, default 500/503; nothing applied), ``timeout_rate`` (hang ``timeout_s`` then 504, nothing
    applied) and ``malformed_rate`` (the handler *runs*, so the change is applied, but the 2xx body is
-   cut in half: a response lost in transit);
+   cut in half: a response lost in transit) and ``applied_error_rate`` (the handler runs, its 2xx
+   answer is replaced by a 502: a gateway lost the answer of an applied request);
 7. the handler; its result is answered as JSON; 8. the call is logged.
 
 **Retry-After** is in seconds, as a decimal string with up to two decimals, rounded up, at least 0.01
@@ -84,6 +85,8 @@ class Knobs(BaseModel):
     timeout_rate: float = Field(0.0, ge=0, le=1, description="fraction that hang timeout_s, then 504")
     timeout_s: float = Field(30.0, ge=0)
     malformed_rate: float = Field(0.0, ge=0, le=1, description="fraction whose 2xx body is truncated")
+    applied_error_rate: float = Field(0.0, ge=0, le=1,
+                                      description="fraction applied by the handler but answered 502 (answer lost)")
     seed: int | None = Field(None, description="makes faults and jitter deterministic")
     fail_iccids: dict[str, int] = Field(default_factory=dict, description="iccid -> HTTP status to answer")
     integer_retry_after: bool = Field(False, description="Retry-After in whole seconds instead of '0.2'")
@@ -110,8 +113,8 @@ class Knobs(BaseModel):
 
     @model_validator(mode="after")
     def _rates_sum(self) -> "Knobs":
-        if self.error_rate + self.timeout_rate + self.malformed_rate > 1.0 + 1e-9:
-            raise ValueError("error_rate + timeout_rate + malformed_rate must not exceed 1")
+        if self.error_rate + self.timeout_rate + self.malformed_rate + self.applied_error_rate > 1.0 + 1e-9:
+            raise ValueError("error_rate + timeout_rate + malformed_rate + applied_error_rate must not exceed 1")
         return self
 
 
@@ -155,7 +158,7 @@ class CallLog:
 
     An entry: ``{"ts": arrival time.time(), "method", "path", "query", "iccid", "iccids"?, "account",
     "body": request JSON or None, "status", "duration_ms", "fault": None | "rate_limit" | "concurrency" |
-    "error" | "timeout" | "malformed" | "fail_iccid" | "simulator_bug"}``. Beyond ``max_entries`` the
+    "error" | "timeout" | "malformed" | "applied_error" | "fail_iccid" | "simulator_bug"}``. Beyond ``max_entries`` the
     oldest half of the entries is dropped (the counters in ``stats`` keep counting every call; the
     busiest-second figures only see kept entries)."""
 
@@ -477,10 +480,15 @@ class SimulatedCarrier:
                 raise self.error(504, "Gateway timeout (injected)", None)
             roll -= knobs.timeout_rate
             malformed = roll < knobs.malformed_rate
+            roll -= knobs.malformed_rate
+            applied_error = not malformed and roll < knobs.applied_error_rate
             response = await self._run_handler(fn, is_async, call)
             if malformed and 200 <= response.status_code < 300:
                 fault = "malformed"
                 response = _truncated(response)
+            elif applied_error and 200 <= response.status_code < 300:
+                fault = "applied_error"  # the change is applied, the answer lost at a gateway
+                response = self.error(502, "Bad gateway (injected after the request was applied)", None).response
         except SimError as exc:
             response = exc.response
         except Exception as exc:  # noqa: BLE001 - a simulator bug: answer and log it, don't hide it

@@ -125,11 +125,41 @@ def _fault_for(answer: dict, iccid: str | None) -> str | None:
     return None
 
 
-def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
-    """PENDING_ACTIVATION: the line is active with an MSISDN; PENDING_CARRIER: the request succeeded."""
+# ThingSpace faults that say the line already is where the action would take it (when the line
+# is indeed at the target, the device change is done: the carrier's words go in the details)
+ALREADY_THERE_FAULTS = ("DeviceState.Invalid", "DeviceAlreadyActive")
+
+
+def _ts_at_target(current: dict, w: WaitingCheck) -> tuple[bool, str | None]:
+    """(is the line at the device change's target, its MSISDN)."""
     from bulkchange.carriers.thingspace import device_id, device_state
 
+    msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
+    state = device_state(current)
+    if w.dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
+        return state == "active" and bool(msisdn), msisdn
+    return bool(w.target) and state == w.target, msisdn
+
+
+def _ts_done(w: WaitingCheck, current: dict, details: str) -> DeviceResult:
+    _, msisdn = _ts_at_target(current, w)
+    target = "active" if w.dc.status == DeviceChangeStatus.PENDING_ACTIVATION else w.target
+    return w.result(DeviceChangeStatus.PROCESSED, details, new_device_status=target,
+                    new_device_status_id=w.request.PostUpdateStatusId, msisdn=msisdn,
+                    ip_address=current.get("ipAddress"))
+
+
+def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
+    """PENDING_ACTIVATION: the line is active with an MSISDN; PENDING_CARRIER: the request succeeded.
+    A request refused because the line already is at the target settles PROCESSED; an action whose
+    answer was lost (``unknown:`` request) is looked for before it is ever sent again."""
+    from bulkchange.carriers.thingspace import device_id, device_state
+    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+
     dc = w.dc
+    request_id = dc.carrier_request_id
+    if request_id and request_id.startswith(UNKNOWN_PREFIX):
+        return _check_thingspace_unknown(client, w)
     if dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
         current = client.get_device(dc.iccid, log=w.log)
         msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
@@ -138,10 +168,14 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
                             new_device_status_id=w.request.PostUpdateStatusId, msisdn=msisdn,
                             ip_address=current.get("ipAddress"),
                             details=f"active at the carrier with MSISDN {msisdn} after {w.checks} check(s)")
-    request_id = dc.carrier_request_id
     answer = w.shared.get(request_id, lambda: client.request_status(request_id, log=w.log)) if request_id else {}
     fault = _fault_for(answer, dc.iccid)
     status = str(answer.get("status", "")).lower()
+    if fault and any(f in fault for f in ALREADY_THERE_FAULTS):
+        current = client.get_device(dc.iccid, log=w.log)
+        if _ts_at_target(current, w)[0]:
+            return _ts_done(w, current, f"carrier request {request_id} refused, the line already being at the "
+                                        f"target ({fault}); {device_state(current)} at the carrier")
     if fault or status == "failure":
         return w.result(DeviceChangeStatus.API_FAILED,
                         f"carrier request {request_id} failed: {fault or 'Failure'}")
@@ -149,6 +183,56 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
         return w.result(DeviceChangeStatus.PROCESSED, f"carrier request {request_id} completed: {w.target}",
                         new_device_status=w.target, new_device_status_id=w.request.PostUpdateStatusId)
     return "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
+
+
+def _check_thingspace_unknown(client: Any, w: WaitingCheck) -> DeviceResult | str:
+    """An action whose answer was lost: adopt it when the line is at the target or its provisioning
+    history shows it; send it again only when, after ``client.unknown_outcome_wait_s``, the carrier
+    shows neither."""
+    import time
+
+    from bulkchange.carriers.base import CarrierError as _CarrierError
+    from bulkchange.carriers.thingspace import UnknownOutcome, device_state
+    from bulkchange.changes.base import request_field
+    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+
+    dc = w.dc
+    _, action, since_text = dc.carrier_request_id.split(":", 2)
+    since = float(since_text)
+    current = client.get_device(dc.iccid, log=w.log)
+    if _ts_at_target(current, w)[0]:
+        return _ts_done(w, current, f"ThingSpace {action}: its answer was lost, but the line is "
+                                    f"{device_state(current)} at the carrier; the accepted request is adopted, "
+                                    f"nothing was sent again")
+    events = client.provisioning_history(dc.iccid, since - 120, time.time() + 60, log=w.log)
+    mine = [e for e in events if str(e.get("eventType", "")).lower().startswith(action.lower())]
+    if mine:
+        last = mine[-1]
+        if str(last.get("status", "")).lower() not in ("success", "succeeded", "completed"):
+            words = "; ".join(str(a.get("value")) for a in last.get("extendedAttributes") or []
+                              if isinstance(a, dict) and a.get("value")) or str(last.get("status"))
+            return w.result(DeviceChangeStatus.API_FAILED,
+                            f"ThingSpace {action} (answer lost) failed at the carrier: {words}")
+        return f"the carrier shows the {action} done but the line is {device_state(current)}"
+    waited = time.time() - since
+    if waited < float(getattr(client, "unknown_outcome_wait_s", 900.0)):
+        return NotDue(f"{action} answer lost {int(waited)}s ago; waiting for the carrier to show it")
+    try:
+        request_id = client.action(action, [dc.iccid], log=w.log,
+                                   service_plan=request_field(w.request, "servicePlan", "RatePlanCode",
+                                                              "ServicePlanCode"),
+                                   mdn_zip_code=request_field(w.request, "mdnZipCode", "ZipCode"),
+                                   reason_code=request_field(w.request, "reasonCode"))
+    except UnknownOutcome as exc:
+        return w.result(dc.status, f"ThingSpace {action} sent again: outcome unknown ({exc}); checked again "
+                                   f"before anything else is sent",
+                        carrier_request_id=f"{UNKNOWN_PREFIX}{action}:{int(time.time())}")
+    except _CarrierError as exc:
+        return w.result(DeviceChangeStatus.API_FAILED, f"ThingSpace {action} sent again (the first answer "
+                                                      f"was lost) and refused: {exc}")
+    return w.result(dc.status, carrier_request_id=request_id,
+                    details=f"ThingSpace {action} sent again as request {request_id}: after {int(waited)}s the "
+                            f"carrier showed no such request and the line was {device_state(current)}")
 
 
 # carrier family, or (change type, carrier family) for a change type with its own asynchronous

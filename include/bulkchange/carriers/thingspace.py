@@ -116,6 +116,9 @@ class ThingSpaceClient(HttpCarrierClient):
         self._used = threading.local()  # the tokens this thread's last call sent (for a 401)
 
     # bounded retries of each login POST (tests shorten the backoff)
+    # how long an action with a lost answer is given to show up at the carrier (line state or
+    # provisioning history) before it may be sent again (connection extra unknown_outcome_wait_s)
+    unknown_outcome_wait_s = 900.0
     login_attempts = 5
     login_backoff_s = 0.5
     _login_sleep = staticmethod(time.sleep)
@@ -244,12 +247,49 @@ class ThingSpaceClient(HttpCarrierClient):
             body.update(servicePlan=service_plan, mdnZipCode=mdn_zip_code)
         if action == "deactivate":
             body["reasonCode"] = reason_code or "FF"
-        answer = self._call("POST", f"/m2m/v1/devices/actions/{path_segment(action)}", json_body=body, log=log,
-                            description=f"ThingSpace {action.capitalize()}: ThingSpace API") or {}
-        request_id = answer.get("requestId")
-        if not request_id:
-            raise TransientError(f"ThingSpace {action} answered without a requestId")
-        return str(request_id)
+        return self._send_once(f"/m2m/v1/devices/actions/{path_segment(action)}", body, action, log)
+
+    def _send_once(self, path: str, body: dict, action: str, log: CallLog | None) -> str:
+        """POST an action that must never be applied twice. Retried only when the carrier surely did
+        not take it (429, a refused connection, a 401 before re-login); after any other failure
+        (5xx, timeout, dropped connection, garbled or id-less answer) it raises ``UnknownOutcome``:
+        the caller looks for the accepted request before anything is sent again."""
+        from bulkchange.engine import CallPolicy, RetryPolicy
+
+        limiter = getattr(self.policy, "rate_limiter", None)
+        retry = getattr(self.policy, "retry", None) or RetryPolicy(max_attempts=1)
+        once = CallPolicy(limiter, RetryPolicy(max_attempts=1))
+        description = f"ThingSpace {action.capitalize()}: ThingSpace API"
+        for attempt in range(1, retry.max_attempts + 1):
+            try:
+                answer = self._call("POST", path, json_body=body, log=log, description=description, policy=once)
+            except TransientError as exc:
+                if not not_applied(exc):
+                    raise UnknownOutcome(f"ThingSpace {action}: no usable answer ({exc}); the request may have "
+                                         f"been applied, so it is not sent again blindly",
+                                         status_code=exc.status_code) from exc
+                if attempt >= retry.max_attempts:
+                    raise
+                time.sleep(retry.delay(attempt, exc.retry_after))
+                continue
+            request_id = answer.get("requestId") if isinstance(answer, dict) else None
+            if not request_id:
+                raise UnknownOutcome(f"ThingSpace {action} answered without a requestId")
+            return str(request_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def provisioning_history(self, iccid: str, earliest: float, latest: float, *,
+                             log: CallLog | None = None) -> list[dict]:
+        """``POST /m2m/v1/devices/history/actions/list``: the line's completed provisioning events
+        (``eventType`` Activate/Suspend/Restore/Deactivate, ``status``, ``occurredAt``), oldest first."""
+        body = {"deviceId": {"id": iccid, "kind": "iccid"}, "earliest": _iso(earliest), "latest": _iso(latest)}
+        answer = self._call("POST", "/m2m/v1/devices/history/actions/list", json_body=body, log=log,
+                            description="ThingSpace Provisioning History: ThingSpace API") or []
+        events: list[dict] = []
+        for result in answer if isinstance(answer, list) else [answer]:
+            if isinstance(result, dict):
+                events.extend(e for e in result.get("provisioningHistory") or [] if isinstance(e, dict))
+        return events
 
     def change_plan(self, iccids: list[str], service_plan: str, *, current_service_plan: str | None = None,
                     log: CallLog | None = None) -> str:
@@ -313,6 +353,30 @@ class ThingSpaceClient(HttpCarrierClient):
             if not page.get("hasMoreData") or not devices:
                 return
             after = device_id(devices[-1], "iccid")
+
+
+class UnknownOutcome(TransientError):
+    """An action whose answer was lost: the carrier may have accepted it (5xx after it arrived, a
+    timeout, a dropped connection, a garbled or id-less answer). Never re-sent blindly."""
+
+
+def not_applied(exc: TransientError) -> bool:
+    """True when a failed call surely did not reach the carrier's processing: rate limited (429)
+    or a connection that was never made."""
+    if exc.status_code == 429:
+        return True
+    cause = exc.__cause__
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.ConnectionError) and "NewConnectionError" in repr(cause.args):
+        return True
+    return False
+
+
+def _iso(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _request_id(answer: dict, what: str) -> str:

@@ -360,13 +360,42 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
 
 
 # --- status history reconciliation ---------------------------------------------------------------
-def carrier_states(client: Any, integration: Integration) -> dict[str, str]:
-    """ICCID -> the carrier's status for every device of the account."""
+PAGE_ATTEMPTS = 3  # tries of one device-list page (each with the client's own retries) before it is reported
+
+
+def _thingspace_states(client: Any, unread: list[dict]) -> dict[str, str]:
+    """Every device of the account, each page retried on its own; a page that still fails is put in
+    ``unread`` (with the ICCID it starts after) and the listing ends there: the devices read so far
+    are still reconciled."""
+    from bulkchange.carriers.thingspace import device_id, device_state
+
+    states: dict[str, str] = {}
+    after, pages = None, 0
+    while True:
+        for attempt in range(1, PAGE_ATTEMPTS + 1):
+            try:
+                devices, more = client.list_page(after)
+                break
+            except CarrierError as exc:
+                if attempt == PAGE_ATTEMPTS:
+                    unread.append({"page": pages + 1, "after_iccid": after, "error": str(exc),
+                                   "attempts": PAGE_ATTEMPTS})
+                    return states
+        pages += 1
+        for d in devices:
+            if device_id(d, "iccid"):
+                states[device_id(d, "iccid")] = device_state(d)
+        if not more or not devices:
+            return states
+        after = device_id(devices[-1], "iccid")
+
+
+def carrier_states(client: Any, integration: Integration, unread: list[dict] | None = None) -> dict[str, str]:
+    """ICCID -> the carrier's status for every device of the account. ``unread`` (ThingSpace)
+    collects device-list pages that failed even after their retries."""
     family = integration.family
     if family == Integration.THINGSPACE:
-        from bulkchange.carriers.thingspace import device_id, device_state
-
-        return {device_id(d, "iccid"): device_state(d) for d in client.iter_devices() if device_id(d, "iccid")}
+        return _thingspace_states(client, unread if unread is not None else [])
     if family == Integration.JASPER:
         return {d["iccid"]: d["status"] for d in client.iter_devices()}
     if family == Integration.TELEGENCE:
@@ -386,18 +415,23 @@ def carrier_states(client: Any, integration: Integration) -> dict[str, str]:
 
 def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integration: Integration, client: Any, *,
                                 dry_run: bool = False) -> dict[str, Any]:
-    states = carrier_states(client, integration)
+    unread: list[dict] = []
+    states = carrier_states(client, integration, unread)
     with engine.connect() as conn:
         ours = repo.provider_devices(conn, service_provider_id)
         busy = repo.open_iccids(conn, service_provider_id)
+    settled_late = [] if dry_run else settle_lost_answers(engine, service_provider_id, integration, states)
     drift: dict[str, int] = {}
     changes = []
     missing = skipped = 0
+    settled_iccids = {r["iccid"] for r in settled_late}
     for dev_id, iccid, status in ours:
         theirs = states.get(iccid)
         if theirs is None:
-            missing += 1
+            missing += 0 if unread else 1  # an incomplete listing cannot say a device is missing
             continue
+        if iccid in settled_iccids:
+            continue  # its device change now records the carrier's state
         if (status or "").lower() == str(theirs).lower():
             continue
         if iccid in busy:
@@ -412,4 +446,67 @@ def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integr
     return {"service_provider_id": service_provider_id, "integration": integration.value,
             "carrier_devices": len(states), "our_devices": len(ours), "drift": drift,
             "updated": 0 if dry_run else len(changes), "dry_run": dry_run,
-            "missing_at_carrier": missing, "skipped_in_flight": skipped}
+            "missing_at_carrier": missing, "skipped_in_flight": skipped,
+            "unread_pages": unread, "settled_after_lost_answer": settled_late}
+
+
+def settle_lost_answers(engine: Engine, service_provider_id: int, integration: Integration,
+                        states: dict[str, str]) -> list[dict]:
+    """ThingSpace status updates recorded API_FAILED after an unknown outcome (an action whose answer
+    was lost, or a transient failure after its retries) whose line the carrier shows at the target:
+    the device change is settled PROCESSED and its bulk change rolled up again. Returns what was
+    settled (for the drift report)."""
+    if integration.family != Integration.THINGSPACE or not states:
+        return []
+    from sqlalchemy import or_, select
+
+    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+    from bulkchange.db import schema as t
+
+    tbl = t.m2m_device_change
+    with engine.connect() as conn:
+        rows = conn.execute(select(tbl.c.Id, tbl.c.BulkChangeId, tbl.c.ICCID).where(
+            tbl.c.ServiceProviderId == service_provider_id, tbl.c.Status == DeviceChangeStatus.API_FAILED.value,
+            tbl.c.ICCID.in_(list(states)) if len(states) < 2000 else tbl.c.ICCID.is_not(None),
+            or_(tbl.c.CarrierRequestId.like(f"{UNKNOWN_PREFIX}%"), tbl.c.StatusDetails.like("%failed after %attempt%"),
+                tbl.c.StatusDetails.like("%could not be checked%")))).all()
+    by_bulk: dict[int, list] = {}
+    for row in rows:
+        if row.ICCID in states:
+            by_bulk.setdefault(row.BulkChangeId, []).append(row)
+    settled: list[dict] = []
+    for bulk_id, members in by_bulk.items():
+        with engine.begin() as conn:
+            bulk = repo.load_bulk_change(conn, bulk_id)
+            if bulk.change_type != ChangeType.STATUS_UPDATE:
+                continue
+            dcs = {dc.id: dc for dc in repo.load_device_changes(conn, bulk, ids=[r.Id for r in members])}
+            devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in dcs.values() if dc.iccid])
+            results = []
+            for dc in dcs.values():
+                if dc.status != DeviceChangeStatus.API_FAILED:
+                    continue
+                try:
+                    request = parse_change_request(bulk.change_type, dc.change_request)
+                    target = carrier_status(bulk.integration, request.UpdateStatus)
+                except (RequestParseError, RuleError, AttributeError):
+                    continue
+                theirs = str(states.get(dc.iccid) or "").lower()
+                if not target or theirs != target.lower():
+                    continue
+                device = devices.get(dc.iccid)
+                results.append(DeviceResult(
+                    device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, iccid=dc.iccid,
+                    device_id=device.id if device else None,
+                    previous_device_status=device.status if device else None,
+                    new_device_status=target, new_device_status_id=request.PostUpdateStatusId,
+                    details=f"settled by reconciliation: the carrier shows the line {theirs}, the target of this "
+                            f"change, which had been recorded failed after an unknown outcome "
+                            f"({(dc.status_details or '')[:200]})"))
+            if not results:
+                continue
+            repo.record_results(conn, bulk, results, {}, processed_by=RECONCILER, source="Reconciliation")
+            status, _ = repo.rollup(conn, bulk)
+            settled.extend({"iccid": r.iccid, "device_change_id": r.device_change_id, "bulk_change_id": bulk_id,
+                            "status": r.new_device_status, "bulk_status": status.value} for r in results)
+    return settled

@@ -172,3 +172,67 @@ def test_200_lines_suspend_then_restore_under_faults(amop_engine, ts, clients, s
         assert Counter(dc.status.value for dc in changes.values()) == {"PROCESSED": 200}
     stats = ts.stats()
     assert stats["by_fault"].get("applied_error") and stats["by_fault"].get("malformed")
+
+
+# --- items 4 and 5: reconciliation ------------------------------------------------------------
+def test_a_device_list_page_that_keeps_failing_is_reported_and_the_rest_completes(amop_engine, ts, clients, monkeypatch):
+    from bulkchange import reconcile
+    from bulkchange.models import Integration
+
+    iccids = make_fleet(amop_engine, ts, 230, "active", start=67_000)  # three pages
+    drifted = [iccids[5], iccids[150]]  # one on the first page, one on the failing second
+    ts.seed_devices([{"iccid": i, "state": "suspend", "accountName": ACCOUNT} for i in drifted])
+    client = clients(attempts=1)
+    real = client.list_page
+    tries = Counter()
+
+    def flaky(after=None):
+        tries[after] += 1
+        if after is not None and tries[after] <= 2:  # the second page fails twice, then answers
+            ts.configure(error_rate=1.0, error_statuses=[429])
+        try:
+            return real(after)
+        finally:
+            ts.configure(error_rate=0.0)
+
+    monkeypatch.setattr(client, "list_page", flaky)
+    report = reconcile.reconcile_provider_statuses(amop_engine, 4, Integration.THINGSPACE, client)
+    assert report["unread_pages"] == [] and report["drift"] == {"suspend -> active": 2}
+
+    ts.seed_devices([{"iccid": i, "state": "active", "accountName": ACCOUNT} for i in drifted])
+    tries.clear()
+    monkeypatch.setattr(reconcile, "PAGE_ATTEMPTS", 2)  # now the second page never answers in time
+    report = reconcile.reconcile_provider_statuses(amop_engine, 4, Integration.THINGSPACE, client)
+    assert len(report["unread_pages"]) == 1 and report["unread_pages"][0]["page"] == 2
+    assert "429" in report["unread_pages"][0]["error"]
+    assert report["drift"] == {"active -> suspend": 1}  # the first page's line is still reconciled
+    assert report["missing_at_carrier"] == 0
+
+
+def test_reconciliation_settles_a_lost_answer_failure_when_the_line_is_at_the_target(amop_engine, ts, clients):
+    from bulkchange import reconcile
+    from bulkchange.models import Integration
+
+    iccids = make_fleet(amop_engine, ts, 3, "active", start=68_000)
+    client = clients()
+    client.get_device(iccids[0])
+    ts.configure(applied_error_rate=1.0)
+    bulk_id = bulk(amop_engine, iccids, "Suspend")
+    process(amop_engine, bulk_id, client)  # answers lost, applied at the carrier
+    for _ in range(3):  # the carrier cannot be checked: the device changes fail after max_checks
+        reconcile.settle_bulk(amop_engine, bulk_id, client, max_checks=3)
+    changes, b = device_changes(amop_engine, bulk_id)
+    assert {dc.status.value for dc in changes.values()} == {"API_FAILED"}
+    ts.configure(applied_error_rate=0.0)
+    ts.request("POST", "/scheduled/run", params={"within_s": 5})
+    report = reconcile.reconcile_provider_statuses(amop_engine, 4, Integration.THINGSPACE, client)
+    assert sorted(r["iccid"] for r in report["settled_after_lost_answer"]) == sorted(iccids)
+    assert {r["bulk_status"] for r in report["settled_after_lost_answer"]} == {"PROCESSED"}
+    changes, _ = device_changes(amop_engine, bulk_id)
+    assert {dc.status.value for dc in changes.values()} == {"PROCESSED"}
+    assert all("settled by reconciliation" in dc.status_details for dc in changes.values())
+    with amop_engine.connect() as conn:
+        assert set(conn.execute(select(t.device.c.Status)).scalars()) == {"suspend"}
+        assert conn.execute(select(t.device_bulk_change.c.Status).where(
+            t.device_bulk_change.c.Id == bulk_id)).scalar() == "PROCESSED"
+    assert report["drift"] == {}

@@ -339,18 +339,23 @@ class ThingSpaceClient(HttpCarrierClient):
             raise PermanentError(f"ThingSpace does not know device {iccid}")
         return devices[0]
 
+    def list_page(self, after: str | None = None) -> tuple[list[dict], bool]:
+        """One page of the account's devices after ICCID ``after``: (devices, has more)."""
+        body: dict[str, Any] = {"accountName": self.account_name, "maxNumberOfDevices": LIST_PAGE}
+        if after:
+            body["largestDeviceIdSeen"] = after
+        page = self._call("POST", "/m2m/v1/devices/actions/list", json_body=body,
+                          description="ThingSpace List Devices: ThingSpace API") or {}
+        devices = [d for d in page.get("devices") or [] if isinstance(d, dict)] if isinstance(page, dict) else []
+        return devices, bool(page.get("hasMoreData")) if isinstance(page, dict) else False
+
     def iter_devices(self) -> Iterator[dict]:
         """Every device of the account, page by page (largestDeviceIdSeen paging)."""
         after = None
         while True:
-            body: dict[str, Any] = {"accountName": self.account_name, "maxNumberOfDevices": LIST_PAGE}
-            if after:
-                body["largestDeviceIdSeen"] = after
-            page = self._call("POST", "/m2m/v1/devices/actions/list", json_body=body,
-                              description="ThingSpace List Devices: ThingSpace API") or {}
-            devices = page.get("devices") or []
+            devices, more = self.list_page(after)
             yield from devices
-            if not page.get("hasMoreData") or not devices:
+            if not more or not devices:
                 return
             after = device_id(devices[-1], "iccid")
 

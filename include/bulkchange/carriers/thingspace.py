@@ -3,10 +3,11 @@
 Two tokens (carrier_apis.md section 2): an OAuth2 client-credentials access token
 (``POST /ts/v1/oauth2/token``, Basic key:secret, valid ``expires_in`` seconds) and an M2M session
 token (``POST /m2m/v1/session/login`` with the UWS username/password, expires after 20 minutes
-idle). Both are cached and shared by the client's threads; a 401 or
-``REQUEST_FAILED.SessionToken.Expired`` drops them so the engine's single re-authentication
-retry logs in again. Device actions answer a ``requestId`` at once and finish later: callers
-poll ``request_status`` or ``get_device``.
+idle). Both are cached per account for the whole process (every client and thread), fetched with
+their own retries outside the call's attempts; a 401 or ``REQUEST_FAILED.SessionToken.Expired``
+drops them so the engine's single re-authentication retry logs in again. Device actions answer a
+``requestId`` at once and finish later: callers poll ``request_status`` or ``get_device``. An
+action is never re-sent after an unknown outcome (``UnknownOutcome``; docs/carriers/thingspace.md).
 """
 from __future__ import annotations
 

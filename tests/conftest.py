@@ -164,3 +164,13 @@ def smtp_server():
         "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "bulkchange@example.com"}})
     yield controller
     controller.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_thingspace_tokens():
+    """ThingSpace tokens are cached per worker process (carriers/thingspace.py); a test starts
+    without the previous test's (its simulator was reset, the tokens would only earn a 401)."""
+    from bulkchange.carriers import thingspace
+
+    thingspace._TOKENS.clear()
+    yield

@@ -125,11 +125,41 @@ def _fault_for(answer: dict, iccid: str | None) -> str | None:
     return None
 
 
-def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
-    """PENDING_ACTIVATION: the line is active with an MSISDN; PENDING_CARRIER: the request succeeded."""
+# ThingSpace faults that say the line already is where the action would take it (when the line
+# is indeed at the target, the device change is done: the carrier's words go in the details)
+ALREADY_THERE_FAULTS = ("DeviceState.Invalid", "DeviceAlreadyActive")
+
+
+def _ts_at_target(current: dict, w: WaitingCheck) -> tuple[bool, str | None]:
+    """(is the line at the device change's target, its MSISDN)."""
     from bulkchange.carriers.thingspace import device_id, device_state
 
+    msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
+    state = device_state(current)
+    if w.dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
+        return state == "active" and bool(msisdn), msisdn
+    return bool(w.target) and state == w.target, msisdn
+
+
+def _ts_done(w: WaitingCheck, current: dict, details: str) -> DeviceResult:
+    _, msisdn = _ts_at_target(current, w)
+    target = "active" if w.dc.status == DeviceChangeStatus.PENDING_ACTIVATION else w.target
+    return w.result(DeviceChangeStatus.PROCESSED, details, new_device_status=target,
+                    new_device_status_id=w.request.PostUpdateStatusId, msisdn=msisdn,
+                    ip_address=current.get("ipAddress"))
+
+
+def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
+    """PENDING_ACTIVATION: the line is active with an MSISDN; PENDING_CARRIER: the request succeeded.
+    A request refused because the line already is at the target settles PROCESSED; an action whose
+    answer was lost (``unknown:`` request) is looked for before it is ever sent again."""
+    from bulkchange.carriers.thingspace import device_id, device_state
+    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+
     dc = w.dc
+    request_id = dc.carrier_request_id
+    if request_id and request_id.startswith(UNKNOWN_PREFIX):
+        return _check_thingspace_unknown(client, w)
     if dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
         current = client.get_device(dc.iccid, log=w.log)
         msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
@@ -138,10 +168,14 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
                             new_device_status_id=w.request.PostUpdateStatusId, msisdn=msisdn,
                             ip_address=current.get("ipAddress"),
                             details=f"active at the carrier with MSISDN {msisdn} after {w.checks} check(s)")
-    request_id = dc.carrier_request_id
     answer = w.shared.get(request_id, lambda: client.request_status(request_id, log=w.log)) if request_id else {}
     fault = _fault_for(answer, dc.iccid)
     status = str(answer.get("status", "")).lower()
+    if fault and any(f in fault for f in ALREADY_THERE_FAULTS):
+        current = client.get_device(dc.iccid, log=w.log)
+        if _ts_at_target(current, w)[0]:
+            return _ts_done(w, current, f"carrier request {request_id} refused, the line already being at the "
+                                        f"target ({fault}); {device_state(current)} at the carrier")
     if fault or status == "failure":
         return w.result(DeviceChangeStatus.API_FAILED,
                         f"carrier request {request_id} failed: {fault or 'Failure'}")
@@ -149,6 +183,56 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
         return w.result(DeviceChangeStatus.PROCESSED, f"carrier request {request_id} completed: {w.target}",
                         new_device_status=w.target, new_device_status_id=w.request.PostUpdateStatusId)
     return "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
+
+
+def _check_thingspace_unknown(client: Any, w: WaitingCheck) -> DeviceResult | str:
+    """An action whose answer was lost: adopt it when the line is at the target or its provisioning
+    history shows it; send it again only when, after ``client.unknown_outcome_wait_s``, the carrier
+    shows neither."""
+    import time
+
+    from bulkchange.carriers.base import CarrierError as _CarrierError
+    from bulkchange.carriers.thingspace import UnknownOutcome, device_state
+    from bulkchange.changes.base import request_field
+    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+
+    dc = w.dc
+    _, action, since_text = dc.carrier_request_id.split(":", 2)
+    since = float(since_text)
+    current = client.get_device(dc.iccid, log=w.log)
+    if _ts_at_target(current, w)[0]:
+        return _ts_done(w, current, f"ThingSpace {action}: its answer was lost, but the line is "
+                                    f"{device_state(current)} at the carrier; the accepted request is adopted, "
+                                    f"nothing was sent again")
+    events = client.provisioning_history(dc.iccid, since - 120, time.time() + 60, log=w.log)
+    mine = [e for e in events if str(e.get("eventType", "")).lower().startswith(action.lower())]
+    if mine:
+        last = mine[-1]
+        if str(last.get("status", "")).lower() not in ("success", "succeeded", "completed"):
+            words = "; ".join(str(a.get("value")) for a in last.get("extendedAttributes") or []
+                              if isinstance(a, dict) and a.get("value")) or str(last.get("status"))
+            return w.result(DeviceChangeStatus.API_FAILED,
+                            f"ThingSpace {action} (answer lost) failed at the carrier: {words}")
+        return f"the carrier shows the {action} done but the line is {device_state(current)}"
+    waited = time.time() - since
+    if waited < float(getattr(client, "unknown_outcome_wait_s", 900.0)):
+        return NotDue(f"{action} answer lost {int(waited)}s ago; waiting for the carrier to show it")
+    try:
+        request_id = client.action(action, [dc.iccid], log=w.log,
+                                   service_plan=request_field(w.request, "servicePlan", "RatePlanCode",
+                                                              "ServicePlanCode"),
+                                   mdn_zip_code=request_field(w.request, "mdnZipCode", "ZipCode"),
+                                   reason_code=request_field(w.request, "reasonCode"))
+    except UnknownOutcome as exc:
+        return w.result(dc.status, f"ThingSpace {action} sent again: outcome unknown ({exc}); checked again "
+                                   f"before anything else is sent",
+                        carrier_request_id=f"{UNKNOWN_PREFIX}{action}:{int(time.time())}")
+    except _CarrierError as exc:
+        return w.result(DeviceChangeStatus.API_FAILED, f"ThingSpace {action} sent again (the first answer "
+                                                      f"was lost) and refused: {exc}")
+    return w.result(dc.status, carrier_request_id=request_id,
+                    details=f"ThingSpace {action} sent again as request {request_id}: after {int(waited)}s the "
+                            f"carrier showed no such request and the line was {device_state(current)}")
 
 
 # carrier family, or (change type, carrier family) for a change type with its own asynchronous
@@ -276,13 +360,42 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
 
 
 # --- status history reconciliation ---------------------------------------------------------------
-def carrier_states(client: Any, integration: Integration) -> dict[str, str]:
-    """ICCID -> the carrier's status for every device of the account."""
+PAGE_ATTEMPTS = 3  # tries of one device-list page (each with the client's own retries) before it is reported
+
+
+def _thingspace_states(client: Any, unread: list[dict]) -> dict[str, str]:
+    """Every device of the account, each page retried on its own; a page that still fails is put in
+    ``unread`` (with the ICCID it starts after) and the listing ends there: the devices read so far
+    are still reconciled."""
+    from bulkchange.carriers.thingspace import device_id, device_state
+
+    states: dict[str, str] = {}
+    after, pages = None, 0
+    while True:
+        for attempt in range(1, PAGE_ATTEMPTS + 1):
+            try:
+                devices, more = client.list_page(after)
+                break
+            except CarrierError as exc:
+                if attempt == PAGE_ATTEMPTS:
+                    unread.append({"page": pages + 1, "after_iccid": after, "error": str(exc),
+                                   "attempts": PAGE_ATTEMPTS})
+                    return states
+        pages += 1
+        for d in devices:
+            if device_id(d, "iccid"):
+                states[device_id(d, "iccid")] = device_state(d)
+        if not more or not devices:
+            return states
+        after = device_id(devices[-1], "iccid")
+
+
+def carrier_states(client: Any, integration: Integration, unread: list[dict] | None = None) -> dict[str, str]:
+    """ICCID -> the carrier's status for every device of the account. ``unread`` (ThingSpace)
+    collects device-list pages that failed even after their retries."""
     family = integration.family
     if family == Integration.THINGSPACE:
-        from bulkchange.carriers.thingspace import device_id, device_state
-
-        return {device_id(d, "iccid"): device_state(d) for d in client.iter_devices() if device_id(d, "iccid")}
+        return _thingspace_states(client, unread if unread is not None else [])
     if family == Integration.JASPER:
         return {d["iccid"]: d["status"] for d in client.iter_devices()}
     if family == Integration.TELEGENCE:
@@ -302,18 +415,23 @@ def carrier_states(client: Any, integration: Integration) -> dict[str, str]:
 
 def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integration: Integration, client: Any, *,
                                 dry_run: bool = False) -> dict[str, Any]:
-    states = carrier_states(client, integration)
+    unread: list[dict] = []
+    states = carrier_states(client, integration, unread)
     with engine.connect() as conn:
         ours = repo.provider_devices(conn, service_provider_id)
         busy = repo.open_iccids(conn, service_provider_id)
+    settled_late = [] if dry_run else settle_lost_answers(engine, service_provider_id, integration, states)
     drift: dict[str, int] = {}
     changes = []
     missing = skipped = 0
+    settled_iccids = {r["iccid"] for r in settled_late}
     for dev_id, iccid, status in ours:
         theirs = states.get(iccid)
         if theirs is None:
-            missing += 1
+            missing += 0 if unread else 1  # an incomplete listing cannot say a device is missing
             continue
+        if iccid in settled_iccids:
+            continue  # its device change now records the carrier's state
         if (status or "").lower() == str(theirs).lower():
             continue
         if iccid in busy:
@@ -328,4 +446,67 @@ def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integr
     return {"service_provider_id": service_provider_id, "integration": integration.value,
             "carrier_devices": len(states), "our_devices": len(ours), "drift": drift,
             "updated": 0 if dry_run else len(changes), "dry_run": dry_run,
-            "missing_at_carrier": missing, "skipped_in_flight": skipped}
+            "missing_at_carrier": missing, "skipped_in_flight": skipped,
+            "unread_pages": unread, "settled_after_lost_answer": settled_late}
+
+
+def settle_lost_answers(engine: Engine, service_provider_id: int, integration: Integration,
+                        states: dict[str, str]) -> list[dict]:
+    """ThingSpace status updates recorded API_FAILED after an unknown outcome (an action whose answer
+    was lost, or a transient failure after its retries) whose line the carrier shows at the target:
+    the device change is settled PROCESSED and its bulk change rolled up again. Returns what was
+    settled (for the drift report)."""
+    if integration.family != Integration.THINGSPACE or not states:
+        return []
+    from sqlalchemy import or_, select
+
+    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+    from bulkchange.db import schema as t
+
+    tbl = t.m2m_device_change
+    with engine.connect() as conn:
+        rows = conn.execute(select(tbl.c.Id, tbl.c.BulkChangeId, tbl.c.ICCID).where(
+            tbl.c.ServiceProviderId == service_provider_id, tbl.c.Status == DeviceChangeStatus.API_FAILED.value,
+            tbl.c.ICCID.in_(list(states)) if len(states) < 2000 else tbl.c.ICCID.is_not(None),
+            or_(tbl.c.CarrierRequestId.like(f"{UNKNOWN_PREFIX}%"), tbl.c.StatusDetails.like("%failed after %attempt%"),
+                tbl.c.StatusDetails.like("%could not be checked%")))).all()
+    by_bulk: dict[int, list] = {}
+    for row in rows:
+        if row.ICCID in states:
+            by_bulk.setdefault(row.BulkChangeId, []).append(row)
+    settled: list[dict] = []
+    for bulk_id, members in by_bulk.items():
+        with engine.begin() as conn:
+            bulk = repo.load_bulk_change(conn, bulk_id)
+            if bulk.change_type != ChangeType.STATUS_UPDATE:
+                continue
+            dcs = {dc.id: dc for dc in repo.load_device_changes(conn, bulk, ids=[r.Id for r in members])}
+            devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in dcs.values() if dc.iccid])
+            results = []
+            for dc in dcs.values():
+                if dc.status != DeviceChangeStatus.API_FAILED:
+                    continue
+                try:
+                    request = parse_change_request(bulk.change_type, dc.change_request)
+                    target = carrier_status(bulk.integration, request.UpdateStatus)
+                except (RequestParseError, RuleError, AttributeError):
+                    continue
+                theirs = str(states.get(dc.iccid) or "").lower()
+                if not target or theirs != target.lower():
+                    continue
+                device = devices.get(dc.iccid)
+                results.append(DeviceResult(
+                    device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, iccid=dc.iccid,
+                    device_id=device.id if device else None,
+                    previous_device_status=device.status if device else None,
+                    new_device_status=target, new_device_status_id=request.PostUpdateStatusId,
+                    details=f"settled by reconciliation: the carrier shows the line {theirs}, the target of this "
+                            f"change, which had been recorded failed after an unknown outcome "
+                            f"({(dc.status_details or '')[:200]})"))
+            if not results:
+                continue
+            repo.record_results(conn, bulk, results, {}, processed_by=RECONCILER, source="Reconciliation")
+            status, _ = repo.rollup(conn, bulk)
+            settled.extend({"iccid": r.iccid, "device_change_id": r.device_change_id, "bulk_change_id": bulk_id,
+                            "status": r.new_device_status, "bulk_status": status.value} for r in results)
+    return settled

@@ -11,6 +11,9 @@ builds requests with ``sdksio-verizon-apis-sdk`` and parses our answers with it)
   the devices change ``action_delay_s`` later. Activation assigns an MDN/MSISDN and an IP address.
 * ``POST /m2m/v1/devices/actions/list``: one device (``deviceId``) or the account's devices, at most
   ``maxNumberOfDevices`` (<= 100) per page, ``largestDeviceIdSeen`` paging, ``hasMoreData``.
+* ``POST /m2m/v1/devices/history/actions/list`` ``{deviceId, earliest, latest}`` (SDK
+  DeviceProvisioningHistoryListRequest) -> ``[{hasMoreData, provisioningHistory: [{occurredAt, status,
+  eventBy, eventType, servicePlan, mdn, msisdn, extendedAttributes}]}]``, oldest first.
 * ``GET  /m2m/v1/accounts/{aname}/requests/{requestId}/status`` -> ``{requestId, status}`` with
   status ``Pending`` / ``Success`` / ``Failure``.
 * ``POST|GET /m2m/v1/callbacks/{aname}``, ``DELETE /m2m/v1/callbacks/{aname}/name/{serviceName}``:
@@ -40,7 +43,12 @@ the request statuses, the error shape ``{errorCode, errorMessage}`` and the code
   which adds it (as the API docs say);
 * an unknown request id answers 400 ``REQUEST_FAILED.RequestNotFound``;
 * the 429 body (``REQUEST_FAILED.RateLimitExceeded``) and its ``Retry-After``;
-* a new MDN on every activation from ``deactive`` (the MDN is not held), the existing one otherwise.
+* a new MDN on every activation from ``deactive`` (the MDN is not held), the existing one otherwise;
+* the provisioning history lists an action when it completes (not while it is pending), with
+  ``eventType`` the action's name (``Activate``, ``Suspend``, ``Restore``, ``Deactivate``) and
+  ``status`` ``Success`` or ``Failed`` (failed events carry the fault string as an extended attribute
+  ``faultstring``); ``earliest``/``latest`` are ISO times, both required, compared with
+  ``occurredAt``; the answer is one page (``hasMoreData`` false).
 """
 from __future__ import annotations
 
@@ -87,6 +95,10 @@ def code(specific: str) -> str:
 def ts_time(epoch: float | None = None) -> str:
     epoch = time.time() if epoch is None else epoch
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "Z"
+
+
+def _parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class ThingSpaceKnobs(Knobs):
@@ -276,6 +288,10 @@ class ThingSpaceSimulator(SimulatedCarrier):
         def list_devices(call: Call):
             return self._list(call)
 
+        @self.route("POST", "/m2m/v1/devices/history/actions/list")
+        def provisioning_history(call: Call):
+            return self._history(call)
+
         @self.route("GET", "/m2m/v1/accounts/{aname}/requests/{requestId}/status")
         def request_status(call: Call):
             self._account(call.path_params["aname"])
@@ -410,6 +426,8 @@ class ThingSpaceSimulator(SimulatedCarrier):
             if fault:
                 failures += 1
                 entry.update(status="Failed", faultResponse={"faultcode": code(fault[0]), "faultstring": fault[1]})
+                if dev is not None:
+                    self._event(dev, record, "Failed", now, fault)
                 callbacks.append({"requestId": record["requestId"], "deviceIds": [dict(ident)],
                                   "faultResponse": dict(entry["faultResponse"]), "status": "Failed"})
                 continue
@@ -426,6 +444,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
                 dev["connected"] = False
             dev["state"] = new_state
             entry["status"] = "Success"
+            self._event(dev, record, "Success", now)
             response: dict[str, Any] = {"deviceIds": self._ids(dev)}
             if action == "activate":
                 response["ipAddress"] = dev["ipAddress"]
@@ -437,6 +456,34 @@ class ThingSpaceSimulator(SimulatedCarrier):
         if reg:
             for body in callbacks:
                 self._deliver(reg, body, attempt=1)
+
+    def _event(self, dev: dict, record: dict, status: str, now: float, fault: tuple | None = None) -> None:
+        """One provisioning-history entry of a completed action."""
+        dev.setdefault("provisioningHistory", []).append({
+            "occurredAt": ts_time(now), "status": status, "eventBy": record.get("user"),
+            "eventType": record["action"].capitalize(), "servicePlan": dev.get("servicePlan"),
+            "mdn": dev.get("msisdn") or "", "msisdn": dev.get("msisdn") or "",
+            "extendedAttributes": [{"key": "faultstring", "value": f"{code(fault[0])}: {fault[1]}"}] if fault else []})
+
+    def _history(self, call: Call):
+        body = call.body if isinstance(call.body, dict) else {}
+        if not isinstance(body.get("deviceId"), dict):
+            raise self.error(400, "deviceId is required", code("INPUT_INVALID.Device.Identifier.Invalid"))
+        earliest, latest = body.get("earliest"), body.get("latest")
+        if not isinstance(earliest, str) or not isinstance(latest, str) or not earliest or not latest:
+            raise self.error(400, "earliest and latest are required", code("INPUT_INVALID.DateRange.Invalid"))
+        try:
+            lo, hi = _parse_time(earliest), _parse_time(latest)
+        except ValueError:
+            raise self.error(400, "earliest and latest must be ISO 8601 times",
+                             code("INPUT_INVALID.DateRange.Invalid")) from None
+        iccid = self._find(body["deviceId"])
+        if iccid is None:
+            raise self.error(400, f"Device {body['deviceId'].get('id')} not found", code("REQUEST_FAILED.DeviceNotFound"))
+        call.iccid = iccid
+        events = [dict(e) for e in self.devices[iccid].get("provisioningHistory") or []
+                  if lo <= _parse_time(e["occurredAt"]) <= hi]
+        return [{"hasMoreData": False, "provisioningHistory": events}]
 
     def _new_mdn(self) -> str:
         self._mdn_seq += 1

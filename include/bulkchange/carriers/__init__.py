@@ -65,9 +65,12 @@ def _build_client(integration: Integration, settings: CarrierSettings, *, policy
         from bulkchange.carriers.thingspace import ThingSpaceClient
 
         extra = settings.extra
-        return ThingSpaceClient(settings.base_url, settings.login or "", settings.password or "",
-                                extra.get("uws_username", ""), extra.get("uws_password", ""),
-                                extra.get("account_name", ""), policy=policy, timeout=settings.timeout_s)
+        client = ThingSpaceClient(settings.base_url, settings.login or "", settings.password or "",
+                                  extra.get("uws_username", ""), extra.get("uws_password", ""),
+                                  extra.get("account_name", ""), policy=policy, timeout=settings.timeout_s)
+        if extra.get("unknown_outcome_wait_s") not in (None, ""):
+            client.unknown_outcome_wait_s = float(extra["unknown_outcome_wait_s"])
+        return client
     if family == Integration.TELEGENCE:
         from bulkchange.carriers.telegence import ACTIVATION_PATH, SERVICE_PATH, TelegenceClient
 

@@ -3,10 +3,11 @@
 Two tokens (carrier_apis.md section 2): an OAuth2 client-credentials access token
 (``POST /ts/v1/oauth2/token``, Basic key:secret, valid ``expires_in`` seconds) and an M2M session
 token (``POST /m2m/v1/session/login`` with the UWS username/password, expires after 20 minutes
-idle). Both are cached and shared by the client's threads; a 401 or
-``REQUEST_FAILED.SessionToken.Expired`` drops them so the engine's single re-authentication
-retry logs in again. Device actions answer a ``requestId`` at once and finish later: callers
-poll ``request_status`` or ``get_device``.
+idle). Both are cached per account for the whole process (every client and thread), fetched with
+their own retries outside the call's attempts; a 401 or ``REQUEST_FAILED.SessionToken.Expired``
+drops them so the engine's single re-authentication retry logs in again. Device actions answer a
+``requestId`` at once and finish later: callers poll ``request_status`` or ``get_device``. An
+action is never re-sent after an unknown outcome (``UnknownOutcome``; docs/carriers/thingspace.md).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from typing import Any, Iterator
 
 import requests
+import tenacity
 
 from bulkchange.carriers.http import path_segment
 from bulkchange.carriers.base import (
@@ -29,6 +31,72 @@ from bulkchange.carriers.base import (
 # The API takes up to 10,000 devices per action request; we send far fewer per call.
 MAX_DEVICES_PER_ACTION = 10_000
 LIST_PAGE = 100
+TOKEN_MARGIN_S = 120.0   # an access token is renewed this long before it expires
+SESSION_IDLE_S = 15 * 60  # the carrier drops a session after 20 minutes unused; we renew it sooner
+
+
+class _TokenPair:
+    """One account's access and session tokens (never printed: they are secrets)."""
+
+    __slots__ = ("access_token", "access_expires", "session_token", "session_used")  # expires: renew-by time
+
+    def __init__(self, access_token: str, access_expires: float, session_token: str, session_used: float):
+        self.access_token, self.access_expires = access_token, access_expires
+        self.session_token, self.session_used = session_token, session_used
+
+    def __repr__(self) -> str:
+        return "_TokenPair(***)"
+
+    def fresh(self, now: float) -> bool:
+        return now < self.access_expires and now - self.session_used < SESSION_IDLE_S
+
+
+class _TokenCache:
+    """Process-wide ThingSpace tokens per (base URL, OAuth client, UWS user, account): one login
+    serves every client and thread of a worker process. One lock per key, so one thread logs in
+    while the others of that account wait for its tokens (not a login each)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pairs: dict[tuple, _TokenPair] = {}
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    def peek(self, key: tuple) -> _TokenPair | None:
+        with self._lock:
+            return self._pairs.get(key)
+
+    def get(self, key: tuple, login: Any) -> _TokenPair:
+        now = time.monotonic()
+        with self._lock:
+            pair = self._pairs.get(key)
+            if pair is not None and pair.fresh(now):
+                pair.session_used = now
+                return pair
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                pair = self._pairs.get(key)
+            now = time.monotonic()
+            if pair is not None and pair.fresh(now):
+                pair.session_used = now
+                return pair
+            pair = login(pair)
+            with self._lock:
+                self._pairs[key] = pair
+            return pair
+
+    def drop(self, key: tuple, used: _TokenPair | None) -> None:
+        """Forget the tokens a refused call sent (not newer ones another thread fetched since)."""
+        with self._lock:
+            if used is None or self._pairs.get(key) is used:
+                self._pairs.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pairs.clear()
+
+
+_TOKENS = _TokenCache()
 
 
 class ThingSpaceClient(HttpCarrierClient):
@@ -46,33 +114,95 @@ class ThingSpaceClient(HttpCarrierClient):
         self.username, self.password, self.account_name = username, password, account_name
         for secret in (client_secret, password):
             self.add_secret(secret)
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._session: str | None = None
+        self._used = threading.local()  # the tokens this thread's last call sent (for a 401)
+
+    # bounded retries of each login POST (tests shorten the backoff)
+    # how long an action with a lost answer is given to show up at the carrier (line state or
+    # provisioning history) before it may be sent again (connection extra unknown_outcome_wait_s)
+    unknown_outcome_wait_s = 900.0
+    login_attempts = 5
+    login_backoff_s = 0.5
+    _login_sleep = staticmethod(time.sleep)
+
+    @property
+    def _token(self) -> str | None:
+        pair = _TOKENS.peek(self._cache_key())
+        return pair.access_token if pair else None
+
+    @property
+    def _session(self) -> str | None:
+        pair = _TOKENS.peek(self._cache_key())
+        return pair.session_token if pair else None
 
     # -- authentication --------------------------------------------------------------------------
-    def reauthenticate(self) -> None:
-        with self._lock:
-            self._token, self._session, self._token_expires = None, None, 0.0
+    # Tokens live in a process-wide cache (``_TOKENS``) keyed by base URL + OAuth client + UWS user +
+    # account, so every client of a worker process (every batch task) shares one login until
+    # shortly before it expires. Logging in has its own bounded retries (``_login``): a login hiccup
+    # never uses up an action's attempts. A 401 (or an expired session) drops the token the failing
+    # call used, once; the policy's single re-authentication then logs in again.
+    def _cache_key(self) -> tuple[str, str, str, str]:
+        return (self.base_url, self.client_key, self.username, self.account_name)
 
-    def _login(self) -> None:
-        """Fetch whichever token is missing (called under the lock)."""
-        if self._token is None or time.monotonic() >= self._token_expires - 60:
-            resp = self._post_raw("/ts/v1/oauth2/token", data={"grant_type": "client_credentials"},
-                                  auth=(self.client_key, self.client_secret))
-            body = resp.json()
-            self._token = body["access_token"]
-            self._token_expires = time.monotonic() + float(body.get("expires_in", 3600))
-            self._session = None
-            self.add_secret(self._token)
-        if self._session is None:
-            resp = self._post_raw("/m2m/v1/session/login", json={"username": self.username, "password": self.password},
-                                  headers={"Authorization": f"Bearer {self._token}"})
-            self._session = resp.json()["sessionToken"]
-            self.add_secret(self._session)
+    def reauthenticate(self) -> None:
+        used = getattr(self._used, "tokens", None)
+        _TOKENS.drop(self._cache_key(), used)
+
+    def _tokens(self) -> "_TokenPair":
+        """The cached tokens, logging in (with retries) for whichever is missing or about to expire."""
+        return _TOKENS.get(self._cache_key(), self._login)
+
+    def _login(self, current: "_TokenPair | None") -> "_TokenPair":
+        """Fetch whichever token is missing or stale; each POST retried on transient failures
+        (5xx, 429, timeouts, dropped connections, garbled bodies), refused credentials at once."""
+        now = time.monotonic()
+        if current is not None and current.access_token and now < current.access_expires:
+            token, expires = current.access_token, current.access_expires
+        else:
+            body = self._login_post("/ts/v1/oauth2/token", "access_token", data={"grant_type": "client_credentials"},
+                                    auth=(self.client_key, self.client_secret))
+            token = str(body["access_token"])
+            try:
+                lifetime = float(body.get("expires_in", 3600))
+            except (TypeError, ValueError):
+                lifetime = 3600.0
+            # renewed shortly before it expires (a tenth of a short lifetime)
+            expires = now + max(lifetime, 0.0) - min(TOKEN_MARGIN_S, max(lifetime, 0.0) / 10)
+            current = None  # a new access token: the session is logged in again with it
+            self.add_secret(token)
+        if current is not None and current.session_token and now - current.session_used < SESSION_IDLE_S:
+            session = current.session_token
+        else:
+            body = self._login_post("/m2m/v1/session/login", "sessionToken",
+                                    json={"username": self.username, "password": self.password},
+                                    headers={"Authorization": f"Bearer {token}"})
+            session = str(body["sessionToken"])
+            self.add_secret(session)
+        return _TokenPair(token, expires, session, now)
+
+    def _login_post(self, path: str, field_name: str, **kw: Any) -> dict:
+        what = "OAuth token" if "oauth2" in path else "session login"
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            stop=tenacity.stop_after_attempt(self.login_attempts),
+            wait=tenacity.wait_exponential_jitter(initial=self.login_backoff_s, max=5.0),
+            sleep=self._login_sleep, reraise=True)
+        for attempt in retrying:
+            with attempt:
+                resp = self._post_raw(path, **kw)
+                try:
+                    body = resp.json()
+                except ValueError as exc:
+                    raise TransientError(f"ThingSpace {what}: the answer is not JSON (HTTP {resp.status_code})",
+                                         status_code=resp.status_code) from exc
+                if not isinstance(body, dict) or not body.get(field_name):
+                    raise TransientError(f"ThingSpace {what}: the answer has no {field_name}",
+                                         status_code=resp.status_code)
+                return body
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _post_raw(self, path: str, **kw: Any) -> requests.Response:
+        if self.policy is not None and getattr(self.policy, "rate_limiter", None) is not None:
+            self.policy.rate_limiter.acquire()
         try:
             resp = self.session.post(self.base_url + path, timeout=self.timeout, **kw)
         except requests.Timeout as exc:
@@ -87,9 +217,15 @@ class ThingSpaceClient(HttpCarrierClient):
         return resp
 
     def _auth_headers(self) -> dict[str, str]:
-        with self._lock:
-            self._login()
-            return {"Authorization": f"Bearer {self._token}", "VZ-M2M-Token": self._session or ""}
+        pair = self._tokens()
+        self._used.tokens = pair
+        return {"Authorization": f"Bearer {pair.access_token}", "VZ-M2M-Token": pair.session_token}
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        # Log in before the call's attempts start: a login that fails even after its own retries
+        # fails this call without costing (or sending) any attempt of it.
+        self._tokens()
+        return super()._call(method, path, **kw)
 
     def _classify(self, resp: requests.Response) -> None:
         if resp.status_code == 400 and "SessionToken.Expired" in resp.text:
@@ -112,12 +248,49 @@ class ThingSpaceClient(HttpCarrierClient):
             body.update(servicePlan=service_plan, mdnZipCode=mdn_zip_code)
         if action == "deactivate":
             body["reasonCode"] = reason_code or "FF"
-        answer = self._call("POST", f"/m2m/v1/devices/actions/{path_segment(action)}", json_body=body, log=log,
-                            description=f"ThingSpace {action.capitalize()}: ThingSpace API") or {}
-        request_id = answer.get("requestId")
-        if not request_id:
-            raise TransientError(f"ThingSpace {action} answered without a requestId")
-        return str(request_id)
+        return self._send_once(f"/m2m/v1/devices/actions/{path_segment(action)}", body, action, log)
+
+    def _send_once(self, path: str, body: dict, action: str, log: CallLog | None) -> str:
+        """POST an action that must never be applied twice. Retried only when the carrier surely did
+        not take it (429, a refused connection, a 401 before re-login); after any other failure
+        (5xx, timeout, dropped connection, garbled or id-less answer) it raises ``UnknownOutcome``:
+        the caller looks for the accepted request before anything is sent again."""
+        from bulkchange.engine import CallPolicy, RetryPolicy
+
+        limiter = getattr(self.policy, "rate_limiter", None)
+        retry = getattr(self.policy, "retry", None) or RetryPolicy(max_attempts=1)
+        once = CallPolicy(limiter, RetryPolicy(max_attempts=1))
+        description = f"ThingSpace {action.capitalize()}: ThingSpace API"
+        for attempt in range(1, retry.max_attempts + 1):
+            try:
+                answer = self._call("POST", path, json_body=body, log=log, description=description, policy=once)
+            except TransientError as exc:
+                if not not_applied(exc):
+                    raise UnknownOutcome(f"ThingSpace {action}: no usable answer ({exc}); the request may have "
+                                         f"been applied, so it is not sent again blindly",
+                                         status_code=exc.status_code) from exc
+                if attempt >= retry.max_attempts:
+                    raise
+                time.sleep(retry.delay(attempt, exc.retry_after))
+                continue
+            request_id = answer.get("requestId") if isinstance(answer, dict) else None
+            if not request_id:
+                raise UnknownOutcome(f"ThingSpace {action} answered without a requestId")
+            return str(request_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def provisioning_history(self, iccid: str, earliest: float, latest: float, *,
+                             log: CallLog | None = None) -> list[dict]:
+        """``POST /m2m/v1/devices/history/actions/list``: the line's completed provisioning events
+        (``eventType`` Activate/Suspend/Restore/Deactivate, ``status``, ``occurredAt``), oldest first."""
+        body = {"deviceId": {"id": iccid, "kind": "iccid"}, "earliest": _iso(earliest), "latest": _iso(latest)}
+        answer = self._call("POST", "/m2m/v1/devices/history/actions/list", json_body=body, log=log,
+                            description="ThingSpace Provisioning History: ThingSpace API") or []
+        events: list[dict] = []
+        for result in answer if isinstance(answer, list) else [answer]:
+            if isinstance(result, dict):
+                events.extend(e for e in result.get("provisioningHistory") or [] if isinstance(e, dict))
+        return events
 
     def change_plan(self, iccids: list[str], service_plan: str, *, current_service_plan: str | None = None,
                     log: CallLog | None = None) -> str:
@@ -167,20 +340,49 @@ class ThingSpaceClient(HttpCarrierClient):
             raise PermanentError(f"ThingSpace does not know device {iccid}")
         return devices[0]
 
+    def list_page(self, after: str | None = None) -> tuple[list[dict], bool]:
+        """One page of the account's devices after ICCID ``after``: (devices, has more)."""
+        body: dict[str, Any] = {"accountName": self.account_name, "maxNumberOfDevices": LIST_PAGE}
+        if after:
+            body["largestDeviceIdSeen"] = after
+        page = self._call("POST", "/m2m/v1/devices/actions/list", json_body=body,
+                          description="ThingSpace List Devices: ThingSpace API") or {}
+        devices = [d for d in page.get("devices") or [] if isinstance(d, dict)] if isinstance(page, dict) else []
+        return devices, bool(page.get("hasMoreData")) if isinstance(page, dict) else False
+
     def iter_devices(self) -> Iterator[dict]:
         """Every device of the account, page by page (largestDeviceIdSeen paging)."""
         after = None
         while True:
-            body: dict[str, Any] = {"accountName": self.account_name, "maxNumberOfDevices": LIST_PAGE}
-            if after:
-                body["largestDeviceIdSeen"] = after
-            page = self._call("POST", "/m2m/v1/devices/actions/list", json_body=body,
-                              description="ThingSpace List Devices: ThingSpace API") or {}
-            devices = page.get("devices") or []
+            devices, more = self.list_page(after)
             yield from devices
-            if not page.get("hasMoreData") or not devices:
+            if not more or not devices:
                 return
             after = device_id(devices[-1], "iccid")
+
+
+class UnknownOutcome(TransientError):
+    """An action whose answer was lost: the carrier may have accepted it (5xx after it arrived, a
+    timeout, a dropped connection, a garbled or id-less answer). Never re-sent blindly."""
+
+
+def not_applied(exc: TransientError) -> bool:
+    """True when a failed call surely did not reach the carrier's processing: rate limited (429)
+    or a connection that was never made."""
+    if exc.status_code == 429:
+        return True
+    cause = exc.__cause__
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.ConnectionError) and "NewConnectionError" in repr(cause.args):
+        return True
+    return False
+
+
+def _iso(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _request_id(answer: dict, what: str) -> str:

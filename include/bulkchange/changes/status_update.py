@@ -11,6 +11,7 @@ from bulkchange.changes.base import ChangeHandler, failed_result, request_field
 from bulkchange.db.repository import DeviceRow, RatePlan, load_rate_plans
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError, check_transition
+from bulkchange.sanitize import sanitize_text
 
 
 def device_not_found(dc: DeviceChange, bulk: BulkChange) -> str:
@@ -108,6 +109,25 @@ def thingspace_action(current: str | None, target: str) -> str:
     return {"suspend": "suspend", "deactive": "deactivate"}[target]
 
 
+# CarrierRequestId of a ThingSpace action whose answer was lost: "unknown:<action>:<epoch seconds>".
+# The device change waits (PENDING_*) and bulkchange.reconcile.check_thingspace looks for the
+# accepted request (the line's state, its provisioning history) before anything is sent again.
+UNKNOWN_PREFIX = "unknown:"
+
+
+def unknown_outcome_result(dc: DeviceChange, device: DeviceRow, action: str, exc: Exception,
+                           group: int = 1) -> DeviceResult:
+    import time
+
+    waiting = DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
+    what = f"ThingSpace {action}" + (f" of {group} devices" if group > 1 else "")
+    return DeviceResult(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
+                        previous_device_status=device.status, status=waiting,
+                        carrier_request_id=f"{UNKNOWN_PREFIX}{action}:{int(time.time())}",
+                        details=sanitize_text(f"{what}: outcome unknown ({exc}); the carrier is checked for the "
+                                              f"request before anything is sent again"))
+
+
 class ThingSpaceStatusUpdate(ChangeHandler):
     """ThingSpace: every action answers a requestId at once and completes later.
 
@@ -155,12 +175,16 @@ class ThingSpaceStatusUpdate(ChangeHandler):
                                     msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
                                     ip_address=current.get("ipAddress"), **base)
         action = thingspace_action(device.status, target)
+        from bulkchange.carriers.thingspace import UnknownOutcome
+
         try:
             request_id = self.client.action(
                 action, [device.iccid], log=log,
                 service_plan=request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
                 mdn_zip_code=request_field(request, "mdnZipCode", "ZipCode"),
                 reason_code=request_field(request, "reasonCode"))
+        except UnknownOutcome as exc:
+            return unknown_outcome_result(dc, device, action, exc)
         except CarrierError as exc:
             return failed_result(dc, device, exc, f"ThingSpace {action}")
         waiting = DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
@@ -185,9 +209,15 @@ class ThingSpaceStatusUpdate(ChangeHandler):
         first_id = entries[0][0].id
         for (action, plan, zip_code, reason), members in groups.items():
             iccids = [device.iccid for _, _, device in members]
+            from bulkchange.carriers.thingspace import UnknownOutcome
+
             try:
                 request_id = self.client.action(action, iccids, service_plan=plan, mdn_zip_code=zip_code,
                                                 reason_code=reason, log=log)
+            except UnknownOutcome as exc:
+                for dc, _, device in members:
+                    results[dc.id] = unknown_outcome_result(dc, device, action, exc, len(iccids))
+                continue
             except CarrierError as exc:
                 for dc, _, device in members:
                     results[dc.id] = failed_result(dc, device, exc, f"ThingSpace {action} of {len(iccids)} devices")

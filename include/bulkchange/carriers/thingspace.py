@@ -248,9 +248,9 @@ class ThingSpaceClient(HttpCarrierClient):
             body.update(servicePlan=service_plan, mdnZipCode=mdn_zip_code)
         if action == "deactivate":
             body["reasonCode"] = reason_code or "FF"
-        return self._send_once(f"/m2m/v1/devices/actions/{path_segment(action)}", body, action, log)
+        return self._post_action_once(f"/m2m/v1/devices/actions/{path_segment(action)}", body, action, log)
 
-    def _send_once(self, path: str, body: dict, action: str, log: CallLog | None) -> str:
+    def _post_action_once(self, path: str, body: dict, action: str, log: CallLog | None) -> str:
         """POST an action that must never be applied twice. Retried only when the carrier surely did
         not take it (429, a refused connection, a 401 before re-login); after any other failure
         (5xx, timeout, dropped connection, garbled or id-less answer) it raises ``UnknownOutcome``:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallRecord
 from bulkchange.db import schema as t
+from bulkchange.db.retry import run_in_transaction
 from bulkchange.sanitize import sanitize_text
 from bulkchange.models import (
     BulkChange,
@@ -92,9 +93,8 @@ def claim_new_bulk_changes(engine: Engine, limit: int = 50) -> list[int]:
         candidates = find_new_bulk_change_ids(conn, limit)
     won = []
     for bulk_id in candidates:
-        with engine.begin() as conn:
-            if claim_bulk_change(conn, bulk_id):
-                won.append(bulk_id)
+        if run_in_transaction(engine, lambda conn, i=bulk_id: claim_bulk_change(conn, i), what=f"claiming {bulk_id}"):
+            won.append(bulk_id)
     return won
 
 
@@ -104,9 +104,9 @@ def reclaim_stale(engine: Engine, older_than: datetime, limit: int = 50) -> list
         candidates = find_stale_claims(conn, older_than, limit)
     won = []
     for bulk_id in candidates:
-        with engine.begin() as conn:
-            if claim_bulk_change(conn, bulk_id, from_status=BulkStatus.PENDING.value, claimed_before=older_than):
-                won.append(bulk_id)
+        if run_in_transaction(engine, lambda conn, i=bulk_id: claim_bulk_change(
+                conn, i, from_status=BulkStatus.PENDING.value, claimed_before=older_than), what=f"re-claiming {bulk_id}"):
+            won.append(bulk_id)
     return won
 
 

@@ -293,7 +293,18 @@ def write_progress(conn: Connection, bulk_id: int, counts: dict[str, int]) -> di
     return values
 
 
+def lock_bulk_change_row(conn: Connection, bulk_id: int) -> None:
+    """Take the bulk change's row lock (a no-op UPDATE: an exclusive lock on every dialect) before
+    counting its device changes, so the count sees every batch that closed before this one: two
+    batches closing at once otherwise each count without the other's rows and the later write
+    leaves a stale progress. Every writer takes it last in its transaction, after its own device
+    rows (docs/database.md)."""
+    bc = t.device_bulk_change
+    conn.execute(update(bc).where(bc.c.Id == bulk_id).values(ProcessChanges=bc.c.ProcessChanges))
+
+
 def refresh_progress(conn: Connection, bulk: BulkChange) -> dict[str, int]:
+    lock_bulk_change_row(conn, bulk.id)
     return write_progress(conn, bulk.id, status_counts(conn, bulk))
 
 
@@ -644,6 +655,7 @@ def decide_bulk_status(counts: dict[str, int]) -> tuple[BulkStatus, str | None]:
 
 
 def rollup(conn: Connection, bulk: BulkChange) -> tuple[BulkStatus, dict[str, int]]:
+    lock_bulk_change_row(conn, bulk.id)  # count what every closed batch wrote (see lock_bulk_change_row)
     counts = status_counts(conn, bulk)
     write_progress(conn, bulk.id, counts)
     status, message = decide_bulk_status(counts)

@@ -87,6 +87,32 @@ def claim_bulk_change(conn: Connection, bulk_id: int, *, from_status: str = Bulk
     return won
 
 
+def claim_portal_enqueued(conn: Connection, bulk_id: int) -> bool:
+    """PROCESSING as the legacy portal leaves a bulk change when it puts it on the SQS queue (it sets
+    PROCESSING on enqueue) -> PENDING, as one conditional UPDATE, like ``claim_bulk_change``.
+
+    Never started here is told by ``ModifiedDate``: our column (the portal does not write it),
+    set by every status change the pipeline makes, so a bulk change this pipeline set PROCESSING
+    is never taken again. Only the SQS entry calls this: a message announces the bulk change."""
+    bc = t.device_bulk_change
+    res = conn.execute(update(bc).where(bc.c.Id == bulk_id, bc.c.Status == BulkStatus.PROCESSING.value,
+                                        bc.c.ModifiedDate.is_(None), bc.c.ProcessChanges == True)  # noqa: E712
+                       .values(Status=BulkStatus.PENDING.value, ModifiedDate=utcnow()))
+    won = res.rowcount == 1
+    if won:
+        record_status_change(conn, bulk_id, BulkStatus.PROCESSING.value, BulkStatus.PENDING)
+    return won
+
+
+def never_started(bc=None):
+    """A bulk change no one has started: NEW, or PROCESSING as the legacy portal enqueued it."""
+    from sqlalchemy import or_
+
+    bc = bc if bc is not None else t.device_bulk_change
+    return or_(bc.c.Status == BulkStatus.NEW.value,
+               and_(bc.c.Status == BulkStatus.PROCESSING.value, bc.c.ModifiedDate.is_(None)))
+
+
 def claim_new_bulk_changes(engine: Engine, limit: int = 50) -> list[int]:
     """Find NEW bulk changes and claim each in its own short transaction; return the won ids."""
     with engine.connect() as conn:

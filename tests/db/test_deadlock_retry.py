@@ -211,3 +211,57 @@ def test_a_batch_whose_closing_transaction_loses_a_lock_is_recorded_once(sqlite_
     # once per device, not twice: the lost attempt left nothing behind
     assert history == 3
     assert len(logs) == 3 and len(set(logs)) == 3
+
+
+# --- SQL Server's READ_COMMITTED_SNAPSHOT check -------------------------------------------------
+class _FakeMssqlEngine:
+    """Answers the sys.databases query as SQL Server would."""
+
+    def __init__(self, on):
+        self.on, self.queries = on, []
+        self.dialect = type("D", (), {"name": "mssql"})()
+
+    def connect(self):
+        engine = self
+
+        class _Conn:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def execute(self, stmt):
+                engine.queries.append(str(stmt))
+                return type("R", (), {"scalar": lambda _self: engine.on})()
+        return _Conn()
+
+
+def test_read_committed_snapshot_off_is_reported_with_the_statement(sqlite_engine):
+    from bulkchange.db.connect import SNAPSHOT_STATEMENT, read_committed_snapshot_problem
+
+    off = _FakeMssqlEngine(False)
+    problem = read_committed_snapshot_problem(off)
+    assert "READ_COMMITTED_SNAPSHOT is off" in problem and SNAPSHOT_STATEMENT in problem
+    assert "is_read_committed_snapshot_on" in off.queries[0] and "DB_NAME()" in off.queries[0]
+    assert read_committed_snapshot_problem(_FakeMssqlEngine(True)) is None
+    assert read_committed_snapshot_problem(sqlite_engine) is None  # other dialects: nothing to check
+
+
+def test_the_hook_warns_when_it_opens_the_amop_engine():
+    import logging
+
+    from bulkchange_plugins import hooks
+
+    records = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("bulkchange.db")
+    logger.addHandler(handler)
+    try:
+        hooks._warn_about_locking(_FakeMssqlEngine(False))
+        assert len(records) == 1 and "READ_COMMITTED_SNAPSHOT is off" in records[0].getMessage()
+        hooks._warn_about_locking(_FakeMssqlEngine(True))
+        assert len(records) == 1
+    finally:
+        logger.removeHandler(handler)

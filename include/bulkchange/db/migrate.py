@@ -42,9 +42,11 @@ def include_name(name: str | None, type_: str, parent_names: dict) -> bool:
 
 
 def alembic_config(*, connection: Connection | None = None, url: str | None = None,
-                   dialect_name: str | None = None, output: io.StringIO | None = None) -> Config:
+                   dialect_name: str | None = None, output: io.StringIO | None = None,
+                   script_location: Path | None = None) -> Config:
     cfg = Config(output_buffer=output, stdout=output or io.StringIO())
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(script_location or MIGRATIONS_DIR))
+    cfg.set_main_option("file_template", "%%(rev)s")  # revision ids are already "NNNN_what"
     cfg.attributes.update({"connection": connection, "url": url, "dialect_name": dialect_name})
     return cfg
 
@@ -204,3 +206,30 @@ def _header(what: str, dialect_name: str) -> str:
         # any error rolls the whole transaction back (run with sqlcmd -b so the next batches do not run)
         text += "SET XACT_ABORT ON;\n\nGO\n\n"
     return text
+
+
+def new_revision(message: str, *, script_location: Path | None = None) -> Path:
+    """Write the next revision file for what ``schema.py`` has and the migrations do not yet create:
+    Alembic autogenerate against a scratch SQLite database migrated to head. Review it (a NOT NULL
+    column on an existing table needs a ``server_default``, its downgrade ``mssql_drop_default=True``);
+    ``./run db revision "what"``. Returns the file written."""
+    import re
+    import tempfile
+
+    from sqlalchemy import create_engine
+
+    location = script_location or MIGRATIONS_DIR
+    scripts = ScriptDirectory.from_config(alembic_config(script_location=location))
+    number = len(list(scripts.walk_revisions())) + 1
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")
+    rev_id = f"{number:04d}_{slug}"[:32].rstrip("_")
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = create_engine(f"sqlite:///{tmp}/scratch.db")
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(connection=conn, script_location=location), "head")
+                script = command.revision(alembic_config(connection=conn, script_location=location),
+                                          message=message, autogenerate=True, rev_id=rev_id)
+        finally:
+            engine.dispose()
+    return Path(script.path)

@@ -318,3 +318,18 @@ def test_the_next_revision_is_written_for_what_the_code_added(tmp_path):
         engine.dispose()
     finally:
         t.device_bulk_change_log._columns.remove(column)
+
+
+def test_run_db_finds_the_airflow_connection_without_a_url(tmp_path, monkeypatch):
+    """No --url and no BULKCHANGE_AMOP_URL: the amop_db Airflow connection, as the tasks use it."""
+    import json
+
+    from bulkchange_plugins import dbcli
+
+    monkeypatch.delenv("BULKCHANGE_AMOP_URL", raising=False)
+    path = tmp_path / "amop.db"
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    assert dbcli.main(["upgrade"]) == 0
+    engine = make_engine(f"sqlite:///{path}")
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()

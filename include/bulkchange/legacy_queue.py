@@ -9,8 +9,13 @@ a JSON body; attributes win when both are present:
 true/false/1/0), ``RequestId`` (text).
 
 ``decide`` claims the bulk change with the same conditional UPDATE the sensor uses (NEW ->
-PENDING), so a message that arrives twice, or a bulk change the sensor already claimed, launches
-processing once. The legacy follow-up messages (``IsRetryNewActivateThingSpaceDevice``,
+PENDING), or, for a bulk change the legacy portal set PROCESSING when it enqueued it and that no
+one has started (``repo.claim_portal_enqueued``), PROCESSING -> PENDING; so a message that arrives
+twice, or a bulk change the sensor already claimed, launches processing once.
+``AdditionBulkChangeId`` (an ActivateNewService's linked customer assignment, as the legacy
+portal sends it) is honoured: the assignment is held (``ProcessChanges = 0``) and named in each
+device change's request, so it is released, with the new numbers, once the activation is over
+(changes/activate_new_service.py). The legacy follow-up messages (``IsRetryNewActivateThingSpaceDevice``,
 re-queues with a ``RetryNumber``) name bulk changes that are already claimed: their work is done
 by ``device_status_reconcile`` here, so they are acknowledged with that reason.
 
@@ -33,7 +38,7 @@ LAUNCH = "launch"
 ACK = "ack"
 DEAD_LETTER = "dead_letter"
 
-_INT_FIELDS = ("BulkChangeId", "M2MDeviceChangeId", "RetryNumber")
+_INT_FIELDS = ("BulkChangeId", "M2MDeviceChangeId", "RetryNumber", "AdditionBulkChangeId")
 _BOOL_FIELDS = ("IsRetryNewActivateThingSpaceDevice", "IsFromAutomatedUpdateDeviceStatusLambda")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -51,6 +56,7 @@ class LegacyMessage:
     is_retry_new_activate_thingspace_device: bool = False
     is_from_automated_update_device_status_lambda: bool = False
     request_id: str | None = None
+    addition_bulk_change_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,7 +121,8 @@ def parse_message(message: dict) -> LegacyMessage:
         retry_number=ints["RetryNumber"] or 0,
         is_retry_new_activate_thingspace_device=bools["IsRetryNewActivateThingSpaceDevice"],
         is_from_automated_update_device_status_lambda=bools["IsFromAutomatedUpdateDeviceStatusLambda"],
-        request_id=fields.get("RequestId") or None)
+        request_id=fields.get("RequestId") or None,
+        addition_bulk_change_id=ints["AdditionBulkChangeId"] or None)
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,10 @@ def decide(conn: Connection, msg: LegacyMessage) -> Decision:
     if row is None:
         return Decision(DEAD_LETTER, f"bulk change {bulk_id} does not exist", bulk_id)
     if repo.claim_bulk_change(conn, bulk_id):
-        return Decision(LAUNCH, f"bulk change {bulk_id} claimed (NEW -> PENDING)", bulk_id)
+        return Decision(LAUNCH, f"bulk change {bulk_id} claimed (NEW -> PENDING)" + _addition(conn, msg), bulk_id)
+    if repo.claim_portal_enqueued(conn, bulk_id):
+        return Decision(LAUNCH, f"bulk change {bulk_id} claimed (PROCESSING as the portal enqueued it -> PENDING)"
+                        + _addition(conn, msg), bulk_id)
     if not repo.load_bulk_change(conn, bulk_id).process_changes:
         # acknowledged, not launched: the sensor picks it up once the portal releases it
         from bulkchange.processing import held_message
@@ -151,6 +161,45 @@ def decide(conn: Connection, msg: LegacyMessage) -> Decision:
                         bulk_id, relaunch=True)
     return Decision(ACK, f"bulk change {bulk_id} is already {status}: claimed earlier (duplicate message "
                          f"or the sensor), not launched again", bulk_id)
+
+
+def _addition(conn: Connection, msg: LegacyMessage) -> str:
+    """Honour the message's AdditionBulkChangeId for the bulk change just claimed; the reason's tail."""
+    addition_id = msg.addition_bulk_change_id
+    if not addition_id:
+        return ""
+    from sqlalchemy import select, update
+
+    from bulkchange.db import schema as t
+    from bulkchange.models import ChangeType
+
+    bulk = repo.load_bulk_change(conn, msg.bulk_change_id)
+    try:
+        addition = repo.load_bulk_change(conn, addition_id)
+    except repo.BulkChangeNotFound:
+        return f"; AdditionBulkChangeId {addition_id} does not exist: ignored"
+    if (addition.service_provider_id, addition.tenant_id) != (bulk.service_provider_id, bulk.tenant_id):
+        return f"; AdditionBulkChangeId {addition_id} belongs to another service provider or tenant: ignored"
+    if bulk.change_type != ChangeType.ACTIVATE_NEW_SERVICE:
+        return f"; AdditionBulkChangeId {addition_id} ignored: only an ActivateNewService has a linked assignment"
+    bc = t.device_bulk_change
+    held = conn.execute(update(bc).where(bc.c.Id == addition_id, repo.never_started(bc))
+                        .values(ProcessChanges=False)).rowcount
+    tbl = repo.change_table(bulk.portal_type)
+    linked = []
+    for dc_id, raw in conn.execute(select(tbl.c.Id, tbl.c.ChangeRequest).where(tbl.c.BulkChangeId == bulk.id)):
+        try:
+            request = json.loads(raw) if raw else {}
+        except ValueError:
+            continue  # refused by validation with its own reason
+        if isinstance(request, dict) and not request.get("AdditionBulkChangeId"):
+            linked.append({"dc_id": dc_id, "cr": json.dumps({**request, "AdditionBulkChangeId": addition_id})})
+    if linked:
+        from sqlalchemy import bindparam
+
+        conn.execute(update(tbl).where(tbl.c.Id == bindparam("dc_id")).values(ChangeRequest=bindparam("cr")), linked)
+    state = "held until the activation is over" if held else "already started: not held"
+    return f"; linked customer assignment {addition_id} {state}"
 
 
 def dead_letter_body(message: dict, reason: str) -> str:

@@ -25,6 +25,7 @@ from bulkchange.carriers.base import CallLog
 from bulkchange.changes import UnsupportedChange, get_handler
 from bulkchange.changes.revio_service import RevioServiceStep, check_rev_request
 from bulkchange.db import repository as repo
+from bulkchange.db.retry import run_in_transaction
 from bulkchange.engine import run_batch
 from bulkchange.models import (
     BatchPlan,
@@ -284,13 +285,14 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
             # a bug or DB-free failure inside the handler: never lose the device
             results.append(_internal_error(outcome.item, outcome.error) if outcome.error is not None
                            else outcome.value)
-    with engine.begin() as conn:
+    def close(conn):  # the batch's closing transaction, run again if it loses a deadlock (db.retry)
         repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
                             processed_by=processed_by)
         handler.record(conn, results, processed_by=processed_by)
         rev_step.record(conn, results)
         # progress for the portal's bar, in the transaction that records the batch
-        progress = repo.refresh_progress(conn, bulk)
+        return repo.refresh_progress(conn, bulk)
+    progress = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: recording a batch")
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
@@ -339,10 +341,11 @@ def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCES
              unsettled_reason: str | None = None) -> dict[str, Any]:
     """Settle the bulk change at the end of its run. Never leaves it PROCESSING."""
     reason = unsettled_reason or SWEPT_REASON
-    with engine.begin() as conn:
+    def close(conn):  # run again if it loses a deadlock (db.retry)
         bulk = repo.load_bulk_change(conn, bulk_id)
         swept = repo.fail_unsettled(conn, bulk, reason, processed_by=processed_by)
-        status, counts = repo.rollup(conn, bulk)
+        return swept, *repo.rollup(conn, bulk)
+    swept, status, counts = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: roll-up")
     return {"bulk_change_id": bulk_id, "status": status.value, "counts": counts, "swept": swept}
 
 

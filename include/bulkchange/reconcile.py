@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.revio_service import RevioServiceStep
 from bulkchange.db import repository as repo
+from bulkchange.db.retry import run_in_transaction
 from bulkchange.engine import run_batch
 from bulkchange.models import (
     ChangeType,
@@ -340,7 +341,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             results.append(outcome.value)
             if not outcome.value.status.is_settled:  # moved on to a next carrier step (e.g. a static IP)
                 still.append(outcome.item.id)
-    with engine.begin() as conn:
+    def close(conn):  # run again if it loses a deadlock (db.retry)
         repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
                                                   for r in results}, processed_by=processed_by, source="BulkChange")
         rev_step.record(conn, results)
@@ -349,7 +350,8 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             recorder(conn, bulk, results)
         if count_checks:
             repo.count_carrier_checks(conn, bulk, [i for i in still if i not in not_due])
-        status, _ = repo.rollup(conn, bulk)
+        return repo.rollup(conn, bulk)[0]
+    status = run_in_transaction(engine, close, what=f"bulk change {bulk.id}: recording carrier checks")
     for r in results:
         if r.status.is_settled:
             summary.settled[r.status.value] = summary.settled.get(r.status.value, 0) + 1

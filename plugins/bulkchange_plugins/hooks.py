@@ -52,7 +52,22 @@ class AmopHook(BaseHook):
             engine = _ENGINES.get(key)
             if engine is None:
                 engine = _ENGINES[key] = make_engine(url)
+                _warn_about_locking(engine)
             return engine
+
+
+def _warn_about_locking(engine) -> None:
+    """Once per engine: a clear warning when SQL Server runs without READ_COMMITTED_SNAPSHOT."""
+    import logging
+
+    from bulkchange.db.connect import read_committed_snapshot_problem
+
+    try:
+        problem = read_committed_snapshot_problem(engine)
+    except Exception as exc:  # noqa: BLE001 - a check, never a reason to fail a task
+        problem = f"could not read the READ_COMMITTED_SNAPSHOT setting: {type(exc).__name__}"
+    if problem:
+        logging.getLogger("bulkchange.db").warning(problem)
 
 
 def carrier_conn_id(service_provider_id: int) -> str:

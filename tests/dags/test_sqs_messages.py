@@ -68,3 +68,80 @@ def test_dead_letter_body_keeps_the_original():
     body = json.loads(lq.dead_letter_body(_msg(BulkChangeId="abc", RequestId="r"), "malformed message: x"))
     assert body == {"reason": "malformed message: x", "messageId": "m1", "originalBody": "Not used",
                     "originalAttributes": {"BulkChangeId": "abc", "RequestId": "r"}}
+
+
+def _as_the_portal_enqueues(engine, bulk_id):
+    """The legacy portal sets PROCESSING when it puts the bulk change on the queue; it does not know
+    our ModifiedDate column."""
+    from sqlalchemy import update
+
+    from bulkchange.db import schema as t
+
+    with engine.begin() as conn:
+        conn.execute(update(t.device_bulk_change).where(t.device_bulk_change.c.Id == bulk_id)
+                     .values(Status="PROCESSING", ModifiedDate=None))
+
+
+def test_a_bulk_change_the_portal_set_processing_is_processed_once(amop_engine):
+    from bulkchange import processing
+
+    bulk_id = _bulk(amop_engine, n=2)
+    _as_the_portal_enqueues(amop_engine, bulk_id)
+    message = _msg(BulkChangeId=str(bulk_id))  # body "Not used", string attributes: as the portal sends it
+    assert repo.claim_new_bulk_changes(amop_engine) == []  # the sensor takes NEW only
+    with amop_engine.begin() as conn:
+        first = lq.decide(conn, lq.parse_message(message))
+    assert first.action == lq.LAUNCH and "PROCESSING as the portal enqueued it -> PENDING" in first.reason
+    with amop_engine.begin() as conn:  # the same message again
+        again = lq.decide(conn, lq.parse_message(message))
+    assert again.action == lq.ACK and "already PENDING" in again.reason
+    assert processing.prepare(amop_engine, bulk_id).queued == 2
+    with amop_engine.begin() as conn:  # PROCESSING now, set by us: never taken again
+        late = lq.decide(conn, lq.parse_message(message))
+    assert late.action == lq.ACK and "already PROCESSING" in late.reason and not late.relaunch
+
+
+def test_addition_bulk_change_id_is_honoured(amop_engine):
+    from sqlalchemy import select
+
+    from bulkchange.db import schema as t
+    from bulkchange.db import seed
+    from bulkchange.models import ChangeType, Integration
+
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=6, name="att", integration=Integration.TELEGENCE, tenant_id=1)
+        seed.add_service_provider(conn, sp_id=7, name="other", integration=Integration.TELEGENCE, tenant_id=2)
+        iccid = seed.make_iccid(33)
+        assignment = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.CUSTOMER_ASSIGNMENT,
+                                          portal_type=2, requests=[{"ICCID": iccid, "ChangeRequest": {"SiteId": 7}}])
+        foreign = seed.add_bulk_change(conn, sp_id=7, tenant_id=2, change_type=ChangeType.CUSTOMER_ASSIGNMENT,
+                                       portal_type=2, requests=[{"ICCID": iccid, "ChangeRequest": {"SiteId": 7}}])
+        activation = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                          portal_type=2, requests=[{"ICCID": iccid, "ChangeRequest": {
+                                              "TelegenceActivationRequest": {}}}])
+    for b in (assignment, activation):
+        _as_the_portal_enqueues(amop_engine, b)
+    with amop_engine.begin() as conn:
+        decision = lq.decide(conn, lq.parse_message(_msg(BulkChangeId=str(activation),
+                                                         AdditionBulkChangeId=str(assignment))))
+    assert decision.action == lq.LAUNCH
+    assert f"linked customer assignment {assignment} held until the activation is over" in decision.reason
+    bc, dc = t.device_bulk_change, t.mobility_device_change
+    with amop_engine.connect() as conn:
+        held = conn.execute(select(bc.c.ProcessChanges, bc.c.Status).where(bc.c.Id == assignment)).one()
+        request = json.loads(conn.execute(select(dc.c.ChangeRequest).where(dc.c.BulkChangeId == activation)).scalar())
+    assert tuple(held) in ((False, "PROCESSING"), (0, "PROCESSING"))
+    assert request == {"TelegenceActivationRequest": {}, "AdditionBulkChangeId": assignment}
+    with amop_engine.begin() as conn:
+        second = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                      portal_type=2, requests=[{"ICCID": iccid, "ChangeRequest": {}}])
+        third = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                     portal_type=2, requests=[{"ICCID": iccid, "ChangeRequest": {}}])
+    with amop_engine.begin() as conn:  # another tenant's bulk change is never touched
+        other = lq.decide(conn, lq.LegacyMessage(second, addition_bulk_change_id=foreign))
+        missing = lq.decide(conn, lq.LegacyMessage(third, addition_bulk_change_id=foreign + 1000))
+    assert other.action == lq.LAUNCH and "another service provider or tenant: ignored" in other.reason
+    assert missing.action == lq.LAUNCH and "does not exist: ignored" in missing.reason
+    with amop_engine.connect() as conn:
+        assert conn.execute(select(bc.c.ProcessChanges).where(bc.c.Id == foreign)).scalar() in (True, 1)
+        assert json.loads(conn.execute(select(dc.c.ChangeRequest).where(dc.c.BulkChangeId == second)).scalar()) == {}

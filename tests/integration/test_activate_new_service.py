@@ -217,3 +217,45 @@ def test_an_activation_is_sent_once_under_faults_and_the_lines_are_found(amop_en
         rows = dict(conn.execute(select(DC.c.ICCID, DC.c.Status).where(DC.c.BulkChangeId == bulk_id)).all())
     assert lines and lines != set(iccids)  # some applied, some not
     assert {i for i, s in rows.items() if s == "PROCESSED"} == lines
+
+
+def test_portal_processing_activation_and_its_assignment_from_the_sqs_message(amop_engine, tg, tg_client):
+    """As the legacy portal does it: both bulk changes PROCESSING, the link only in the SQS message
+    (AdditionBulkChangeId), not in the device changes' requests. The activation is processed once;
+    the assignment is held, gets the new numbers, and is released for the sensor when it is over."""
+    from sqlalchemy import update
+
+    from bulkchange import legacy_queue as lq
+    from bulkchange.db import repository as repo
+
+    iccids = inventory(amop_engine, tg, 3, 72_000)
+    tg.configure(reject_iccids=[iccids[1]])
+    bc = t.device_bulk_change
+    with amop_engine.begin() as conn:
+        addition = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.CUSTOMER_ASSIGNMENT,
+                                        portal_type=MOBILITY, requests=[{"ICCID": i, "ChangeRequest": {"SiteId": 7}}
+                                                                        for i in iccids])
+        bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       portal_type=MOBILITY, requests=[{"ICCID": i, "ChangeRequest": activation()}
+                                                                       for i in iccids])
+        conn.execute(update(bc).where(bc.c.Id.in_([addition, bulk_id])).values(Status="PROCESSING", ModifiedDate=None))
+    message = {"MessageId": "m-ans", "Body": "Not used", "MessageAttributes": {
+        "BulkChangeId": {"DataType": "String", "StringValue": str(bulk_id)},
+        "AdditionBulkChangeId": {"DataType": "String", "StringValue": str(addition)}}}
+    for expected in (lq.LAUNCH, lq.ACK):  # the portal's message, then a duplicate
+        with amop_engine.begin() as conn:
+            assert lq.decide(conn, lq.parse_message(message)).action == expected
+    assert repo.claim_new_bulk_changes(amop_engine) == []  # the held assignment is not taken early
+    plan = processing.prepare(amop_engine, bulk_id, batch_size=10)
+    for b in plan.batches:
+        processing.process_batch(amop_engine, bulk_id, b.device_change_ids, client=tg_client)
+    processing.finalize(amop_engine, bulk_id)
+    assert settle(amop_engine, bulk_id, tg_client).bulk_status == "PROCESSED_WITH_ERRORS"
+    with amop_engine.connect() as conn:
+        dcs = {r.ICCID: r for r in conn.execute(select(DC).where(DC.c.BulkChangeId == bulk_id))}
+        held = {r.ICCID: r for r in conn.execute(select(DC).where(DC.c.BulkChangeId == addition))}
+        state = conn.execute(select(bc.c.Status, bc.c.ProcessChanges).where(bc.c.Id == addition)).one()
+    assert held[iccids[0]].MSISDN == dcs[iccids[0]].MSISDN and held[iccids[0]].Status == "NEW"
+    assert held[iccids[1]].Status == "ERROR" and "activation failed" in held[iccids[1]].StatusDetails
+    assert state.Status == "NEW" and state.ProcessChanges in (True, 1)  # released whatever the portal set
+    assert repo.claim_new_bulk_changes(amop_engine) == [addition]

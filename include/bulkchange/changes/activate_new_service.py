@@ -355,5 +355,8 @@ def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResu
                                                  otbl.c.Status == DeviceChangeStatus.NEW.value))
                          .values(Status=DeviceChangeStatus.ERROR.value, StatusDetails=bindparam("b_details"),
                                  IsProcessed=True, ProcessedDate=now, LastModified=now), failed)
+        # whatever status the portal gave it (NEW, or PROCESSING: the legacy portal creates the linked
+        # assignment PROCESSING), as long as no one started it: released as NEW for the sensor to claim
         b = t.device_bulk_change
-        conn.execute(update(b).where(b.c.Id == addition_id, b.c.Status == "NEW").values(ProcessChanges=True))
+        conn.execute(update(b).where(b.c.Id == addition_id, repo.never_started(b))
+                     .values(ProcessChanges=True, Status="NEW"))

@@ -46,3 +46,25 @@ def make_engine(url: str | URL, **kwargs) -> Engine:
         return configure_engine(engine)
     kwargs.setdefault("pool_pre_ping", True)
     return configure_engine(create_engine(url, **kwargs))
+
+
+SNAPSHOT_STATEMENT = "ALTER DATABASE CURRENT SET READ_COMMITTED_SNAPSHOT ON WITH ROLLBACK IMMEDIATE"
+
+
+def read_committed_snapshot_problem(engine: Engine) -> str | None:
+    """On SQL Server, why the database's locking is not the one the pipeline is designed for
+    (READ_COMMITTED_SNAPSHOT off: readers and writers block each other), with the statement a DBA
+    runs; None when it is on, or on another dialect (docs/database.md)."""
+    if engine.dialect.name != "mssql":
+        return None
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        on = conn.execute(text("SELECT is_read_committed_snapshot_on FROM sys.databases "
+                               "WHERE name = DB_NAME()")).scalar()
+    if on:
+        return None
+    return ("READ_COMMITTED_SNAPSHOT is off on the AMOP database: under plain READ COMMITTED the "
+            "batches' closing transactions, the portal's reads and the progress roll-up block each "
+            "other and deadlocks (error 1205) are more likely (they are retried, docs/database.md). "
+            f"A DBA enables it with: {SNAPSHOT_STATEMENT}")

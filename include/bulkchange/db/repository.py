@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallRecord
 from bulkchange.db import schema as t
+from bulkchange.db.retry import run_in_transaction
 from bulkchange.sanitize import sanitize_text
 from bulkchange.models import (
     BulkChange,
@@ -86,15 +87,40 @@ def claim_bulk_change(conn: Connection, bulk_id: int, *, from_status: str = Bulk
     return won
 
 
+def claim_portal_enqueued(conn: Connection, bulk_id: int) -> bool:
+    """PROCESSING as the legacy portal leaves a bulk change when it puts it on the SQS queue (it sets
+    PROCESSING on enqueue) -> PENDING, as one conditional UPDATE, like ``claim_bulk_change``.
+
+    Never started here is told by ``ModifiedDate``: our column (the portal does not write it),
+    set by every status change the pipeline makes, so a bulk change this pipeline set PROCESSING
+    is never taken again. Only the SQS entry calls this: a message announces the bulk change."""
+    bc = t.device_bulk_change
+    res = conn.execute(update(bc).where(bc.c.Id == bulk_id, bc.c.Status == BulkStatus.PROCESSING.value,
+                                        bc.c.ModifiedDate.is_(None), bc.c.ProcessChanges == True)  # noqa: E712
+                       .values(Status=BulkStatus.PENDING.value, ModifiedDate=utcnow()))
+    won = res.rowcount == 1
+    if won:
+        record_status_change(conn, bulk_id, BulkStatus.PROCESSING.value, BulkStatus.PENDING)
+    return won
+
+
+def never_started(bc=None):
+    """A bulk change no one has started: NEW, or PROCESSING as the legacy portal enqueued it."""
+    from sqlalchemy import or_
+
+    bc = bc if bc is not None else t.device_bulk_change
+    return or_(bc.c.Status == BulkStatus.NEW.value,
+               and_(bc.c.Status == BulkStatus.PROCESSING.value, bc.c.ModifiedDate.is_(None)))
+
+
 def claim_new_bulk_changes(engine: Engine, limit: int = 50) -> list[int]:
     """Find NEW bulk changes and claim each in its own short transaction; return the won ids."""
     with engine.connect() as conn:
         candidates = find_new_bulk_change_ids(conn, limit)
     won = []
     for bulk_id in candidates:
-        with engine.begin() as conn:
-            if claim_bulk_change(conn, bulk_id):
-                won.append(bulk_id)
+        if run_in_transaction(engine, lambda conn, i=bulk_id: claim_bulk_change(conn, i), what=f"claiming {bulk_id}"):
+            won.append(bulk_id)
     return won
 
 
@@ -104,9 +130,9 @@ def reclaim_stale(engine: Engine, older_than: datetime, limit: int = 50) -> list
         candidates = find_stale_claims(conn, older_than, limit)
     won = []
     for bulk_id in candidates:
-        with engine.begin() as conn:
-            if claim_bulk_change(conn, bulk_id, from_status=BulkStatus.PENDING.value, claimed_before=older_than):
-                won.append(bulk_id)
+        if run_in_transaction(engine, lambda conn, i=bulk_id: claim_bulk_change(
+                conn, i, from_status=BulkStatus.PENDING.value, claimed_before=older_than), what=f"re-claiming {bulk_id}"):
+            won.append(bulk_id)
     return won
 
 
@@ -293,7 +319,18 @@ def write_progress(conn: Connection, bulk_id: int, counts: dict[str, int]) -> di
     return values
 
 
+def lock_bulk_change_row(conn: Connection, bulk_id: int) -> None:
+    """Take the bulk change's row lock (a no-op UPDATE: an exclusive lock on every dialect) before
+    counting its device changes, so the count sees every batch that closed before this one: two
+    batches closing at once otherwise each count without the other's rows and the later write
+    leaves a stale progress. Every writer takes it last in its transaction, after its own device
+    rows (docs/database.md)."""
+    bc = t.device_bulk_change
+    conn.execute(update(bc).where(bc.c.Id == bulk_id).values(ProcessChanges=bc.c.ProcessChanges))
+
+
 def refresh_progress(conn: Connection, bulk: BulkChange) -> dict[str, int]:
+    lock_bulk_change_row(conn, bulk.id)
     return write_progress(conn, bulk.id, status_counts(conn, bulk))
 
 
@@ -661,6 +698,7 @@ def decide_bulk_status(counts: dict[str, int]) -> tuple[BulkStatus, str | None]:
 
 
 def rollup(conn: Connection, bulk: BulkChange) -> tuple[BulkStatus, dict[str, int]]:
+    lock_bulk_change_row(conn, bulk.id)  # count what every closed batch wrote (see lock_bulk_change_row)
     counts = status_counts(conn, bulk)
     write_progress(conn, bulk.id, counts)
     status, message = decide_bulk_status(counts)

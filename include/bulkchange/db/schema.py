@@ -4,8 +4,10 @@ Production (SQL Server) already has these tables; the names here must match so t
 be pointed at it. ``create_schema`` builds them in an empty development/test database
 (SQLite, PostgreSQL; on SQL Server it is only for a scratch database).
 
-Columns we added to the legacy shape are marked ``# added``: they need a migration in
-production (see docs/database.md).
+Columns we added to the legacy shape are marked ``# added``. Every table, column and index here
+must also be created by a revision in ``migrations/versions`` (``bulkchange.db.migrate``; a test
+compares the migrated database with this metadata): a change here needs a new revision
+(docs/database.md).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UnicodeText,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 
@@ -128,7 +131,8 @@ def _device_change_table(name: str) -> Table:
         Column("ServiceProviderId", Integer),
         Column("TenantId", Integer),
         Column("CarrierRequestId", String(128)),  # added: async carrier request being waited on
-        Column("CarrierCheckCount", Integer, nullable=False, default=0),  # added: polls of that request so far
+        # added: polls of that request so far (server default: the legacy portal inserts rows without it)
+        Column("CarrierCheckCount", Integer, nullable=False, default=0, server_default=text("0")),
         Index(f"IX_{name}_BulkChange_Status", "BulkChangeId", "Status"),
         # added: the Bulk changes page pages a bulk change's device changes by Id, all or per status
         Index(f"IX_{name}_BulkChange_Status_Id", "BulkChangeId", "Status", "Id"),
@@ -394,10 +398,13 @@ rev_customer = Table(  # legacy: the Rev.io customers synced into AMOP, per tena
 
 
 def create_schema(bind: Engine | Connection) -> None:
-    """Create every table that does not exist yet (idempotent) and seed the lookups."""
+    """Bring a development/test database to the current schema through the migrations (idempotent:
+    an empty database is built from the legacy baseline up, a migrated one upgraded) and seed the
+    lookups. Production is migrated by a DBA instead (docs/database.md)."""
+    from bulkchange.db.migrate import ensure_schema
     from bulkchange.db.seed import seed_lookups
 
-    metadata.create_all(bind)
+    ensure_schema(bind)
     if isinstance(bind, Engine):
         with bind.begin() as conn:
             seed_lookups(conn)

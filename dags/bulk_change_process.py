@@ -124,6 +124,14 @@ def bulk_change_process():
             return []  # nothing to process: the batch tasks are skipped
         if not bulk.process_changes:  # held by the portal: a manual run, the sensor and SQS all stop here
             raise AirflowFailException(processing.held_message(bulk.id))
+        # one run per bulk change: a second run stops here, before any write (docs/operations.md)
+        owner = processing.run_owner(ti.run_id)
+        try:
+            processing.take_ownership(engine, bulk.id, owner)
+        except processing.NotOwner as exc:
+            write_run_note(ti.dag_id, ti.run_id, f"{head}\nREFUSED: {exc}")
+            raise AirflowFailException(str(exc)) from exc
+        ti.xcom_push(key="owner", value=owner)  # the later tasks act only for a run that owns it
         if params.get("retry_failed"):
             try:
                 again = processing.reset_failed(engine, bulk.id, processed_by=f"bulk_change_process:{ti.run_id}")
@@ -133,11 +141,16 @@ def bulk_change_process():
                 else:
                     raise AirflowFailException(str(exc)) from exc
             print(f"retry: {len(again)} failed device changes of bulk change {bulk.id} queued again")
+        from airflow.configuration import conf
+
         try:
             result = processing.prepare(engine, bulk.id, batch_size=int(params["batch_size"]),
-                                        credentials_problem=problem)
-        except processing.BulkChangeHeld as exc:
+                                        credentials_problem=problem, owner=owner,
+                                        max_batches=conf.getint("core", "max_map_length", fallback=1024))
+        except (processing.BulkChangeHeld, processing.NotOwner) as exc:
             raise AirflowFailException(str(exc)) from exc
+        for note in result.notes:  # e.g. the batch size raised to stay within max_map_length
+            print(note)
         print(f"bulk change {bulk.id} ({bulk.change_type.value} on {bulk.integration.value}, "
               f"{bulk.service_provider_name}): {result.queued} queued, {result.rejected} rejected, "
               f"{len(result.batches)} batches")
@@ -149,6 +162,11 @@ def bulk_change_process():
         check = approval.assess(bulk, queued, words, approval.ApprovalRule.from_env())
         if check.required and result.batches:
             print("waiting for approval: " + "; ".join(check.reasons))
+            # nobody renews the hold while a person decides: hold it for the whole approval window
+            from bulkchange.models import utcnow
+
+            processing.take_ownership(engine, bulk.id, owner, until=utcnow() + processing.LEASE_TTL
+                                      + timedelta(hours=APPROVAL_TIMEOUT_HOURS))
             ti.xcom_push(key="approval", value={
                 **check.as_dict(), "subject": f"Approve {head}",
                 "body": approval.request_body(bulk, check, queued=queued, rejected=result.rejected,
@@ -176,17 +194,23 @@ def bulk_change_process():
 
     @task.sensor(poke_interval=15, timeout=WAIT_FOR_CARRIER_S, mode="reschedule", soft_fail=True,
                  trigger_rule="all_done")
-    def wait_for_carrier(params=None) -> PokeReturnValue:
+    def wait_for_carrier(params=None, ti=None) -> PokeReturnValue:
         """Asynchronous carriers (ThingSpace suspend/restore/deactivate): poll their requests without
         holding a worker slot. Activations are left to device_status_reconcile."""
-        from bulkchange import reconcile
+        from bulkchange import processing, reconcile
         from bulkchange.db import repository as repo
         from bulkchange.models import DeviceChangeStatus
         from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
 
-        if params.get("dry_run"):
+        owner = ti.xcom_pull(task_ids="prepare", key="owner")
+        if params.get("dry_run") or owner is None:  # a dry run, or a run that never took the bulk change
             return PokeReturnValue(is_done=True)
         engine = AmopHook().get_engine()
+        try:  # each poll renews the hold; a run whose bulk change was taken over stops polling
+            processing.take_ownership(engine, int(params["bulk_change_id"]), owner)
+        except (processing.NotOwner, repo.BulkChangeNotFound) as exc:
+            print(f"not waiting: {exc}")
+            return PokeReturnValue(is_done=True)
         with engine.connect() as conn:
             try:
                 bulk = repo.load_bulk_change(conn, int(params["bulk_change_id"] or 0))
@@ -230,14 +254,23 @@ def bulk_change_process():
         from bulkchange_plugins.notifiers import send_pending_notifications
 
         engine = AmopHook().get_engine()
+        bulk_id = int(params["bulk_change_id"] or 0)
+        owner = ti.xcom_pull(task_ids="prepare", key="owner")
+        if owner is None:  # prepare stopped before taking the bulk change (its log says why)
+            raise AirflowFailException(f"this run did not take bulk change {bulk_id} (see the log of prepare): "
+                                       f"nothing swept, nothing rolled up")
+        try:  # taken over by another run after this one's hold expired: that run finalizes
+            processing.take_ownership(engine, bulk_id, owner)
+        except (processing.NotOwner, BulkChangeNotFound) as exc:
+            raise AirflowFailException(str(exc)) from exc
         refused = approval.rejection_reason(ti.xcom_pull(task_ids="approve"), APPROVAL_TIMEOUT_HOURS)
         if refused:  # rejected or timed out: nothing was sent; every open device change records who and why
             n = approval.reject(engine, int(params["bulk_change_id"]), refused,
                                 processed_by=f"bulk_change_process:{ti.run_id}")
             print(f"{refused}: {n} device changes marked ERROR")
         try:
-            summary = processing.finalize(engine, int(params["bulk_change_id"] or 0))
-        except BulkChangeNotFound as exc:  # nothing to settle; retrying cannot help
+            summary = processing.finalize(engine, bulk_id, owner=owner)
+        except (BulkChangeNotFound, processing.NotOwner) as exc:  # nothing to settle; retrying cannot help
             raise AirflowFailException(str(exc)) from exc
         # status webhooks and the completion summary; a failed send never fails the run
         summary["notifications"] = send_pending_notifications(engine, [summary["bulk_change_id"]])
@@ -246,8 +279,9 @@ def bulk_change_process():
         write_run_note(ti.dag_id, ti.run_id, run_notes.outcome(head, summary["status"], summary["counts"], took))
         if summary["swept"]:
             raise AirflowFailException(
-                f"{summary['swept']} device changes were left unprocessed by failed batch tasks and "
-                f"are now ERROR; bulk change is {summary['status']}")
+                f"{summary['swept']} device changes were left unprocessed and are now ERROR ("
+                + "; ".join(f"{n}: {reason}" for reason, n in summary["swept_by_reason"].items())
+                + f"); bulk change is {summary['status']}")
         return summary
 
     batches >> approve >> processed

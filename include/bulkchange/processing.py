@@ -16,7 +16,11 @@ so every step is idempotent:
 from __future__ import annotations
 
 import logging
+import math
+import os
+import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
@@ -36,6 +40,7 @@ from bulkchange.models import (
     DeviceResult,
     RequestParseError,
     parse_change_request,
+    utcnow,
 )
 from bulkchange.rules import RuleError, iccid_problem
 from bulkchange.sanitize import sanitize_text
@@ -56,6 +61,75 @@ def held_message(bulk_id: int) -> str:
             f"it is processed once the portal releases it (ProcessChanges = 1)")
 
 
+# --- ownership: one run per bulk change (docs/operations.md, "One run per bulk change") ----------
+# How long a run's hold on a bulk change lasts without renewal. A live run renews it (prepare, every
+# batch task while it works, every poll of wait_for_carrier); a run that died holds the bulk change
+# until then, after which another run may take it over.
+LEASE_TTL = timedelta(minutes=float(os.environ.get("BULKCHANGE_LEASE_MINUTES", "15")))
+
+
+class NotOwner(RuntimeError):
+    """Another live run processes this bulk change; the message names it. Nothing was changed."""
+
+
+def run_owner(run_id: str) -> str:
+    """The lease owner of an Airflow run: the same for every attempt of its tasks (retry, clear)."""
+    return f"{DEFAULT_PROCESSED_BY}:{run_id}"
+
+
+def owned_message(bulk_id: int, lease: repo.Lease, me: str) -> str:
+    until = f"{lease.expires:%Y-%m-%d %H:%M:%S} UTC" if lease.expires else "no expiry"
+    return (f"bulk change {bulk_id} is being processed by another run ({lease.owner}, hold renewed while it "
+            f"works, expires {until}): {me} stops here and changes nothing. If that run is dead, trigger "
+            f"again after the hold expires")
+
+
+def take_ownership(engine: Engine, bulk_id: int, owner: str, *, until: datetime | None = None) -> repo.Lease:
+    """Take (or renew, for the same run) the bulk change for ``owner``; NotOwner if another live
+    run holds it. ``until``: how long to hold it (default: now + LEASE_TTL)."""
+    with engine.begin() as conn:
+        return _own(conn, bulk_id, owner, until=until)
+
+
+def _own(conn, bulk_id: int, owner: str, *, until: datetime | None = None) -> repo.Lease:
+    lease = repo.acquire_lease(conn, bulk_id, owner, until or utcnow() + LEASE_TTL)
+    if lease.owner != owner:
+        raise NotOwner(owned_message(bulk_id, lease, owner))
+    return lease
+
+
+class LeaseKeeper:
+    """Renews ``owner``'s hold on a bulk change every ``LEASE_TTL / 3`` from a background thread
+    while a batch works. ``lost`` says why, once another run has taken the bulk change over (the
+    batch then sends nothing more). A failed renewal (DB unreachable) is logged and tried again."""
+
+    def __init__(self, engine: Engine, bulk_id: int, owner: str, *, every: float | None = None):
+        self.engine, self.bulk_id, self.owner = engine, bulk_id, owner
+        self.every = every if every is not None else LEASE_TTL.total_seconds() / 3
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{bulk_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                take_ownership(self.engine, self.bulk_id, self.owner)
+            except NotOwner as exc:
+                self.lost = str(exc)
+                log.error("%s", exc)
+                return
+            except Exception as exc:  # noqa: BLE001  the next renewal may work; the lease lasts LEASE_TTL
+                log.warning("could not renew the hold on bulk change %s: %s", self.bulk_id, exc)
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 @dataclass
 class PrepareResult:
     bulk_change_id: int
@@ -64,6 +138,8 @@ class PrepareResult:
     queued: int = 0
     preflight_error: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    batch_size: int = DEFAULT_BATCH_SIZE  # as planned (raised to keep within max_batches)
+    notes: list[str] = field(default_factory=list)  # what prepare decided that the run log should say
 
 
 def preflight_problem(bulk: BulkChange, credentials_problem: str | None) -> str | None:
@@ -83,10 +159,16 @@ def preflight_problem(bulk: BulkChange, credentials_problem: str | None) -> str 
 
 
 def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE,
-            credentials_problem: str | None = None, processed_by: str = DEFAULT_PROCESSED_BY) -> PrepareResult:
+            credentials_problem: str | None = None, processed_by: str = DEFAULT_PROCESSED_BY,
+            owner: str | None = None, max_batches: int | None = None) -> PrepareResult:
+    """``owner``: the run preparing (NotOwner, nothing changed, if another run holds the bulk change).
+    ``max_batches``: at most this many batches (Airflow's ``[core] max_map_length``): the batch size
+    is raised to fit, and ``notes`` says so."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     with engine.begin() as conn:
+        if owner is not None:
+            _own(conn, bulk_id, owner)
         bulk = repo.load_bulk_change(conn, bulk_id)
         if not bulk.process_changes:
             raise BulkChangeHeld(held_message(bulk_id))
@@ -108,6 +190,9 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
 
         handler_cls = get_handler(bulk.change_type, bulk.integration)
         handler = handler_cls(bulk, None, handler_cls.load_context(conn, bulk))
+        # one change at a time per device: queuing is serialized per service provider, so of two
+        # bulk changes on the same device the one queued second sees the first (busy_devices)
+        repo.lock_service_provider(conn, bulk.service_provider_id)
         new = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.NEW.value])
         devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in new if dc.iccid])
         attach_references(conn, handler, bulk, new)
@@ -120,6 +205,12 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
                 rejected.append((dc.id, reason))
             else:
                 accepted.append(dc.id)
+        ok = set(accepted)
+        busy = _busy_elsewhere(conn, bulk, [dc for dc in new if dc.id in ok])
+        if busy:
+            rejected.extend(busy)
+            taken = {i for i, _ in busy}
+            accepted = [i for i in accepted if i not in taken]
         repo.reject_device_changes(conn, bulk, rejected, processed_by=processed_by)
         repo.mark_device_changes(conn, bulk, accepted, DeviceChangeStatus.PENDING, details="validated, queued",
                                  processed_by=processed_by, only_statuses=[DeviceChangeStatus.NEW.value])
@@ -129,10 +220,31 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
         repo.write_progress(conn, bulk_id, counts)
         if not todo:
             status, counts = repo.rollup(conn, bulk)
+    notes = []
+    if max_batches is not None and len(todo) > max_batches * batch_size:
+        raised = math.ceil(len(todo) / max_batches)
+        notes.append(f"batch size raised from {batch_size} to {raised}: {len(todo)} device changes in batches "
+                     f"of {batch_size} would make {math.ceil(len(todo) / batch_size)} batch tasks, more than "
+                     f"Airflow maps ([core] max_map_length = {max_batches})")
+        log.warning("bulk change %s: %s", bulk_id, notes[-1])
+        batch_size = raised
     batches = plan_batches(bulk, todo, batch_size)
     log.info("bulk change %s: %d rejected, %d queued, %d device changes in %d batches of up to %d",
              bulk_id, len(rejected), len(accepted), len(todo), len(batches), batch_size)
-    return PrepareResult(bulk_id, batches, rejected=len(rejected), queued=len(accepted), counts=counts)
+    return PrepareResult(bulk_id, batches, rejected=len(rejected), queued=len(accepted), counts=counts,
+                         batch_size=batch_size, notes=notes)
+
+
+def busy_reason(iccid: str, busy: repo.BusyDevice) -> str:
+    return (f"device {iccid} has an unsettled change in bulk change {busy.bulk_change_id} (device change "
+            f"{busy.device_change_id}, {busy.status}): one change at a time per device; not processed, "
+            f"retry this device once bulk change {busy.bulk_change_id} has finished")
+
+
+def _busy_elsewhere(conn, bulk: BulkChange, changes: list[DeviceChange]) -> list[tuple[int, str]]:
+    """(id, reason) of the device changes whose device another bulk change has in flight."""
+    busy = repo.busy_devices(conn, bulk, [dc.iccid for dc in changes if dc.iccid])
+    return [(dc.id, busy_reason(dc.iccid, busy[dc.iccid])) for dc in changes if dc.iccid in busy]
 
 
 def _already_queued_identifiers(conn, bulk: BulkChange) -> dict[str, int]:
@@ -198,10 +310,18 @@ class BatchSummary:
 def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *, client: Any,
                   max_parallel: int = 10, processed_by: str = DEFAULT_PROCESSED_BY,
                   on_progress: Callable[[int, int], None] | None = None,
-                  revio_client: Any = None, revio_problem: str | None = None) -> BatchSummary:
+                  revio_client: Any = None, revio_problem: str | None = None,
+                  owner: str | None = None) -> BatchSummary:
     """``revio_client``: the service provider's Rev.io client, for requests that ask for a Rev.io
-    service after the carrier change (``revio_problem`` says why there is none, if there is none)."""
+    service after the carrier change (``revio_problem`` says why there is none, if there is none).
+
+    ``owner``: the run this batch belongs to (``run_owner``). The batch starts only while that run
+    holds the bulk change (NotOwner otherwise, before anything is sent), keeps the hold renewed while
+    it works and sends nothing more once another run has taken the bulk change over. Outcomes are
+    recorded only for device changes still PROCESSING (compare-and-set), whoever else records."""
     with engine.begin() as conn:
+        if owner is not None:  # first statement: the lease row stays locked until the batch is handed over
+            _own(conn, bulk_id, owner)
         bulk = repo.load_bulk_change(conn, bulk_id)
         handler_cls = get_handler(bulk.change_type, bulk.integration)
         context = handler_cls.load_context(conn, bulk)
@@ -223,6 +343,10 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     handler.rev_step = rev_step  # change types whose own work is a Rev.io service (customer assignment)
     logs: dict[int, CallLog] = {dc.id: CallLog() for dc in open_changes}
     done = [0]
+    keeper = LeaseKeeper(engine, bulk_id, owner) if owner is not None else None
+
+    def taken_over() -> bool:
+        return keeper is not None and keeper.lost is not None
 
     def prepared(dc: DeviceChange):
         """(request, device) for a device change, or the DeviceResult that rejects it."""
@@ -239,7 +363,9 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
                                 device_id=device.id if device else None, iccid=dc.iccid)
         return request, device
 
-    def work(dc: DeviceChange) -> DeviceResult:
+    def work(dc: DeviceChange) -> DeviceResult | None:
+        if taken_over():  # left PROCESSING: the new owner checks it at the carrier
+            return None
         ready = prepared(dc)
         if isinstance(ready, DeviceResult):
             return ready
@@ -250,6 +376,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     def work_group(group: list[DeviceChange]) -> list[DeviceResult]:
         results: list[DeviceResult] = []
         entries = []
+        if taken_over():
+            return results
         for dc in group:
             ready = prepared(dc)
             if isinstance(ready, DeviceResult):
@@ -272,6 +400,33 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
             on_progress(min(done[0], len(open_changes)), len(open_changes))
 
     results = []
+    if keeper is not None:
+        keeper.__enter__()
+    try:
+        _run_all(handler_cls, open_changes, work, work_group, max_parallel, progress, results)
+    finally:
+        if keeper is not None:
+            keeper.__exit__()
+    results = [r for r in results if r is not None]
+    def close(conn):  # the batch's closing transaction, run again if it loses a deadlock (db.retry)
+        # compare-and-set: a device change another recorder settled meanwhile is not recorded again
+        recorded = repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
+                                       processed_by=processed_by, only_from=[DeviceChangeStatus.PROCESSING.value])
+        handler.record(conn, recorded, processed_by=processed_by)
+        rev_step.record(conn, recorded)
+        # progress for the portal's bar, in the transaction that records the batch
+        return recorded, repo.refresh_progress(conn, bulk)
+    results, progress = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: recording a batch")
+    if taken_over():
+        raise NotOwner(keeper.lost)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    calls = sum(len(c.records) for c in logs.values())
+    return BatchSummary(bulk_id, counts, skipped, calls, progress)
+
+
+def _run_all(handler_cls, open_changes, work, work_group, max_parallel, progress, results) -> None:
     if handler_cls.group_size > 1:
         groups = [open_changes[i:i + handler_cls.group_size]
                   for i in range(0, len(open_changes), handler_cls.group_size)]
@@ -285,19 +440,6 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
             # a bug or DB-free failure inside the handler: never lose the device
             results.append(_internal_error(outcome.item, outcome.error) if outcome.error is not None
                            else outcome.value)
-    def close(conn):  # the batch's closing transaction, run again if it loses a deadlock (db.retry)
-        repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
-                            processed_by=processed_by)
-        handler.record(conn, results, processed_by=processed_by)
-        rev_step.record(conn, results)
-        # progress for the portal's bar, in the transaction that records the batch
-        return repo.refresh_progress(conn, bulk)
-    progress = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: recording a batch")
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    calls = sum(len(c.records) for c in logs.values())
-    return BatchSummary(bulk_id, counts, skipped, calls, progress)
 
 
 def _internal_error(dc: DeviceChange, error: BaseException) -> DeviceResult:
@@ -305,9 +447,15 @@ def _internal_error(dc: DeviceChange, error: BaseException) -> DeviceResult:
                         details=sanitize_text(f"internal error: {type(error).__name__}: {error}"))
 
 
-# Why finalize sweeps a device change no batch settled; a retry checks those at the carrier first.
+# Why finalize sweeps a device change no batch settled, by what the run had done with it. Only
+# SWEPT_REASON (a batch task took the device and died) may hide a carrier call: a retry checks
+# those at the carrier first (reset_failed matches its first 60 characters).
 SWEPT_REASON = ("not processed: the batch task handling this device failed before recording an outcome "
                 "(a carrier call may have been sent); see the task log and retry the failed devices")
+NOT_STARTED_REASON = ("not processed: no batch task took this device (the run ended before its batch "
+                      "started); no carrier call was sent; retry the failed devices")
+NOT_VALIDATED_REASON = ("not processed: not validated (prepare did not finish); no carrier call was sent; "
+                        "retry the failed devices")
 
 
 class RetryRefused(ValueError):
@@ -338,15 +486,36 @@ def reset_failed(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PR
 
 
 def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY,
-             unsettled_reason: str | None = None) -> dict[str, Any]:
-    """Settle the bulk change at the end of its run. Never leaves it PROCESSING."""
-    reason = unsettled_reason or SWEPT_REASON
+             unsettled_reason: str | None = None, owner: str | None = None) -> dict[str, Any]:
+    """Settle the bulk change at the end of its run. Never leaves it PROCESSING.
+
+    Device changes no batch settled are swept to ERROR saying what really happened to them
+    (``unsettled_reason`` overrides): PROCESSING ones were taken by a batch task that died (a call
+    may have reached the carrier), PENDING ones by no task (nothing was sent), NEW ones were never
+    validated. ``owner``: the run finalizing; NotOwner (nothing changed) if another run has taken
+    the bulk change over, else the hold is released with the roll-up. ``swept_by_reason`` counts
+    the sweep per reason."""
     def close(conn):  # run again if it loses a deadlock (db.retry)
+        if owner is not None:
+            _own(conn, bulk_id, owner)
         bulk = repo.load_bulk_change(conn, bulk_id)
-        swept = repo.fail_unsettled(conn, bulk, reason, processed_by=processed_by)
-        return swept, *repo.rollup(conn, bulk)
-    swept, status, counts = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: roll-up")
-    return {"bulk_change_id": bulk_id, "status": status.value, "counts": counts, "swept": swept}
+        by_reason: dict[str, int] = {}
+        for status, reason in ((DeviceChangeStatus.PROCESSING, SWEPT_REASON),
+                               (DeviceChangeStatus.PENDING, NOT_STARTED_REASON),
+                               (DeviceChangeStatus.NEW, NOT_VALIDATED_REASON)):
+            ids = [dc.id for dc in repo.load_device_changes(conn, bulk, statuses=[status.value])]
+            if ids:
+                reason = unsettled_reason or reason
+                repo.reject_device_changes(conn, bulk, [(i, reason) for i in ids], processed_by=processed_by,
+                                           description="Finalize: not processed")
+                by_reason[reason] = by_reason.get(reason, 0) + len(ids)
+        status, counts = repo.rollup(conn, bulk)
+        if owner is not None:
+            repo.release_lease(conn, bulk_id, owner)
+        return by_reason, status, counts
+    by_reason, status, counts = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: roll-up")
+    return {"bulk_change_id": bulk_id, "status": status.value, "counts": counts,
+            "swept": sum(by_reason.values()), "swept_by_reason": by_reason}
 
 
 def summary_line(counts: dict[str, int]) -> str:

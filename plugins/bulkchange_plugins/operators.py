@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from bulkchange import processing
 from bulkchange.changes import needs_carrier
@@ -18,7 +19,9 @@ class CarrierBatchOperator(BaseOperator):
     Mapped over the batches ``prepare`` planned (``expand_kwargs``); ``batch_label`` names the batch in
     the UI (``map_index_template="{{ task.batch_label }}"``). Safe to retry: only device changes still
     open are touched, and one that an earlier attempt left in flight is checked at the carrier
-    before anything is sent again.
+    before anything is sent again. A batch runs only while its run holds the bulk change
+    (``processing.run_owner``): if another run has taken it over, the task fails at once without
+    retries, naming that run.
     """
 
     template_fields: Sequence[str] = ("bulk_change_id", "max_parallel", "rate_share")
@@ -56,7 +59,10 @@ class CarrierBatchOperator(BaseOperator):
             summary = processing.process_batch(
                 engine, bulk_id, list(self.device_change_ids), client=client,
                 max_parallel=int(self.max_parallel), processed_by=f"bulk_change_process:{context['run_id']}",
-                on_progress=progress, revio_client=revio_client, revio_problem=revio_problem)
+                on_progress=progress, revio_client=revio_client, revio_problem=revio_problem,
+                owner=processing.run_owner(context["run_id"]))
+        except processing.NotOwner as exc:  # retrying cannot help: another run processes the bulk change
+            raise AirflowFailException(str(exc)) from exc
         except Exception as exc:
             sanitize_exception(exc)  # what Airflow logs and mails about the failure is scrubbed too
             raise

@@ -6,6 +6,7 @@ from bulkchange import dryrun, processing
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
+from bulkchange.models import DeviceChangeStatus
 
 import pytest
 
@@ -174,7 +175,10 @@ def test_retry_of_swept_devices_asks_the_carrier_before_sending_again(amop_engin
     checks it there and sends nothing when the change is already applied."""
     fleet = fleet_factory(3)
     bulk_id = fleet.bulk("Suspend")
-    processing.prepare(amop_engine, bulk_id)
+    plan = processing.prepare(amop_engine, bulk_id)
+    with amop_engine.begin() as conn:  # the batch task took them (PROCESSING), then died
+        repo.mark_device_changes(conn, repo.load_bulk_change(conn, bulk_id), plan.batches[0].device_change_ids,
+                                 DeviceChangeStatus.PROCESSING, processed_by="test")
     processing.finalize(amop_engine, bulk_id)  # every batch task died: all three swept
     with amop_engine.connect() as conn:
         assert repo.load_bulk_change(conn, bulk_id).status.value == "ERROR"

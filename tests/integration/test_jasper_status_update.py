@@ -247,13 +247,22 @@ def test_preflight_failures_mark_every_device(amop_engine, fleet_factory, jasper
 
 
 def test_finalize_sweeps_devices_no_batch_settled(amop_engine, fleet_factory):
+    """The sweep says what really happened: a device of a batch task that took it and died may have
+    reached the carrier; a device of a batch that never started was sent nothing."""
     fleet = fleet_factory(6)
     bulk_id = fleet.bulk("Suspend")
-    processing.prepare(amop_engine, bulk_id, batch_size=3)  # ... and every batch task failed
+    plan = processing.prepare(amop_engine, bulk_id, batch_size=3)
+    with amop_engine.begin() as conn:  # the first batch task took its devices, then died; the second never ran
+        repo.mark_device_changes(conn, repo.load_bulk_change(conn, bulk_id), plan.batches[0].device_change_ids,
+                                 DeviceChangeStatus.PROCESSING, processed_by="test")
     summary = processing.finalize(amop_engine, bulk_id)
     assert summary["status"] == "ERROR" and summary["swept"] == 6
-    assert all("batch task handling this device failed" in dc.status_details
-               for dc in changes(amop_engine, bulk_id).values())
+    assert summary["swept_by_reason"] == {processing.SWEPT_REASON: 3, processing.NOT_STARTED_REASON: 3}
+    by_id = {dc.id: dc.status_details for dc in changes(amop_engine, bulk_id).values()}
+    took, never = plan.batches[0].device_change_ids, plan.batches[1].device_change_ids
+    assert all("a carrier call may have been sent" in by_id[i] for i in took)
+    assert all("no batch task took this device" in by_id[i] and "no carrier call was sent" in by_id[i]
+               and "may have been sent" not in by_id[i] for i in never)
 
 
 def test_a_rate_plan_applied_before_a_failed_status_call_is_written(amop_engine, fleet_factory, simulator, jasper):

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Iterable, Sequence
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallRecord
@@ -134,6 +134,46 @@ def reclaim_stale(engine: Engine, older_than: datetime, limit: int = 50) -> list
                 conn, i, from_status=BulkStatus.PENDING.value, claimed_before=older_than), what=f"re-claiming {bulk_id}"):
             won.append(bulk_id)
     return won
+
+
+# --- ownership: one processing run per bulk change ------------------------------------------
+@dataclass(frozen=True)
+class Lease:
+    """Who processes a bulk change (``owner``: "bulk_change_process:<run id>") and until when, or
+    nobody (``owner`` None)."""
+    owner: str | None
+    expires: datetime | None
+
+
+def load_lease(conn: Connection, bulk_id: int) -> Lease:
+    bc = t.device_bulk_change
+    row = conn.execute(select(bc.c.LeaseOwner, bc.c.LeaseExpiresDate).where(bc.c.Id == bulk_id)).first()
+    if row is None:
+        raise BulkChangeNotFound(f"bulk change {bulk_id} does not exist")
+    return Lease(row[0], row[1])
+
+
+def acquire_lease(conn: Connection, bulk_id: int, owner: str, until: datetime, *,
+                  now: datetime | None = None) -> Lease:
+    """Take, renew or take over the bulk change for ``owner`` until ``until``, as one conditional
+    UPDATE: it succeeds when nobody holds it, ``owner`` already holds it (a retry of the same run)
+    or the holder's lease has expired (a dead run). Returns the lease as it is now: the caller owns
+    the bulk change if ``lease.owner == owner``. The UPDATE's row lock is held until the caller's
+    transaction ends, so writes made in that transaction are made as the owner."""
+    bc = t.device_bulk_change
+    now = now or utcnow()
+    free = (bc.c.LeaseOwner.is_(None) | (bc.c.LeaseOwner == owner) | bc.c.LeaseExpiresDate.is_(None)
+            | (bc.c.LeaseExpiresDate < now))
+    won = conn.execute(update(bc).where(bc.c.Id == bulk_id, free)
+                       .values(LeaseOwner=owner, LeaseExpiresDate=until)).rowcount == 1
+    return Lease(owner, until) if won else load_lease(conn, bulk_id)
+
+
+def release_lease(conn: Connection, bulk_id: int, owner: str) -> bool:
+    """Give the bulk change up (only ``owner`` can). Returns whether it was held by ``owner``."""
+    bc = t.device_bulk_change
+    return conn.execute(update(bc).where(bc.c.Id == bulk_id, bc.c.LeaseOwner == owner)
+                        .values(LeaseOwner=None, LeaseExpiresDate=None)).rowcount == 1
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -494,19 +534,47 @@ def reject_device_changes(conn: Connection, bulk: BulkChange, rejections: Sequen
                                  for i, reason in rejections], processed_by=processed_by)
 
 
+def still_in_status(conn: Connection, bulk: BulkChange, ids: Sequence[int], statuses: Sequence[str]) -> set[int]:
+    """The device changes among ``ids`` still in one of ``statuses``, locked for the caller's
+    transaction: the first statement is an UPDATE on exactly those rows, so a second recorder of
+    the same device change waits for this transaction and then no longer finds it in the status
+    (PostgreSQL and SQL Server re-check the condition after the wait; SQLite transactions are
+    serialized by BEGIN IMMEDIATE). Two round trips per 1,000 ids."""
+    tbl = change_table(bulk.portal_type)
+    now = utcnow()
+    won: set[int] = set()
+    for chunk in _chunks(sorted(set(ids))):
+        cond = (tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(list(chunk)), tbl.c.Status.in_(list(statuses)))
+        conn.execute(update(tbl).where(*cond).values(LastModified=now))
+        won.update(int(i) for i in conn.execute(select(tbl.c.Id).where(*cond)).scalars())
+    return won
+
+
 def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceResult],
                    calls: dict[int, list[CallRecord]], *, processed_by: str,
-                   source: str = "BulkChange") -> None:
+                   source: str = "BulkChange", only_from: Sequence[str] | None = None) -> list[DeviceResult]:
     """Write a batch's outcomes: device changes, Device rows, status history and call logs.
 
     One executemany per table, inside the caller's transaction.
+
+    ``only_from``: compare-and-set. Only device changes still in one of these statuses (the
+    status the recorder saw) are recorded; a result whose device change another recorder settled
+    meanwhile is dropped whole (no status, Device, history or log row), so racing recorders write
+    each real status change once. Returns the results recorded.
     """
     if not results:
-        return
+        return []
+    if only_from is not None:
+        mine = still_in_status(conn, bulk, [r.device_change_id for r in results], only_from)
+        results = [r for r in results if r.device_change_id in mine]
+        if not results:
+            return []
     tbl = change_table(bulk.portal_type)
     now = utcnow()
+    # (an IN list cannot be expanded in an executemany: one equality per status)
+    cas = (or_(*(tbl.c.Status == s for s in only_from)),) if only_from is not None else ()
     conn.execute(
-        update(tbl).where(tbl.c.Id == bindparam("dc_id")).values(
+        update(tbl).where(tbl.c.Id == bindparam("dc_id"), *cas).values(
             Status=bindparam("status"), StatusDetails=bindparam("details"),
             IsProcessed=bindparam("settled"), ProcessedDate=bindparam("pdate"),
             ProcessedBy=processed_by, LastModified=now,
@@ -566,6 +634,7 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
                                     error_text=r.details if failed else None,
                                     response_status=r.status.value))
     add_log_entries(conn, bulk, entries, processed_by=processed_by)
+    return list(results)
 
 
 # Device columns a change type may set through DeviceResult.device_updates (never the keys, the
@@ -618,6 +687,43 @@ def open_iccids(conn: Connection, service_provider_id: int) -> set[str]:
         q = select(tbl.c.ICCID).where(tbl.c.ServiceProviderId == service_provider_id,
                                       tbl.c.Status.not_in(settled), tbl.c.ICCID.is_not(None)).distinct()
         out.update(conn.execute(q).scalars())
+    return out
+
+
+# Device changes that hold their device: queued or at the carrier, not settled. NEW is not validated
+# yet (its own prepare checks then); SCHEDULED is a DB change stored for a later date.
+IN_FLIGHT = (DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value,
+             DeviceChangeStatus.PENDING_ACTIVATION.value, DeviceChangeStatus.PENDING_CARRIER.value)
+
+
+def lock_service_provider(conn: Connection, service_provider_id: int) -> None:
+    """Serialize, until the caller's transaction ends, the steps that queue device changes of one
+    service provider (a device belongs to one): a no-op UPDATE that takes the row's lock."""
+    sp = t.service_provider
+    conn.execute(update(sp).where(sp.c.Id == service_provider_id).values(Name=sp.c.Name))
+
+
+@dataclass(frozen=True)
+class BusyDevice:
+    iccid: str
+    bulk_change_id: int
+    device_change_id: int
+    status: str
+
+
+def busy_devices(conn: Connection, bulk: BulkChange, iccids: Sequence[str]) -> dict[str, BusyDevice]:
+    """ICCID -> the in-flight device change (IN_FLIGHT) another bulk change of the same service
+    provider has on that device (the oldest, if several)."""
+    out: dict[str, BusyDevice] = {}
+    wanted = sorted({i for i in iccids if i})
+    for tbl in (t.m2m_device_change, t.mobility_device_change):
+        for chunk in _chunks(wanted):
+            q = (select(tbl.c.ICCID, tbl.c.BulkChangeId, tbl.c.Id, tbl.c.Status)
+                 .where(tbl.c.ServiceProviderId == bulk.service_provider_id, tbl.c.ICCID.in_(list(chunk)),
+                        tbl.c.BulkChangeId != bulk.id, tbl.c.Status.in_(IN_FLIGHT))
+                 .order_by(tbl.c.Id))
+            for iccid, other, dc_id, status in conn.execute(q):
+                out.setdefault(iccid, BusyDevice(iccid, int(other), int(dc_id), status))
     return out
 
 

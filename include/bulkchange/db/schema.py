@@ -87,6 +87,11 @@ device_bulk_change = Table(
     Column("ProcessedCount", Integer),
     Column("ErrorCount", Integer),
     Column("PendingCount", Integer),
+    # added: the processing run that owns the bulk change (its lease). Owner = "bulk_change_process:<run id>";
+    # renewed while the run works, released by its finalize; an expired lease (dead run) may be taken
+    # over. NULL = nobody processes it. See docs/operations.md, "One run per bulk change".
+    Column("LeaseOwner", String(300)),
+    Column("LeaseExpiresDate", DateTime),
     Index("IX_DeviceBulkChange_Status", "Status", "ProcessChanges"),
     # added: the Bulk changes page lists newest first, filtered by provider or creation date
     Index("IX_DeviceBulkChange_ServiceProvider", "ServiceProviderId", "Id"),

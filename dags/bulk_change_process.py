@@ -19,6 +19,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange_plugins.approval import ANSWER_KEY as APPROVAL_ANSWER_KEY
 from bulkchange_plugins.approval import BulkChangeApprovalOperator
 from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
@@ -263,13 +264,14 @@ def bulk_change_process():
             processing.take_ownership(engine, bulk_id, owner)
         except (processing.NotOwner, BulkChangeNotFound) as exc:
             raise AirflowFailException(str(exc)) from exc
-        refused = approval.rejection_reason(ti.xcom_pull(task_ids="approve"), APPROVAL_TIMEOUT_HOURS)
+        answer = ti.xcom_pull(task_ids="approve", key=APPROVAL_ANSWER_KEY) or ti.xcom_pull(task_ids="approve")
+        refused = approval.rejection_reason(answer, APPROVAL_TIMEOUT_HOURS)
         if refused:  # rejected or timed out: nothing was sent; every open device change records who and why
             n = approval.reject(engine, int(params["bulk_change_id"]), refused,
                                 processed_by=f"bulk_change_process:{ti.run_id}")
             print(f"{refused}: {n} device changes marked ERROR")
         try:
-            summary = processing.finalize(engine, bulk_id, owner=owner)
+            summary = processing.finalize(engine, bulk_id, owner=owner, outcome_message=refused)
         except (BulkChangeNotFound, processing.NotOwner) as exc:  # nothing to settle; retrying cannot help
             raise AirflowFailException(str(exc)) from exc
         # status webhooks and the completion summary; a failed send never fails the run

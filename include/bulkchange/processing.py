@@ -486,7 +486,8 @@ def reset_failed(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PR
 
 
 def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCESSED_BY,
-             unsettled_reason: str | None = None, owner: str | None = None) -> dict[str, Any]:
+             unsettled_reason: str | None = None, owner: str | None = None,
+             outcome_message: str | None = None) -> dict[str, Any]:
     """Settle the bulk change at the end of its run. Never leaves it PROCESSING.
 
     Device changes no batch settled are swept to ERROR saying what really happened to them
@@ -494,7 +495,8 @@ def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCES
     may have reached the carrier), PENDING ones by no task (nothing was sent), NEW ones were never
     validated. ``owner``: the run finalizing; NotOwner (nothing changed) if another run has taken
     the bulk change over, else the hold is released with the roll-up. ``swept_by_reason`` counts
-    the sweep per reason."""
+    the sweep per reason. ``outcome_message`` (e.g. an approval's rejection) replaces the counted
+    "N of M device changes failed" as the bulk change's ErrorMessage when it ends with errors."""
     def close(conn):  # run again if it loses a deadlock (db.retry)
         if owner is not None:
             _own(conn, bulk_id, owner)
@@ -510,6 +512,8 @@ def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCES
                                            description="Finalize: not processed")
                 by_reason[reason] = by_reason.get(reason, 0) + len(ids)
         status, counts = repo.rollup(conn, bulk)
+        if outcome_message and status in (BulkStatus.ERROR, BulkStatus.PROCESSED_WITH_ERRORS):
+            repo.set_bulk_status(conn, bulk_id, status, error_message=outcome_message[:1000])
         if owner is not None:
             repo.release_lease(conn, bulk_id, owner)
         return by_reason, status, counts

@@ -17,6 +17,9 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowSkipException
 
 
+ANSWER_KEY = "answer"  # XCom key of the approval answer (chosen_options, params_input, responded_by_user)
+
+
 class BulkChangeApprovalOperator(ApprovalOperator):
     ui_color = "#fff4d6"
 
@@ -37,3 +40,13 @@ class BulkChangeApprovalOperator(ApprovalOperator):
         self.subject = request["subject"]
         self.body = request["body"]
         return super().execute(context)
+
+    def execute_complete(self, context, event: dict[str, Any]) -> Any:
+        # A Reject makes ApprovalOperator skip the downstream tasks by raising DownstreamTasksSkipped,
+        # so its return value never reaches XCom; the answer is pushed first under its own key, for
+        # finalize to record who rejected and why on every device change.
+        if "chosen_options" in event:
+            context["ti"].xcom_push(key=ANSWER_KEY, value={
+                "chosen_options": event.get("chosen_options"), "params_input": event.get("params_input") or {},
+                "responded_by_user": event.get("responded_by_user")})
+        return super().execute_complete(context, event)

@@ -51,8 +51,8 @@ def test_migrated_database_is_exactly_the_code(empty_engine):
 def test_a_table_column_or_index_without_a_revision_is_caught(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     migrate.upgrade(engine)
-    extra = sa.Table("DeviceBulkChangeLease", t.metadata, sa.Column("Id", sa.Integer, primary_key=True))
-    column = sa.Column("LeaseOwner", sa.String(64))
+    extra = sa.Table("DeviceBulkChangeMadeUp", t.metadata, sa.Column("Id", sa.Integer, primary_key=True))
+    column = sa.Column("MadeUpColumn", sa.String(64))
     t.device_bulk_change.append_column(column)
     try:
         found = _describe(migrate.differences(engine))
@@ -60,9 +60,9 @@ def test_a_table_column_or_index_without_a_revision_is_caught(tmp_path):
         t.metadata.remove(extra)
         t.device_bulk_change._columns.remove(column)
         engine.dispose()
-    assert "add_table DeviceBulkChangeLease" in found
-    assert "add_column DeviceBulkChange.LeaseOwner" in found
-    assert "LeaseOwner" not in t.device_bulk_change.c  # the metadata is left as it was
+    assert "add_table DeviceBulkChangeMadeUp" in found
+    assert "add_column DeviceBulkChange.MadeUpColumn" in found
+    assert "MadeUpColumn" not in t.device_bulk_change.c  # the metadata is left as it was
 
 
 # --- production on day one: a legacy-only database with rows -----------------------------------

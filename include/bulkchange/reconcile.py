@@ -342,16 +342,20 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             if not outcome.value.status.is_settled:  # moved on to a next carrier step (e.g. a static IP)
                 still.append(outcome.item.id)
     def close(conn):  # run again if it loses a deadlock (db.retry)
-        repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
-                                                  for r in results}, processed_by=processed_by, source="BulkChange")
-        rev_step.record(conn, results)
+        # compare-and-set on the statuses loaded: a device change another checker (the processing
+        # run's wait_for_carrier and device_status_reconcile may overlap) settled meanwhile is not
+        # recorded twice
+        recorded = repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
+                                                             for r in results}, processed_by=processed_by,
+                                       source="BulkChange", only_from=statuses)
+        rev_step.record(conn, recorded)
         recorder = settled_recorder(bulk.integration, bulk.change_type)
-        if recorder is not None and results:
-            recorder(conn, bulk, results)
+        if recorder is not None and recorded:
+            recorder(conn, bulk, recorded)
         if count_checks:
             repo.count_carrier_checks(conn, bulk, [i for i in still if i not in not_due])
-        return repo.rollup(conn, bulk)[0]
-    status = run_in_transaction(engine, close, what=f"bulk change {bulk.id}: recording carrier checks")
+        return recorded, repo.rollup(conn, bulk)[0]
+    results, status = run_in_transaction(engine, close, what=f"bulk change {bulk.id}: recording carrier checks")
     for r in results:
         if r.status.is_settled:
             summary.settled[r.status.value] = summary.settled.get(r.status.value, 0) + 1
@@ -507,7 +511,8 @@ def settle_lost_answers(engine: Engine, service_provider_id: int, integration: I
                             f"({(dc.status_details or '')[:200]})"))
             if not results:
                 continue
-            repo.record_results(conn, bulk, results, {}, processed_by=RECONCILER, source="Reconciliation")
+            results = repo.record_results(conn, bulk, results, {}, processed_by=RECONCILER, source="Reconciliation",
+                                          only_from=[DeviceChangeStatus.API_FAILED.value])
             status, _ = repo.rollup(conn, bulk)
             settled.extend({"iccid": r.iccid, "device_change_id": r.device_change_id, "bulk_change_id": bulk_id,
                             "status": r.new_device_status, "bulk_status": status.value} for r in results)

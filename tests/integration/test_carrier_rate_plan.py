@@ -217,3 +217,35 @@ def test_thingspace_plan_changes_are_limited_to_four_a_month(amop_engine, ts, ts
         outcomes.append(settle_until_done(amop_engine, bulk_id, ts_client).bulk_status)
     assert outcomes == ["PROCESSED"] * 4 + ["ERROR"]
     assert devices(amop_engine)[iccids[0]].CarrierRatePlan == "D"
+
+
+def test_two_checkers_settling_the_same_devices_record_them_once(amop_engine, fleet_factory, make_client, jasper,
+                                                                 monkeypatch):
+    """wait_for_carrier and device_status_reconcile may check the same waiting devices at once: the
+    one that records second finds them settled (compare-and-set) and writes nothing for them."""
+    fleet = fleet_factory(3)
+    when = datetime.now(timezone.utc) + timedelta(hours=1)
+    bulk_id = rate_plan_bulk(amop_engine, fleet.iccids, CarrierRatePlan="P-0", EffectiveDate=iso(when))
+    client = make_client()
+    assert run(amop_engine, bulk_id, client)["counts"] == {"PENDING_CARRIER": 3}
+    jasper.run_scheduled(2 * 3600)
+    from bulkchange.changes import carrier_rate_plan
+
+    real_now = carrier_rate_plan.utcnow
+    monkeypatch.setattr(carrier_rate_plan, "utcnow", lambda: real_now() + timedelta(hours=2))
+    other = make_client()
+    inner: list = []
+    real_get = client.get_device
+
+    def get_device(iccid, **kw):  # the other checker runs whole while this one is between read and record
+        if not inner:
+            inner.append(reconcile.settle_bulk(amop_engine, bulk_id, other, max_checks=2))
+            inner.append(len(logs(amop_engine, bulk_id)))
+        return real_get(iccid, **kw)
+
+    monkeypatch.setattr(client, "get_device", get_device)
+    outer = reconcile.settle_bulk(amop_engine, bulk_id, client, max_checks=2)
+    assert inner[0].settled == {"PROCESSED": 3}
+    assert outer.settled == {}  # found them settled: recorded nothing ...
+    assert len(logs(amop_engine, bulk_id)) == inner[1]  # ... not even its reads' log rows
+    assert {dc.status for dc in changes(amop_engine, bulk_id).values()} == {DeviceChangeStatus.PROCESSED}

@@ -306,7 +306,7 @@ def test_the_next_revision_is_written_for_what_the_code_added(tmp_path):
     try:
         path = migrate.new_revision("DeviceBulkChangeLog attempt columns", script_location=location)
         text = path.read_text()
-        assert path.name == "0012_devicebulkchangelog_attempt.py"
+        assert path.name == f"{int(migrate.head()[:4]) + 1:04d}_devicebulkchangelog_attempt.py"  # numbered next
         assert "op.add_column('DeviceBulkChangeLog', sa.Column('AttemptCount', sa.Integer()" in text
         assert "op.drop_column('DeviceBulkChangeLog', 'AttemptCount')" in text
         assert f"down_revision: Union[str, Sequence[str], None] = '{migrate.head()}'" in text

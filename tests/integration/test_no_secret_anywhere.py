@@ -132,14 +132,14 @@ def gateway(simulator):
     gw.close()
 
 
-def test_no_secret_in_any_column_mail_or_xcom(sqlite_engine, simulator, jasper, fleet_factory, ts, tg, teal, pond,
+def test_no_secret_in_any_column_mail_or_xcom(amop_engine, simulator, jasper, fleet_factory, ts, tg, teal, pond,
                                                revio, make_revio, gateway, monkeypatch):
     from urllib.parse import urlsplit
 
     sim_origin = "{0.scheme}://{0.netloc}".format(urlsplit(simulator.url_for("jasper")))
     real_url_for = simulator.url_for
     monkeypatch.setattr(simulator, "url_for", lambda carrier: real_url_for(carrier).replace(sim_origin, gateway.origin))
-    engine = sqlite_engine
+    engine = amop_engine  # the same database as fleet_factory's (it follows amop_engine)
     bulks = []
     # Jasper: Basic auth with the API key
     for secret in (JASPER_KEY, WRONG):

@@ -31,6 +31,7 @@ from bulkchange.changes.revio_service import RevioServiceStep, check_rev_request
 from bulkchange.db import repository as repo
 from bulkchange.db.retry import run_in_transaction
 from bulkchange.engine import run_batch
+from bulkchange.journal import CallJournal
 from bulkchange.models import (
     BatchPlan,
     BulkChange,
@@ -332,6 +333,9 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         refs_holder = type("Refs", (), {})()
         attach_references(conn, refs_holder, bulk, open_changes)
         interrupted = {dc.id for dc in open_changes if dc.status == DeviceChangeStatus.PROCESSING}
+        # ... and those whose last carrier attempt on record is unknown (its answer lost, or left in
+        # flight by a task that died): the carrier is asked before anything is sent again
+        check_first = interrupted | repo.unsettled_call_ids(conn, bulk, [dc.id for dc in open_changes])
         # Hand them to the carrier: from here on an outcome may exist at the carrier before we know it.
         repo.mark_device_changes(conn, bulk, [dc.id for dc in open_changes if dc.id not in interrupted],
                                  DeviceChangeStatus.PROCESSING, processed_by=processed_by,
@@ -341,7 +345,9 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     handler.revio_client, handler.revio_problem = revio_client, revio_problem  # for Rev.io-editing handlers
     rev_step = RevioServiceStep(bulk, revio_client, revio_problem)
     handler.rev_step = rev_step  # change types whose own work is a Rev.io service (customer assignment)
-    logs: dict[int, CallLog] = {dc.id: CallLog() for dc in open_changes}
+    # every attempt's log row is written before its request leaves (bulkchange.journal)
+    journal = CallJournal.for_batch(engine, bulk, processed_by=processed_by)
+    logs: dict[int, CallLog] = {dc.id: CallLog(journal=journal, device_change_id=dc.id) for dc in open_changes}
     done = [0]
     keeper = LeaseKeeper(engine, bulk_id, owner) if owner is not None else None
 
@@ -370,7 +376,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         if isinstance(ready, DeviceResult):
             return ready
         request, device = ready
-        result = handler.apply(dc, request, device, verify_first=dc.id in interrupted, log=logs[dc.id])
+        result = handler.apply(dc, request, device, verify_first=dc.id in check_first, log=logs[dc.id])
         return rev_step.after(dc, request, device, result, logs[dc.id])
 
     def work_group(group: list[DeviceChange]) -> list[DeviceResult]:
@@ -382,7 +388,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
             ready = prepared(dc)
             if isinstance(ready, DeviceResult):
                 results.append(ready)
-            elif dc.id in interrupted:  # checked one by one at the carrier before resending
+            elif dc.id in check_first:  # checked one by one at the carrier before resending
                 result = handler.apply(dc, ready[0], ready[1], verify_first=True, log=logs[dc.id])
                 results.append(rev_step.after(dc, ready[0], ready[1], result, logs[dc.id]))
             else:
@@ -408,6 +414,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         if keeper is not None:
             keeper.__exit__()
     results = [r for r in results if r is not None]
+    journal.flush()  # the answers still queued, before the results that rely on them
+
     def close(conn):  # the batch's closing transaction, run again if it loses a deadlock (db.retry)
         # compare-and-set: a device change another recorder settled meanwhile is not recorded again
         recorded = repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},

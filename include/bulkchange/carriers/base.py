@@ -110,20 +110,52 @@ class CallRecord:
     duration_s: float = 0.0
     attempt: int = 1                  # 1-based number of this attempt within its logical call
     outcome: str | None = None        # AttemptOutcome value; "verify" rows are reads, classified too
+    log_id: int | None = None         # its DeviceBulkChangeLog row, written before it was sent (journal)
+    journaled: bool = False           # the call journal writes its row: the batch does not write it again
 
     @property
     def has_errors(self) -> bool:
         return self.error is not None
 
 
+class Journal:
+    """Where attempts are written as they happen (``bulkchange.journal.CallJournal``): ``begin``
+    returns only once the attempt's row is durable, before its request leaves; ``end`` queues the
+    answer for that row; ``write`` queues an attempt that was never begun."""
+
+    def begin(self, device_change_id: int, record: CallRecord) -> None:
+        raise NotImplementedError
+
+    def end(self, record: CallRecord) -> None:
+        raise NotImplementedError
+
+    def write(self, device_change_id: int, record: CallRecord) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class CallLog:
-    """Collects the CallRecords of one device's work (several calls per device are normal)."""
+    """Collects the CallRecords of one device's work (several calls per device are normal).
+
+    With a ``journal`` (the batch's call journal) every attempt also has its log row written as it
+    happens: ``begin`` before the request is sent (an IN_FLIGHT row), ``add`` when it ends."""
 
     records: list[CallRecord] = field(default_factory=list)
+    journal: Journal | None = None
+    device_change_id: int | None = None
+
+    def begin(self, record: CallRecord) -> None:
+        """Called before the attempt's request leaves; with a journal, returns once its row is written."""
+        if self.journal is not None and self.device_change_id is not None:
+            self.journal.begin(self.device_change_id, record)
 
     def add(self, record: CallRecord) -> None:
         self.records.append(record)
+        if self.journal is not None and self.device_change_id is not None:
+            if record.log_id is not None:
+                self.journal.end(record)
+            else:
+                self.journal.write(self.device_change_id, record)
 
 
 def _never_connected(exc: BaseException) -> bool:
@@ -266,6 +298,11 @@ class HttpCarrierClient:
             state["n"] += 1
             record = CallRecord(description=description, method=method, url=url, request_text=request_text,
                                 attempt=state["n"])
+            if log is not None:
+                # the attempt's log row is written before the request leaves (the batch's call journal):
+                # a task killed from here on leaves a row saying the outcome is unknown. If it cannot be
+                # written, nothing is sent (the error propagates; it is no carrier error).
+                log.begin(record)
             started = time.monotonic()
             try:
                 value = self._send_once(method, url, json_body, params, headers, parse, record)

@@ -501,9 +501,15 @@ class LogEntry:
 def add_log_entries(conn: Connection, bulk: BulkChange, entries: Sequence[LogEntry], *, processed_by: str) -> None:
     if not entries:
         return
+    for chunk in _chunks(log_rows(bulk, entries, processed_by=processed_by), 200):
+        conn.execute(insert(t.device_bulk_change_log), list(chunk))
+
+
+def log_rows(bulk: BulkChange, entries: Sequence[LogEntry], *, processed_by: str) -> list[dict]:
+    """The DeviceBulkChangeLog rows of ``entries`` (scrubbed), ready to insert."""
     mobility = bulk.portal_type == PortalType.MOBILITY
     now = utcnow()
-    rows = [{
+    return [{
         "BulkChangeId": bulk.id,
         "M2MDeviceChangeId": None if mobility else e.device_change_id,
         "MobilityDeviceChangeId": e.device_change_id if mobility else None,
@@ -514,8 +520,72 @@ def add_log_entries(conn: Connection, bulk: BulkChange, entries: Sequence[LogEnt
         "HasErrors": e.error_text is not None, "ResponseStatus": e.response_status, "CreatedDate": now,
         "AttemptNumber": e.attempt, "DurationMs": e.duration_ms, "Outcome": e.outcome,
     } for e in entries]
-    for chunk in _chunks(rows, 200):
-        conn.execute(insert(t.device_bulk_change_log), list(chunk))
+
+
+# --- the call journal (bulkchange.journal): a log row exists before its request leaves --------------
+# ResponseStatus of a carrier attempt whose request was (about to be) sent and whose answer is not
+# recorded yet. A row still showing it after its task ended belongs to a call that may have reached
+# the carrier with nobody knowing the answer (the task died): its Outcome is ``unknown`` from the
+# start, so a retry checks that device at the carrier before sending anything again.
+IN_FLIGHT = "IN_FLIGHT"
+IN_FLIGHT_ERROR = ("in flight: the request was sent and no answer was recorded (the task ended before it "
+                   "was written); the outcome is unknown and is checked at the carrier before any resend")
+
+
+def in_flight_entry(device_change_id: int, call: CallRecord) -> LogEntry:
+    suffix = f" (attempt {call.attempt})" if call.attempt > 1 else ""
+    return LogEntry(device_change_id, call.description + suffix, call.request_text, "", IN_FLIGHT_ERROR,
+                    IN_FLIGHT, attempt=call.attempt, outcome="unknown")
+
+
+def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
+                  intents: Sequence[tuple[int, CallRecord]] = (),
+                  completions: Sequence[CallRecord] = (),
+                  finished: Sequence[tuple[int, CallRecord]] = ()) -> list[int]:
+    """One short transaction of the call journal (never held across an HTTP call).
+
+    ``intents``: attempts about to be sent, inserted as IN_FLIGHT rows; returns their row ids in
+    order. ``completions``: attempts whose IN_FLIGHT row (``log_id``) gets its answer.
+    ``finished``: attempts never journaled before they were sent, inserted whole."""
+    log = t.device_bulk_change_log
+    ids: list[int] = []
+    with engine.begin() as conn:
+        if intents:
+            rows = log_rows(bulk, [in_flight_entry(i, c) for i, c in intents], processed_by=processed_by)
+            for chunk in _chunks(rows, 200):
+                result = conn.execute(insert(log).returning(log.c.Id, sort_by_parameter_order=True), list(chunk))
+                ids.extend(int(r[0]) for r in result)
+        if finished:
+            add_log_entries(conn, bulk, [LogEntry.from_call(i, c) for i, c in finished], processed_by=processed_by)
+        if completions:
+            done = log_rows(bulk, [LogEntry.from_call(0, c) for c in completions], processed_by=processed_by)
+            conn.execute(
+                update(log).where(log.c.Id == bindparam("log_id"), log.c.ResponseStatus == IN_FLIGHT).values(
+                    LogEntryDescription=bindparam("v_desc"), ResponseText=bindparam("v_resp"),
+                    ErrorText=bindparam("v_err"), HasErrors=bindparam("v_has"),
+                    ResponseStatus=bindparam("v_status"), DurationMs=bindparam("v_ms"),
+                    Outcome=bindparam("v_outcome")),
+                [{"log_id": c.log_id, "v_desc": r["LogEntryDescription"], "v_resp": r["ResponseText"],
+                  "v_err": r["ErrorText"], "v_has": r["HasErrors"], "v_status": r["ResponseStatus"],
+                  "v_ms": r["DurationMs"], "v_outcome": r["Outcome"]} for c, r in zip(completions, done)])
+    return ids
+
+
+def unsettled_call_ids(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -> set[int]:
+    """Device changes whose last carrier attempt on record is ``unknown`` (its answer lost, or still
+    IN_FLIGHT because the task died): the carrier may have the change, so it is checked there
+    before anything is sent again."""
+    log = t.device_bulk_change_log
+    col = log.c.MobilityDeviceChangeId if bulk.portal_type == PortalType.MOBILITY else log.c.M2MDeviceChangeId
+    found: set[int] = set()
+    for chunk in _chunks(list(ids)):
+        last = (select(col.label("dc"), func.max(log.c.Id).label("last_id"))
+                .where(log.c.BulkChangeId == bulk.id, col.in_(chunk), log.c.Outcome.is_not(None))
+                .group_by(col).subquery())
+        rows = conn.execute(select(last.c.dc).join(log, log.c.Id == last.c.last_id)
+                            .where(log.c.Outcome == "unknown")).all()
+        found.update(int(r[0]) for r in rows)
+    return found
 
 
 def reject_device_changes(conn: Connection, bulk: BulkChange, rejections: Sequence[tuple[int, str]], *,
@@ -626,7 +696,8 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
     entries: list[LogEntry] = []
     for r in results:
         recs = calls.get(r.device_change_id) or []
-        entries.extend(LogEntry.from_call(r.device_change_id, c) for c in recs)
+        # attempts already in the call journal (written as they happened) are not written twice
+        entries.extend(LogEntry.from_call(r.device_change_id, c) for c in recs if not c.journaled)
         if not recs:
             failed = r.status in FAILED_DEVICE_STATUSES
             entries.append(LogEntry(r.device_change_id, "Update AMOP",

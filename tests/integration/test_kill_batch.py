@@ -152,3 +152,40 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
     assert mismatches == []
     assert duplicates == []
     assert log_gaps == []
+
+
+def test_retry_of_a_device_whose_last_attempt_is_unknown_checks_the_carrier_first(amop_engine, fleet_factory,
+                                                                                 simulator, jasper):
+    """The answer of a status PUT and of the check after it are lost (the carrier applied the PUT):
+    the device ends API_FAILED with the outcome unknown. Retrying the failed devices queues it again
+    as NEW; the next batch sees its last attempt on record is ``unknown`` and asks the carrier before
+    sending: PROCESSED, one status PUT in all."""
+    fleet = fleet_factory(1, start=77_000)
+    iccid = fleet.iccids[0]
+    bulk_id = fleet.bulk("Suspend")
+    client = JasperClient(simulator.url_for("jasper"), "acct", KEY, timeout=10.0,
+                          policy=CallPolicy(RateLimiter(None), RetryPolicy(max_attempts=1, base_delay=0.01)))
+    try:
+        jasper.configure(applied_error_rate=1.0)  # every call runs at the carrier, then answers 502
+        plan = processing.prepare(amop_engine, bulk_id)
+        processing.process_batch(amop_engine, bulk_id, plan.batches[0].device_change_ids, client=client)
+        processing.finalize(amop_engine, bulk_id)
+        jasper.configure(applied_error_rate=0)
+        assert jasper.device(iccid)["status"] == "DEACTIVATED"
+        with amop_engine.connect() as conn:
+            status, details = conn.execute(select(DC.c.Status, DC.c.StatusDetails)
+                                           .where(DC.c.BulkChangeId == bulk_id)).one()
+        assert status == "API_FAILED" and details.startswith("OUTCOME UNKNOWN"), (status, details)
+
+        assert processing.reset_failed(amop_engine, bulk_id)
+        plan = processing.prepare(amop_engine, bulk_id)
+        processing.process_batch(amop_engine, bulk_id, plan.batches[0].device_change_ids, client=client)
+        processing.finalize(amop_engine, bulk_id)
+    finally:
+        client.close()
+    with amop_engine.connect() as conn:
+        status = conn.execute(select(DC.c.Status).where(DC.c.BulkChangeId == bulk_id)).scalar_one()
+        device_status = conn.execute(select(t.device.c.Status).where(t.device.c.ICCID == iccid)).scalar_one()
+    status_puts = [c for c in jasper.calls(iccid=iccid, method="PUT") if "status" in (c["body"] or {})]
+    assert len(status_puts) == 1
+    assert (status, device_status) == ("PROCESSED", "DEACTIVATED")

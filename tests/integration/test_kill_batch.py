@@ -68,7 +68,7 @@ def _engine_url(engine) -> str:
 def _in_flight_plan_rows(engine, bulk_id) -> int:
     with engine.connect() as conn:
         return len(conn.execute(select(LOG.c.Id).where(
-            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == repo.IN_FLIGHT,
+            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == repo.LOG_IN_FLIGHT,
             LOG.c.LogEntryDescription.like("Update Jasper Rate Plan%"))).all())
 
 
@@ -105,7 +105,7 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
 
     with amop_engine.connect() as conn:
         left_in_flight = conn.execute(select(LOG.c.M2MDeviceChangeId).where(
-            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == repo.IN_FLIGHT)).scalars().all()
+            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == repo.LOG_IN_FLIGHT)).scalars().all()
     assert left_in_flight, "the kill left no call in flight: the test did not exercise an interrupted call"
     # the scenario of the issue: a rate plan in at the carrier, the status call after it not sent
     half_done = [i for i in fleet.iccids if jasper.device(i)["ratePlan"] == "P-500"
@@ -130,7 +130,7 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
         log_rows = conn.execute(select(LOG.c.M2MDeviceChangeId, LOG.c.ResponseStatus).where(
             LOG.c.BulkChangeId == bulk_id, LOG.c.AttemptNumber.is_not(None))).all()
     rows = Counter(r[0] for r in log_rows)
-    in_flight = Counter(r[0] for r in log_rows if r[1] == repo.IN_FLIGHT)
+    in_flight = Counter(r[0] for r in log_rows if r[1] == repo.LOG_IN_FLIGHT)
 
     mismatches, duplicates, log_gaps = [], [], []
     for iccid in fleet.iccids:

@@ -527,7 +527,7 @@ def log_rows(bulk: BulkChange, entries: Sequence[LogEntry], *, processed_by: str
 # recorded yet. A row still showing it after its task ended belongs to a call that may have reached
 # the carrier with nobody knowing the answer (the task died): its Outcome is ``unknown`` from the
 # start, so a retry checks that device at the carrier before sending anything again.
-IN_FLIGHT = "IN_FLIGHT"
+LOG_IN_FLIGHT = "IN_FLIGHT"
 IN_FLIGHT_ERROR = ("in flight: the request was sent and no answer was recorded (the task ended before it "
                    "was written); the outcome is unknown and is checked at the carrier before any resend")
 
@@ -535,7 +535,7 @@ IN_FLIGHT_ERROR = ("in flight: the request was sent and no answer was recorded (
 def in_flight_entry(device_change_id: int, call: CallRecord) -> LogEntry:
     suffix = f" (attempt {call.attempt})" if call.attempt > 1 else ""
     return LogEntry(device_change_id, call.description + suffix, call.request_text, "", IN_FLIGHT_ERROR,
-                    IN_FLIGHT, attempt=call.attempt, outcome="unknown")
+                    LOG_IN_FLIGHT, attempt=call.attempt, outcome="unknown")
 
 
 def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
@@ -560,7 +560,7 @@ def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
         if completions:
             done = log_rows(bulk, [LogEntry.from_call(0, c) for c in completions], processed_by=processed_by)
             conn.execute(
-                update(log).where(log.c.Id == bindparam("log_id"), log.c.ResponseStatus == IN_FLIGHT).values(
+                update(log).where(log.c.Id == bindparam("log_id"), log.c.ResponseStatus == LOG_IN_FLIGHT).values(
                     LogEntryDescription=bindparam("v_desc"), ResponseText=bindparam("v_resp"),
                     ErrorText=bindparam("v_err"), HasErrors=bindparam("v_has"),
                     ResponseStatus=bindparam("v_status"), DurationMs=bindparam("v_ms"),

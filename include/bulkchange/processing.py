@@ -415,6 +415,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
             keeper.__exit__()
     results = [r for r in results if r is not None]
     journal.flush()  # the answers still queued, before the results that rely on them
+    log.info("bulk change %s: %d carrier attempts journaled in %d log transactions", bulk_id, journal.intents,
+             journal.round_trips)
 
     def close(conn):  # the batch's closing transaction, run again if it loses a deadlock (db.retry)
         # compare-and-set: a device change another recorder settled meanwhile is not recorded again

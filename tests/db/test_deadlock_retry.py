@@ -265,3 +265,29 @@ def test_the_hook_warns_when_it_opens_the_amop_engine():
         assert len(records) == 1
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_journal_write_that_meets_a_lock_is_retried_not_failing_the_device(sqlite_engine, monkeypatch):
+    """The call journal writes before each carrier request; a lock or deadlock on that short write
+    is retried (a failed journal write means the device is ERROR and nothing is sent)."""
+    from bulkchange.carriers.base import CallRecord
+    from tests.db.test_repository import make_bulk
+
+    bulk_id = make_bulk(sqlite_engine, n=1)
+    with sqlite_engine.connect() as conn:
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        dc = repo.load_device_changes(conn, bulk)[0]
+    real = repo.log_rows
+    failures = [_wrapped(sqlite3.OperationalError("database is locked"))]
+
+    def once_locked(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "log_rows", once_locked)
+    record = CallRecord("Update Jasper Status", "PUT", "http://carrier/devices/1", "{}")
+    ids = repo.journal_write(sqlite_engine, bulk, processed_by="test", intents=[(dc.id, record)])
+    assert len(ids) == 1 and not failures
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.device_bulk_change_log)).scalar_one() == 1

@@ -548,8 +548,9 @@ def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
     order. ``completions``: attempts whose IN_FLIGHT row (``log_id``) gets its answer.
     ``finished``: attempts never journaled before they were sent, inserted whole."""
     log = t.device_bulk_change_log
-    ids: list[int] = []
-    with engine.begin() as conn:
+
+    def write(conn) -> list[int]:  # run again if it loses a deadlock or meets a lock (db.retry)
+        ids: list[int] = []
         if intents:
             rows = log_rows(bulk, [in_flight_entry(i, c) for i, c in intents], processed_by=processed_by)
             for chunk in _chunks(rows, 200):
@@ -568,7 +569,8 @@ def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
                 [{"log_id": c.log_id, "v_desc": r["LogEntryDescription"], "v_resp": r["ResponseText"],
                   "v_err": r["ErrorText"], "v_has": r["HasErrors"], "v_status": r["ResponseStatus"],
                   "v_ms": r["DurationMs"], "v_outcome": r["Outcome"]} for c, r in zip(completions, done)])
-    return ids
+        return ids
+    return run_in_transaction(engine, write, what=f"bulk change {bulk.id}: call journal")
 
 
 def unsettled_call_ids(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -> set[int]:
@@ -629,8 +631,9 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
 
     ``only_from``: compare-and-set. Only device changes still in one of these statuses (the
     status the recorder saw) are recorded; a result whose device change another recorder settled
-    meanwhile is dropped whole (no status, Device, history or log row), so racing recorders write
-    each real status change once. Returns the results recorded.
+    meanwhile is dropped whole (no status, Device or history row, and none of its unjournaled log
+    rows; the call journal's rows of its carrier attempts stay: those calls happened), so racing
+    recorders write each real status change once. Returns the results recorded.
     """
     if not results:
         return []

@@ -31,12 +31,13 @@ def jasper(simulator):
     return control
 
 
-def _seed(engine, control, n=N):
-    devices = [{"ICCID": seed.make_iccid(50_000 + i), "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB"}
+def _seed(engine, control, n=N, start=50_000, name="e2e"):
+    """n ACTIVATED Jasper devices (in the simulator and the AMOP DB) and a NEW Suspend bulk change of them."""
+    devices = [{"ICCID": seed.make_iccid(start + i), "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB"}
                for i in range(n)]
     control.seed_devices([{"iccid": d["ICCID"], "status": "ACTIVATED", "ratePlan": "IOT-1GB"} for d in devices])
     with engine.begin() as conn:
-        seed.add_service_provider(conn, sp_id=1, name="e2e", integration=Integration.JASPER, tenant_id=1)
+        seed.add_service_provider(conn, sp_id=1, name=name, integration=Integration.JASPER, tenant_id=1)
         seed.add_devices(conn, devices, sp_id=1, tenant_id=1)
         return seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                     requests=[{"ICCID": d["ICCID"], "ChangeRequest": {"UpdateStatus": "Suspend"}}

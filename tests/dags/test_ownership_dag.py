@@ -11,7 +11,8 @@ from bulkchange import processing
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
-from bulkchange.models import ChangeType, DeviceChangeStatus, Integration, utcnow
+from bulkchange.models import DeviceChangeStatus, Integration, utcnow
+from tests.dags.test_end_to_end import _seed as seed_suspend
 from tests.dags.conftest import amop_conn_json
 
 KEY = "ownership-secret-key-7"
@@ -37,15 +38,7 @@ def wired(amop_engine, simulator, jasper, monkeypatch):
 
 
 def _seed(engine, control, n):
-    devices = [{"ICCID": seed.make_iccid(60_000 + i), "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB"}
-               for i in range(n)]
-    control.seed_devices([{"iccid": d["ICCID"], "status": "ACTIVATED", "ratePlan": "IOT-1GB"} for d in devices])
-    with engine.begin() as conn:
-        seed.add_service_provider(conn, sp_id=1, name="own", integration=Integration.JASPER, tenant_id=1)
-        seed.add_devices(conn, devices, sp_id=1, tenant_id=1)
-        return seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
-                                    requests=[{"ICCID": d["ICCID"], "ChangeRequest": {"UpdateStatus": "Suspend"}}
-                                              for d in devices])
+    return seed_suspend(engine, control, n, start=60_000, name="own")
 
 
 def _counts(engine):

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 
 from sqlalchemy import select
@@ -29,6 +28,7 @@ from bulkchange.carriers.jasper import JasperClient
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
+from bulkchange_demo.demo import wait_for
 from tests.integration.conftest import KEY
 
 N = 48
@@ -49,16 +49,6 @@ CHILD = textwrap.dedent("""
     processing.process_batch(engine, args["bulk_id"], args["ids"], client=client, max_parallel=args["parallel"])
     print("BATCH FINISHED", flush=True)
 """)
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def _engine_url(engine) -> str:
@@ -94,7 +84,7 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
             puts = len(jasper.calls(method="PUT"))
             return puts >= N or (puts >= PARALLEL * 2 and jasper.stats()["in_flight"] >= PARALLEL
                                  and _in_flight_plan_rows(amop_engine, bulk_id))
-        _wait(kill_now, 60, "the child to have a rate-plan PUT in flight at the carrier", interval=0.02)
+        wait_for(kill_now, 60, 0.02, "the child to have a rate-plan PUT in flight at the carrier")
         assert child.poll() is None, f"the batch ended before it could be killed: {child.communicate()}"
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
@@ -103,7 +93,7 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
             child.kill()
             child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
-    _wait(lambda: jasper.stats()["in_flight"] == 0, 30, "the killed child's requests to end at the carrier")
+    wait_for(lambda: jasper.stats()["in_flight"] == 0, 30, 0.05, "the killed child's requests to end at the carrier")
     jasper.configure(latency_ms=0)
 
     # the scenario of the issue: a rate plan in at the carrier, the status call after it not sent

@@ -226,6 +226,10 @@ def _clean_value(value: Any, extra: tuple[str, ...], _depth: int = 0) -> Any:
         out: dict[Any, Any] = {}
         normed = [(k, v, _norm(k) if isinstance(k, str) else str(k)) for k, v in value.items()]
         pair_name = next((v for _, v, nk in normed if nk in _PAIR_NAME_KEYS and isinstance(v, str)), None)
+        if pair_name is None:  # a JSON Patch operation (RFC 6902): {"op", "path": "/ContactName", "value"}
+            pointer = next((v for _, v, nk in normed if nk in ("path", "from") and isinstance(v, str)), None)
+            if pointer is not None and pointer.startswith("/"):
+                pair_name = pointer.rstrip("/").rsplit("/", 1)[-1].replace("~1", "/").replace("~0", "~")
         masked_pair = pair_name is not None and _keyed(pair_name)
         for k, v, nk in normed:
             if _keyed_norm(nk) or (masked_pair and nk in _PAIR_VALUE_KEYS):

@@ -133,3 +133,14 @@ def test_xcom_values_are_scrubbed():
                                            "ContactName": "Jane Roe"}, key="return_value")
     text = str(stored)
     assert "xc-9912345" not in text and "Jane Roe" not in text and "PROCESSED" in text
+
+
+def test_json_patch_values_of_personal_fields_are_masked():
+    ops = [{"op": "replace", "path": "/ContactName", "value": "Maria Gonzalez"},
+           {"op": "add", "path": "/contacts/0/email", "value": "maria@example.com"},
+           {"op": "replace", "path": "/fields/2/value", "value": "CC-17"},
+           {"op": "replace", "path": "/Status", "value": "ACTIVE"}]
+    clean = sanitize_value(ops)
+    assert "Maria Gonzalez" not in json.dumps(clean) and "maria@example.com" not in json.dumps(clean)
+    assert [op["value"] for op in clean[2:]] == ["CC-17", "ACTIVE"]  # not personal: kept
+    assert "Gonzalez" not in sanitize_text(json.dumps(ops))

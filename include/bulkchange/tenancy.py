@@ -179,3 +179,21 @@ def reference_problem(bulk: BulkChange, request: Any, refs: TenantReferences | N
         if owner != bulk.tenant_id:
             return f"{name} {key} belongs to another tenant, not tenant {bulk.tenant_id}; refused"
     return None
+
+
+def billing_account_problem(requested: Any, client: Any) -> str | None:
+    """A Telegence billing account (BAN) named in a change request must be the service provider's
+    own: the one on its carrier connection (extra ``billing_account_number``). The BAN is not in the
+    AMOP inventory, so without a configured one there is nothing to check it against and the request
+    is refused (the stricter choice: a tenant must not bill lines to another tenant's account).
+    Checked where the carrier client is known (the batch); ``client`` None skips the check."""
+    requested = str(requested or "").strip()
+    if not requested or client is None:
+        return None
+    own = str(getattr(client, "billing_account", None) or "").strip()
+    if not own:
+        return (f"billing account {requested} in the request cannot be checked against this service provider: "
+                f"set billing_account_number on its carrier connection, or leave the BAN out of the request")
+    if requested != own:
+        return f"billing account {requested} is not this service provider's (its account is {own})"
+    return None

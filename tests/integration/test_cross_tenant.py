@@ -223,3 +223,43 @@ def test_submit_csv_msisdn_and_eid_columns_take_the_same_checks(sqlite_engine):
     reasons = " | ".join(p["reason"] for p in result.problems)
     assert f"MSISDN {THEIR_MSISDN} on the device change is not" in reasons
     assert "is not a valid MSISDN" in reasons
+
+
+@pytest.mark.parametrize("own_ban,asked,reason", [
+    ("287000000101", "287000000202", "billing account 287000000202 is not this service provider's"),
+    (None, "287000000202", "cannot be checked against this service provider"),
+    ("287000000101", "287000000101", None),
+], ids=["another tenant's BAN", "no BAN configured to check against", "its own BAN"])
+def test_a_telegence_activation_bills_only_the_service_providers_own_account(sqlite_engine, simulator, carriers,
+                                                                           own_ban, asked, reason):
+    spare = _iccid(3)
+    carriers["telegence"].seed_devices([{"iccid": spare}])
+    with sqlite_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=101, name="tenant1", integration=Integration.TELEGENCE, tenant_id=OURS)
+        seed.add_devices(conn, [{"ICCID": spare, "Status": "Inventory"}], sp_id=101, tenant_id=OURS)
+        bulk_id = seed.add_bulk_change(conn, sp_id=101, tenant_id=OURS, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       portal_type=MOBILITY, requests=[{"ICCID": spare, "ChangeRequest": {
+                                           "TelegenceActivationRequest": {
+                                               "billingAccount": {"id": asked},
+                                               "service": {"serviceCharacteristic": [
+                                                   {"name": "singleUserCode", "value": "SOC-1"},
+                                                   {"name": "serviceZipCode", "value": "30301"}]}}}}])
+    login, secret = ACCOUNTS["telegence"]
+    client = TelegenceClient(simulator.url_for("telegence"), login, secret, billing_account=own_ban, timeout=10,
+                             policy=CallPolicy(RateLimiter(None), RetryPolicy(max_attempts=1)))
+    try:
+        _run(sqlite_engine, bulk_id, client)
+    finally:
+        client.close()
+    (status, details), = _statuses(sqlite_engine, bulk_id)
+    posts = carriers["telegence"].calls(method="POST")
+    if reason:
+        assert status == "ERROR" and reason in details and posts == []
+    else:
+        assert status != "ERROR" and len(posts) == 1 and posts[0]["body"][0]["billingAccount"] == {"id": asked}
+
+
+def _statuses(engine, bulk_id):
+    dc = t.mobility_device_change
+    with engine.connect() as conn:
+        return conn.execute(select(dc.c.Status, dc.c.StatusDetails).where(dc.c.BulkChangeId == bulk_id)).all()

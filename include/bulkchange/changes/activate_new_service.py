@@ -67,6 +67,7 @@ from bulkchange.models import (
     utcnow,
 )
 from bulkchange.rules import RuleError, luhn_valid
+from bulkchange.tenancy import billing_account_problem
 
 ACTIVE = "A"
 DROPPED_CHARACTERISTICS = frozenset({"removeOfferingCode"})
@@ -200,6 +201,10 @@ class TelegenceActivateNewService(ChangeHandler):
             raise RuleError(f"SIM {device.iccid} already has the active line {device.msisdn}")
         if request.StaticIPProvision is not None and not _ip_field(request, "PDPName"):
             raise RuleError("StaticIPProvision needs PDPName (the packet data profile the static IP comes from)")
+        ban = (request.TelegenceActivationRequest.get("billingAccount") or {}).get("id")
+        problem = billing_account_problem(ban, self.client)
+        if problem:
+            raise RuleError(problem)
 
     def _base(self, dc: DeviceChange, device: DeviceRow) -> dict[str, Any]:
         return dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,

@@ -35,6 +35,7 @@ from bulkchange.changes.status_update import device_not_found
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError, check_transition
+from bulkchange.tenancy import billing_account_problem
 
 PLAN_FIELDS = ("singleUserCode", "RatePlanCode", "ServicePlanCode", "servicePlan")
 ZIP_FIELDS = ("serviceZipCode", "ZipCode", "mdnZipCode")
@@ -87,6 +88,9 @@ class TelegenceStatusUpdate(ChangeHandler):
         number = self._number(dc, device)
         action = telegence_action(device.status, bool(number), check.target)
         if action == "activate":
+            problem = billing_account_problem(request_field(request, "billingAccountNumber", "BAN"), self.client)
+            if problem:
+                raise RuleError(problem)
             if not (request_field(request, *PLAN_FIELDS) and request_field(request, *ZIP_FIELDS)):
                 raise RuleError("Telegence activation needs Request.singleUserCode (plan SOC) and "
                                 "Request.serviceZipCode")

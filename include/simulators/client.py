@@ -66,6 +66,19 @@ class SimulatorControl:
     def set_rate_plans(self, plans: list[dict]) -> list[dict]:
         return self.request("PUT", "/rateplans", json=plans)["ratePlans"]
 
+    def add_rate_plans(self, plans: list[dict]) -> list[dict]:
+        """Add plans to the account's list (by name; a known name is replaced)."""
+        current = {p["name"]: p for p in self.request("GET", "/rateplans")["ratePlans"]}
+        current.update({p["name"]: p for p in plans})
+        return self.set_rate_plans(list(current.values()))
+
+    def set_communication_plans(self, plans: list[str | dict]) -> list[dict]:
+        return self.request("PUT", "/communicationplans", json=plans)["communicationPlans"]
+
+    def add_communication_plans(self, names: list[str]) -> list[dict]:
+        current = [p["name"] for p in self.request("GET", "/communicationplans")["communicationPlans"]]
+        return self.set_communication_plans(current + [n for n in names if n and n not in current])
+
     def scheduled_edits(self, iccid: str | None = None) -> list[dict]:
         return self.request("GET", "/scheduled_edits", params={"iccid": iccid} if iccid else None)
 

@@ -23,7 +23,8 @@ Every API request goes through one pipeline, in this order:
    1-second window; below 1/s, one per ``1/rate_limit`` seconds) and concurrency limit (requests in
    flight); a refusal is answered at once (no latency) with HTTP 429, the carrier's error body and
    ``Retry-After``, and is not counted against the limits;
-4. the request body is parsed (invalid JSON -> 400);
+4. the request body is parsed (``content_type_error`` may refuse its Content-Type first; invalid
+   JSON -> 400);
 5. latency: ``latency_ms`` + uniform(0, ``jitter_ms``), with ``asyncio.sleep`` (the request is in flight);
 6. faults: ``fail_iccids`` (that status for that device), then one roll decides between
    ``error_rate`` (one of ``error_statuses``, default 500/503; nothing applied), ``timeout_rate`` (hang ``timeout_s`` then 504, nothing
@@ -457,6 +458,10 @@ class SimulatedCarrier:
             if json_body and request.method in ("POST", "PUT", "PATCH", "DELETE"):
                 raw = await request.body()
                 if raw:
+                    refusal = self.content_type_error(request)
+                    if refusal is not None:
+                        call.body = raw[:200].decode(errors="replace")
+                        raise refusal
                     try:
                         call.body = json.loads(raw)
                     except ValueError:
@@ -506,6 +511,11 @@ class SimulatedCarrier:
 
     def bad_json(self) -> SimError:
         return self.error(400, "Request body is not valid JSON", None)
+
+    def content_type_error(self, request: Request) -> SimError | None:
+        """Hook before a non-empty JSON body is parsed: the carrier's refusal of the request's
+        Content-Type, or None to accept it (the default: any content type)."""
+        return None
 
     async def _run_handler(self, fn: Handler, is_async: bool, call: Call) -> Response:
         if is_async:

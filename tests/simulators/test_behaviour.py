@@ -29,7 +29,7 @@ def test_rate_limit_answers_429_with_retry_after_and_admits_at_most_the_limit(ap
     assert len(ok) >= 5 and limited
     for r in limited:
         assert 0 < float(r.headers["Retry-After"]) <= 1.0
-        assert r.json() == {"errorMessage": "license has exceeded the rate limit", "errorCode": "400101"}
+        assert r.json() == {"errorMessage": "license has exceeded the rate limit", "errorCode": "40000029"}
     stats = jasper.stats()
     assert stats["max_rps_admitted"] <= 5
     assert stats["by_status"]["429"] == len(limited)
@@ -81,7 +81,7 @@ def test_concurrency_limit(api, api_other, jasper):
     assert codes.count(200) >= 1 and codes.count(429) >= 1
     for r in responses:
         if r.status_code == 429:
-            assert float(r.headers["Retry-After"]) > 0 and r.json()["errorCode"] == "400101"
+            assert float(r.headers["Retry-After"]) > 0 and r.json()["errorCode"] == "40000029"
     stats = jasper.stats()
     assert stats["peak_in_flight"] == 1
     assert {c["fault"] for c in jasper.calls(status=429)} == {"concurrency"}

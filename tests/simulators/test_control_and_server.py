@@ -21,7 +21,9 @@ def test_config_defaults_and_merge(jasper):
     assert config == {"latency_ms": 0.0, "jitter_ms": 0.0, "rate_limit": None, "max_concurrency": None,
                       "error_rate": 0.0, "error_statuses": [500, 503], "timeout_rate": 0.0, "timeout_s": 30.0,
                       "malformed_rate": 0.0, "applied_error_rate": 0.0, "fault_methods": None, "seed": None, "fail_iccids": {}, "integer_retry_after": False,
-                      "call_log_limit": 500_000, "validate_rate_plans": False}
+                      "call_log_limit": 500_000, "validate_rate_plans": True,
+                      "validate_communication_plans": True, "enforce_terminal_statuses": True,
+                      "require_json_content_type": True, "require_date_offset": True}
     merged = jasper.configure(latency_ms=5, rate_limit=10)
     assert (merged["latency_ms"], merged["rate_limit"], merged["error_rate"]) == (5, 10, 0.0)
     merged = jasper.configure(rate_limit=0, fail_iccids={ICCID: 503})

@@ -56,7 +56,7 @@ def test_get_device_details_has_every_field(api):
 def test_unknown_device_is_404(api):
     r = api("GET", f"/devices/{make_iccid(999_999)}")
     assert r.status_code == 404
-    assert r.json() == {"errorMessage": "Resource not found - Invalid iccid.", "errorCode": "10000010"}
+    assert r.json() == {"errorMessage": "Resource not found - Invalid iccid.", "errorCode": "20000001"}
     assert api("PUT", f"/devices/{make_iccid(999_999)}", json={"status": "DEACTIVATED"}).status_code == 404
     assert api("GET", f"/devices/{make_iccid(999_999)}/auditTrails").status_code == 404
 
@@ -93,7 +93,8 @@ def test_edit_device_applies_changes_and_writes_the_audit_trail(api, api_other, 
     assert len(api("GET", f"/devices/{ICCID}/auditTrails").json()["deviceAuditTrails"]) == 5
 
 
-def test_audit_trail_paging_and_bounds(api):
+def test_audit_trail_paging_and_bounds(api, jasper):
+    jasper.add_rate_plans([{"name": n, "dataMB": 1, "baseRate": 1} for n in ("P1", "P2", "P3")])
     for plan in ("P1", "P2", "P3"):
         assert api("PUT", f"/devices/{ICCID}", json={"ratePlan": plan}).status_code == 200
     p1 = api("GET", f"/devices/{ICCID}/auditTrails", params={"pageSize": 2}).json()
@@ -108,13 +109,19 @@ def test_audit_trail_paging_and_bounds(api):
 
 @pytest.mark.parametrize("body,code", [
     ({}, "10000004"),
-    ({"color": "red"}, "10000004"),
+    ({"color": "red"}, "10000028"),
     ({"effectiveDate": "2030-01-01"}, "10000004"),
     (["status", "DEACTIVATED"], "10000004"),
     ({"status": "SLEEPING"}, "10000024"),
     ({"status": None}, "10000024"),
     ({"overageLimitOverride": "SOMETIMES"}, "10000026"),
-    ({"ratePlan": {"name": "x"}}, "10000029"),
+    ({"ratePlan": {"name": "x"}}, "10000024"),
+    ({"ratePlan": "NO-SUCH-PLAN"}, "10000013"),
+    ({"communicationPlan": "NO-SUCH-COMM"}, "10000014"),
+    ({"ratePlan": "IOT-SUSPEND-0", "communicationPlan": "NO-SUCH-COMM"}, "10000014"),
+    ({"status": "TEST_READY"}, "10000029"),
+    ({"status": "ACTIVATED", "imei": "1"}, "10000028"),
+    ({"status": "DEACTIVATED", "effectiveDate": 20300101}, "10000027"),
 ])
 def test_bad_edits_are_400_and_change_nothing(api, jasper, body, code):
     r = api("PUT", f"/devices/{ICCID}", json=body)
@@ -125,13 +132,45 @@ def test_bad_edits_are_400_and_change_nothing(api, jasper, body, code):
 
 def test_invalid_json_body_is_400(api):
     r = api("PUT", f"/devices/{ICCID}", data="{not json", headers={"Content-Type": "application/json"})
-    assert r.status_code == 400 and r.json()["errorCode"] == "10000002"
+    assert r.status_code == 400 and r.json() == {"errorMessage": "Request body is not valid JSON",
+                                                 "errorCode": "10000023"}
 
 
-def test_unknown_fields_next_to_known_ones_are_ignored(api, jasper):
-    assert api("PUT", f"/devices/{ICCID}", json={"status": "DEACTIVATED", "color": "red"}).status_code == 200
-    dev = jasper.device(ICCID)
-    assert dev["status"] == "DEACTIVATED" and "color" not in dev
+def test_json_body_must_be_sent_as_application_json(api, jasper):
+    for headers in ({"Content-Type": "text/plain"}, {}, {"Content-Type": "application/x-www-form-urlencoded"}):
+        r = api("PUT", f"/devices/{ICCID}", data='{"status": "DEACTIVATED"}', headers=headers)
+        assert r.status_code == 415 and set(r.json()) == {"errorMessage"}, headers
+    assert jasper.device(ICCID)["status"] == "ACTIVATED"
+    r = api("PUT", f"/devices/{ICCID}", data='{"status": "DEACTIVATED"}',
+            headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200 and jasper.device(ICCID)["status"] == "DEACTIVATED"
+    # the assumed rule can be switched off, never silently
+    jasper.configure(require_json_content_type=False)
+    r = api("PUT", f"/devices/{ICCID}", data='{"status": "ACTIVATED"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 200
+
+
+def test_unknown_fields_next_to_known_ones_are_refused(api, jasper):
+    r = api("PUT", f"/devices/{ICCID}", json={"status": "DEACTIVATED", "color": "red", "imei": "1"})
+    assert r.status_code == 400
+    assert r.json() == {"errorMessage": "Unrecognized parameter(s): color, imei", "errorCode": "10000028"}
+    assert jasper.device(ICCID)["status"] == "ACTIVATED"
+
+
+def test_unknown_query_parameters_are_refused(api):
+    for path, params in ((f"/devices/{ICCID}", {"verbose": "1"}), (f"/devices/{ICCID}/auditTrails", {"days": 3}),
+                         ("/devices", {"modifiedSince": "2020-01-01T00:00:00Z", "sort": "asc"}),
+                         ("/rateplans", {"page": 1}), ("/echo/hello", {"x": 1})):
+        r = api("GET", path, params=params)
+        assert r.status_code == 400 and r.json()["errorCode"] == "10000028", path
+
+
+def test_unknown_routes_are_404_in_the_carrier_shape(api):
+    for method, path in (("GET", "/nothing/here"), ("GET", f"/devices/{ICCID}/usage"), ("POST", f"/devices/{ICCID}"),
+                         ("DELETE", f"/devices/{ICCID}")):
+        r = api(method, path)
+        assert r.status_code == 404 and set(r.json()) == {"errorMessage"}, (method, path)
+        assert r.json()["errorMessage"].startswith("Resource not found")
 
 
 def test_status_transition_table(api, jasper):
@@ -143,10 +182,24 @@ def test_status_transition_table(api, jasper):
     assert api("PUT", f"/devices/{ICCID}", json={"status": "PURGED"}).status_code == 200
     for target in ("ACTIVATED", "RETIRED", "INVENTORY"):
         assert api("PUT", f"/devices/{ICCID}", json={"status": target}).status_code == 400
-    # anything else is free
+    # once past activation a SIM never returns to a pre-activation state (published: 10000029)
     other = make_iccid(2)
-    for target in ("TEST_READY", "INVENTORY", "ACTIVATION_READY", "ACTIVATED", "DEACTIVATED", "REPLACED"):
-        assert api("PUT", f"/devices/{other}", json={"status": target}).status_code == 200, target
+    for target in ("TEST_READY", "INVENTORY", "ACTIVATION_READY"):
+        r = api("PUT", f"/devices/{other}", json={"status": target})
+        assert r.status_code == 400 and r.json()["errorCode"] == "10000029", target
+        assert "pre-activation" in r.json()["errorMessage"]
+    assert api("PUT", f"/devices/{other}", json={"status": "DEACTIVATED"}).status_code == 200
+    assert api("PUT", f"/devices/{other}", json={"status": "INVENTORY"}).json()["errorCode"] == "10000029"
+    # before activation the pre-activation states are free, and activation from any of them
+    fresh = make_iccid(60)
+    jasper.seed_devices([{"iccid": fresh, "status": "INVENTORY"}])
+    for target in ("TEST_READY", "ACTIVATION_READY", "INVENTORY", "TEST_READY", "ACTIVATED", "DEACTIVATED",
+                   "ACTIVATED", "REPLACED"):
+        assert api("PUT", f"/devices/{fresh}", json={"status": target}).status_code == 200, target
+    # the assumed end-of-life rules are switchable; the published one is not
+    jasper.configure(enforce_terminal_statuses=False)
+    assert api("PUT", f"/devices/{ICCID}", json={"status": "ACTIVATED"}).status_code == 200
+    assert api("PUT", f"/devices/{ICCID}", json={"status": "TEST_READY"}).json()["errorCode"] == "10000029"
 
 
 def test_effective_date_schedules_instead_of_applying(api, jasper):
@@ -160,7 +213,7 @@ def test_effective_date_schedules_instead_of_applying(api, jasper):
     assert pending["user"] == "sim"
     for when in (now - timedelta(minutes=1), now + timedelta(days=181)):
         r = api("PUT", f"/devices/{ICCID}", json={"ratePlan": "IOT-SUSPEND-0", "effectiveDate": iso(when)})
-        assert r.status_code == 400 and r.json()["errorCode"] == "10000028"
+        assert r.status_code == 400 and r.json()["errorCode"] == "10000027"
     r = api("PUT", f"/devices/{ICCID}", json={"ratePlan": "IOT-SUSPEND-0", "effectiveDate": "next tuesday"})
     assert r.status_code == 400 and r.json()["errorCode"] == "10000027"
     # a date-only effectiveDate of today means now
@@ -245,12 +298,73 @@ def test_echo_and_rate_plans(api, jasper):
     jasper.set_rate_plans([{"name": "P-0", "dataMB": 0, "baseRate": 0.5}, {"name": "P-1G", "dataMB": 1024,
                                                                             "baseRate": 4.0}])
     assert [p["name"] for p in api("GET", "/rateplans").json()["ratePlans"]] == ["P-0", "P-1G"]
-    # by default any rate plan name is accepted; with validate_rate_plans only listed ones
-    assert api("PUT", f"/devices/{ICCID}", json={"ratePlan": "WHATEVER"}).status_code == 200
-    jasper.configure(validate_rate_plans=True)
+    # only the account's rate plans are accepted (published 10000013), on by default
     r = api("PUT", f"/devices/{ICCID}", json={"ratePlan": "WHATEVER-ELSE"})
-    assert r.status_code == 400 and r.json()["errorCode"] == "10000030"
+    assert r.status_code == 400 and r.json()["errorCode"] == "10000013"
+    assert jasper.device(ICCID)["ratePlan"] == "IOT-1GB"
     assert api("PUT", f"/devices/{ICCID}", json={"ratePlan": "P-0"}).status_code == 200
+    jasper.configure(validate_rate_plans=False)
+    assert api("PUT", f"/devices/{ICCID}", json={"ratePlan": "WHATEVER"}).status_code == 200
     jasper.reset()
     assert [p["name"] for p in api("GET", "/rateplans").json()["ratePlans"]] == \
         ["IOT-SUSPEND-0", "IOT-SUSPEND-500", "IOT-1GB"]
+
+
+def test_communication_plans_of_the_account(api, jasper):
+    r = api("PUT", f"/devices/{ICCID}", json={"communicationPlan": "CP-OTHER"})
+    assert r.status_code == 400 and r.json()["errorCode"] == "10000014"
+    jasper.add_communication_plans(["CP-OTHER"])
+    assert api("PUT", f"/devices/{ICCID}", json={"communicationPlan": "CP-OTHER"}).status_code == 200
+    assert jasper.device(ICCID)["communicationPlan"] == "CP-OTHER"
+    jasper.reset()
+    jasper.seed_devices([{"iccid": ICCID}])
+    assert api("PUT", f"/devices/{ICCID}", json={"communicationPlan": "CP-OTHER"}).json()["errorCode"] == "10000014"
+
+
+def test_rate_plans_paging_and_fields(api, jasper):
+    jasper.set_rate_plans([{"name": f"P-{i:02d}", "dataMB": i, "baseRate": i / 10} for i in range(7)])
+    pages = [api("GET", "/rateplans", params={"pageSize": 3, "pageNumber": n}).json() for n in (1, 2, 3)]
+    assert [[p["name"] for p in page["ratePlans"]] for page in pages] == \
+        [["P-00", "P-01", "P-02"], ["P-03", "P-04", "P-05"], ["P-06"]]
+    assert [(page["pageNumber"], page["lastPage"]) for page in pages] == [(1, False), (2, False), (3, True)]
+    assert api("GET", "/rateplans").json()["lastPage"] is True
+    only = api("GET", "/rateplans", params={"fields": "dataMB", "pageSize": 1}).json()["ratePlans"]
+    assert only == [{"name": "P-00", "dataMB": 0}]
+    for params in ({"pageSize": 51}, {"pageSize": 0}, {"pageNumber": 0}, {"fields": "name,color"}, {"fields": ""}):
+        r = api("GET", "/rateplans", params=params)
+        assert r.status_code == 400 and set(r.json()) == {"errorMessage", "errorCode"}, params
+
+
+def test_get_device_honours_fields(api):
+    r = api("GET", f"/devices/{ICCID}", params={"fields": "status,ratePlan"})
+    assert r.json() == {"iccid": ICCID, "status": "ACTIVATED", "ratePlan": "IOT-1GB"}
+    r = api("GET", f"/devices/{ICCID}", params={"fields": "status,shoeSize"})
+    assert r.status_code == 400 and r.json()["errorCode"] == "10000028" and "shoeSize" in r.json()["errorMessage"]
+
+
+@pytest.mark.parametrize("zone", [timezone(timedelta(hours=5)), timezone(timedelta(hours=-8))])
+def test_effective_date_offsets_are_honoured_across_midnight_utc(api, jasper, zone):
+    """A future edit written in a +05:00 or -08:00 zone, whose local date differs from its UTC date,
+    is scheduled at the same instant as its UTC form (the offset is not read as UTC)."""
+    base = datetime.now(timezone.utc).replace(hour=0, minute=30, second=0, microsecond=0) + timedelta(days=2)
+    # 00:30 UTC: the local date is the day before in -08:00; in +05:00 pick 22:30 UTC (next local day)
+    when = base if zone.utcoffset(None) < timedelta(0) else base - timedelta(hours=2)
+    local = when.astimezone(zone)
+    assert local.date() != when.date()
+    forms = [local.isoformat(timespec="milliseconds"), local.strftime("%Y-%m-%dT%H:%M:%S.000%z")]
+    for i, form in enumerate(forms):
+        iccid = make_iccid(2 + i)
+        r = api("PUT", f"/devices/{iccid}", json={"ratePlan": "IOT-SUSPEND-0", "effectiveDate": form})
+        assert r.status_code == 200, (form, r.text)
+        [pending] = jasper.scheduled_edits(iccid)
+        assert pending["effectiveDate"] == when.strftime("%Y-%m-%dT%H:%M:%S.000Z"), form
+
+
+def test_date_times_without_offset_are_refused(api, jasper):
+    naive = (datetime.now(timezone.utc) + timedelta(days=2)).replace(tzinfo=None).isoformat(timespec="seconds")
+    r = api("PUT", f"/devices/{ICCID}", json={"ratePlan": "IOT-SUSPEND-0", "effectiveDate": naive})
+    assert r.status_code == 400 and r.json()["errorCode"] == "10000027"
+    r = api("GET", "/devices", params={"modifiedSince": "2020-01-01T00:00:00"})
+    assert r.status_code == 400
+    jasper.configure(require_date_offset=False)
+    assert api("PUT", f"/devices/{ICCID}", json={"ratePlan": "IOT-SUSPEND-0", "effectiveDate": naive}).status_code == 200

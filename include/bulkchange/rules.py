@@ -93,14 +93,15 @@ STATUS_ALIASES: dict[Integration, dict[str, str]] = {
 }
 
 # Allowed transitions: target -> the current statuses it may come from. Cisco does not publish
-# its matrix (carrier_apis.md: UNVERIFIED); this is our conservative policy, overridable per
-# device change with IsIgnoreCurrentStatus.
+# its full matrix (carrier_apis.md: UNVERIFIED); this is our conservative policy, overridable per
+# device change with IsIgnoreCurrentStatus, and never looser than CARRIER_REFUSED below (a SIM past
+# activation never returns to INVENTORY, TEST_READY or ACTIVATION_READY).
 TRANSITIONS: dict[Integration, dict[str, frozenset[str]]] = {
     Integration.JASPER: {
         "ACTIVATED": frozenset({"ACTIVATION_READY", "DEACTIVATED", "INVENTORY", "TEST_READY"}),
         "DEACTIVATED": frozenset({"ACTIVATED", "ACTIVATION_READY", "INVENTORY", "TEST_READY"}),
-        "ACTIVATION_READY": frozenset({"INVENTORY", "TEST_READY", "DEACTIVATED"}),
-        "INVENTORY": frozenset({"ACTIVATION_READY", "TEST_READY", "DEACTIVATED"}),
+        "ACTIVATION_READY": frozenset({"INVENTORY", "TEST_READY"}),
+        "INVENTORY": frozenset({"ACTIVATION_READY", "TEST_READY"}),
         "TEST_READY": frozenset({"INVENTORY"}),
         "RETIRED": frozenset({"DEACTIVATED", "INVENTORY"}),
         "PURGED": frozenset({"RETIRED"}),
@@ -136,6 +137,36 @@ TRANSITIONS: dict[Integration, dict[str, frozenset[str]]] = {
 }
 
 
+# Transitions the carrier itself refuses: (current, target) -> the reason. IsIgnoreCurrentStatus
+# overrides our policy above, not these: sending them can only earn the carrier's refusal.
+_JASPER_PRE_ACTIVATION = ("INVENTORY", "TEST_READY", "ACTIVATION_READY")
+_JASPER_POST_ACTIVATION = ("ACTIVATED", "DEACTIVATED", "RETIRED", "PURGED", "REPLACED")
+_JASPER_END_OF_LIFE = {"PURGED": ("PURGED",), "RETIRED": ("RETIRED", "PURGED"),
+                       "REPLACED": ("REPLACED", "RETIRED", "PURGED")}
+_JASPER_STATUSES = _JASPER_PRE_ACTIVATION + _JASPER_POST_ACTIVATION
+CARRIER_REFUSED: dict[Integration, dict[tuple[str, str], str]] = {
+    Integration.JASPER: {
+        # published: Control Center refuses a return to a pre-activation state (error 10000029)
+        **{(cur, target): (f"Control Center refuses a return from {cur} to the pre-activation state {target} "
+                           "(error 10000029)")
+           for cur in _JASPER_POST_ACTIVATION for target in _JASPER_PRE_ACTIVATION},
+        # assumed (the simulator's knob enforce_terminal_statuses): PURGED is terminal, RETIRED and
+        # REPLACED only go on to RETIRED/PURGED
+        **{(cur, target): f"a {cur} SIM cannot become {target} on Control Center (end of life)"
+           for cur, allowed in _JASPER_END_OF_LIFE.items() for target in _JASPER_STATUSES
+           if target not in allowed and target not in _JASPER_PRE_ACTIVATION},
+    },
+}
+
+
+def carrier_refusal(integration: Integration, current: str | None, target: str) -> str | None:
+    """The reason the carrier refuses ``current -> target`` whatever we ask, or None."""
+    refused = CARRIER_REFUSED.get(integration.family)
+    if not refused or not current:
+        return None
+    return refused.get(((current or "").strip().upper(), target.upper()))
+
+
 class RuleError(ValueError):
     """A device change that fails a rule; the message is the reason recorded on the device."""
 
@@ -167,6 +198,12 @@ def check_transition(integration: Integration, current: str | None, requested: s
     """Validate moving a device from ``current`` to ``requested`` on this carrier."""
     target = carrier_status(integration, requested)
     cur = (current or "").strip().lower()
+    if cur != target.lower():
+        refusal = carrier_refusal(integration, current, target)
+        if refusal:
+            forced = "; IsIgnoreCurrentStatus cannot force it" if ignore_current else ""
+            raise RuleError(f"cannot change status from {current} to {target} on {integration.value}: "
+                            f"{refusal}{forced}")
     if ignore_current:
         return TransitionCheck(target, False)
     if cur == target.lower():

@@ -46,9 +46,32 @@ def test_transitions():
     assert check_transition(Integration.JASPER, "DEACTIVATED", "Suspend", False).already_there
     with pytest.raises(RuleError, match="cannot change status from RETIRED to ACTIVATED"):
         check_transition(Integration.JASPER, "RETIRED", "Active", False)
-    # IsIgnoreCurrentStatus forces the call even where the table would refuse
-    forced = check_transition(Integration.JASPER, "RETIRED", "Active", True)
-    assert forced.target == "ACTIVATED" and not forced.already_there
+    # IsIgnoreCurrentStatus forces the call where our table would refuse but the carrier accepts
+    with pytest.raises(RuleError, match="from ACTIVATION_READY to TEST_READY"):
+        check_transition(Integration.JASPER, "ACTIVATION_READY", "test_ready", False)
+    forced = check_transition(Integration.JASPER, "ACTIVATION_READY", "test_ready", True)
+    assert forced.target == "TEST_READY" and not forced.already_there
+
+
+@pytest.mark.parametrize("current,requested", [("ACTIVATED", "TEST_READY"), ("ACTIVATED", "inventory"),
+                                               ("DEACTIVATED", "ACTIVATION_READY"), ("DEACTIVATED", "INVENTORY"),
+                                               ("RETIRED", "TEST_READY")])
+@pytest.mark.parametrize("ignore", [False, True])
+def test_jasper_never_returns_to_a_pre_activation_state(current, requested, ignore):
+    """Control Center refuses it (10000029): refused before any call, even with IsIgnoreCurrentStatus."""
+    with pytest.raises(RuleError, match=r"pre-activation state .*10000029") as info:
+        check_transition(Integration.JASPER, current, requested, ignore)
+    assert f"from {current} to {requested.upper()}" in str(info.value)
+    if ignore:
+        assert "IsIgnoreCurrentStatus cannot force it" in str(info.value)
+
+
+def test_jasper_end_of_life_cannot_be_forced():
+    with pytest.raises(RuleError, match="cannot change status from RETIRED to ACTIVATED"):
+        check_transition(Integration.JASPER, "RETIRED", "Active", True)
+    assert check_transition(Integration.JASPER, "RETIRED", "purged", True).target == "PURGED"
+    # an unknown current status cannot be judged: forcing sends it and the carrier decides
+    assert check_transition(Integration.JASPER, None, "TEST_READY", True).target == "TEST_READY"
 
 
 def test_status_updates_refused_for_carriers_without_a_table(monkeypatch):

@@ -51,6 +51,11 @@ class Fleet:
                              sp_id=sp_id, tenant_id=tenant_id)
         control.seed_devices([{"iccid": i, "status": status, "ratePlan": "P-1G", "communicationPlan": comm_plan}
                               for i in self.iccids])
+        # the account at the carrier has the plans our DB knows (Control Center refuses any other)
+        control.add_rate_plans([{"name": code, "dataMB": mb, "baseRate": rate}
+                                for code, mb, rate in (("P-0", 0, 0.5), ("P-500", 500, 1.0), ("P-1G", 1024, 4.0))])
+        if comm_plan:
+            control.add_communication_plans([comm_plan])
         self.sp_id, self.tenant_id = sp_id, tenant_id
 
     def bulk(self, update_status="Suspend", iccids=None, extra=None, **req):

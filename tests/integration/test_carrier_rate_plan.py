@@ -63,6 +63,7 @@ def test_jasper_plan_change_updates_carrier_device_and_logs(amop_engine, fleet_f
     with amop_engine.begin() as conn:
         conn.execute(update(t.jasper_carrier_rate_plan).where(t.jasper_carrier_rate_plan.c.RatePlanCode == "P-500")
                      .values(CommunicationPlan="CP-DATA"))
+    jasper.add_communication_plans(["CP-DATA"])  # the carrier account has the plan our DB names
     unknown_plan = fleet.iccids[-1]  # asks for a plan the provider does not have
     requests = [{"ICCID": i, "ChangeRequest": {"CarrierRatePlan": "P-500"}} for i in fleet.iccids[:-1]]
     requests.append({"ICCID": unknown_plan, "ChangeRequest": {"carrierRatePlan": "NO-SUCH-PLAN"}})
@@ -87,18 +88,50 @@ def test_jasper_plan_change_updates_carrier_device_and_logs(amop_engine, fleet_f
     assert not any(KEY in (e.RequestText or "") + (e.ResponseText or "") for e in entries)
 
 
-def test_jasper_refused_plan_is_api_failed_and_device_keeps_its_plan(amop_engine, fleet_factory, make_client, jasper):
+def test_jasper_plan_unknown_to_the_carrier_account_is_refused_before_any_change(amop_engine, fleet_factory,
+                                                                                  make_client, jasper):
+    """Our DB lists P-0 but the carrier account does not have it: the account's rate plans (paged
+    ``GET /rateplans``) are read once and the change is refused with the valid names, nothing sent."""
     fleet = fleet_factory(3)
-    jasper.configure(validate_rate_plans=True)  # the carrier knows none of P-0 / P-500 / P-1G
+    jasper.set_rate_plans([{"name": f"CC-{i:02d}", "dataMB": i, "baseRate": 1} for i in range(60)] +
+                          [{"name": "P-500", "dataMB": 500, "baseRate": 1.0}, {"name": "P-1G", "dataMB": 1024,
+                                                                                 "baseRate": 4.0}])
     summary = run(amop_engine, rate_plan_bulk(amop_engine, fleet.iccids, CarrierRatePlan="P-0"), make_client())
+    assert summary["counts"] == {"ERROR": 3} and summary["status"] == "ERROR"
+    assert {r.CarrierRatePlan for r in devices(amop_engine).values()} == {"P-1G"}
+    for dc in changes(amop_engine, summary["bulk_change_id"]).values():
+        assert "'P-0' is not a rate plan of the carrier account" in dc.status_details
+        assert "CC-59" in dc.status_details and "P-500" in dc.status_details  # from the second page too
+    assert jasper.calls(method="PUT") == []
+    listings = jasper.calls(path_contains="/rateplans")
+    assert [c["query"] for c in listings] == ["pageNumber=1&pageSize=50", "pageNumber=2&pageSize=50"]
+
+
+def test_jasper_plan_refused_by_the_carrier_is_api_failed_and_device_keeps_its_plan(amop_engine, fleet_factory,
+                                                                                   make_client, jasper):
+    """When the listing cannot be read, the carrier's own check still refuses the unknown plan."""
+    fleet = fleet_factory(3)
+    jasper.set_rate_plans([{"name": "P-1G", "dataMB": 1024, "baseRate": 4.0}])
+    jasper.configure(fail_iccids={}, error_rate=0.0)
+    client = make_client(attempts=1)
+    client.rate_plan_names = lambda **kw: (_ for _ in ()).throw(processing_error())
+    summary = run(amop_engine, rate_plan_bulk(amop_engine, fleet.iccids, CarrierRatePlan="P-0"), client)
     assert summary["counts"] == {"API_FAILED": 3} and summary["status"] == "ERROR"
     assert {r.CarrierRatePlan for r in devices(amop_engine).values()} == {"P-1G"}
-    assert all("Invalid rate plan" in dc.status_details for dc in changes(amop_engine, summary["bulk_change_id"]).values())
+    for dc in changes(amop_engine, summary["bulk_change_id"]).values():
+        assert "Invalid rate plan" in dc.status_details and "10000013" in dc.status_details
+
+
+def processing_error():
+    from bulkchange.carriers.base import TransientError
+
+    return TransientError("listing unavailable (test)")
 
 
 def test_jasper_future_dated_change_waits_for_its_date_then_settles(amop_engine, fleet_factory, make_client, jasper,
                                                                     monkeypatch):
     fleet = fleet_factory(4)
+    jasper.add_communication_plans(["CP-SUSP"])
     when = datetime.now(timezone.utc) + timedelta(hours=1)  # far enough that no busy machine reaches it
     bulk_id = rate_plan_bulk(amop_engine, fleet.iccids, CarrierRatePlan="P-0", CommPlan="CP-SUSP",
                              EffectiveDate=iso(when))
@@ -114,7 +147,8 @@ def test_jasper_future_dated_change_waits_for_its_date_then_settles(amop_engine,
     for _ in range(3):
         s = reconcile.settle_bulk(amop_engine, bulk_id, client, max_checks=2)
         assert s.still_waiting == 4 and s.not_due == 4 and s.settled == {}
-    assert jasper.calls(method="GET") == []
+    # (the only read so far is the batch's rate plan listing, before the edits)
+    assert [c["path"] for c in jasper.calls(method="GET")] == ["/jasper/rws/api/v1/rateplans"]
     assert {dc.carrier_check_count for dc in changes(amop_engine, bulk_id).values()} == {0}
     # the date comes: the carrier applies its scheduled edits and our clock reads a time after it
     assert jasper.run_scheduled(2 * 3600) == 4

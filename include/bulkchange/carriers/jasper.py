@@ -96,6 +96,19 @@ class JasperClient(HttpCarrierClient):
                           description="Get Device Audit Trail: Jasper API", log=log) or {}
         return body.get("deviceAuditTrails") or body.get("auditTrails") or []
 
+    def rate_plan_names(self, *, page_size: int = 50, max_pages: int = 200,
+                        log: CallLog | None = None) -> list[str]:
+        """The names of the account's rate plans (``GET /rateplans``, paged until ``lastPage``)."""
+        names: list[str] = []
+        for page in range(1, max_pages + 1):
+            body = self._call("GET", "/rateplans", params={"pageNumber": page, "pageSize": page_size},
+                              description="Get Rate Plans: Jasper API", log=log) or {}
+            plans = body.get("ratePlans") or []
+            names.extend(str(p["name"]) for p in plans if isinstance(p, dict) and p.get("name"))
+            if body.get("lastPage", True) or not plans:
+                return names
+        raise TransientError(f"Jasper rate plan listing did not end within {max_pages} pages")
+
     def iter_devices(self, modified_since: str = "2000-01-01T00:00:00Z", page_size: int = 50):
         """Every device of the account (Search Devices, 50 per page, oldest change first)."""
         page = 1

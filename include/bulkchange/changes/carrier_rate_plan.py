@@ -21,6 +21,8 @@ confirms the new plan:
 """
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +41,8 @@ from bulkchange.models import (
     utcnow,
 )
 from bulkchange.rules import RuleError
+
+log = logging.getLogger(__name__)
 
 MAX_SCHEDULE_DAYS = 180
 SCHEDULED_PREFIX = "scheduled:"
@@ -71,6 +75,10 @@ class JasperCarrierRatePlan(ChangeHandler):
 
     request_model = CarrierRatePlanChangeRequest
 
+    def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
+        super().__init__(bulk, client, context)
+        self._plans_lock = threading.Lock()
+
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         return {"rate_plans": {p.code: p for p in load_rate_plans(conn, bulk.service_provider_id)}}
@@ -83,10 +91,33 @@ class JasperCarrierRatePlan(ChangeHandler):
         if plans and plan not in plans:
             raise RuleError(f"CarrierRatePlan {plan!r} is not an active rate plan of service provider "
                             f"{self.bulk.service_provider_id} (known: {', '.join(sorted(plans))})")
+        self._check_carrier_plan(plan)
         when = request.EffectiveDate
         if when is not None and when > utcnow() + timedelta(days=MAX_SCHEDULE_DAYS):
             raise RuleError(f"EffectiveDate {when.isoformat()} is more than {MAX_SCHEDULE_DAYS} days ahead "
                             "(Jasper schedules at most 180 days ahead)")
+
+    def _carrier_plans(self) -> list[str] | None:
+        """The account's rate plan names at the carrier (paged ``GET /rateplans``), listed once per
+        handler; None without a client (prepare) or when the listing failed (then the carrier's own
+        check, 10000013, still refuses an unknown plan, and the failure is logged)."""
+        if self.client is None or not hasattr(self.client, "rate_plan_names"):
+            return None
+        with self._plans_lock:
+            if "carrier_plans" not in self.context:
+                try:
+                    self.context["carrier_plans"] = self.client.rate_plan_names()
+                except CarrierError as exc:
+                    log.warning("bulk change %s: Jasper rate plan listing failed, plans are checked by the "
+                                "carrier only: %s", self.bulk.id, exc)
+                    self.context["carrier_plans"] = None
+            return self.context["carrier_plans"]
+
+    def _check_carrier_plan(self, plan: str) -> None:
+        names = self._carrier_plans()
+        if names is not None and plan not in names:
+            raise RuleError(f"CarrierRatePlan {plan!r} is not a rate plan of the carrier account "
+                            f"(valid: {', '.join(sorted(names)) or 'none listed'}); not sent")
 
     def _comm_plan(self, request: CarrierRatePlanChangeRequest, plan: str) -> str | None:
         if request.CommPlan:

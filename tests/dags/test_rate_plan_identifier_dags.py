@@ -58,6 +58,10 @@ def test_jasper_rate_plan_now_and_scheduled(dagbag, amop_engine, simulator, monk
         "conn_type": "http", "host": simulator.url_for("jasper"), "login": "dag-rp", "password": KEY}))
     iccids = [seed.make_iccid(400_000 + i) for i in range(60)]
     jasper.seed_devices([{"iccid": i, "status": "ACTIVATED", "ratePlan": "P-1G"} for i in iccids])
+    # the carrier account has the plans the bulk changes name (Control Center refuses any other)
+    jasper.add_rate_plans([{"name": n, "dataMB": mb, "baseRate": r} for n, mb, r in
+                           (("P-0", 0, 0.5), ("P-500", 500, 1.0), ("P-1G", 1024, 4.0))])
+    jasper.add_communication_plans(["CP-1"])
     with amop_engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=1, name="jasper", integration=Integration.JASPER, tenant_id=1)
         seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVATED", "CarrierRatePlan": "P-1G"} for i in iccids],

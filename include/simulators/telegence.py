@@ -35,11 +35,18 @@ lists of at most 200 lines answered with ids and statuses pending / reserved / r
   request's ``IMEI`` and ``offeringCodeN`` features, listed as characteristics of the line) after all of it, or
   ``rejected`` then when the SIM is unknown, already has a line, or is listed in ``reject_iccids``;
 * error bodies ``{"id": <uuid>, "description": <message>}`` for every error (401, 400, 404, 429);
-* no rate limit is documented; the framework's knobs apply.
+* no rate limit is documented; the framework's knobs apply;
+* strict by choice (unpublished; each switchable in ``TelegenceKnobs``): a JSON body must be sent as
+  ``application/json`` (else 415, ``require_json_content_type``); a PATCH body has only
+  ``effectiveDate`` and ``serviceCharacteristic``, an activation item only ``service``,
+  ``relatedParty`` and ``billingAccount``, and ``effectiveDate`` is ``yyyy-MM-dd``; anything else is a
+  400 naming the field (``refuse_unknown_fields``). Unknown characteristics and status letters are
+  always refused.
 """
 from __future__ import annotations
 
 import itertools
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -56,6 +63,9 @@ ACTIVATION = "/sp/mobility/activation/api/v1/service"
 MAX_ACTIVATIONS = 200
 IPPROVISIONING = "/sp/mobility/ipprovisioning/api/v1"
 STATUSES = ("A", "S", "C")
+PATCH_FIELDS = frozenset({"effectiveDate", "serviceCharacteristic"})
+ACTIVATION_ITEM_FIELDS = frozenset({"service", "relatedParty", "billingAccount"})
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # current -> statuses a PATCH may set (assumed)
 ALLOWED = {"A": frozenset({"A", "S", "C"}), "S": frozenset({"S", "A", "C"}), "C": frozenset({"C"})}
 EDITABLE = frozenset({"subscriberStatus", "statusReasonCode", "singleUserCode", "contactName", "IMEI",
@@ -69,6 +79,10 @@ class TelegenceKnobs(Knobs):
     activation_delay_s: float = Field(1.0, ge=0, description="pending -> active after this many seconds")
     reject_iccids: list[str] = Field(default_factory=list, description="activations of these SIMs are rejected")
     ip_pool_size: int = Field(1000, ge=0, description="static IP addresses available per PDP name")
+    require_json_content_type: bool = Field(True, description="a JSON body must be sent as application/json, "
+                                            "else 415 (assumed)")
+    refuse_unknown_fields: bool = Field(True, description="unknown top-level body fields and a malformed "
+                                        "effectiveDate are refused (assumed)")
 
 
 def _today() -> str:
@@ -114,6 +128,14 @@ class TelegenceSimulator(SimulatedCarrier):
         if code is not None:
             body["code"] = code
         return body
+
+    def content_type_error(self, request):
+        if not self.knobs.require_json_content_type:
+            return None
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send application/json")
+        return None
 
     def normalize_device(self, device: dict) -> dict:
         device = super().normalize_device(device)
@@ -217,6 +239,13 @@ class TelegenceSimulator(SimulatedCarrier):
         body = call.body
         if not isinstance(body, dict) or "serviceCharacteristic" not in body:
             raise self.error(400, "serviceCharacteristic is required")
+        if self.knobs.refuse_unknown_fields:
+            unknown_fields = sorted(set(body) - PATCH_FIELDS)
+            if unknown_fields:
+                raise self.error(400, f"unrecognized field(s): {', '.join(unknown_fields)}")
+            effective = body.get("effectiveDate")
+            if effective is not None and not (isinstance(effective, str) and DATE_RE.match(effective)):
+                raise self.error(400, f"effectiveDate must be yyyy-MM-dd, got {effective!r}")
         try:
             changes = characteristics(body["serviceCharacteristic"])
         except ValueError as exc:
@@ -258,6 +287,11 @@ class TelegenceSimulator(SimulatedCarrier):
             raise self.error(400, "body must be a non-empty list of activation requests")
         if len(body) > MAX_ACTIVATIONS:
             raise self.error(400, f"at most {MAX_ACTIVATIONS} services per activation request, got {len(body)}")
+        if self.knobs.refuse_unknown_fields:
+            for n, item in enumerate(body):
+                extra = sorted(set(item) - ACTIVATION_ITEM_FIELDS) if isinstance(item, dict) else []
+                if extra:
+                    raise self.error(400, f"item {n}: unrecognized field(s): {', '.join(extra)}")
         answers, iccids = [], []
         for item in body:
             record = {"id": str(uuid.uuid4()), "iccid": None, "status": "pending", "statusReason": None,

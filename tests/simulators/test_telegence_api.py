@@ -64,7 +64,32 @@ def test_patch_changes_the_status_and_refuses_bad_transitions(api, tg):
         {"name": "subscriberStatus", "value": "X"}]})
     assert bad.status_code == 400
     assert api("PATCH", f"{LINECONFIG}/{LINES[2]['msisdn']}", json={"nothing": 1}).status_code == 400
-    assert api("PATCH", f"{LINECONFIG}/{LINES[2]['msisdn']}", data="{no").status_code == 400
+    assert api("PATCH", f"{LINECONFIG}/{LINES[2]['msisdn']}", data="{no",
+               headers={"Content-Type": "application/json"}).status_code == 400
+
+
+def test_unknown_fields_bad_dates_and_content_types_are_refused(api, tg):
+    path = f"{LINECONFIG}/{LINES[2]['msisdn']}"
+    status_a = {"serviceCharacteristic": [{"name": "subscriberStatus", "value": "A"}]}
+    r = api("PATCH", path, json={**status_a, "imei": "1"})
+    assert r.status_code == 400 and "unrecognized field(s): imei" in r.json()["description"]
+    for when in ("2030-01-01T00:00:00", "01/02/2030", 20300101):
+        r = api("PATCH", path, json={**status_a, "effectiveDate": when})
+        assert r.status_code == 400 and "effectiveDate" in r.json()["description"], when
+    r = api("PATCH", path, json={"serviceCharacteristic": [{"name": "subscriberStatus", "value": "X"}]})
+    assert r.status_code == 400 and "Invalid subscriberStatus" in r.json()["description"]
+    r = api("PATCH", path, json={"serviceCharacteristic": [{"name": "favouriteColour", "value": "red"}]})
+    assert r.status_code == 400 and "favouriteColour" in r.json()["description"]
+    import json as _json
+    r = api("PATCH", path, data=_json.dumps(status_a), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and set(r.json()) == {"id", "description"}
+    r = api("POST", ACTIVATION, json=[{"service": {"serviceCharacteristic": []}, "priority": "high"}])
+    assert r.status_code == 400 and "priority" in r.json()["description"]
+    assert tg.request("GET", "/activations") == []  # nothing created
+    # the assumed rules are switchable, never silently lenient
+    tg.configure(refuse_unknown_fields=False, require_json_content_type=False)
+    assert api("PATCH", path, json={**status_a, "imei": "1"}).status_code == 200
+    assert api("PATCH", path, data=_json.dumps(status_a), headers={"Content-Type": "text/plain"}).status_code == 200
 
 
 def test_unknown_line_is_the_documented_404(api, tg):

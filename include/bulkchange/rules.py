@@ -156,6 +156,9 @@ CARRIER_REFUSED: dict[Integration, dict[tuple[str, str], str]] = {
            for cur, allowed in _JASPER_END_OF_LIFE.items() for target in _JASPER_STATUSES
            if target not in allowed and target not in _JASPER_PRE_ACTIVATION},
     },
+    # Telegence (assumed, as the simulator): a cancelled line stays cancelled
+    Integration.TELEGENCE: {("C", target): f"a cancelled (C) Telegence line cannot become {target}"
+                            for target in ("A", "S")},
 }
 
 

@@ -53,3 +53,40 @@ def test_activated_to_test_ready_is_refused_on_both_sides(api, jasper, ignore):
     assert r.status_code == 400 and r.json()["errorCode"] == "10000029"
     with pytest.raises(RuleError, match="10000029"):
         check_transition(Integration.JASPER, "ACTIVATED", "TEST_READY", ignore)
+
+
+def test_every_telegence_pair_the_pipeline_sends_is_accepted_by_the_simulator(simulator):
+    """The same walk for Telegence's subscriberStatus letters (PATCH of the line)."""
+    from simulators.telegence import LINECONFIG
+    from simulators.telegence import STATUSES as TG_STATUSES
+
+    control = simulator.control("telegence")
+    control.reset()
+    control.set_accounts({"pairs": "pairs-secret"})
+    headers = {"app-id": "pairs", "app-secret": "pairs-secret"}
+    targets = sorted(TRANSITIONS[Integration.TELEGENCE])
+    pairs = [(cur, target) for cur in TG_STATUSES for target in targets if cur != target]
+    lines = {pair: (make_iccid(3000 + i), f"1404777{i:04d}") for i, pair in enumerate(pairs)}
+    control.seed_devices([{"iccid": iccid, "msisdn": number, "status": cur}
+                          for (cur, _), (iccid, number) in lines.items()])
+    import requests
+
+    answers = {}
+    with requests.Session() as http:
+        for (cur, target), (_, number) in lines.items():
+            body = {"effectiveDate": "2030-01-01",
+                    "serviceCharacteristic": [{"name": "subscriberStatus", "value": target}]}
+            answers[(cur, target)] = http.patch(f"{simulator.url_for('telegence')}{LINECONFIG}/{number}", json=body,
+                                                headers=headers, timeout=10).status_code
+    control.reset()
+    too_loose = []
+    for ignore in (False, True):
+        for (cur, target), status in answers.items():
+            try:
+                check = check_transition(Integration.TELEGENCE, cur, target, ignore)
+            except RuleError:
+                continue
+            if not check.already_there and status != 200:
+                too_loose.append(((cur, target), ignore, status))
+    assert too_loose == [], f"the pipeline would send what the carrier refuses: {too_loose}"
+    assert answers[("C", "A")] == 400 and answers[("S", "A")] == 200

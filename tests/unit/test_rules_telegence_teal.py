@@ -51,8 +51,11 @@ def test_telegence_refused_transitions(current, requested):
 def test_telegence_same_status_is_already_there_and_ignore_forces():
     assert check_transition(TG, "S", "Suspend", False).already_there
     assert check_transition(TG, "a", "Active", False).already_there  # case-insensitive
-    forced = check_transition(TG, "C", "Active", True)
-    assert forced.target == "A" and not forced.already_there
+    forced = check_transition(TG, "inventory", "Suspend", True)  # our table refuses it, the carrier decides
+    assert forced.target == "S" and not forced.already_there
+    # a cancelled line stays cancelled at the carrier: forcing cannot help, refused before any call
+    with pytest.raises(RuleError, match="cancelled .*IsIgnoreCurrentStatus cannot force it"):
+        check_transition(TG, "C", "Active", True)
 
 
 @pytest.mark.parametrize("current,requested,target", [

@@ -283,3 +283,29 @@ def test_two_checkers_settling_the_same_devices_record_them_once(amop_engine, fl
     assert outer.settled == {}  # found them settled: recorded nothing ...
     assert len(logs(amop_engine, bulk_id)) == inner[1]  # ... not even its reads' log rows
     assert {dc.status for dc in changes(amop_engine, bulk_id).values()} == {DeviceChangeStatus.PROCESSED}
+
+
+def test_jasper_effective_date_with_an_offset_is_sent_as_the_same_instant(amop_engine, fleet_factory, make_client,
+                                                                          jasper):
+    """EffectiveDate written in +05:00 and -08:00 zones, on the other side of midnight UTC from its
+    local date: the carrier gets the same instant (in UTC) and schedules it there, not hours off."""
+    fleet = fleet_factory(2)
+    base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0) + timedelta(days=2)
+    cases = {fleet.iccids[0]: (base.replace(hour=22), timezone(timedelta(hours=5))),   # next local day
+             fleet.iccids[1]: (base.replace(hour=0), timezone(timedelta(hours=-8)))}   # previous local day
+    requests = []
+    for iccid, (when, zone) in cases.items():
+        local = when.astimezone(zone)
+        assert local.date() != when.date()
+        requests.append({"ICCID": iccid, "ChangeRequest": {"CarrierRatePlan": "P-0",
+                                                           "EffectiveDate": local.isoformat()}})
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.CARRIER_RATE_PLAN_CHANGE,
+                                       requests=requests)
+    summary = run(amop_engine, bulk_id, make_client())
+    assert summary["counts"] == {"PENDING_CARRIER": 2}
+    for iccid, (when, _) in cases.items():
+        [put] = jasper.calls(iccid=iccid, method="PUT")
+        assert put["body"]["effectiveDate"] == when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        [edit] = jasper.scheduled_edits(iccid)
+        assert edit["effectiveDate"] == when.strftime("%Y-%m-%dT%H:%M:%S.000Z")

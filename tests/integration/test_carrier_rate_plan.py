@@ -1,5 +1,6 @@
 """CarrierRatePlanChange on Jasper and ThingSpace through the core, against the simulators over
 HTTP: the carrier's state, the Device rows and the log rows after each run."""
+import threading
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
@@ -270,11 +271,13 @@ def test_two_checkers_settling_the_same_devices_record_them_once(amop_engine, fl
     other = make_client()
     inner: list = []
     real_get = client.get_device
+    first = threading.Lock()  # this checker's reads run in parallel: the other checker runs once
 
     def get_device(iccid, **kw):  # the other checker runs whole while this one is between read and record
-        if not inner:
-            inner.append(reconcile.settle_bulk(amop_engine, bulk_id, other, max_checks=2))
-            inner.append(len(logs(amop_engine, bulk_id)))
+        with first:
+            if not inner:
+                inner.append(reconcile.settle_bulk(amop_engine, bulk_id, other, max_checks=2))
+                inner.append(len(logs(amop_engine, bulk_id)))
         return real_get(iccid, **kw)
 
     monkeypatch.setattr(client, "get_device", get_device)

@@ -113,7 +113,10 @@ def _run_until_final(cluster: AirflowCluster, amop_url: str, bulk_ids: list[int]
         engine.dispose()
 
 
-def _assert_all_processed(amop_url: str, bulk_ids: list[int], sizes: list[int], total: int) -> None:
+def _assert_all_processed(amop_url: str, bulk_ids: list[int], sizes: list[int], total: int,
+                          calls: list[dict]) -> None:
+    """Every device PROCESSED and DEACTIVATED; one log row per carrier call the simulator saw for the
+    account (every attempt is logged: a 429 and its retry are two rows), no secret in any."""
     engine = make_engine(amop_url)
     with engine.connect() as conn:
         for bulk_id, n in zip(bulk_ids, sizes):
@@ -123,7 +126,7 @@ def _assert_all_processed(amop_url: str, bulk_ids: list[int], sizes: list[int], 
             == [("DEACTIVATED", total)]
         logs = conn.execute(select(t.device_bulk_change_log.c.RequestText,
                                    t.device_bulk_change_log.c.ResponseText)).all()
-        assert len(logs) == total
+        assert len(logs) == len(calls) >= total
         assert not [r for r in logs if KEY in (r[0] or "") + (r[1] or "")]
     engine.dispose()
 
@@ -166,9 +169,9 @@ def test_local_executor_on_postgres(tmp_path, pg_database, jasper):
     finally:
         cluster.stop()
 
-    _assert_all_processed(amop_url, bulk_ids, sizes, total)
-    _report_runs(cluster, "LocalExecutor", total)
     calls = _carrier_calls(jasper)
+    _assert_all_processed(amop_url, bulk_ids, sizes, total, calls)
+    _report_runs(cluster, "LocalExecutor", total)
     assert len([c for c in calls if c["method"] == "PUT" and c["status"] == 200]) == total  # once per device
     assert max_per_second([c["ts"] for c in calls]) <= RATE * 1.2 + 1
     states = cluster.query("SELECT state, count(*) FROM task_instance WHERE dag_id = 'bulk_change_process' "
@@ -217,6 +220,6 @@ def test_celery_two_workers_share_the_account_rate_limit(tmp_path, pg_database, 
                                                     + [f"bulk_change_{bulk_ids[1]}"] * 5)  # batches of 100
     assert {r.hostname for r in rows} == {"worker1", "worker2"}
 
-    _assert_all_processed(amop_url, bulk_ids, sizes, total)
+    _assert_all_processed(amop_url, bulk_ids, sizes, total, calls)
     assert len([c for c in calls if c["method"] == "PUT" and c["status"] == 200]) == total  # once per device
     _report_runs(cluster, "CeleryExecutor, 2 workers", total)

@@ -117,6 +117,9 @@ def test_jasper_username_audit_trail_and_rev_cost_centers(amop_engine, fleet_fac
     assert [r["LogEntryDescription"] for r in logs] == [
         "Update Jasper Username: Jasper API", "Get Device Audit Trail: Jasper API", "Get Rev.io Service: Rev.io API",
         "Update Rev.io Service: Rev.io API"]
+    patch = logs[-1]["RequestText"]
+    assert "Username" in patch and "user-0" not in patch  # a person's name is masked in the Rev.io patch ...
+    assert "CC1-0" in patch  # ... a cost center is not personal: kept for the audit
 
 
 def test_jasper_retry_of_interrupted_device_sends_nothing_twice(amop_engine, fleet_factory, make_client, make_revio,

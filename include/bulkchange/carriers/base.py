@@ -261,7 +261,7 @@ class HttpCarrierClient:
 
     # -- the one way to call the carrier ----------------------------------------------------
     def _call(self, method: str, path: str, *, description: str, json_body: Any = None,
-              params: dict | None = None, log: CallLog | None = None,
+              params: dict | None = None, log: CallLog | None = None, log_body: Any = None,
               parse: Callable[[requests.Response], Any] | None = None,
               headers: dict[str, str] | None = None, policy: Any = None,
               verify: Callable[[], Any] | None = None, once: bool = False) -> Any:
@@ -285,8 +285,8 @@ class HttpCarrierClient:
         req_text = f"{method} {path}"
         if params:
             req_text += "?" + "&".join(f"{k}={v}" for k, v in params.items())
-        if json_body is not None:
-            req_text += "\n" + json.dumps(json_body, sort_keys=True)
+        if json_body is not None:  # ``log_body``: what the log shows instead (same data, labelled for the scrubber)
+            req_text += "\n" + json.dumps(log_body if log_body is not None else json_body, sort_keys=True)
         request_text = self.sanitize(req_text)
         state = {"n": 0, "unknown": None, "confirmed": False}
 

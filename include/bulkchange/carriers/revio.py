@@ -91,9 +91,11 @@ class RevioClient(HttpCarrierClient):
         return list(self._search(self.services_path, search, page_size, "Find Rev.io Services: Rev.io API", log))
 
     def patch_service(self, service_id: int | str, operations: Sequence[dict], *,
-                      log: CallLog | None = None) -> dict:
-        """PATCH with a JSON Patch document, e.g. ``[{"op": "replace", "path": "/fields/2/value", "value": "x"}]``."""
+                      log: CallLog | None = None, log_operations: Sequence[dict] | None = None) -> dict:
+        """PATCH with a JSON Patch document, e.g. ``[{"op": "replace", "path": "/fields/2/value", "value": "x"}]``.
+        ``log_operations``: the same operations as the log shows them (e.g. with the field's label)."""
         return self._call("PATCH", f"{self.services_path}/{path_segment(service_id)}", json_body=list(operations), log=log,
+                          log_body=list(log_operations) if log_operations is not None else None,
                           headers=JSON_PATCH, description="Update Rev.io Service: Rev.io API") or {}
 
     def update_custom_field(self, service_id: int | str, labels: str | Sequence[str], value: Any, *,
@@ -106,7 +108,10 @@ class RevioClient(HttpCarrierClient):
         if index is None:
             raise PermanentError(f"Rev.io service {service_id} has no custom field labelled "
                                  f"{' / '.join(candidates)}")
-        self.patch_service(service_id, [{"op": "replace", "path": f"/fields/{index}/value", "value": value}], log=log)
+        operation = {"op": "replace", "path": f"/fields/{index}/value", "value": value}
+        # the log names the field, so the scrubber masks a personal one (a user's name) by its label
+        label = next((c for c in candidates if field_index(service, c) == index), candidates[0])
+        self.patch_service(service_id, [operation], log=log, log_operations=[{**operation, "field": label}])
         return index
 
     # -- service products -------------------------------------------------------------------------

@@ -218,7 +218,7 @@ class EditUsernameBase(ChangeHandler):
             raise PermanentError(f"no active Rev.io service found for ICCID {device.iccid}"
                                  f"{f' / MSISDN {device.msisdn}' if device.msisdn else ''}")
         service_id = service.get("service_id") or service.get("id")
-        ops, missing = [], []
+        ops, missing, labelled = [], [], []
         for labels, value, required in wanted:
             index = field_index(service, *labels)
             if index is None:
@@ -227,17 +227,20 @@ class EditUsernameBase(ChangeHandler):
                 continue
             if (service["fields"][index] or {}).get("value") != value:
                 ops.append({"op": "replace", "path": f"/fields/{index}/value", "value": value})
+                # the log names the field: the scrubber masks a personal one (Username) by its label
+                labelled.append({**ops[-1], "field": (service["fields"][index] or {}).get("label") or labels[0]})
         if missing:
             raise PermanentError(f"Rev.io service {service_id} has no custom field labelled {', '.join(missing)}")
         for key, value in root.items():
             if service.get(key) != value:
                 ops.append({"op": "replace", "path": f"/{key}", "value": value})
+                labelled.append(ops[-1])
         columns = {k: v for k, v in device_updates(request).items()}
         with self._lock:
             self.rev_rows[dc.id] = (int(service_id), columns)
         if not ops:
             return f"Rev.io service {service_id} already up to date"
-        answer = self.revio_client.patch_service(service_id, ops, log=log)
+        answer = self.revio_client.patch_service(service_id, ops, log=log, log_operations=labelled)
         if isinstance(answer, dict) and answer.get("ok") is False:
             raise PermanentError(f"Rev.io refused the update: {answer.get('message')}")
         return f"Rev.io service {service_id}: {len(ops)} field(s) updated"

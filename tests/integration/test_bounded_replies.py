@@ -18,13 +18,14 @@ from bulkchange.db import seed
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.models import ChangeType, Integration
 
-GOOD, DRIP, HUGE = (seed.make_iccid(91_000 + i) for i in range(3))
+GOOD, DRIP, HUGE, HEADER_DRIP = (seed.make_iccid(91_000 + i) for i in range(4))
 DRIP_BYTES = 400          # the dripped answer: 400 bytes, one per 50 ms = 20 s in all
 HUGE_BYTES = 64 * 2**20  # the endless answer: 64 MiB offered
 
 
 class NastyCarrier:
-    """A Jasper-shaped HTTP/1.1 server: PUT /devices/{iccid} answers well, drips, or floods."""
+    """A Jasper-shaped HTTP/1.1 server: PUT /devices/{iccid} answers well, drips its body or its
+    headers, or floods."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -82,6 +83,16 @@ class NastyCarrier:
                     time.sleep(0.05)
                 self.finished[iccid] = True
                 return True
+            if iccid == HEADER_DRIP:  # the status line at once, then headers that never end in time
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                header = b"X-Pad: " + b"a" * DRIP_BYTES + b"\r\n"
+                for i in range(len(header)):
+                    conn.sendall(header[i:i + 1])
+                    self.sent[iccid] = i + 1
+                    time.sleep(0.05)
+                conn.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                self.finished[iccid] = True
+                return True
             if iccid == HUGE:
                 # no Content-Length: the size is only known by reading it all
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
@@ -114,10 +125,11 @@ def nasty():
 def _fleet(engine):
     with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=1, name="jasper", integration=Integration.JASPER, tenant_id=1)
-        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVATED"} for i in (GOOD, DRIP, HUGE)], sp_id=1, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVATED"} for i in (GOOD, DRIP, HUGE, HEADER_DRIP)],
+                         sp_id=1, tenant_id=1)
         return seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                     requests=[{"ICCID": i, "ChangeRequest": {"UpdateStatus": "Suspend"}}
-                                              for i in (GOOD, DRIP, HUGE)])
+                                              for i in (GOOD, DRIP, HUGE, HEADER_DRIP)])
 
 
 def test_dripping_and_oversized_answers_fail_their_device_only(sqlite_engine, nasty):
@@ -130,7 +142,7 @@ def test_dripping_and_oversized_answers_fail_their_device_only(sqlite_engine, na
     tracemalloc.start()
     try:
         for b in plan.batches:
-            processing.process_batch(sqlite_engine, bulk_id, b.device_change_ids, client=client, max_parallel=3)
+            processing.process_batch(sqlite_engine, bulk_id, b.device_change_ids, client=client, max_parallel=4)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -142,8 +154,11 @@ def test_dripping_and_oversized_answers_fail_their_device_only(sqlite_engine, na
     assert rows[GOOD].Status == "PROCESSED", rows[GOOD].StatusDetails
     assert rows[DRIP].Status == "API_FAILED" and "timeout after 1.0s" in rows[DRIP].StatusDetails, rows[DRIP].StatusDetails
     assert rows[HUGE].Status == "API_FAILED" and "ResponseTooLarge" in rows[HUGE].StatusDetails, rows[HUGE].StatusDetails
-    # the client hung up on the drip long before its 20 s answer was complete ...
+    assert rows[HEADER_DRIP].Status == "API_FAILED" and "timeout after 1.0s" in rows[HEADER_DRIP].StatusDetails, \
+        rows[HEADER_DRIP].StatusDetails
+    # the client hung up on the drips long before their 20 s answers were complete ...
     assert not nasty.finished.get(DRIP) and nasty.sent[DRIP] < DRIP_BYTES
+    assert not nasty.finished.get(HEADER_DRIP) and nasty.sent[HEADER_DRIP] < DRIP_BYTES
     # ... and on the flood after a few MiB (kernel buffers included), not 64 MiB
     assert nasty.sent[HUGE] < 32 * 2**20, nasty.sent[HUGE]
     assert peak < 24 * 2**20, f"peak traced memory {peak / 2**20:.1f} MiB"

@@ -13,19 +13,13 @@ from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import DeviceChangeStatus, Integration, utcnow
 from tests.dags.test_end_to_end import _seed as seed_suspend
+from tests.dags.test_end_to_end import jasper  # noqa: F401  (fixture)
 from tests.dags.conftest import amop_conn_json
 
 KEY = "ownership-secret-key-7"
 FIRST = processing.run_owner("manual__first_run")
 
 pytestmark = pytest.mark.airflow
-
-
-@pytest.fixture
-def jasper(simulator):
-    control = simulator.control("jasper")
-    control.reset()
-    return control
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from bulkchange.carriers.base import (
     AuthError,
     CallLog,
     HttpCarrierClient,
+    OutcomeUnknown,
     PermanentError,
     TransientError,
     classify_response,
@@ -251,33 +252,24 @@ class ThingSpaceClient(HttpCarrierClient):
         return self._post_action_once(f"/m2m/v1/devices/actions/{path_segment(action)}", body, action, log)
 
     def _post_action_once(self, path: str, body: dict, action: str, log: CallLog | None) -> str:
-        """POST an action that must never be applied twice. Retried only when the carrier surely did
-        not take it (429, a refused connection, a 401 before re-login); after any other failure
-        (5xx, timeout, dropped connection, garbled or id-less answer) it raises ``UnknownOutcome``:
-        the caller looks for the accepted request before anything is sent again."""
-        from bulkchange.engine import CallPolicy, RetryPolicy
-
-        limiter = getattr(self.policy, "rate_limiter", None)
-        retry = getattr(self.policy, "retry", None) or RetryPolicy(max_attempts=1)
-        once = CallPolicy(limiter, RetryPolicy(max_attempts=1))
-        description = f"ThingSpace {action.capitalize()}: ThingSpace API"
-        for attempt in range(1, retry.max_attempts + 1):
-            try:
-                answer = self._call("POST", path, json_body=body, log=log, description=description, policy=once)
-            except TransientError as exc:
-                if not not_applied(exc):
-                    raise UnknownOutcome(f"ThingSpace {action}: no usable answer ({exc}); the request may have "
-                                         f"been applied, so it is not sent again blindly",
-                                         status_code=exc.status_code) from exc
-                if attempt >= retry.max_attempts:
-                    raise
-                time.sleep(retry.delay(attempt, exc.retry_after))
-                continue
-            request_id = answer.get("requestId") if isinstance(answer, dict) else None
-            if not request_id:
-                raise UnknownOutcome(f"ThingSpace {action} answered without a requestId")
-            return str(request_id)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """POST an action that must never be applied twice: the base ``_call(once=True)`` retries it
+        only when the carrier surely did not take it (a refused attempt: 429, a connection never
+        opened, a 401 before re-login); after any other failure (5xx, timeout, dropped connection,
+        garbled answer) and after an id-less answer it raises ``UnknownOutcome``: the caller looks
+        for the accepted request before anything is sent again."""
+        try:
+            answer = self._call("POST", path, json_body=body, log=log, once=True,
+                                description=f"ThingSpace {action.capitalize()}: ThingSpace API")
+        except OutcomeUnknown as exc:
+            unknown = UnknownOutcome(f"ThingSpace {action}: no usable answer ({exc}); the request may have been "
+                                     f"applied, so it is not sent again blindly",
+                                     status_code=exc.status_code, response_text=exc.response_text)
+            unknown.attempts = getattr(exc, "attempts", 1)  # type: ignore[attr-defined]
+            raise unknown from exc
+        request_id = answer.get("requestId") if isinstance(answer, dict) else None
+        if not request_id:
+            raise UnknownOutcome(f"ThingSpace {action} answered without a requestId")
+        return str(request_id)
 
     def provisioning_history(self, iccid: str, earliest: float, latest: float, *,
                              log: CallLog | None = None) -> list[dict]:
@@ -361,22 +353,10 @@ class ThingSpaceClient(HttpCarrierClient):
             after = device_id(devices[-1], "iccid")
 
 
-class UnknownOutcome(TransientError):
+class UnknownOutcome(OutcomeUnknown):
     """An action whose answer was lost: the carrier may have accepted it (5xx after it arrived, a
-    timeout, a dropped connection, a garbled or id-less answer). Never re-sent blindly."""
-
-
-def not_applied(exc: TransientError) -> bool:
-    """True when a failed call surely did not reach the carrier's processing: rate limited (429)
-    or a connection that was never made."""
-    if exc.status_code == 429:
-        return True
-    cause = exc.__cause__
-    if isinstance(cause, requests.ConnectTimeout):
-        return True
-    if isinstance(cause, requests.ConnectionError) and "NewConnectionError" in repr(cause.args):
-        return True
-    return False
+    timeout, a dropped connection, a garbled or id-less answer). Never re-sent blindly (and, being
+    an ``OutcomeUnknown``, never retried by ``CallPolicy``)."""
 
 
 def _iso(epoch: float) -> str:

@@ -10,7 +10,6 @@ import json
 import time
 from collections import Counter
 
-import pytest
 
 from bulkchange import processing
 from bulkchange.changes.status_update import ThingSpaceStatusUpdate

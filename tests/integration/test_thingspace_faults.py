@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import select
 
 from bulkchange.carriers.thingspace import ThingSpaceClient, UnknownOutcome
-from bulkchange.changes.status_update import ThingSpaceStatusUpdate
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
@@ -145,33 +144,8 @@ def test_a_refusal_because_the_line_already_is_at_the_target_settles_processed(a
     assert "already being at the target" in changes[iccids[0]].status_details
 
 
-# --- the fault mix: Suspend then Restore ----------------------------------------------------------
-FAULT_MIX = dict(error_rate=0.10, error_statuses=[500, 502, 503, 429, 429, 504], timeout_rate=0.02, timeout_s=0.2,
-                 applied_error_rate=0.05, malformed_rate=0.02, seed=20)
-
-
-def test_200_lines_suspend_then_restore_under_faults(amop_engine, ts, clients, simulator, monkeypatch):
-    monkeypatch.setattr(ThingSpaceStatusUpdate, "group_size", 5)  # 40 action requests per phase
-    iccids = make_fleet(amop_engine, ts, 200, "active", start=66_000)
-    carrier = simulator.carrier("thingspace")
-    client = clients(attempts=5)
-    client.unknown_outcome_wait_s = 1.5  # the simulator completes actions in 0.3 s
-    ts.configure(**FAULT_MIX)
-    for status, action, target in (("Suspend", "suspend", "suspend"), ("Restore", "restore", "active")):
-        bulk_id = bulk(amop_engine, iccids, status)
-        process(amop_engine, bulk_id, client)
-        settle_until_done(amop_engine, bulk_id, client, rounds=80, count_checks=False)
-        accepted = Counter(d["deviceIds"][0]["id"] for r in list(carrier.requests.values())
-                           if r["action"] == action for d in r["devices"])
-        assert [i for i, n in accepted.items() if n > 1] == [], f"{action} accepted twice"
-        changes, _ = device_changes(amop_engine, bulk_id)
-        state = {i: ts.device(i)["state"] for i in iccids}
-        wrong = [(i, dc.status.value, state[i], dc.status_details) for i, dc in changes.items()
-                 if (dc.status.value == "PROCESSED") != (state[i] == target)]
-        assert wrong == []
-        assert Counter(dc.status.value for dc in changes.values()) == {"PROCESSED": 200}
-    stats = ts.stats()
-    assert stats["by_fault"].get("applied_error") and stats["by_fault"].get("malformed")
+# --- the fault mix, Suspend then Restore: tests/integration/test_chaos_thingspace.py (500 lines, the
+# faults injected by a proxy between the client and the simulator, logins included)
 
 
 # --- items 4 and 5: reconciliation ------------------------------------------------------------

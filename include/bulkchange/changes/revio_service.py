@@ -206,7 +206,9 @@ class RevioServiceStep:
                     record.products.append(self._ensure_product(plan, record.service_id, product_id, rate, log))
         except CarrierError as exc:
             attempts = getattr(exc, "attempts", 1)
-            return False, f"{step} failed{f' after {attempts} attempt(s)' if attempts > 1 else ''}: {exc}"
+            checked = getattr(exc, "checked", None)  # the look-up after an unknown outcome, as evidence
+            return False, (f"{step} failed{f' after {attempts} attempt(s)' if attempts > 1 else ''}: {exc}"
+                           + (f"; {checked}" if checked else ""))
         products = f" and {len(record.products)} service product(s)" if record.products else ""
         how = "found" if found else "created"
         return True, f"Rev.io service {record.service_id} {how}{products}"

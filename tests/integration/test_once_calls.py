@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from bulkchange import processing
+from bulkchange.carriers.telegence import characteristic
 from bulkchange.db import schema as t
 from tests.integration import test_pond_status_update as pond_mod
 from tests.integration import test_revio_after_status as rev_mod
@@ -169,3 +170,30 @@ def test_telegence_patch_whose_answer_is_lost_is_checked_not_resent(amop_engine,
     patches = Counter(c["path"].rsplit("/", 1)[-1] for c in tg.calls(method="PATCH"))
     assert patches == Counter({n: 1 for n in numbers.values()})
     assert {tg.device(i)["subscriberStatus"] for i in iccids} == {"S"}
+
+
+def test_telegence_sim_and_imei_swaps_whose_answers_are_lost_are_checked_not_resent(amop_engine, tg, tg_client):
+    """ChangeICCIDAndIMEI on Telegence: the PATCH is applied and its answer lost; the line read
+    shows the new SIM / IMEI, so the swap is PROCESSED, the Device row takes it, and no second PATCH."""
+    from tests.integration.test_rate_plan_identifier_tg_teal_pond import IDENT, add_bulk, run, tg_fleet
+
+    from bulkchange.db import seed
+
+    iccids, numbers = tg_fleet(amop_engine, tg, 4, 63_000)
+    new_sims = {iccids[0]: seed.make_iccid(63_500), iccids[1]: seed.make_iccid(63_501)}
+    new_imeis = {iccids[2]: "490154203237518", iccids[3]: "352099001761481"}
+    rows = [{"ICCID": i, "ChangeRequest": {"NewICCID": s}} for i, s in new_sims.items()]
+    rows += [{"ICCID": i, "ChangeRequest": {"NewIMEI": m}} for i, m in new_imeis.items()]
+    tg.configure(applied_error_rate=1.0, fault_methods=["PATCH"])
+    bulk_id = add_bulk(amop_engine, 6, IDENT, rows, portal_type=2)
+    assert run(amop_engine, bulk_id, tg_client)["counts"] == {"PROCESSED": 4}
+    patches = Counter(c["path"].rsplit("/", 1)[-1] for c in tg.calls(method="PATCH"))
+    assert patches == Counter({n: 1 for n in numbers.values()})
+    with amop_engine.connect() as conn:
+        devices = {r.MSISDN: r for r in conn.execute(select(t.device))}
+    for old, new in new_sims.items():
+        assert devices[numbers[old]].ICCID == new
+        assert characteristic(tg_client.get_service(numbers[old]), "sim") == new
+    for iccid, imei in new_imeis.items():
+        assert devices[numbers[iccid]].IMEI == imei
+        assert characteristic(tg_client.get_service(numbers[iccid]), "IMEI") == imei

@@ -32,6 +32,14 @@ NOT_THERE = "checked at the carrier afterwards: the change is not there"
 REFUSED_POSTS = dict(error_statuses=[503], fault_methods=["POST"])
 
 
+def log_rows(engine, description):
+    """The call log's rows of one kind of call (a resend's says "(attempt n)"): (attempt number, outcome)."""
+    lg = t.device_bulk_change_log
+    with engine.connect() as conn:
+        return [(r.AttemptNumber, r.Outcome) for r in conn.execute(
+            select(lg).where(lg.c.LogEntryDescription.like(description + "%")).order_by(lg.c.Id))]
+
+
 def changes_by_iccid(engine, table=t.m2m_device_change):
     with engine.connect() as conn:
         return {r.ICCID: r for r in conn.execute(select(table))}
@@ -58,6 +66,8 @@ def test_revio_creates_whose_answers_are_lost_are_found_not_sent_again(amop_engi
     assert Counter(c["body"]["number2"] for c in posts) == Counter({i: 1 for i in fleet.iccids})
     assert {c["fault"] for c in posts} == {"applied_error"}
     assert len(rev_posts(revio, "/ServiceProduct")) == 12
+    # one log row per attempt the carrier saw, each saying its outcome was unknown
+    assert log_rows(amop_engine, "Create Rev.io Service: Rev.io API") == [(1, "unknown")] * 6
 
 
 def test_revio_create_the_carrier_never_saw_is_sent_once_more(amop_engine, fleet_factory, make_client, make_revio,
@@ -87,6 +97,11 @@ def test_revio_create_the_carrier_never_saw_is_sent_once_more(amop_engine, fleet
         outcomes[len(sent), created] += 1
     # the seeded faults give every path: sent once, sent again and created, sent again and failed
     assert set(outcomes) == {(1, True), (2, True), (2, False)}, outcomes
+    rows = log_rows(amop_engine, "Create Rev.io Service: Rev.io API")
+    assert len(rows) == sum(len(v) for v in posts.values())  # one log row per attempt sent
+    assert Counter(rows) == Counter({(1, "applied"): outcomes[1, True], (1, "unknown"): outcomes[2, True]
+                                     + outcomes[2, False], (2, "applied"): outcomes[2, True],
+                                     (2, "unknown"): outcomes[2, False]})
 
 
 # --- POND: POST /{distributor}/sims/{iccid}/packages ---------------------------------------------

@@ -262,30 +262,3 @@ def test_client_needs_a_distributor_id(simulator):
     with pytest.raises(ValueError, match="distributor_id"):
         build_client(Integration.POND, CarrierSettings(base_url=simulator.url_for("pond"), login=USER,
                                                        password=SECRET))
-
-
-def test_an_add_whose_answer_is_lost_is_not_sent_again(sqlite_engine, pond, pond_client):
-    """POND adds the package but the answer never arrives (a TransientError after the real call):
-    the handler lists the packages again, finds the new one and activates it; no second add."""
-    fleet = PondFleet(sqlite_engine, pond, 8, status="SUSPENDED", service_status="DISABLED",
-                      packages=[{"packageTypeId": "101", "status": "ACTIVE"}])
-    lost = set()
-
-    from bulkchange.carriers.base import TransientError
-    from bulkchange.carriers.pond import PondClient
-
-    class Lossy(PondClient):
-        def add_package(self, iccid, package_type_id, *, log=None):
-            answer = super().add_package(iccid, package_type_id, log=log)
-            if iccid not in lost:
-                lost.add(iccid)
-                raise TransientError("timeout after 30s calling POND")
-            return answer
-
-    bulk_id = fleet.bulk("Active", Request={"PackageTypeId": "102"})
-    _, summary = run_all(sqlite_engine, bulk_id, pond_client(Lossy))
-    assert summary["counts"] == {"PROCESSED": 8} and lost == set(fleet.iccids)
-    assert len(pond.calls(method="POST", path_contains="/packages")) == 8
-    for sim in fleet.sims().values():
-        assert sorted((p["packageTypeId"], p["status"]) for p in sim["packages"]) == [
-            ("101", "TERMINATED"), ("102", "ACTIVE")]

@@ -284,26 +284,3 @@ def test_asynchronous_carrier_gets_its_rev_service_when_settled(amop_engine, ts,
     services, _, changes, _ = stored(amop_engine)
     assert sorted(r["Number2"] for r in services) == sorted(iccids)
     assert all("Rev.io service" in c.StatusDetails for c in changes.values())
-
-
-def test_a_create_whose_answer_is_lost_is_found_not_repeated(amop_engine, fleet_factory, make_client, make_revio,
-                                                             revio):
-    fleet = fleet_factory(6)
-    lost = []
-
-    from bulkchange.carriers.base import TransientError
-
-    class Lossy(RevioClient):
-        def create_service(self, body, *, log=None):
-            sid = super().create_service(body, log=log)
-            if len(lost) < 3:
-                lost.append(sid)
-                raise TransientError("HTTP 504", status_code=504)
-            return sid
-
-    bulk_id = fleet.bulk("Suspend", RevService=REV_SERVICE)
-    assert run_all(amop_engine, bulk_id, make_client(), make_revio(Lossy))["counts"] == {"PROCESSED": 6}
-    services, _, _, _ = stored(amop_engine)
-    assert len(lost) == 3 and set(lost) <= {r["ServiceId"] for r in services}
-    assert len(revio.calls(method="POST", path_contains="/Services")) == 6
-    assert sorted(s["number2"] for s in revio.request("GET", "/services")) == sorted(fleet.iccids)

@@ -208,9 +208,9 @@ def test_build_client_reads_the_connection(simulator, teal):
         build_client(Integration.TEAL, CarrierSettings(simulator.url_for("teal"), KEY, ""))
 
 
-def test_lost_answers_are_retried_with_the_same_request_id(amop_engine, teal, simulator):
-    """A truncated answer (the operation was applied) is retried with the same requestId: Teal replays
-    its answer, so no operation runs twice."""
+def test_lost_answers_are_looked_up_by_request_id_not_resent(amop_engine, teal, simulator):
+    """A truncated answer (the operation was applied) is looked up by its requestId at
+    ``/operation-result`` before anything is sent again: Teal knows it, so it is never re-sent."""
     iccids = make_fleet(amop_engine, teal, 300, "ONLINE", start=36_000)
     teal.configure(malformed_rate=0.6, seed=5)
     policy = CallPolicy(RateLimiter(None), RetryPolicy(max_attempts=10, base_delay=0.01, max_delay=0.05))
@@ -222,5 +222,6 @@ def test_lost_answers_are_retried_with_the_same_request_id(amop_engine, teal, si
     finally:
         client.close()
     posts = teal.calls(method="POST", limit=5000)
-    assert len(posts) > 3 and len({c["query"] for c in posts}) == 3  # retries reuse their requestId
+    assert any(c["fault"] == "malformed" for c in posts)  # some answers were lost...
+    assert len(posts) == 3 and len({c["query"] for c in posts}) == 3  # ...and none was sent again
     assert len(teal.request("GET", "/operations")) == 3

@@ -278,8 +278,14 @@ class HttpCarrierClient:
         then raises the last error with ``outcome = refused`` and the evidence in a note; a check
         that itself fails raises ``OutcomeUnknown``. Its own calls are logged like any other.
 
-        ``once``: the call must never be replayed after an ``unknown`` attempt (a create): the first
-        such attempt raises ``OutcomeUnknown`` (a refused attempt, e.g. a 429, is still retried).
+        ``once``: the call must never be replayed blindly after an ``unknown`` attempt (a create, an
+        add, an operation that is not idempotent). Without ``verify`` the first such attempt raises
+        ``OutcomeUnknown`` and the caller looks the result up. With ``verify`` (the read that finds
+        the created thing: by ICCID, number, request id...) the result is looked up first: found, it
+        is the call's value (nothing is sent again); not there, the request is sent **once** more; a
+        second ``unknown`` attempt is looked up again and then ends the call (found: its value; not
+        there: the last error, ``outcome = refused`` with the evidence). A refused attempt (a 429)
+        is still retried by the policy.
         """
         url = f"{self.base_url}{path}"
         req_text = f"{method} {path}"
@@ -288,7 +294,7 @@ class HttpCarrierClient:
         if json_body is not None:  # ``log_body``: what the log shows instead (same data, labelled for the scrubber)
             req_text += "\n" + json.dumps(log_body if log_body is not None else json_body, sort_keys=True)
         request_text = self.sanitize(req_text)
-        state = {"n": 0, "unknown": None, "confirmed": False}
+        state = {"n": 0, "unknown": None, "confirmed": False, "resent": False}
 
         def check() -> Any:
             """The verify read; None = not applied (raises if the carrier cannot be read)."""
@@ -331,12 +337,18 @@ class HttpCarrierClient:
                     state["confirmed"] = True
                     return current
                 state["unknown"] = None  # checked: not applied, safe to send
+                if once:
+                    state["resent"] = True  # the one resend a non-idempotent call gets
             try:
                 return send()
             except CarrierError as exc:
                 if once and attempt_outcome(exc) == AttemptOutcome.UNKNOWN and not isinstance(exc, OutcomeUnknown):
-                    raise OutcomeUnknown(f"{exc} (not sent again: the carrier may have applied it)",
-                                         status_code=exc.status_code, response_text=exc.response_text) from exc
+                    if verify is not None and not state["resent"]:
+                        raise  # the policy's next attempt looks it up before sending again
+                    unknown = OutcomeUnknown(f"{exc} (not sent again: the carrier may have applied it)",
+                                             status_code=exc.status_code, response_text=exc.response_text)
+                    unknown.original = exc  # type: ignore[attr-defined]
+                    raise unknown from exc
                 raise
 
         active = policy if policy is not None else self.policy
@@ -346,9 +358,6 @@ class HttpCarrierClient:
             else:
                 value = attempt()
             return value
-        except OutcomeUnknown as exc:
-            exc.attempts = state["n"]  # type: ignore[attr-defined]
-            raise
         except CarrierError as exc:
             exc.attempts = state["n"]  # type: ignore[attr-defined]  # times sent (checks not counted)
             last_unknown = state["unknown"] is not None or attempt_outcome(exc) == AttemptOutcome.UNKNOWN
@@ -365,9 +374,13 @@ class HttpCarrierClient:
                 raise unknown from exc
             if current is not None:
                 return current
+            lost = getattr(exc, "original", None)  # once=True: the attempt's own error, now settled
+            if lost is not None:
+                lost.attempts = state["n"]  # type: ignore[attr-defined]
+                exc = lost
             exc.outcome = AttemptOutcome.REFUSED  # type: ignore[attr-defined]
             exc.checked = "checked at the carrier afterwards: the change is not there"  # type: ignore[attr-defined]
-            raise
+            raise exc
 
     def _send_once(self, method: str, url: str, json_body: Any, params: dict | None,
                    headers: dict[str, str] | None, parse: Callable[[requests.Response], Any] | None,

@@ -21,7 +21,6 @@ extra key              default                                                  
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -52,14 +51,6 @@ class PondClient(HttpCarrierClient):
         self._auth = f"Basic {token}"
         self.add_secret(password)
         self.add_secret(token)
-        # Adding a package is never replayed on an ambiguous failure (5xx, timeout, lost answer): the
-        # caller lists the packages again first. Only 429s (nothing was added) are waited out here.
-        self._once = None
-        if self.policy is not None:
-            from bulkchange.engine import CallPolicy, RetryPolicy
-
-            self._once = CallPolicy(getattr(self.policy, "rate_limiter", None), RetryPolicy(max_attempts=1))
-        self.max_429_waits = 5
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": self._auth}
@@ -79,19 +70,19 @@ class PondClient(HttpCarrierClient):
         return [p for p in packages or [] if isinstance(p, dict)]
 
     def add_package(self, iccid: str, package_type_id: str, *, log: CallLog | None = None) -> dict:
-        """POST once (429s waited out); a TransientError means the package may or may not exist."""
-        waits = 0
-        while True:
-            try:
-                body = self._call("POST", self._path("packages_path", iccid=iccid),
-                                  json_body={"packageTypeId": package_type_id}, policy=self._once,
-                                  description="Add Pond Package: Pond API", log=log) or {}
-                break
-            except TransientError as exc:
-                if exc.status_code != 429 or waits >= self.max_429_waits:
-                    raise
-                waits += 1
-                time.sleep(min(60.0, exc.retry_after or 0.5 * 2 ** waits))
+        """POST a package once (``_call(once=True)``; 429s, where nothing was added, are retried by the
+        policy). The caller adds only a type the SIM has no live (ACTIVE / PENDING) package of, so
+        after an unknown outcome (5xx, timeout, lost answer) a live package of that type in the SIM's
+        package list is the add's result; it is sent again once only when the list shows none."""
+        def verify() -> dict | None:
+            live = [p for p in self.get_packages(iccid, log=log)
+                    if str(p.get("packageTypeId")) == str(package_type_id) and p.get("status") in (ACTIVE, PENDING)
+                    and p.get("packageId")]
+            return max(live, key=lambda p: (str(p.get("createdDate") or ""), str(p.get("packageId")))) \
+                if live else None
+
+        body = self._call("POST", self._path("packages_path", iccid=iccid), json_body={"packageTypeId": package_type_id},
+                          description="Add Pond Package: Pond API", log=log, once=True, verify=verify) or {}
         if not isinstance(body, dict) or not body.get("packageId"):
             raise TransientError("POND add package answered without a packageId")
         return body

@@ -13,6 +13,11 @@ found by label (whitespace-insensitive, case-insensitive, with fallbacks as the 
 ``Cost Center 1`` then ``Cost Center``) and patched by index with JSON Patch
 (``application/json-patch+json``).
 
+**Creates are sent once** (``_call(once=True)``): after an answer that may have been lost (5xx,
+timeout, unreadable body) the record is looked up by the published search (services: the
+customer's live service with the number; service products: the service's live product with the
+product id) before it is ever sent again, and a found record is the create's answer.
+
 **Assumed**: the error body (``{"ok": false, "message"}``; Rev.io does not document it), that a create
 answers ``{"ok": true, "id"}`` and that search filters compare exact values. Paths are overridable
 on the connection extra (``services_path``, ``service_products_path``).
@@ -20,7 +25,6 @@ on the connection extra (``services_path``, ``service_products_path``).
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any, Iterator, Sequence
 
 from bulkchange.carriers.http import path_segment
@@ -64,23 +68,24 @@ class RevioClient(HttpCarrierClient):
         self.service_products_path = service_products_path.rstrip("/")
         for secret in (password, token, subscription_key):
             self.add_secret(secret)
-        # Creates are never replayed on an ambiguous failure (5xx, timeout, lost answer): the caller
-        # searches Rev.io first (bulkchange.changes.revio_service). Only 429s, which Rev.io answers
-        # before doing anything, are waited out here.
-        self._once = None
-        if self.policy is not None:
-            from bulkchange.engine import CallPolicy, RetryPolicy
-
-            self._once = CallPolicy(getattr(self.policy, "rate_limiter", None), RetryPolicy(max_attempts=1))
-        self.max_429_waits = 5
 
     def _auth_headers(self) -> dict[str, str]:
         return dict(self._headers)
 
     # -- services ---------------------------------------------------------------------------------
     def create_service(self, body: dict[str, Any], *, log: CallLog | None = None) -> int:
-        answer = self._create(self.services_path, body, "Create Rev.io Service: Rev.io API", log)
+        """POST /Services once; after an unknown outcome the service is looked up (``find_service``:
+        the customer's live service with this number) before it is ever sent again."""
+        answer = self._create(self.services_path, body, "Create Rev.io Service: Rev.io API", log,
+                              find=lambda: self.find_service(body.get("customer_id"), body.get("number"), log=log),
+                              id_key="service_id")
         return _created_id(answer, "service")
+
+    def find_service(self, customer_id: Any, number: Any, *, log: CallLog | None = None) -> dict | None:
+        """The customer's newest service with this number that is not disconnected, else None."""
+        found = [s for s in self.find_services(customer_id=customer_id, number=number, log=log)
+                 if not s.get("disconnected_date")]
+        return max(found, key=lambda s: _record_id(s, "service_id", "id") or 0) if found else None
 
     def get_service(self, service_id: int | str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", f"{self.services_path}/{path_segment(service_id)}", log=log,
@@ -116,8 +121,19 @@ class RevioClient(HttpCarrierClient):
 
     # -- service products -------------------------------------------------------------------------
     def create_service_product(self, body: dict[str, Any], *, log: CallLog | None = None) -> int:
-        answer = self._create(self.service_products_path, body, "Create Rev.io Service Product: Rev.io API", log)
+        """POST /ServiceProduct once; after an unknown outcome the service's live product with this
+        product id is looked up (``find_service_product``) before it is ever sent again."""
+        answer = self._create(self.service_products_path, body, "Create Rev.io Service Product: Rev.io API", log,
+                              find=lambda: self.find_service_product(body.get("service_id"), body.get("product_id"),
+                                                                     log=log),
+                              id_key="service_product_id")
         return _created_id(answer, "service product")
+
+    def find_service_product(self, service_id: Any, product_id: Any, *, log: CallLog | None = None) -> dict | None:
+        """The service's first product with this product id that is not DISCONNECTED / DENIED, else None."""
+        live = [p for p in self.find_service_products(service_id=service_id, product_id=product_id, log=log)
+                if str(p.get("status") or "").upper() not in GONE]
+        return live[0] if live else None
 
     def get_service_product(self, service_product_id: int | str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", f"{self.service_products_path}/{path_segment(service_product_id)}", log=log,
@@ -129,20 +145,22 @@ class RevioClient(HttpCarrierClient):
                                  "Find Rev.io Service Products: Rev.io API", log))
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def _create(self, path: str, body: dict[str, Any], description: str, log: CallLog | None) -> Any:
-        """POST once; wait out and repeat only 429s (nothing was created). Any other failure is
-        raised: the create may or may not have happened."""
-        waits = 0
-        while True:
-            try:
-                if self._once is None:
-                    return self._call("POST", path, json_body=body, description=description, log=log)
-                return self._call("POST", path, json_body=body, description=description, log=log, policy=self._once)
-            except TransientError as exc:
-                if exc.status_code != 429 or waits >= self.max_429_waits:
-                    raise
-                waits += 1
-                time.sleep(min(60.0, exc.retry_after or 0.5 * 2 ** waits))
+    def _create(self, path: str, body: dict[str, Any], description: str, log: CallLog | None,
+                find: Any, id_key: str) -> Any:
+        """POST a create as a non-idempotent call (``_call(once=True)``): 429s, which Rev.io answers
+        before doing anything, are retried by the policy; after an unknown outcome (5xx, timeout,
+        lost answer) ``find`` looks the record up and a found one is the answer (sent again once only
+        when Rev.io shows nothing)."""
+        def verify() -> dict | None:
+            record = find()
+            if record is None:
+                return None
+            own = _record_id(record, id_key, "id")
+            if own is None:
+                raise PermanentError(f"Rev.io listed a record without an id: {record!r:.200}")
+            return {"ok": True, "id": own, "found": True}
+
+        return self._call("POST", path, json_body=body, description=description, log=log, once=True, verify=verify)
 
     def _search(self, path: str, search: dict[str, Any], page_size: int, description: str,
                 log: CallLog | None) -> Iterator[dict]:
@@ -159,6 +177,19 @@ class RevioClient(HttpCarrierClient):
             if not (isinstance(body, dict) and body.get("has_more")) or not records:
                 return
             page += 1
+
+
+GONE = ("DISCONNECTED", "DENIED")  # service product statuses that no longer count
+
+
+def _record_id(record: dict, *keys: str) -> int | None:
+    for key in keys:
+        if record.get(key) not in (None, ""):
+            try:
+                return int(record[key])
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 def _created_id(answer: Any, what: str) -> int:

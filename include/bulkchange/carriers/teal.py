@@ -13,7 +13,9 @@ and disable call their own endpoints and a failed entry is an error.
 **Assumed** (Teal's docs are not public): a 1xx final response does not survive every proxy, so
 besides HTTP 102 a ``202`` (or ``200``) whose body has ``status: PROCESSING`` also means "still
 processing"; re-sending the same ``requestId`` is an idempotent replay (our retries after a
-timeout cannot apply an operation twice); at most 100 EIDs per call; error bodies
+timeout cannot apply an operation twice); even so an operation whose answer was lost is looked up
+by its requestId (``/operation-result``: 404 = never arrived) before it is sent again, once
+(``_call(once=True, verify=...)``); at most 100 EIDs per call; error bodies
 ``{"success": false, "errorMessage"}``. Paths are configurable on the connection extra
 (``enable_path``, ``disable_path``, ``operation_result_path``).
 """
@@ -25,7 +27,7 @@ from typing import Any, Iterator
 
 import requests
 
-from bulkchange.carriers.base import CallLog, HttpCarrierClient, TransientError, classify_response
+from bulkchange.carriers.base import CallLog, HttpCarrierClient, PermanentError, TransientError, classify_response
 
 MAX_ENTRIES = 100
 LIST_PAGE = 100
@@ -74,7 +76,8 @@ class TealClient(HttpCarrierClient):
         if self.callback_url:
             params["callbackUrl"] = self.callback_url
         answer = self._call("POST", self.paths[operation], json_body={"entries": list(eids)}, params=params,
-                            log=log, description=f"Teal {operation.capitalize()} eSIM: Teal API") or {}
+                            log=log, description=f"Teal {operation.capitalize()} eSIM: Teal API",
+                            once=True, verify=self._accepted(request_id, log)) or {}
         if not isinstance(answer, dict) or answer.get("success") is not True:
             raise TransientError(f"Teal {operation} was not accepted: {str(answer)[:300]}")
         return request_id
@@ -91,10 +94,25 @@ class TealClient(HttpCarrierClient):
             params["callbackUrl"] = self.callback_url
         answer = self._call("POST", self.paths["assign_plan"], params=params, log=log,
                             json_body={"entries": [{"eid": eid, "planUuid": plan} for eid, plan in entries]},
-                            description="Teal Assign Plan: Teal API") or {}
+                            description="Teal Assign Plan: Teal API",
+                            once=True, verify=self._accepted(request_id, log)) or {}
         if not isinstance(answer, dict) or answer.get("success") is not True:
             raise TransientError(f"Teal plan assignment was not accepted: {str(answer)[:300]}")
         return request_id
+
+    def _accepted(self, request_id: str, log: CallLog | None):
+        """The look-up after an unknown outcome of an operation: ``GET /operation-result?requestId=``
+        knows the operation (still processing or finished) when Teal accepted it, and answers 404
+        when it never arrived; only then is it sent again (once, with the same requestId)."""
+        def verify() -> dict | None:
+            try:
+                self.operation_result(request_id, log=log)
+            except PermanentError as exc:
+                if exc.status_code == 404:
+                    return None
+                raise
+            return {"success": True, "requestId": request_id, "found": True}
+        return verify
 
     def operation_result(self, request_id: str, *, log: CallLog | None = None) -> Any:
         """The finished operation's answer, or ``PROCESSING`` while it runs."""

@@ -41,6 +41,8 @@ IP_ADDRESSES_PATH = "/sp/mobility/ipprovisioning/api/v1/ipaddresses"
 IP_PROVISIONING_PATH = "/sp/mobility/ipprovisioning/api/v1/provisioning"
 IP_PROVISION_STATUS_PATH = "/sp/mobility/ipprovisioning/api/v1/provisioning/status"
 LIST_PAGE = 500
+# characteristics a GET of the line shows as they were set (carrier_apis.md section 3: "names seen on GET")
+READABLE = frozenset({"subscriberStatus", "singleUserCode", "serviceZipCode", "contactName", "sim", "IMEI"})
 
 
 def characteristic(service: dict | None, name: str) -> Any:
@@ -84,10 +86,22 @@ class TelegenceClient(HttpCarrierClient):
 
     def update_service(self, number: str, values: dict[str, Any], *, description: str,
                        effective_date: str | None = None, log: CallLog | None = None) -> dict:
-        body: dict[str, Any] = {"effectiveDate": effective_date or datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                                "serviceCharacteristic": chars(**values)}
+        """PATCH characteristics of a line. An attempt whose outcome is unknown (5xx, timeout, lost
+        answer) is settled with ``GET`` of the line before any resend and before the call gives up
+        (``_call(verify=...)``): a line that already shows every readable value sent is the answer.
+        Write-only characteristics (reason codes, technology type) are not compared; a future-dated
+        change is not visible yet, so it is not checked."""
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        body: dict[str, Any] = {"effectiveDate": effective_date or today, "serviceCharacteristic": chars(**values)}
+        shown = {k: v for k, v in values.items() if k in READABLE and v not in (None, "")}
+
+        def verify() -> dict | None:
+            line = self.get_service(number, log=log)
+            return line if all(str(characteristic(line, k)) == str(v) for k, v in shown.items()) else None
+
+        checkable = bool(shown) and body["effectiveDate"] <= today
         return self._call("PATCH", f"{self.service_path}/{path_segment(number)}", json_body=body, log=log,
-                          description=description) or {}
+                          description=description, verify=verify if checkable else None) or {}
 
     def set_status(self, number: str, status: str, *, reason_code: str | None = None,
                    log: CallLog | None = None) -> dict:

@@ -27,14 +27,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from bulkchange.carriers.base import CallLog, CarrierError, PermanentError, TransientError
+from bulkchange.carriers.base import CallLog, CarrierError, PermanentError
 from bulkchange.db import repository as repo
 from bulkchange.db.repository import DeviceRow, RevServiceProductRecord, RevServiceRecord
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest, utcnow
 from bulkchange.rules import RuleError
 
-SEARCH_ROUNDS = 3  # create attempts, each after a search, when a create fails ambiguously
-GONE = ("DISCONNECTED", "DENIED")
 
 
 def _lookup(block: dict[str, Any] | None, *names: str) -> Any:
@@ -208,7 +206,9 @@ class RevioServiceStep:
                     record.products.append(self._ensure_product(plan, record.service_id, product_id, rate, log))
         except CarrierError as exc:
             attempts = getattr(exc, "attempts", 1)
-            return False, f"{step} failed{f' after {attempts} attempt(s)' if attempts > 1 else ''}: {exc}"
+            checked = getattr(exc, "checked", None)  # the look-up after an unknown outcome, as evidence
+            return False, (f"{step} failed{f' after {attempts} attempt(s)' if attempts > 1 else ''}: {exc}"
+                           + (f"; {checked}" if checked else ""))
         products = f" and {len(record.products)} service product(s)" if record.products else ""
         how = "found" if found else "created"
         return True, f"Rev.io service {record.service_id} {how}{products}"
@@ -219,11 +219,6 @@ class RevioServiceStep:
             "details": f"carrier change applied ({result.details}), but {reason}"})
 
     # -- find or create -----------------------------------------------------------------------------
-    def _find_service(self, plan: RevPlan, number: str | None, log: CallLog) -> dict | None:
-        found = [s for s in self.client.find_services(customer_id=plan.customer_id, number=number, log=log)
-                 if not s.get("disconnected_date")]
-        return max(found, key=lambda s: _id_of(s, "service_id", "id") or 0) if found else None
-
     def _ensure_service(self, plan: RevPlan, number: str | None, iccid: str | None,
                         log: CallLog) -> tuple[int, bool]:
         body: dict[str, Any] = {"customer_id": plan.customer_id, "provider_id": plan.provider_id, "number": number,
@@ -233,19 +228,14 @@ class RevioServiceStep:
                     "activated_date": plan.activated_date or utcnow().strftime("%Y-%m-%d"),
                     "effective_date": plan.effective_date if plan.prorate else None}
         body.update({k: v for k, v in optional.items() if v is not None})
-        for round_ in range(1, SEARCH_ROUNDS + 1):
-            existing = self._find_service(plan, number, log)
-            if existing is not None:
-                found_id = _id_of(existing, "service_id", "id")
-                if found_id is None:
-                    raise PermanentError(f"Rev.io listed a service without an id: {existing!r:.200}")
-                return found_id, True
-            try:
-                return self.client.create_service(body, log=log), False
-            except TransientError:
-                if round_ == SEARCH_ROUNDS:
-                    raise
-        raise AssertionError("unreachable")
+        # a retried task may find what its earlier attempt created; a lost answer is looked up by the client
+        existing = self.client.find_service(plan.customer_id, number, log=log)
+        if existing is not None:
+            found_id = _id_of(existing, "service_id", "id")
+            if found_id is None:
+                raise PermanentError(f"Rev.io listed a service without an id: {existing!r:.200}")
+            return found_id, True
+        return self.client.create_service(body, log=log), False
 
     def _ensure_product(self, plan: RevPlan, service_id: int, product_id: int, rate: Decimal | None,
                         log: CallLog) -> RevServiceProductRecord:
@@ -255,21 +245,13 @@ class RevioServiceStep:
             body["rate"] = float(rate)
         if plan.effective_date and plan.prorate:
             body["effective_date"] = plan.effective_date
-        for round_ in range(1, SEARCH_ROUNDS + 1):
-            existing = [p for p in self.client.find_service_products(service_id=service_id, product_id=product_id,
-                                                                     log=log)
-                        if str(p.get("status") or "").upper() not in GONE]
-            if existing:
-                spid = _id_of(existing[0], "service_product_id", "id")
-                if spid is None:
-                    raise PermanentError(f"Rev.io listed a service product without an id: {existing[0]!r:.200}")
-                break
-            try:
-                spid = self.client.create_service_product(body, log=log)
-                break
-            except TransientError:
-                if round_ == SEARCH_ROUNDS:
-                    raise
+        existing = self.client.find_service_product(service_id, product_id, log=log)
+        if existing is not None:
+            spid = _id_of(existing, "service_product_id", "id")
+            if spid is None:
+                raise PermanentError(f"Rev.io listed a service product without an id: {existing!r:.200}")
+        else:
+            spid = self.client.create_service_product(body, log=log)
         return RevServiceProductRecord(service_product_id=spid, product_id=product_id, rate=rate, quantity=1,
                                        status="ACTIVE")
 

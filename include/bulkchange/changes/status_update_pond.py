@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from bulkchange.carriers.base import CallLog, CarrierError, TransientError
+from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.pond import ACTIVE, PENDING, TERMINATED
 from bulkchange.changes.base import ChangeHandler, failed_result, request_field
 from bulkchange.changes.status_update import device_not_found
@@ -32,7 +32,6 @@ from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, Devi
 from bulkchange.rules import RuleError, check_transition
 
 LIVE = (ACTIVE, PENDING)
-ADD_ROUNDS = 3  # adds, each after listing the packages again, when an add fails ambiguously
 
 
 def package_type_for(request: StatusUpdateRequest, device: DeviceRow | None) -> str | None:
@@ -120,17 +119,10 @@ class PondStatusUpdate(ChangeHandler):
         packages = self.client.get_packages(iccid, log=log)
         keep = _best_of_type(packages, type_id)
         added = keep is None
-        rounds = 0
-        while keep is None:
-            rounds += 1
-            try:
-                keep = self.client.add_package(iccid, type_id, log=log)
-                touched.append(_package(iccid, keep))
-            except TransientError:
-                if rounds >= ADD_ROUNDS:
-                    raise
-                packages = self.client.get_packages(iccid, log=log)  # did the add happen after all?
-                keep = _best_of_type(packages, type_id)
+        if keep is None:
+            # sent once; a lost answer is looked up in the package list by the client (PondClient.add_package)
+            keep = self.client.add_package(iccid, type_id, log=log)
+            touched.append(_package(iccid, keep))
         keep_id = str(keep["packageId"])
         if keep.get("status") != ACTIVE:
             keep = {**keep, **(self.client.set_package_status(iccid, keep_id, ACTIVE, log=log) or {})}

@@ -246,6 +246,7 @@ def test_thingspace_refuses_effective_date_and_missing_plan(amop_engine, ts, ts_
 
 def test_thingspace_plan_changes_are_limited_to_four_a_month(amop_engine, ts, ts_client):
     iccids = make_fleet(amop_engine, ts, 1, "active")
+    ts.add_service_plans(["A", "B", "C", "D", "E"])  # the account has every plan named
     outcomes = []
     for plan in ("A", "B", "C", "D", "E"):
         bulk_id = rate_plan_bulk(amop_engine, iccids, sp_id=4, CarrierRatePlan=plan)

@@ -156,6 +156,17 @@ CARRIER_REFUSED: dict[Integration, dict[tuple[str, str], str]] = {
            for cur, allowed in _JASPER_END_OF_LIFE.items() for target in _JASPER_STATUSES
            if target not in allowed and target not in _JASPER_PRE_ACTIVATION},
     },
+    # ThingSpace (published: a non-active device for suspend etc. -> INPUT_INVALID.DeviceState.Invalid):
+    # suspend needs an active line, deactivate an active or suspended one; "active" is reached by
+    # activate or (from suspend) restore, which the carrier accepts from every other state.
+    Integration.THINGSPACE: {
+        **{(cur.upper(), "SUSPEND"): f"ThingSpace suspends only an active line, not a {cur} one "
+                                     "(INPUT_INVALID.DeviceState.Invalid)"
+           for cur in ("preactive", "pending activation", "inventory", "deactive")},
+        **{(cur.upper(), "DEACTIVE"): f"ThingSpace deactivates only an active or suspended line, not a {cur} one "
+                                      "(INPUT_INVALID.DeviceState.Invalid)"
+           for cur in ("preactive", "pending activation", "inventory")},
+    },
     # Telegence (assumed, as the simulator): a cancelled line stays cancelled
     Integration.TELEGENCE: {("C", target): f"a cancelled (C) Telegence line cannot become {target}"
                             for target in ("A", "S")},

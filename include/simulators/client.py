@@ -79,6 +79,13 @@ class SimulatorControl:
         current = [p["name"] for p in self.request("GET", "/communicationplans")["communicationPlans"]]
         return self.set_communication_plans(current + [n for n in names if n and n not in current])
 
+    # -- ThingSpace extras ---------------------------------------------------------------------------
+    def add_service_plans(self, names: list[str]) -> list[str]:
+        """Add service plans to the ThingSpace account's list."""
+        current = self.request("GET", "/serviceplans")["servicePlans"]
+        plans = current + [n for n in names if n and n not in current]
+        return self.request("PUT", "/serviceplans", json=plans)["servicePlans"]
+
     def scheduled_edits(self, iccid: str | None = None) -> list[dict]:
         return self.request("GET", "/scheduled_edits", params={"iccid": iccid} if iccid else None)
 

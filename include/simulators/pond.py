@@ -24,6 +24,14 @@ Auth (**assumed**, POND's credential type is not known): ``Authorization: Basic
 base64(username:password)`` against ``accounts`` (default ``demo`` / ``demo-pond-secret``). Every
 device belongs to one distributor (``distributorId``, default ``"1001"``); a SIM asked for under
 another distributor is 404. Errors: ``{"error": {"code", "message"}}`` (assumed).
+
+Strict by choice (nothing is published; each switchable in ``PondKnobs``, contract ``contracts/pond.md``):
+a body field other than the one each endpoint takes is 400 ``VALIDATION_ERROR`` naming it, and
+``packageTypeId`` must be a string or integer, ``status`` exactly ``ACTIVE``/``TERMINATED``
+(``refuse_unknown_fields``); a JSON body must be sent as ``application/json`` (415
+``UNSUPPORTED_MEDIA_TYPE``, ``require_json_content_type``); a package type that is not ``ACTIVE`` cannot
+be added (400 ``UNKNOWN_PACKAGE_TYPE``, always); services cannot be enabled on a SIM without an
+``ACTIVE`` package (409 ``NO_ACTIVE_PACKAGE``, ``require_active_package``).
 """
 from __future__ import annotations
 
@@ -36,7 +44,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from simulators.core import Call, SimulatedCarrier
+from pydantic import Field
+
+from simulators.core import Call, Knobs, SimulatedCarrier
 
 ROOT = "/api/v1"
 PACKAGE_STATUSES = ("PENDING", "ACTIVE", "TERMINATED")
@@ -48,6 +58,15 @@ DEFAULT_PACKAGE_TYPES = [
 ]
 
 
+class PondKnobs(Knobs):
+    refuse_unknown_fields: bool = Field(True, description="undocumented body fields and wrongly typed values are "
+                                        "refused with 400 (assumed)")
+    require_json_content_type: bool = Field(True, description="a JSON body must be sent as application/json, "
+                                            "else 415 (assumed)")
+    require_active_package: bool = Field(True, description="services cannot be enabled on a SIM without an "
+                                         "ACTIVE package (409, assumed)")
+
+
 def pond_ts(epoch: float | None = None) -> str:
     dt = datetime.fromtimestamp(time.time() if epoch is None else epoch, timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -57,6 +76,7 @@ class PondSimulator(SimulatedCarrier):
     name = "pond"
     prefix = "/pond"
     api_root = ROOT
+    knobs_model = PondKnobs
     rate_limit_message = ("Too many requests", "RATE_LIMITED")
     concurrency_message = ("Too many concurrent requests", "RATE_LIMITED")
 
@@ -74,6 +94,27 @@ class PondSimulator(SimulatedCarrier):
 
     def error_body(self, status: int, message: str, code: str | None) -> Any:
         return {"error": {"code": code or str(status), "message": message}}
+
+    def bad_json(self):
+        return self.error(400, "Request body is not valid JSON", "VALIDATION_ERROR")
+
+    def content_type_error(self, request: Request):
+        if not self.knobs.require_json_content_type:
+            return None
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send application/json",
+                              "UNSUPPORTED_MEDIA_TYPE")
+        return None
+
+    def check_body(self, call: Call, allowed: set[str]) -> dict:
+        body = call.body if isinstance(call.body, dict) else None
+        if body is None:
+            raise self.error(400, "Request body must be a JSON object", "VALIDATION_ERROR")
+        unknown = sorted(set(body) - allowed)
+        if unknown and self.knobs.refuse_unknown_fields:
+            raise self.error(400, f"unrecognized field(s): {', '.join(unknown)}", "VALIDATION_ERROR")
+        return body
 
     def normalize_device(self, device: dict) -> dict:
         """Seed fields: iccid, distributorId, serviceStatus (ENABLED|DISABLED), packages (list of
@@ -126,12 +167,17 @@ class PondSimulator(SimulatedCarrier):
         @self.route("POST", "/{distributor_id}/sims/{iccid}/packages")
         def add_package(call: Call):
             sim = self._sim(call)
-            body = call.body if isinstance(call.body, dict) else {}
+            body = self.check_body(call, {"packageTypeId"})
             type_id = body.get("packageTypeId")
             if type_id in (None, ""):
                 raise self.error(400, "packageTypeId is required", "VALIDATION_ERROR")
-            if str(type_id) not in {str(p["packageTypeId"]) for p in self.package_types}:
-                raise self.error(400, f"unknown packageTypeId {type_id}", "UNKNOWN_PACKAGE_TYPE")
+            if self.knobs.refuse_unknown_fields and (isinstance(type_id, bool) or not isinstance(type_id, (str, int))):
+                raise self.error(400, "packageTypeId must be a string or an integer", "VALIDATION_ERROR")
+            ptype = next((p for p in self.package_types if str(p["packageTypeId"]) == str(type_id)), None)
+            if ptype is None or str(ptype.get("status") or "ACTIVE").upper() != "ACTIVE":
+                known = ", ".join(str(p["packageTypeId"]) for p in self.package_types
+                                  if str(p.get("status") or "ACTIVE").upper() == "ACTIVE")
+                raise self.error(400, f"unknown packageTypeId {type_id} (available: {known})", "UNKNOWN_PACKAGE_TYPE")
             package = self._new_package(str(type_id), "PENDING")
             sim["packages"].append(package)
             return 201, dict(package)
@@ -143,8 +189,10 @@ class PondSimulator(SimulatedCarrier):
             package = next((p for p in sim["packages"] if str(p["packageId"]) == package_id), None)
             if package is None:
                 raise self.error(404, f"package {package_id} not found on SIM {sim['iccid']}", "NOT_FOUND")
-            body = call.body if isinstance(call.body, dict) else {}
-            status = str(body.get("status") or "").upper()
+            body = self.check_body(call, {"status"})
+            status = str(body.get("status") or "")
+            if not self.knobs.refuse_unknown_fields:
+                status = status.upper()
             if status not in ("ACTIVE", "TERMINATED"):
                 raise self.error(400, "status must be ACTIVE or TERMINATED", "VALIDATION_ERROR")
             if package["status"] == "TERMINATED" and status != "TERMINATED":
@@ -157,10 +205,13 @@ class PondSimulator(SimulatedCarrier):
         @self.route("PUT", "/{distributor_id}/sims/{iccid}/services/status")
         def service_status(call: Call):
             sim = self._sim(call)
-            body = call.body if isinstance(call.body, dict) else {}
+            body = self.check_body(call, {"enable"})
             enable = body.get("enable")
             if not isinstance(enable, bool):
                 raise self.error(400, "enable must be true or false", "VALIDATION_ERROR")
+            if enable and self.knobs.require_active_package and not active_packages(sim):
+                raise self.error(409, f"SIM {sim['iccid']} has no ACTIVE package; add and activate one first",
+                                 "NO_ACTIVE_PACKAGE")
             sim["serviceStatus"] = "ENABLED" if enable else "DISABLED"
             return {"iccid": sim["iccid"], "serviceStatus": sim["serviceStatus"]}
 

@@ -20,6 +20,13 @@ positive customer, provider and product id exists; the labels of the custom fiel
 gets (``field_labels``: ``Username``, ``Cost Center 1..3`` by default); record field names in answers
 mirror the request fields, with ``service_id`` / ``service_product_id``.
 
+Strict by choice (each switchable in ``RevioKnobs``; contract ``contracts/revio.md``): a body field
+other than the documented ones, or an id that is not a JSON integer, is 400 naming it
+(``refuse_unknown_fields``); dates are ``yyyy-MM-dd``, ``yyyy-MM-ddZ`` or an ISO date-time with an offset
+(``strict_dates``); a PATCH must be sent as ``application/json-patch+json`` and other bodies as
+``application/json`` (415, ``require_content_types``; the media types are documented, the 415 is not);
+a DISCONNECTED or DENIED service product keeps its status (``final_product_statuses``).
+
 ``fail_iccids`` applies to calls that name a device: ``number2`` (the ICCID, as AMOP sends it) of a
 service create, or the service of a service-product create.
 """
@@ -30,6 +37,7 @@ import binascii
 import itertools
 import time
 from collections import defaultdict, deque
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,6 +56,10 @@ PATCHABLE_ROOT = frozenset(SERVICE_FIELDS) - {"customer_id"}
 PRODUCT_FIELDS = ("customer_id", "product_id", "service_id", "package_id", "description", "code_1", "code_2",
                   "rate", "quantity", "status", "effective_date", "activated_date", "generate_proration",
                   "canceled_date")
+DATE_FIELDS = frozenset({"effective_date", "activated_date", "disconnected_date", "canceled_date"})
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(Z|T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$")
+FINAL_PRODUCT_STATUSES = ("DISCONNECTED", "DENIED")
+PATCH_OP_FIELDS = frozenset({"op", "path", "value", "from"})
 INT_FIELDS = frozenset({"customer_id", "provider_id", "service_type_id", "package_id", "usage_plan_group_id",
                         "address_id", "product_id", "service_id", "quantity"})
 
@@ -59,6 +71,14 @@ def revio_ts(epoch: float | None = None) -> str:
 
 class RevioKnobs(Knobs):
     calls_per_minute: int | None = Field(500, ge=0, description="admitted calls per account per 60 s; 0/None = off")
+    refuse_unknown_fields: bool = Field(True, description="undocumented body fields and ids that are not JSON "
+                                        "integers are refused with 400 (assumed)")
+    strict_dates: bool = Field(True, description="dates must be yyyy-MM-dd, yyyy-MM-ddZ or an ISO date-time with "
+                               "an offset (assumed)")
+    require_content_types: bool = Field(True, description="PATCH as application/json-patch+json, other bodies as "
+                                        "application/json, else 415 (the 415 is assumed)")
+    final_product_statuses: bool = Field(True, description="a DISCONNECTED or DENIED service product keeps its "
+                                         "status (assumed)")
 
 
 class RevioSimulator(SimulatedCarrier):
@@ -92,6 +112,18 @@ class RevioSimulator(SimulatedCarrier):
 
     def error_body(self, status: int, message: str, code: str | None) -> Any:
         return {"ok": False, "message": message, "code": code or str(status)}
+
+    def bad_json(self):
+        return self.error(400, "The request body is not valid JSON.", "400")
+
+    def content_type_error(self, request: Request):
+        if not self.knobs.require_content_types:
+            return None
+        wanted = "application/json-patch+json" if request.method == "PATCH" else "application/json"
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != wanted:
+            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send {wanted}", "415")
+        return None
 
     def set_subscription_keys(self, keys: dict[str, str]) -> None:
         with self.lock:
@@ -177,6 +209,10 @@ class RevioSimulator(SimulatedCarrier):
             values = self._fields(body, PRODUCT_FIELDS)
             if "status" in values and values["status"] not in PRODUCT_STATUSES:
                 raise self.error(400, f"status must be one of {', '.join(PRODUCT_STATUSES)}", "400")
+            if (self.knobs.final_product_statuses and product.get("status") in FINAL_PRODUCT_STATUSES
+                    and values.get("status", product["status"]) != product["status"]):
+                raise self.error(400, f"Service product {product['service_product_id']} is {product['status']}; "
+                                      f"its status cannot change.", "400")
             values.pop("service_id", None)
             product.update(values)
             return {"ok": True, **dict(product)}
@@ -211,10 +247,20 @@ class RevioSimulator(SimulatedCarrier):
 
     def _fields(self, body: dict, allowed: tuple[str, ...]) -> dict:
         out: dict[str, Any] = {}
+        unknown = sorted(set(body) - set(allowed))
+        if unknown and self.knobs.refuse_unknown_fields:
+            raise self.error(400, f"The request contains unrecognized field(s): {', '.join(unknown)}.", "400")
         for k in allowed:
             if k not in body:
                 continue
             v = body[k]
+            if k in INT_FIELDS and v is not None and self.knobs.refuse_unknown_fields and (
+                    isinstance(v, bool) or not isinstance(v, int)):
+                raise self.error(400, f"{k} must be an integer", "400")
+            if k in DATE_FIELDS and v is not None and self.knobs.strict_dates and not (
+                    isinstance(v, str) and DATE_RE.match(v)):
+                raise self.error(400, f"{k} must be a date (yyyy-MM-dd) or an ISO date-time with an offset, "
+                                      f"got {v!r}", "400")
             if k in INT_FIELDS and v is not None:
                 iv = _int_or_none(v)
                 if iv is None or iv < 0:
@@ -259,6 +305,9 @@ class RevioSimulator(SimulatedCarrier):
         for op in ops:
             if not isinstance(op, dict) or op.get("op") not in ("replace", "add") or not isinstance(op.get("path"), str):
                 raise self.error(400, "Only 'replace' and 'add' operations with a path are supported.", "400")
+            if self.knobs.refuse_unknown_fields and set(op) - PATCH_OP_FIELDS:
+                raise self.error(400, f"Unrecognized JSON Patch member(s): {', '.join(sorted(set(op) - PATCH_OP_FIELDS))}.",
+                                 "400")
             parts = op["path"].strip("/").split("/")
             if len(parts) == 3 and parts[0] == "fields" and parts[2] == "value":
                 index = _int_or_none(parts[1])

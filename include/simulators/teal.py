@@ -33,7 +33,13 @@ characters) and ``callbackUrl`` query parameters, HTTP 102 while processing, per
 * at most ``max_entries`` (default 100) EIDs per call; an unknown EID or one listed in
   ``reject_eids`` fails its entry (``success`` false with ``errorMessage``), not the call;
 * error bodies ``{"success": false, "errorMessage"}``; no rate limit is documented (the framework's
-  knobs apply); callbacks are not sent.
+  knobs apply); callbacks are not sent;
+* strict by choice (each switchable; contract: ``contracts/teal.md``): a body field or query parameter
+  other than the documented ones is a 400 naming it (``refuse_unknown_fields``); a JSON body must be sent
+  as ``application/json`` (else 415, ``require_json_content_type``); a plan uuid the account does not
+  have fails its entry (``validate_plans``; the account's plans are ``DEFAULT_PLANS``, the plans of
+  seeded eSIMs and ``known_plans``); enabling an eSIM that is already enabled (ONLINE or WAITING) or
+  disabling a STOPPED one fails its entry (``refuse_noop_transitions``).
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ from simulators.core import Call, Knobs, SimulatedCarrier
 
 ROOT = "/api/v1"
 STATUSES = ("ONLINE", "WAITING", "STOPPED")
+DEFAULT_PLANS = ("plan-0001", "plan-0002", "plan-0003")
+QUERY_PARAMS = {"operation": frozenset({"requestId", "callbackUrl"}), "esims": frozenset({"limit", "offset"}),
+                "info": frozenset({"eid"}), "result": frozenset({"requestId"})}
 ENTRY_FIELDS = ("eid", "iccid", "imsi", "imei", "msisdn", "deviceName", "deviceStatus", "suspended", "active",
                 "planUuid", "planName")
 
@@ -56,7 +65,16 @@ class TealKnobs(Knobs):
     processing_status: int = Field(102, description="HTTP status of /operation-result while processing: 102 or 202")
     max_entries: int = Field(100, ge=1, description="EIDs per enable/disable call")
     reject_eids: list[str] = Field(default_factory=list, description="operations on these EIDs fail their entry")
-    known_plans: list[str] = Field(default_factory=list, description="plan uuids assign-plan accepts; empty = any")
+    known_plans: list[str] = Field(default_factory=list, description="plan uuids the account has besides "
+                                   "DEFAULT_PLANS and the seeded eSIMs' plans")
+    validate_plans: bool = Field(True, description="assigning a plan the account does not have fails the entry "
+                                 "(assumed)")
+    refuse_unknown_fields: bool = Field(True, description="undocumented body fields or query parameters are "
+                                        "refused with 400 (assumed)")
+    require_json_content_type: bool = Field(True, description="a JSON body must be sent as application/json, "
+                                            "else 415 (assumed)")
+    refuse_noop_transitions: bool = Field(True, description="enable of an enabled (ONLINE/WAITING) or disable of "
+                                          "a STOPPED eSIM fails its entry (assumed)")
 
     @field_validator("processing_status")
     @classmethod
@@ -80,6 +98,7 @@ class TealSimulator(SimulatedCarrier):
     def __init__(self, accounts: dict[str, str] | None = None, **knobs: Any):
         self.by_eid: dict[str, str] = {}  # EID -> ICCID
         self.operations: dict[str, dict] = {}
+        self.plans: list[str] = list(DEFAULT_PLANS)
         super().__init__(accounts=accounts if accounts is not None else {"demo-teal-key": "demo-teal-secret"},
                          **knobs)
 
@@ -87,6 +106,25 @@ class TealSimulator(SimulatedCarrier):
     def reset_state(self) -> None:
         self.by_eid.clear()
         self.operations.clear()
+        self.plans = list(DEFAULT_PLANS)
+
+    def content_type_error(self, request):
+        if not self.knobs.require_json_content_type:
+            return None
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send application/json")
+        return None
+
+    def check_query(self, call: Call, kind: str) -> None:
+        unknown = sorted(set(call.request.query_params) - QUERY_PARAMS[kind])
+        if unknown and self.knobs.refuse_unknown_fields:
+            raise self.error(400, f"unrecognized parameter(s): {', '.join(unknown)}")
+
+    def check_fields(self, obj: Any, allowed: set[str], where: str = "") -> None:
+        unknown = sorted(set(obj) - allowed) if isinstance(obj, dict) else []
+        if unknown and self.knobs.refuse_unknown_fields:
+            raise self.error(400, f"unrecognized field(s): {', '.join(where + u for u in unknown)}")
 
     def error_body(self, status: int, message: str, code: str | None) -> Any:
         body: dict[str, Any] = {"success": False, "errorMessage": message}
@@ -114,6 +152,8 @@ class TealSimulator(SimulatedCarrier):
             self.by_eid = {e: i for e, i in self.by_eid.items() if i not in seeded}
         for d in devices:
             self.by_eid[d["eid"]] = d["iccid"]
+            if d.get("planUuid") and d["planUuid"] not in self.plans:
+                self.plans.append(d["planUuid"])  # an eSIM's plan is one of its account's
 
     def authenticate(self, request) -> str:
         key = request.headers.get("apikey", "")
@@ -144,6 +184,7 @@ class TealSimulator(SimulatedCarrier):
 
         @self.route("GET", "/esims")
         def list_esims(call: Call):
+            self.check_query(call, "esims")
             limit = self.int_param(call, "limit", 100, 1, 100, "limit must be between 1 and 100")
             offset = self.int_param(call, "offset", 0, 0, 10 ** 9, "offset must be 0 or more")
             iccids = list(self.devices)[offset:offset + limit]
@@ -152,6 +193,7 @@ class TealSimulator(SimulatedCarrier):
 
         @self.route("GET", "/esims/info")
         def esim_info(call: Call):
+            self.check_query(call, "info")
             eid = call.q("eid") or ""
             iccid = self.by_eid.get(eid)
             if iccid is None or iccid not in self.devices:
@@ -160,6 +202,10 @@ class TealSimulator(SimulatedCarrier):
             return _public(self.devices[iccid])
 
     def add_control_routes(self, router: APIRouter) -> None:
+        @router.get("/plans")
+        async def get_plans():
+            return {"plans": sorted(set(self.plans) | set(self.knobs.known_plans))}
+
         @router.get("/operations")
         async def operations():
             self.run_due()
@@ -171,7 +217,9 @@ class TealSimulator(SimulatedCarrier):
         request_id = call.q("requestId") or ""
         if not request_id or len(request_id) > 32:
             raise self.error(400, "requestId is required (at most 32 characters)")
+        self.check_query(call, "operation")
         body = call.body
+        self.check_fields(body, {"entries"})
         entries = body.get("entries") if isinstance(body, dict) else None
         if not isinstance(entries, list) or not entries or not all(isinstance(e, str) and e for e in entries):
             raise self.error(400, "entries must be a non-empty list of EIDs")
@@ -201,6 +249,10 @@ class TealSimulator(SimulatedCarrier):
                 elif eid in self.knobs.reject_eids:
                     results.append({"eid": eid, "iccid": iccid, "success": False,
                                     "errorMessage": f"{kind.lower()} rejected for eSIM {eid} (injected)"})
+                elif self.knobs.refuse_noop_transitions and (dev["deviceStatus"] == "STOPPED") == (kind == "DISABLE"):
+                    results.append({"eid": eid, "iccid": iccid, "success": False,
+                                    "errorMessage": f"eSIM {eid} is {dev['deviceStatus']}; it cannot be "
+                                                    f"{kind.lower()}d"})
                 else:
                     enabled = kind == "ENABLE"
                     dev.update(deviceStatus="ONLINE" if enabled else "STOPPED", suspended=not enabled,
@@ -220,7 +272,11 @@ class TealSimulator(SimulatedCarrier):
         request_id = call.q("requestId") or ""
         if not request_id or len(request_id) > 32:
             raise self.error(400, "requestId is required (at most 32 characters)")
+        self.check_query(call, "operation")
         body = call.body
+        self.check_fields(body, {"entries"})
+        for n, entry in enumerate(body.get("entries") or [] if isinstance(body, dict) else []):
+            self.check_fields(entry, {"eid", "planUuid"}, f"entries[{n}].")
         entries = body.get("entries") if isinstance(body, dict) else None
         if not isinstance(entries, list) or not entries or not all(
                 isinstance(e, dict) and isinstance(e.get("eid"), str) and e["eid"] and
@@ -251,7 +307,8 @@ class TealSimulator(SimulatedCarrier):
                 plan = plans[eid]
                 if dev is None:
                     results.append({"eid": eid, "iccid": None, "success": False, "errorMessage": f"eSIM {eid} not found"})
-                elif eid in self.knobs.reject_eids or (self.knobs.known_plans and plan not in self.knobs.known_plans):
+                elif eid in self.knobs.reject_eids or (self.knobs.validate_plans and plan not in self.plans
+                                                       and plan not in self.knobs.known_plans):
                     results.append({"eid": eid, "iccid": iccid, "success": False,
                                     "errorMessage": f"plan {plan} cannot be assigned to eSIM {eid}"})
                 else:
@@ -263,6 +320,7 @@ class TealSimulator(SimulatedCarrier):
         return {"success": True, "requestId": request_id}
 
     def _result(self, call: Call):
+        self.check_query(call, "result")
         request_id = call.q("requestId") or ""
         op = self.operations.get(request_id)
         if op is None:

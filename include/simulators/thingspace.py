@@ -56,6 +56,7 @@ import base64
 import binascii
 import bisect
 import ipaddress
+import re
 import threading
 import time
 import uuid
@@ -86,6 +87,43 @@ MAX_DEVICES_PER_ACTION = 10_000
 CUSTOM_FIELD_KEYS = tuple(f"CustomField{i}" for i in range(1, 6))
 MAX_LIST_PAGE = 100
 NS = "UnifiedWebService"
+# The body fields each request may carry, as the published SDK's request models name them
+# (``verizon.models.*._names``; tests/simulators/test_thingspace_strict.py compares the two).
+_PLACE = ("primaryPlaceOfUse",)
+BODY_FIELDS: dict[str, frozenset[str]] = {
+    "activate": frozenset({"devices", "servicePlan", "mdnZipCode", "accountName", "carrierIpPoolName", "carrierName",
+                           "costCenterCode", "customFields", "groupName", "leadId", *_PLACE, "publicIpRestriction",
+                           "skuNumber"}),                                          # CarrierActivateRequest
+    "suspend": frozenset({"accountName", "customFields", "devices", "withBilling", "groupName", "servicePlan"}),
+    "restore": frozenset({"accountName", "customFields", "devices", "withBilling", "groupName", "servicePlan"}),
+    "deactivate": frozenset({"accountName", "devices", "reasonCode", "customFields", "etfWaiver", "groupName",
+                             "servicePlan", "deleteAfterDeactivation"}),           # CarrierDeactivateRequest
+    "plan": frozenset({"servicePlan", "accountName", "currentServicePlan", "customFields", "devices", "groupName",
+                       "carrierIpPoolName", "takeEffect"}),                       # ServicePlanUpdateRequest
+    "deviceId": frozenset({"deviceIds", "assignNonGeoMdn", "change4gOption", "deviceIdsTo", "npaNxx", "servicePlan",
+                           "zipCode", "smsrOid"}),                                # ChangeDeviceIdRequest
+    "costCenter": frozenset({"accountName", "costCenter", "customFields", "devices", "groupName", *_PLACE,
+                             "removeCostCenter", "servicePlan"}),                 # DeviceCostCenterRequest
+    "customFields": frozenset({"accountName", "customFields", "customFieldsToUpdate", "devices", "groupName",
+                               "servicePlan"}),                                   # CustomFieldsUpdateRequest
+    "list": frozenset({"accountName", "deviceId", "filter", "currentState", "customFields", "earliest", "groupName",
+                       "latest", "servicePlan", "maxNumberOfDevices", "largestDeviceIdSeen"}),
+    "history": frozenset({"deviceId", "earliest", "latest"}),                    # DeviceProvisioningHistoryListRequest
+    "login": frozenset({"username", "password"}),                                # LogInRequest
+}
+DEVICE_FIELDS = frozenset({"deviceIds", "ipAddress"})                            # AccountDeviceList
+DEVICE_ID_FIELDS = frozenset({"id", "kind"})                                     # DeviceId
+# JSON types of the fields (the SDK models' declared types)
+_STR_FIELDS = frozenset({"accountName", "servicePlan", "mdnZipCode", "carrierIpPoolName", "carrierName",
+                         "costCenterCode", "groupName", "leadId", "skuNumber", "reasonCode", "currentServicePlan",
+                         "takeEffect", "change4gOption", "npaNxx", "zipCode", "smsrOid", "costCenter",
+                         "currentState", "earliest", "latest", "largestDeviceIdSeen", "username", "password"})
+_BOOL_FIELDS = frozenset({"withBilling", "etfWaiver", "deleteAfterDeactivation", "assignNonGeoMdn",
+                          "removeCostCenter", "publicIpRestriction"})
+_LIST_FIELDS = frozenset({"devices", "customFields", "customFieldsToUpdate", "deviceIds", "deviceIdsTo"})
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+# the account's service plans when none are set (GET /m2m/v1/plans/{aname}); seeded devices add theirs
+DEFAULT_SERVICE_PLANS = ("M2M-5GB", "M2MPlan5GB", "M2M-1GB", "M2M-UNLIMITED")
 
 
 def code(specific: str) -> str:
@@ -107,6 +145,14 @@ class ThingSpaceKnobs(Knobs):
     session_idle_s: float = Field(1200.0, gt=0, description="a session token expires after this long unused")
     callback_retries: int = Field(3, ge=0, description="re-deliveries of a refused callback")
     callback_retry_s: float = Field(300.0, ge=0, description="seconds between callback deliveries")
+    refuse_unknown_fields: bool = Field(True, description="a body field the SDK's request model does not name, "
+                                        "or one of the wrong JSON type, is refused (assumed)")
+    require_json_content_type: bool = Field(True, description="an M2M body must be sent as application/json, "
+                                            "else 415 (the 415 is assumed)")
+    validate_service_plans: bool = Field(True, description="a servicePlan the account does not have is refused "
+                                         "(REQUEST_FAILED._servicePlan_.NotFound)")
+    require_offsets: bool = Field(True, description="earliest / latest must carry a UTC offset (assumed; "
+                                  "takeEffect always must, RFC 3339)")
 
 
 class ThingSpaceSimulator(SimulatedCarrier):
@@ -132,6 +178,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
         self._by_id: dict[tuple[str, str], str] = {}         # (kind, id) -> iccid
         self._ip_seq = 0
         self._mdn_seq = 0
+        self.service_plans: list[str] = list(DEFAULT_SERVICE_PLANS)
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
         super().__init__(accounts=accounts if accounts is not None else {"demo-user": "demo-password"}, **knobs)
@@ -152,12 +199,70 @@ class ThingSpaceSimulator(SimulatedCarrier):
         self._by_id.clear()
         self._ip_seq = 0
         self._mdn_seq = 0
+        self.service_plans = list(DEFAULT_SERVICE_PLANS)
 
     def error_body(self, status: int, message: str, code_: str | None) -> Any:
         return {"errorCode": code_ or code(f"REQUEST_FAILED.Http{status}"), "errorMessage": message}
 
     def bad_json(self):
         return self.error(400, "Request body is not valid JSON", code("INPUT_INVALID.RequestBody.Invalid"))
+
+    def content_type_error(self, request: Request):
+        if not self.knobs.require_json_content_type or request.url.path.endswith("/oauth2/token"):
+            return None
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send application/json",
+                              code("INPUT_INVALID.ContentType.Invalid"))
+        return None
+
+    def check_body(self, body: Any, kind: str) -> dict:
+        """The request body as the SDK's model ``kind`` allows it, else the carrier's 400."""
+        if not isinstance(body, dict):
+            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        if self.knobs.refuse_unknown_fields:
+            self._known(body, BODY_FIELDS[kind], "")
+            for name, value in body.items():
+                expected = (str if name in _STR_FIELDS else bool if name in _BOOL_FIELDS
+                            else list if name in _LIST_FIELDS else None)
+                if expected and value is not None and not isinstance(value, expected):
+                    raise self.error(400, f"{name} must be a JSON {expected.__name__}",
+                                     code(f"INPUT_INVALID.{name}.Invalid"))
+            for n, dev in enumerate(body.get("devices") or []):
+                if isinstance(dev, dict):
+                    self._known(dev, DEVICE_FIELDS, f"devices[{n}].")
+                    for m, ident in enumerate(dev.get("deviceIds") or []):
+                        if isinstance(ident, dict):
+                            self._known(ident, DEVICE_ID_FIELDS, f"devices[{n}].deviceIds[{m}].")
+            for name in ("deviceIds", "deviceIdsTo"):
+                for m, ident in enumerate(body.get(name) or [] if kind == "deviceId" else []):
+                    if isinstance(ident, dict):
+                        self._known(ident, DEVICE_ID_FIELDS, f"{name}[{m}].")
+            if isinstance(body.get("deviceId"), dict):
+                self._known(body["deviceId"], DEVICE_ID_FIELDS, "deviceId.")
+        when = body.get("takeEffect")
+        if when is not None and not (isinstance(when, str) and _RFC3339.match(when)):
+            raise self.error(400, f"takeEffect must be an RFC 3339 date-time with an offset, got {when!r}",
+                             code("INPUT_INVALID.takeEffect.Invalid"))
+        if self.knobs.require_offsets:
+            for name in ("earliest", "latest"):
+                value = body.get(name)
+                if value is not None and not (isinstance(value, str) and _RFC3339.match(value)):
+                    raise self.error(400, f"{name} must be an ISO 8601 date-time with an offset, got {value!r}",
+                                     code("INPUT_INVALID.DateRange.Invalid"))
+        return body
+
+    def _known(self, obj: dict, allowed: frozenset[str], where: str) -> None:
+        unknown = sorted(set(obj) - allowed)
+        if unknown:
+            raise self.error(400, f"Unrecognized field(s): {', '.join(where + u for u in unknown)}",
+                             code(f"INPUT_INVALID.{unknown[0]}.Unrecognized"))
+
+    def check_plan(self, plan: Any) -> None:
+        """A servicePlan the account does not have is refused (when the knob is on)."""
+        if plan is not None and self.knobs.validate_service_plans and plan not in self.service_plans:
+            raise self.error(400, f"Service plan {plan} not found for the account; its plans: "
+                                  f"{', '.join(self.service_plans)}", code("REQUEST_FAILED._servicePlan_.NotFound"))
 
     def normalize_device(self, device: dict) -> dict:
         device = super().normalize_device(device)
@@ -178,6 +283,8 @@ class ThingSpaceSimulator(SimulatedCarrier):
         for d in devices:
             self.account_names.add(d["accountName"])
             self._index(d)
+            if d.get("servicePlan") and d["servicePlan"] not in self.service_plans:
+                self.service_plans.append(d["servicePlan"])  # a device's plan is one of its account's
 
     def _index(self, d: dict) -> None:
         for kind in ("imei", "msisdn"):
@@ -264,7 +371,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
         @self.route("POST", "/m2m/v1/session/login", auth=False)
         def login(call: Call):
             self._bearer(call.request)
-            body = call.body if isinstance(call.body, dict) else {}
+            body = self.check_body(call.body, "login")
             user, password = body.get("username"), body.get("password")
             if not user or self.accounts.get(str(user)) != password:
                 raise self.error(400, "Invalid username or password", code("REQUEST_FAILED.Login.Invalid"))
@@ -291,6 +398,12 @@ class ThingSpaceSimulator(SimulatedCarrier):
         @self.route("POST", "/m2m/v1/devices/history/actions/list")
         def provisioning_history(call: Call):
             return self._history(call)
+
+        @self.route("GET", "/m2m/v1/plans/{aname}")
+        def service_plans(call: Call):  # SDK ServicePlansController.list_account_service_plans
+            self._account(call.path_params["aname"])
+            return [{"name": p, "code": p, "sizeKb": None, "carrierServicePlanCode": p, "extendedAttributes": []}
+                    for p in self.service_plans]
 
         @self.route("GET", "/m2m/v1/accounts/{aname}/requests/{requestId}/status")
         def request_status(call: Call):
@@ -345,6 +458,21 @@ class ThingSpaceSimulator(SimulatedCarrier):
                     return JSONResponse({"error": f"no request {request_id}"}, status_code=404)
                 return dict(record)
 
+        @router.get("/serviceplans")
+        async def get_service_plans():
+            return {"servicePlans": list(self.service_plans)}
+
+        @router.put("/serviceplans")
+        async def put_service_plans(request: Request):
+            plans = await request.json()
+            if isinstance(plans, dict):
+                plans = plans.get("servicePlans")
+            if not isinstance(plans, list) or not all(isinstance(p, str) and p for p in plans):
+                return JSONResponse({"error": 'body must be {"servicePlans": ["name", ...]}'}, status_code=400)
+            with self.lock:
+                self.service_plans = list(dict.fromkeys(plans))
+            return {"servicePlans": list(self.service_plans)}
+
         @router.get("/deliveries")
         async def deliveries():
             self.run_due()
@@ -375,15 +503,14 @@ class ThingSpaceSimulator(SimulatedCarrier):
             return self._action(call, action)
 
     def _action(self, call: Call, action: str):
-        body = call.body if isinstance(call.body, dict) else None
-        if body is None:
-            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        body = self.check_body(call.body, action)
         aname = self._account(body.get("accountName"))
         devices = body.get("devices")
         if action == "activate":
             for field in ("servicePlan", "mdnZipCode"):
                 if not body.get(field):
                     raise self.error(400, f"{field} is required", code(f"INPUT_INVALID.{field}.Required"))
+            self.check_plan(body["servicePlan"])
         if action == "deactivate" and body.get("reasonCode") != "FF":
             raise self.error(400, "reasonCode must be FF", code("INPUT_INVALID.ReasonCode.Invalid"))
         targets = self._targets(call, devices)
@@ -466,7 +593,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
             "extendedAttributes": [{"key": "faultstring", "value": f"{code(fault[0])}: {fault[1]}"}] if fault else []})
 
     def _history(self, call: Call):
-        body = call.body if isinstance(call.body, dict) else {}
+        body = self.check_body(call.body if call.body is not None else {}, "history")
         if not isinstance(body.get("deviceId"), dict):
             raise self.error(400, "deviceId is required", code("INPUT_INVALID.Device.Identifier.Invalid"))
         earliest, latest = body.get("earliest"), body.get("latest")
@@ -515,7 +642,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
                 "lastConnectionDate": None}
 
     def _list(self, call: Call):
-        body = call.body if isinstance(call.body, dict) else {}
+        body = self.check_body(call.body if call.body is not None else {}, "list")
         if body.get("deviceId"):
             iccid = self._find(body["deviceId"])
             if iccid is None:
@@ -565,9 +692,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
             return self._field_edit(call, "customFields")
 
     def _field_edit(self, call: Call, kind: str):
-        body = call.body if isinstance(call.body, dict) else None
-        if body is None:
-            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        body = self.check_body(call.body, kind)
         aname = self._account(body.get("accountName"))
         devices = body.get("devices")
         if kind == "costCenter":
@@ -673,13 +798,12 @@ class ThingSpaceSimulator(SimulatedCarrier):
         return targets
 
     def _plan_change(self, call: Call):
-        body = call.body if isinstance(call.body, dict) else None
-        if body is None:
-            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        body = self.check_body(call.body, "plan")
         aname = self._account(body.get("accountName"))
         plan = body.get("servicePlan")
         if not isinstance(plan, str) or not plan.strip():
             raise self.error(400, "servicePlan is required", code("INPUT_INVALID.servicePlan.Required"))
+        self.check_plan(plan)
         current_plan = body.get("currentServicePlan") or None
         targets = self._targets(call, body.get("devices"))
         month = ts_time()[:7]
@@ -703,9 +827,8 @@ class ThingSpaceSimulator(SimulatedCarrier):
         return self._accepted(call, aname, "plan", targets, apply)
 
     def _device_id_change(self, call: Call):
-        body = call.body if isinstance(call.body, dict) else None
-        if body is None:
-            raise self.error(400, "Request body must be a JSON object", code("INPUT_INVALID.RequestBody.Invalid"))
+        body = self.check_body(call.body, "deviceId")
+        self.check_plan(body.get("servicePlan"))
         option = str(body.get("change4gOption") or body.get("change4GOption") or "")
         kind = {"changeiccid": "iccid", "changeimei": "imei"}.get(option.lower())
         if kind is None:

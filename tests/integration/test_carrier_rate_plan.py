@@ -197,6 +197,7 @@ def test_jasper_retry_after_a_crash_never_sends_twice(amop_engine, fleet_factory
 # ---------------------------------------------------------------- ThingSpace
 def test_thingspace_plan_change_waits_then_updates_device(amop_engine, ts, ts_client):
     iccids = make_fleet(amop_engine, ts, 30, "active")
+    ts.add_service_plans(["M2M-10GB"])  # the account has the plan (else REQUEST_FAILED._servicePlan_.NotFound)
     bulk_id = rate_plan_bulk(amop_engine, iccids, sp_id=4, CarrierRatePlan="M2M-10GB")
     summary = run(amop_engine, bulk_id, ts_client)
     assert summary["counts"] == {"PENDING_CARRIER": 30} and summary["status"] == "WAITING_FOR_CARRIER"
@@ -245,6 +246,7 @@ def test_thingspace_refuses_effective_date_and_missing_plan(amop_engine, ts, ts_
 
 def test_thingspace_plan_changes_are_limited_to_four_a_month(amop_engine, ts, ts_client):
     iccids = make_fleet(amop_engine, ts, 1, "active")
+    ts.add_service_plans(["A", "B", "C", "D", "E"])  # the account has every plan named
     outcomes = []
     for plan in ("A", "B", "C", "D", "E"):
         bulk_id = rate_plan_bulk(amop_engine, iccids, sp_id=4, CarrierRatePlan=plan)

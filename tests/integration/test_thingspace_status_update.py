@@ -141,7 +141,7 @@ def test_carrier_refusal_and_check_limit_fail_with_reasons(amop_engine, ts, ts_c
     iccids = make_fleet(amop_engine, ts, 3, "preactive")
     ts.seed_devices([{"iccid": iccids[0], "state": "active", "accountName": ACCOUNT}])  # carrier disagrees
     ts.configure(action_delay_s=0.2)
-    bulk_id = bulk(amop_engine, iccids, "Active", Request={"servicePlan": "P", "mdnZipCode": "30004"})
+    bulk_id = bulk(amop_engine, iccids, "Active", Request={"servicePlan": "M2M-5GB", "mdnZipCode": "30004"})
     process(amop_engine, bulk_id, ts_client)
     s = settle_until_done(amop_engine, bulk_id, ts_client)
     with amop_engine.connect() as conn:
@@ -156,7 +156,7 @@ def test_carrier_refusal_and_check_limit_fail_with_reasons(amop_engine, ts, ts_c
     ts.seed_devices([{"iccid": i, "state": "preactive", "accountName": ACCOUNT} for i in slow])
     with amop_engine.begin() as conn:
         seed.add_devices(conn, [{"ICCID": i, "Status": "preactive"} for i in slow], sp_id=4, tenant_id=1)
-    slow_bulk = bulk(amop_engine, slow, "Active", Request={"servicePlan": "P", "mdnZipCode": "30004"})
+    slow_bulk = bulk(amop_engine, slow, "Active", Request={"servicePlan": "M2M-5GB", "mdnZipCode": "30004"})
     process(amop_engine, slow_bulk, ts_client)
     for _ in range(3):
         s = reconcile.settle_bulk(amop_engine, slow_bulk, ts_client, max_checks=3)

@@ -88,12 +88,12 @@ def test_package_requests_are_validated(api):
 
 
 def test_service_status_enable_disable(api, pond):
-    iccid = ICCIDS[0]
+    iccid = ICCIDS[1]  # services are enabled on a SIM with an ACTIVE package (contracts/pond.md)
+    assert api("PUT", f"/{DIST}/sims/{iccid}/services/status", json={"enable": False}).json()["serviceStatus"] == \
+        "DISABLED"
     assert api("PUT", f"/{DIST}/sims/{iccid}/services/status", json={"enable": True}).json() == {
         "iccid": iccid, "serviceStatus": "ENABLED"}
     assert pond.device(iccid)["serviceStatus"] == "ENABLED"
-    assert api("PUT", f"/{DIST}/sims/{iccid}/services/status", json={"enable": False}).json()["serviceStatus"] == \
-        "DISABLED"
     assert api("PUT", f"/{DIST}/sims/{iccid}/services/status", json={"enable": "yes"}).status_code == 400
     calls = pond.calls(iccid=iccid, method="PUT")
     assert [c["status"] for c in calls] == [200, 200, 400]

@@ -87,11 +87,13 @@ def test_json_patch_by_index_and_its_errors(simulator, revio):
     for bad in ([{"op": "replace", "path": "/fields/9/value", "value": "x"}],
                 [{"op": "remove", "path": "/description"}], [{"op": "replace", "path": "/customer_id", "value": 3}],
                 {"op": "replace"}):
-        assert requests.patch(f"{url}/{sid}", json=bad, headers=headers(), timeout=10).status_code == 400
+        assert requests.patch(f"{url}/{sid}", json=bad, timeout=10, headers={
+            **headers(), "Content-Type": "application/json-patch+json"}).status_code == 400
     # a refused patch changes nothing, not even its valid operations
     mixed = [{"op": "replace", "path": "/description", "value": "changed"},
              {"op": "replace", "path": "/fields/9/value", "value": "x"}]
-    assert requests.patch(f"{url}/{sid}", json=mixed, headers=headers(), timeout=10).status_code == 400
+    assert requests.patch(f"{url}/{sid}", json=mixed, timeout=10, headers={
+        **headers(), "Content-Type": "application/json-patch+json"}).status_code == 400
     assert requests.get(f"{url}/{sid}", headers=headers(), timeout=10).json()["description"] == "fleet 7"
 
 

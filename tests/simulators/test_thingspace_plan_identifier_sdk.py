@@ -26,6 +26,7 @@ def test_service_plan_change_built_with_the_sdk(api, ts):
     active, suspended = make_iccid(7_100), make_iccid(7_101)
     ts.seed_devices([{"iccid": active, "state": "active", "servicePlan": "OLD", "accountName": ACCOUNT},
                      {"iccid": suspended, "state": "suspend", "servicePlan": "OLD", "accountName": ACCOUNT}])
+    ts.add_service_plans(["M2M-10GB"])  # the account must have the plan (else _servicePlan_.NotFound)
     resp = put(api, "/devices/actions/plan", ServicePlanUpdateRequest(
         service_plan="M2M-10GB", account_name=ACCOUNT, devices=devices(active, suspended)))
     assert resp.status_code == 200, resp.text
@@ -42,6 +43,7 @@ def test_device_id_change_built_with_the_sdk(api, ts):
     old, new, other = make_iccid(7_200), make_iccid(7_201), make_iccid(7_202)
     ts.seed_devices([{"iccid": old, "state": "active", "imei": make_imei(7_200), "accountName": ACCOUNT},
                      {"iccid": other, "state": "active", "imei": make_imei(7_202), "accountName": ACCOUNT}])
+    ts.add_service_plans(["4G 2GB"])
     resp = put(api, "/devices/4g/actions/deviceId", ChangeDeviceIdRequest(
         device_ids=[DeviceId(id=old, kind="iccid")], change_4_g_option="ChangeICCID",
         device_ids_to=[DeviceId(id=new, kind="iccid")], service_plan="4G 2GB", zip_code="98802"))

@@ -156,7 +156,7 @@ def test_documented_failures_parse_as_the_sdk_error(api, ts):
                      {"iccid": preactive, "state": "preactive", "accountName": ACCOUNT}])
     # asynchronous failures: the request fails, with the documented fault code per device
     for path, model, fault in (
-            ("activate", CarrierActivateRequest(devices=devices(active), service_plan="P", mdn_zip_code="30004",
+            ("activate", CarrierActivateRequest(devices=devices(active), service_plan="M2MPlan5GB", mdn_zip_code="30004",
                                                 account_name=ACCOUNT), "REQUEST_FAILED.DeviceAlreadyActive"),
             ("suspend", CarrierActionsRequest(account_name=ACCOUNT, devices=devices(preactive)),
              "INPUT_INVALID.DeviceState.Invalid"),
@@ -242,7 +242,7 @@ def test_carrier_service_callback_is_delivered_to_a_loopback_listener(api, ts):
         assert refused.status_code == 400  # never sends traffic off this machine
         iccid = make_iccid(90_010)
         ts.seed_devices([{"iccid": iccid, "state": "preactive", "accountName": ACCOUNT}])
-        request = CarrierActivateRequest(devices=devices(iccid), service_plan="P", mdn_zip_code="30004",
+        request = CarrierActivateRequest(devices=devices(iccid), service_plan="M2MPlan5GB", mdn_zip_code="30004",
                                          account_name=ACCOUNT)
         request_id = DeviceManagementResult.from_dictionary(api.post("/devices/actions/activate", request).json()).request_id
         deadline = time.monotonic() + 10

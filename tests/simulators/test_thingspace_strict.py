@@ -1,0 +1,140 @@
+"""The ThingSpace simulator refuses what Verizon refuses (contract: include/simulators/contracts/thingspace.md):
+body fields the SDK's request models do not name, wrong JSON types, service plans the account does not
+have, date-times without an offset, bodies not sent as JSON; and, walked pair by pair, every state
+change the pipeline's rules would send is one the simulator accepts."""
+import importlib
+import json
+
+import pytest
+
+from bulkchange.models import Integration
+from bulkchange.rules import TRANSITIONS, RuleError, check_transition
+from bulkchange.changes.status_update import thingspace_action
+from simulators.devices import make_iccid
+from simulators.thingspace import BODY_FIELDS, DEVICE_FIELDS, DEVICE_ID_FIELDS, STATES
+from tests.simulators.test_thingspace_sdk import ACCOUNT, api, ts  # noqa: F401
+
+SDK_MODELS = {  # our field lists -> the published SDK model that names them
+    "activate": "carrier_activate_request.CarrierActivateRequest",
+    "suspend": "carrier_actions_request.CarrierActionsRequest",
+    "restore": "carrier_actions_request.CarrierActionsRequest",
+    "deactivate": "carrier_deactivate_request.CarrierDeactivateRequest",
+    "plan": "service_plan_update_request.ServicePlanUpdateRequest",
+    "deviceId": "change_device_id_request.ChangeDeviceIdRequest",
+    "costCenter": "device_cost_center_request.DeviceCostCenterRequest",
+    "customFields": "custom_fields_update_request.CustomFieldsUpdateRequest",
+    "list": "account_device_list_request.AccountDeviceListRequest",
+    "history": "device_provisioning_history_list_request.DeviceProvisioningHistoryListRequest",
+    "login": "log_in_request.LogInRequest",
+}
+
+
+def sdk_names(dotted: str) -> set[str]:
+    module, cls = dotted.rsplit(".", 1)
+    return set(getattr(importlib.import_module(f"verizon.models.{module}"), cls)._names.values())
+
+
+@pytest.mark.parametrize("kind", sorted(SDK_MODELS))
+def test_body_fields_are_the_sdk_models_fields(kind):
+    assert set(BODY_FIELDS[kind]) == sdk_names(SDK_MODELS[kind])
+
+
+def test_nested_fields_are_the_sdk_models_fields():
+    assert set(DEVICE_FIELDS) == sdk_names("account_device_list.AccountDeviceList")
+    assert set(DEVICE_ID_FIELDS) == sdk_names("device_id.DeviceId")
+
+
+def post(api, path, body, **headers):
+    return api.http.post(api.root + "/m2m/v1" + path, data=json.dumps(body), timeout=10,
+                         headers={**api.headers, **headers})
+
+
+def one(iccid):
+    return [{"deviceIds": [{"id": iccid, "kind": "iccid"}]}]
+
+
+def test_unknown_fields_types_plans_dates_and_content_types_are_refused(api, ts):
+    iccid = make_iccid(95_001)
+    ts.seed_devices([{"iccid": iccid, "state": "active", "servicePlan": "M2M-5GB", "accountName": ACCOUNT}])
+    suspend = {"accountName": ACCOUNT, "devices": one(iccid)}
+
+    def refused(resp, status, code_part):
+        assert resp.status_code == status, resp.text
+        body = resp.json()
+        assert set(body) == {"errorCode", "errorMessage"} and code_part in body["errorCode"], body
+
+    refused(post(api, "/devices/actions/suspend", {**suspend, "imei": "1"}), 400, "INPUT_INVALID.imei.Unrecognized")
+    refused(post(api, "/devices/actions/suspend", {**suspend, "devices": [
+        {"deviceIds": [{"id": iccid, "kind": "iccid"}], "state": "x"}]}), 400, "Unrecognized")
+    refused(post(api, "/devices/actions/suspend", {**suspend, "devices": [
+        {"deviceIds": [{"id": iccid, "kind": "iccid", "primary": True}]}]}), 400, "Unrecognized")
+    refused(post(api, "/devices/actions/suspend", {**suspend, "withBilling": "yes"}), 400,
+            "INPUT_INVALID.withBilling.Invalid")
+    refused(post(api, "/devices/actions/deactivate", {**suspend, "reasonCode": "XX"}), 400, "ReasonCode.Invalid")
+    refused(post(api, "/devices/actions/activate", {**suspend, "servicePlan": "NO-SUCH-PLAN", "mdnZipCode": "30004"}),
+            400, "REQUEST_FAILED._servicePlan_.NotFound")
+    plan = {"accountName": ACCOUNT, "devices": one(iccid), "servicePlan": "M2M-1GB"}
+    for when in ("2030-01-01T00:00:00", "2030-01-01", "01/01/2030 00:00"):
+        refused(api.http.put(api.root + "/m2m/v1/devices/actions/plan", data=json.dumps({**plan, "takeEffect": when}),
+                             headers=api.headers, timeout=10), 400, "takeEffect.Invalid")
+    history = {"deviceId": {"id": iccid, "kind": "iccid"}, "earliest": "2030-01-01T00:00:00",
+               "latest": "2030-01-02T00:00:00Z"}
+    refused(post(api, "/devices/history/actions/list", history), 400, "DateRange.Invalid")
+    refused(post(api, "/devices/actions/suspend", suspend, **{"Content-Type": "text/plain"}), 415, "ContentType")
+    assert ts.calls(path_contains="/actions/") and ts.device(iccid)["state"] == "active"
+    assert ts.run_scheduled(60) == 0  # nothing was accepted
+    # plans the account has: listed by GET /plans/{aname} (SDK ServicePlan) and accepted
+    names = [p["name"] for p in api.get(f"/plans/{ACCOUNT}").json()]
+    assert "M2M-1GB" in names and "NO-SUCH-PLAN" not in names
+    ok = api.http.put(api.root + "/m2m/v1/devices/actions/plan", headers=api.headers, timeout=10,
+                      data=json.dumps({**plan, "takeEffect": "2030-01-01T05:00:00+05:00"}))
+    assert ok.status_code == 200, ok.text
+    # the assumed rules are switchable, never silently lenient
+    ts.configure(refuse_unknown_fields=False, require_json_content_type=False, validate_service_plans=False,
+                 require_offsets=False)
+    assert post(api, "/devices/actions/suspend", {**suspend, "imei": "1"}, **{"Content-Type": "text/plain"}
+                ).status_code == 200
+    assert post(api, "/devices/history/actions/list", history).status_code == 200
+    assert post(api, "/devices/actions/activate", {**suspend, "servicePlan": "NO-SUCH-PLAN",
+                                                    "mdnZipCode": "30004"}).status_code == 200
+
+
+def pipeline_sends(current: str, target: str, ignore: bool) -> bool:
+    try:
+        check = check_transition(Integration.THINGSPACE, current, target, ignore)
+    except RuleError:
+        return False
+    return not check.already_there
+
+
+def test_every_pair_the_pipeline_sends_is_accepted_by_the_simulator(api, ts):
+    targets = sorted(TRANSITIONS[Integration.THINGSPACE])
+    pairs = [(cur, target) for cur in STATES for target in targets if cur != target]
+    iccids = {pair: make_iccid(96_000 + i) for i, pair in enumerate(pairs)}
+    ts.seed_devices([{"iccid": iccid, "state": cur, "servicePlan": "M2M-5GB", "accountName": ACCOUNT}
+                     for (cur, _), iccid in iccids.items()])
+    requests_ = {}
+    for (cur, target), iccid in iccids.items():
+        action = thingspace_action(cur, target)
+        body = {"accountName": ACCOUNT, "devices": one(iccid)}
+        if action == "activate":
+            body.update(servicePlan="M2M-5GB", mdnZipCode="30004")
+        if action == "deactivate":
+            body["reasonCode"] = "FF"
+        resp = post(api, f"/devices/actions/{action}", body)
+        assert resp.status_code == 200, resp.text
+        requests_[(cur, target)] = resp.json()["requestId"]
+    ts.run_scheduled(60)
+    answers = {pair: ts.request("GET", f"/requests/{rid}")["status"] for pair, rid in requests_.items()}
+    too_loose, sent, refused_by_pipeline = [], 0, 0
+    for ignore in (False, True):
+        for pair, status in answers.items():
+            if pipeline_sends(*pair, ignore):
+                sent += 1
+                if status != "Success":
+                    too_loose.append((pair, ignore, status))
+            else:
+                refused_by_pipeline += 1
+    assert too_loose == [], f"the pipeline would send what the carrier refuses: {too_loose}"
+    assert sent and refused_by_pipeline
+    assert answers[("preactive", "suspend")] == "Failure" and answers[("suspend", "active")] == "Success"

@@ -119,17 +119,36 @@ def pg_reachable() -> bool:
         return False
 
 
+# Every COMM_PLAN_EVERY-th device has a communication plan and no usage on IOT-1GB: Jasper's Suspend is
+# DEACTIVATED, so it first moves to the cheapest plan (IOT-SUSPEND-0), one more carrier call.
+COMM_PLAN_EVERY = 10
+RATE_PLANS = (("IOT-SUSPEND-0", 0, 0.50), ("IOT-SUSPEND-500", 500, 1.00), ("IOT-1GB", 1024, 4.00))
+
+
+def fleet_calls(n: int) -> int:
+    """Carrier calls the seeded fleet's Suspend needs: one status call per device, plus the rate
+    plan switch of every device with a communication plan."""
+    return n + len(range(0, n, COMM_PLAN_EVERY))
+
+
 def seed_fleet(engine, control: SimulatorControl, n: int, *, start: int = 1) -> int:
-    """n ACTIVATED Jasper devices (no communication plan: one call per device) and a NEW Suspend bulk change."""
+    """n ACTIVATED Jasper devices (every COMM_PLAN_EVERY-th with a communication plan, so the
+    deactivation's cheapest-plan-first rule runs) and a NEW Suspend bulk change."""
     iccids = [seed.make_iccid(start + i) for i in range(n)]
-    control.reset()
+    comm = {x: ("IOT-COMM" if i % COMM_PLAN_EVERY == 0 else None) for i, x in enumerate(iccids)}
+    control.reset()  # the simulator's default account has RATE_PLANS and IOT-COMM
     for i in range(0, n, 5000):
-        control.seed_devices([{"iccid": x, "status": "ACTIVATED"} for x in iccids[i:i + 5000]])
+        control.seed_devices([{"iccid": x, "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": comm[x]}
+                              for x in iccids[i:i + 5000]])
     with engine.begin() as conn:
         if conn.execute(sa.select(t.service_provider.c.Id).where(t.service_provider.c.Id == 1)).first() is None:
             seed.add_service_provider(conn, sp_id=1, name="bench", integration=Integration.JASPER, tenant_id=1)
+            conn.execute(t.jasper_carrier_rate_plan.insert(), [
+                {"ServiceProviderId": 1, "RatePlanCode": code, "CommunicationPlan": "IOT-COMM", "PlanMB": mb,
+                 "BaseRate": rate, "IsActive": True} for code, mb, rate in RATE_PLANS])
         conn.execute(t.device.delete())
-        seed.add_devices(conn, [{"ICCID": x, "Status": "ACTIVATED"} for x in iccids], sp_id=1, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": x, "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB",
+                                 "CommunicationPlan": comm[x], "DataUsageMB": 0} for x in iccids], sp_id=1, tenant_id=1)
         return seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                     requests=[{"ICCID": x, "ChangeRequest": {"UpdateStatus": "Suspend"}}
                                               for x in iccids])

@@ -6,7 +6,9 @@
 3. Run Airflow (``airflow standalone``: scheduler, dag-processor, api-server, triggerer;
    LocalExecutor; SQLite metadata DB) with the project's DAGs and demo connections.
 4. Trigger bulk_change_sensor, which claims the bulk change and launches bulk_change_process.
-5. Wait for the bulk change to reach a final status and print a per-status summary.
+5. Wait for the bulk change to reach a final status and print a per-status summary. Jasper's
+   Suspend is DEACTIVATED: the half of the fleet with a communication plan first moves to the
+   cheapest rate plan covering its usage, and the summary counts those switches from the log rows.
 
 ``--serve`` does steps 1-3 and keeps Airflow up (UI on the printed URL) until Ctrl-C.
 Everything lives under ``var/demo/`` and is recreated on every run.
@@ -79,6 +81,37 @@ def demo_devices(n: int) -> list[dict]:
             "CommunicationPlan": "IOT-COMM" if with_plan else None,
             "DataUsageMB": (i % 7) * 100,
         })
+    return out
+
+
+def seed_simulator(control, devices: list[dict]) -> None:
+    """The same fleet at the Jasper simulator (its default account has the demo's rate and
+    communication plans)."""
+    control.seed_devices([{"iccid": d["ICCID"], "msisdn": d["MSISDN"], "imei": d["IMEI"], "status": d["Status"],
+                           "ratePlan": d["CarrierRatePlan"], "communicationPlan": d["CommunicationPlan"]}
+                          for d in devices])
+
+
+# the log row the Jasper client writes for each rate plan edit (bulkchange.carriers.jasper)
+RATE_PLAN_LOG = "Update Jasper Rate Plan: Jasper API"
+
+
+def rate_plan_switches(conn, bulk_id: int) -> dict[str, int]:
+    """Devices whose rate plan the carrier took before their deactivation, per new plan, read from
+    the bulk change's log rows (one applied rate plan edit per device change)."""
+    lg = t.device_bulk_change_log
+    rows = conn.execute(select(lg.c.M2MDeviceChangeId, lg.c.RequestText).where(
+        lg.c.BulkChangeId == bulk_id, lg.c.LogEntryDescription == RATE_PLAN_LOG,
+        lg.c.Outcome == "applied")).all()
+    plans: dict[int, str] = {}
+    for dc_id, text in rows:  # "PUT /devices/<iccid>\n<JSON body>"
+        try:
+            plans[dc_id] = str(json.loads((text or "").partition("\n")[2] or "{}").get("ratePlan") or "?")
+        except (ValueError, AttributeError):
+            plans[dc_id] = "?"
+    out: dict[str, int] = {}
+    for plan in plans.values():
+        out[plan] = out.get(plan, 0) + 1
     return out
 
 
@@ -278,6 +311,9 @@ def print_summary(amop_url: str, bulk_id: int, sim_control) -> dict:
             | t.device_bulk_change_log.c.ResponseText.contains(JASPER_KEY)
             | t.device_bulk_change_log.c.RequestText.contains("Authorization")
         )).scalar_one()
+        switches = rate_plan_switches(conn, bulk_id)
+        with_comm_plan = conn.execute(select(func.count()).select_from(t.device)
+                                      .where(t.device.c.CommunicationPlan.is_not(None))).scalar_one()
     status_puts = [c for c in sim_control.calls(method="PUT") if '"status"' in json.dumps(c.get("body") or c.get("request") or {})]
     per_device: dict[str, int] = {}
     for c in status_puts:
@@ -288,9 +324,13 @@ def print_summary(amop_url: str, bulk_id: int, sim_control) -> dict:
     print("  Device table by status:   " + ", ".join(f"{k}={v}" for k, v in sorted(device_status.items())))
     print(f"  DeviceStatusHistory rows: {history}")
     print(f"  DeviceBulkChangeLog rows: {logs} (rows containing the API key or an Authorization header: {leaks})")
+    print(f"  rate plan switched first: {sum(switches.values())} devices of {with_comm_plan} with a communication "
+          "plan (cheapest plan covering the usage, before DEACTIVATED)"
+          + (": " + ", ".join(f"{k}={v}" for k, v in sorted(switches.items())) if switches else ""))
     print(f"  carrier status changes:   {len(status_puts)} for {len(per_device)} devices "
           f"(most for one device: {max(per_device.values(), default=0)})")
-    return {"status": bulk.status.value, "counts": counts, "history": history, "logs": logs, "leaks": leaks}
+    return {"status": bulk.status.value, "counts": counts, "history": history, "logs": logs, "leaks": leaks,
+            "rate_plan_switches": switches}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,9 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     sims = SimulatorServer(jasper_accounts={JASPER_USER: JASPER_KEY}, latency_ms=20)
     sims.start()
     control = sims.control("jasper")
-    control.seed_devices([{"iccid": d["ICCID"], "msisdn": d["MSISDN"], "imei": d["IMEI"], "status": "ACTIVATED",
-                           "ratePlan": d["CarrierRatePlan"], "communicationPlan": d["CommunicationPlan"]}
-                          for d in demo_devices(args.devices)])
+    seed_simulator(control, demo_devices(args.devices))
     print(f"   Jasper simulator: {sims.url_for('jasper')} ({args.devices} devices)")
 
     print("== creating the AMOP database and a NEW bulk change")

@@ -311,6 +311,53 @@ def test_jasper_effective_date_with_an_offset_is_sent_as_the_same_instant(amop_e
     assert summary["counts"] == {"PENDING_CARRIER": 2}
     for iccid, (when, _) in cases.items():
         [put] = jasper.calls(iccid=iccid, method="PUT")
-        assert put["body"]["effectiveDate"] == when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        assert put["body"]["effectiveDate"] == when.strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
         [edit] = jasper.scheduled_edits(iccid)
         assert edit["effectiveDate"] == when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def test_jasper_future_dated_change_across_midnight_utc_lands_at_its_instant(amop_engine, fleet_factory, make_client,
+                                                                           jasper, monkeypatch):
+    """A future-dated plan change written in a +05:00 and a -08:00 zone, its local date on the other
+    side of midnight UTC: sent with its offset (+00:00, Control Center's published form), nothing runs
+    at the carrier before the instant, it lands when the carrier's clock passes it, and it settles
+    once our clock does too (both clocks moved, no sleep)."""
+    from bulkchange.changes import carrier_rate_plan
+
+    fleet = fleet_factory(2)
+    base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0) + timedelta(days=2)
+    cases = {fleet.iccids[0]: (base.replace(hour=22), timezone(timedelta(hours=5))),   # local 03:30 the next day
+             fleet.iccids[1]: (base.replace(hour=0), timezone(timedelta(hours=-8)))}   # local 16:30 the day before
+    requests = []
+    for iccid, (when, zone) in cases.items():
+        local = when.astimezone(zone)
+        assert local.date() != when.date()
+        requests.append({"ICCID": iccid, "ChangeRequest": {"CarrierRatePlan": "P-0",
+                                                           "EffectiveDate": local.isoformat()}})
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.CARRIER_RATE_PLAN_CHANGE,
+                                       requests=requests)
+    client = make_client()
+    assert run(amop_engine, bulk_id, client)["counts"] == {"PENDING_CARRIER": 2}
+    for iccid, (when, _) in cases.items():
+        [put] = jasper.calls(iccid=iccid, method="PUT")
+        assert put["body"]["effectiveDate"] == when.strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
+    real_now = carrier_rate_plan.utcnow
+    for iccid, (when, _) in sorted(cases.items(), key=lambda kv: kv[1][0]):
+        ahead = (when - datetime.now(timezone.utc)).total_seconds()
+        # ten minutes before the instant: nothing is due at the carrier
+        assert jasper.run_scheduled(ahead - 600) == 0
+        assert jasper.device(iccid)["ratePlan"] == "P-1G"
+        # ten minutes after: this device's edit (only) lands
+        assert jasper.run_scheduled(ahead + 600) == 1
+        assert jasper.device(iccid)["ratePlan"] == "P-0"
+        # our clock: before the instant the change is not due; after it, it settles
+        naive = when.replace(tzinfo=None)
+        monkeypatch.setattr(carrier_rate_plan, "utcnow", lambda: naive - timedelta(minutes=10))
+        assert reconcile.settle_bulk(amop_engine, bulk_id, client, max_checks=2).settled == {}
+        monkeypatch.setattr(carrier_rate_plan, "utcnow", lambda: naive + timedelta(minutes=10))
+        reconcile.settle_bulk(amop_engine, bulk_id, client, max_checks=2)
+        assert changes(amop_engine, bulk_id)[iccid].status == DeviceChangeStatus.PROCESSED
+        assert devices(amop_engine)[iccid].CarrierRatePlan == "P-0"
+    monkeypatch.setattr(carrier_rate_plan, "utcnow", real_now)
+    assert {dc.status for dc in changes(amop_engine, bulk_id).values()} == {DeviceChangeStatus.PROCESSED}

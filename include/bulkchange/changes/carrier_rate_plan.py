@@ -60,7 +60,9 @@ def _is_future(when: datetime | None, now: datetime | None = None) -> bool:
 
 
 def _jasper_date(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    """``yyyy-MM-ddTHH:mm:ss.SSS+00:00``: the UTC instant (the model keeps dates in UTC) with its
+    offset written out, the form of Control Center's published examples."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}+00:00"
 
 
 def _base(dc: DeviceChange, device: DeviceRow) -> dict[str, Any]:

@@ -139,7 +139,10 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
         assert by_id[failed.id].status_details == "HTTP 400"
         assert by_id[rejected.id].status == DeviceChangeStatus.ERROR
         dev = conn.execute(select(t.device).where(t.device.c.ICCID == ok.iccid)).mappings().one()
-        assert (dev["Status"], dev["DeviceStatusId"], dev["CarrierRatePlan"]) == ("DEACTIVATED", 3, "P0")
+        # the id is DEACTIVATED's own in DeviceStatus (bulkchange.db.device_status)
+        expected = device_status_ids(conn, bulk.integration, ["DEACTIVATED"])["DEACTIVATED"]
+        assert expected is not None
+        assert (dev["Status"], dev["DeviceStatusId"], dev["CarrierRatePlan"]) == ("DEACTIVATED", expected, "P0")
         assert dev["LastStatusChange"] is not None
         untouched = conn.execute(select(t.device.c.Status).where(t.device.c.ICCID == failed.iccid)).scalar_one()
         assert untouched == "ACTIVATED"

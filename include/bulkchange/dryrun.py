@@ -158,7 +158,7 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
     from bulkchange.tenancy import attach_references
 
     attach_references(conn, handler, bulk, changes)
-    devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in changes if dc.iccid])
+    devices = repo.load_devices(conn, bulk, changes)
     seen = dict(seen or {})
     accepted: list[DeviceChange] = []
     words: dict[str, int] = {}
@@ -173,7 +173,7 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
         if isinstance(request, StatusUpdateRequest):
             words[request.UpdateStatus] = words.get(request.UpdateStatus, 0) + 1
         # DB-only change types (no carrier call) cost no carrier call
-        n = _calls_for(bulk, request, devices.get(dc.iccid)) if handler_cls.needs_carrier else 0
+        n = _calls_for(bulk, request, devices.find(dc)) if handler_cls.needs_carrier else 0
         if n == 0:
             report.no_call_needed += 1
         per_device_calls += n

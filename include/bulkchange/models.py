@@ -473,8 +473,8 @@ class DeviceResult(BaseModel):
     device_id: int | None = None
     iccid: str | None = None
     # Device-table effects on success
+    # the new status; its DeviceStatusId comes from bulkchange.db.device_status when it is written
     new_device_status: str | None = None
-    new_device_status_id: int | None = None
     previous_device_status: str | None = None
     carrier_rate_plan: str | None = None
     msisdn: str | None = None

@@ -39,6 +39,7 @@ from bulkchange.models import (
     DeviceChange,
     DeviceChangeStatus,
     DeviceResult,
+    PortalType,
     RequestParseError,
     parse_change_request,
     utcnow,
@@ -195,7 +196,7 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
         # bulk changes on the same device the one queued second sees the first (busy_devices)
         repo.lock_service_provider(conn, bulk.service_provider_id)
         new = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.NEW.value])
-        devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in new if dc.iccid])
+        devices = repo.load_devices(conn, bulk, new)
         attach_references(conn, handler, bulk, new)
         seen = _already_queued_identifiers(conn, bulk)
         rejected: list[tuple[int, str]] = []
@@ -244,8 +245,9 @@ def busy_reason(iccid: str, busy: repo.BusyDevice) -> str:
 
 def _busy_elsewhere(conn, bulk: BulkChange, changes: list[DeviceChange]) -> list[tuple[int, str]]:
     """(id, reason) of the device changes whose device another bulk change has in flight."""
-    busy = repo.busy_devices(conn, bulk, [dc.iccid for dc in changes if dc.iccid])
-    return [(dc.id, busy_reason(dc.iccid, busy[dc.iccid])) for dc in changes if dc.iccid in busy]
+    busy = repo.busy_devices(conn, bulk, [dc.iccid for dc in changes if dc.iccid],
+                             msisdns=[dc.msisdn for dc in changes if not dc.iccid and dc.msisdn])
+    return [(dc.id, busy_reason(_identity(dc), busy[_identity(dc)])) for dc in changes if _identity(dc) in busy]
 
 
 def _already_queued_identifiers(conn, bulk: BulkChange) -> dict[str, int]:
@@ -260,8 +262,22 @@ def _identity(dc: DeviceChange) -> str | None:
     return dc.iccid or dc.msisdn or dc.device_identifier
 
 
-def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: dict[str, int]) -> str | None:
-    problem = iccid_problem(dc.iccid) or identifier_problem(dc, devices.get(dc.iccid))
+def identity_problem(handler, bulk: BulkChange, dc: DeviceChange) -> str | None:
+    """Why the device change does not say which device it is, or None. A row needs a valid ICCID,
+    except a Mobility row of a change type that finds its line by number (``ChangeHandler.by_msisdn``):
+    an MSISDN alone is enough there (its format is checked with the other identifiers)."""
+    if dc.iccid or not dc.msisdn:
+        return iccid_problem(dc.iccid)
+    if bulk.portal_type == PortalType.MOBILITY and handler.by_msisdn:
+        return None
+    kind = "a Mobility" if bulk.portal_type == PortalType.MOBILITY else "an M2M"
+    return (f"ICCID is missing: {kind} {bulk.change_type.value} device change on {bulk.integration.value} "
+            f"needs the SIM's ICCID (MSISDN {dc.msisdn} alone does not identify the device for it)")
+
+
+def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: repo.DeviceIndex,
+              seen: dict[str, int]) -> str | None:
+    problem = identity_problem(handler, bulk, dc) or identifier_problem(dc, devices.find(dc))
     if problem:
         return problem
     key = _identity(dc)
@@ -269,7 +285,7 @@ def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: dict, seen: 
         return f"duplicate: device {key} is already in this bulk change as device change {seen[key]}"
     try:
         request = parse_change_request(bulk.change_type, dc.change_request)
-        handler.validate(dc, request, devices.get(dc.iccid))
+        handler.validate(dc, request, devices.find(dc))
         check_rev_request(request)
         problem = reference_problem(bulk, request, getattr(handler, "tenant_refs", None))
         if problem:
@@ -329,7 +345,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         open_changes = repo.load_device_changes(
             conn, bulk, ids=device_change_ids,
             statuses=[DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value])
-        devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in open_changes if dc.iccid])
+        devices = repo.load_devices(conn, bulk, open_changes)
         refs_holder = type("Refs", (), {})()
         attach_references(conn, refs_holder, bulk, open_changes)
         interrupted = {dc.id for dc in open_changes if dc.status == DeviceChangeStatus.PROCESSING}
@@ -356,7 +372,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
 
     def prepared(dc: DeviceChange):
         """(request, device) for a device change, or the DeviceResult that rejects it."""
-        device = devices.get(dc.iccid)
+        device = devices.find(dc)
         try:
             problem = identifier_problem(dc, device)  # the device row may have changed since prepare
             request = parse_change_request(bulk.change_type, dc.change_request)

@@ -146,7 +146,7 @@ def _ts_done(w: WaitingCheck, current: dict, details: str) -> DeviceResult:
     _, msisdn = _ts_at_target(current, w)
     target = "active" if w.dc.status == DeviceChangeStatus.PENDING_ACTIVATION else w.target
     return w.result(DeviceChangeStatus.PROCESSED, details, new_device_status=target,
-                    new_device_status_id=w.request.PostUpdateStatusId, msisdn=msisdn,
+                    msisdn=msisdn,
                     ip_address=current.get("ipAddress"))
 
 
@@ -166,7 +166,7 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
         msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
         if device_state(current) == "active" and msisdn:
             return w.result(DeviceChangeStatus.PROCESSED, new_device_status="active",
-                            new_device_status_id=w.request.PostUpdateStatusId, msisdn=msisdn,
+                            msisdn=msisdn,
                             ip_address=current.get("ipAddress"),
                             details=f"active at the carrier with MSISDN {msisdn} after {w.checks} check(s)")
     answer = w.shared.get(request_id, lambda: client.request_status(request_id, log=w.log)) if request_id else {}
@@ -182,7 +182,7 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
                         f"carrier request {request_id} failed: {fault or 'Failure'}")
     if dc.status == DeviceChangeStatus.PENDING_CARRIER and status == "success":
         return w.result(DeviceChangeStatus.PROCESSED, f"carrier request {request_id} completed: {w.target}",
-                        new_device_status=w.target, new_device_status_id=w.request.PostUpdateStatusId)
+                        new_device_status=w.target)
     return "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
 
 
@@ -291,7 +291,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     with engine.connect() as conn:
         bulk = repo.load_bulk_change(conn, bulk_id)
         waiting = repo.load_device_changes(conn, bulk, statuses=statuses)
-        devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in waiting if dc.iccid])
+        devices = repo.load_devices(conn, bulk, waiting)
     summary = SettleSummary(bulk_id)
     if not waiting:
         return summary
@@ -302,7 +302,7 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     not_due: set[int] = set()
 
     def check(dc: DeviceChange) -> DeviceResult | None:
-        device = devices.get(dc.iccid)
+        device = devices.find(dc)
         base = dict(device_change_id=dc.id, iccid=dc.iccid, device_id=device.id if device else None,
                     previous_device_status=device.status if device else None)
         try:
@@ -396,9 +396,11 @@ def _thingspace_states(client: Any, unread: list[dict]) -> dict[str, str]:
         after = device_id(devices[-1], "iccid")
 
 
-def carrier_states(client: Any, integration: Integration, unread: list[dict] | None = None) -> dict[str, str]:
+def carrier_states(client: Any, integration: Integration, unread: list[dict] | None = None, *,
+                   numbers: dict[str, str] | None = None) -> dict[str, str]:
     """ICCID -> the carrier's status for every device of the account. ``unread`` (ThingSpace)
-    collects device-list pages that failed even after their retries."""
+    collects device-list pages that failed even after their retries; ``numbers`` (Telegence) gets
+    subscriber number digits -> status, for Mobility lines on record without their SIM."""
     family = integration.family
     if family == Integration.THINGSPACE:
         return _thingspace_states(client, unread if unread is not None else [])
@@ -410,8 +412,11 @@ def carrier_states(client: Any, integration: Integration, unread: list[dict] | N
         states = {}
         for line in client.iter_services():
             sim, status = characteristic(line, "sim"), characteristic(line, "subscriberStatus")
+            number = line.get("subscriberNumber") or characteristic(line, "subscriberNumber")
             if sim and status:
                 states[str(sim)] = str(status)
+            if number and status and numbers is not None:  # Mobility lines known by number only
+                numbers[repo.msisdn_key(str(number))] = str(status)
         return states
     if family == Integration.TEAL:
         return {str(e["iccid"]): str(e["deviceStatus"]) for e in client.iter_esims()
@@ -422,17 +427,21 @@ def carrier_states(client: Any, integration: Integration, unread: list[dict] | N
 def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integration: Integration, client: Any, *,
                                 dry_run: bool = False) -> dict[str, Any]:
     unread: list[dict] = []
-    states = carrier_states(client, integration, unread)
+    numbers: dict[str, str] = {}
+    states = carrier_states(client, integration, unread, numbers=numbers)
     with engine.connect() as conn:
-        ours = repo.provider_devices(conn, service_provider_id)
+        ours = repo.provider_devices(conn, service_provider_id, integration)
         busy = repo.open_iccids(conn, service_provider_id)
     settled_late = [] if dry_run else settle_lost_answers(engine, service_provider_id, integration, states)
     drift: dict[str, int] = {}
     changes = []
     missing = skipped = 0
     settled_iccids = {r["iccid"] for r in settled_late}
-    for dev_id, iccid, status in ours:
-        theirs = states.get(iccid)
+    for dev_id, iccid, msisdn, status in ours:
+        theirs = states.get(iccid) if iccid else None
+        if theirs is None and msisdn:
+            theirs = numbers.get(repo.msisdn_key(msisdn))
+            iccid = iccid or msisdn  # how the drift report and history name a line without a SIM on record
         if theirs is None:
             missing += 0 if unread else 1  # an incomplete listing cannot say a device is missing
             continue
@@ -448,7 +457,8 @@ def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integr
         changes.append((dev_id, iccid, status, theirs))
     if changes and not dry_run:
         with engine.begin() as conn:
-            repo.record_reconciled_statuses(conn, changes, changed_by=RECONCILER)
+            repo.record_reconciled_statuses(conn, changes, changed_by=RECONCILER, integration=integration,
+                                            service_provider_id=service_provider_id)
     return {"service_provider_id": service_provider_id, "integration": integration.value,
             "carrier_devices": len(states), "our_devices": len(ours), "drift": drift,
             "updated": 0 if dry_run else len(changes), "dry_run": dry_run,
@@ -487,7 +497,7 @@ def settle_lost_answers(engine: Engine, service_provider_id: int, integration: I
             if bulk.change_type != ChangeType.STATUS_UPDATE:
                 continue
             dcs = {dc.id: dc for dc in repo.load_device_changes(conn, bulk, ids=[r.Id for r in members])}
-            devices = repo.load_devices_by_iccid(conn, bulk, [dc.iccid for dc in dcs.values() if dc.iccid])
+            devices = repo.load_devices(conn, bulk, list(dcs.values()))
             results = []
             for dc in dcs.values():
                 if dc.status != DeviceChangeStatus.API_FAILED:
@@ -500,13 +510,12 @@ def settle_lost_answers(engine: Engine, service_provider_id: int, integration: I
                 theirs = str(states.get(dc.iccid) or "").lower()
                 if not target or theirs != target.lower():
                     continue
-                device = devices.get(dc.iccid)
+                device = devices.find(dc)
                 results.append(DeviceResult(
                     device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, iccid=dc.iccid,
                     device_id=device.id if device else None,
                     previous_device_status=device.status if device else None,
-                    new_device_status=target, new_device_status_id=request.PostUpdateStatusId,
-                    details=f"settled by reconciliation: the carrier shows the line {theirs}, the target of this "
+                    new_device_status=target, details=f"settled by reconciliation: the carrier shows the line {theirs}, the target of this "
                             f"change, which had been recorded failed after an unknown outcome "
                             f"({(dc.status_details or '')[:200]})"))
             if not results:

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
-from bulkchange.models import ChangeType, Integration, utcnow
+from bulkchange.models import INTEGRATION_IDS, ChangeType, Integration, utcnow
 from tests.dags.conftest import amop_conn_json
 from tests.integration.test_revio_after_status import REV_CLIENT, REV_KEY, REV_PASSWORD, REV_USER, revio  # noqa: F401
 
@@ -30,13 +30,18 @@ def _fleet(engine, n, integration, start):
 
 def _bulk(engine, change_type, requests):
     with engine.begin() as conn:
-        return seed.add_bulk_change(conn, sp_id=SP, tenant_id=5, change_type=change_type, requests=requests)
+        # a Telegence provider's bulk changes are Mobility ones (its lines are in the Mobility inventory)
+        integration = conn.execute(select(t.service_provider.c.IntegrationId)
+                                   .where(t.service_provider.c.Id == SP)).scalar_one()
+        portal = 2 if integration == INTEGRATION_IDS[Integration.TELEGENCE] else 0
+        return seed.add_bulk_change(conn, sp_id=SP, tenant_id=5, change_type=change_type, requests=requests,
+                                    portal_type=portal)
 
 
 def _state(engine, bulk_id):
     with engine.connect() as conn:
         bulk = repo.load_bulk_change(conn, bulk_id)
-        devices = {r.ICCID: r for r in conn.execute(select(t.device))}
+        devices = {r.ICCID: r for tbl in (t.device, t.mobility_device) for r in conn.execute(select(tbl))}
         logs = conn.execute(select(t.device_bulk_change_log).where(
             t.device_bulk_change_log.c.BulkChangeId == bulk_id)).mappings().all()
         return bulk.status.value, repo.status_counts(conn, bulk), devices, logs

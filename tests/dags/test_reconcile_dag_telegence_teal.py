@@ -76,8 +76,10 @@ def test_reconcile_dag_settles_telegence_and_teal(dagbag, amop_engine, simulator
     bc = t.device_bulk_change
     with amop_engine.connect() as conn:
         statuses = dict(conn.execute(select(bc.c.Id, bc.c.Status)).all())
-        ours = dict(conn.execute(select(t.device.c.ICCID, t.device.c.Status)).all())
-        numbers = conn.execute(select(t.device.c.MSISDN).where(t.device.c.ServiceProviderId == 6)).scalars().all()
+        ours = {iccid: status for tbl in (t.device, t.mobility_device)  # Telegence lines are Mobility lines
+                for iccid, status in conn.execute(select(tbl.c.ICCID, tbl.c.Status))}
+        numbers = conn.execute(select(t.mobility_device.c.MSISDN)
+                               .where(t.mobility_device.c.ServiceProviderId == 6)).scalars().all()
     assert statuses == {tg_bulk: "PROCESSED", teal_bulk: "PROCESSED"}
     assert {ours[i] for i in sims} == {"A"} and all(numbers)
     assert {ours[i] for i in esims[:15]} == {"STOPPED"} and {ours[i] for i in esims[15:18]} == {"ONLINE"}

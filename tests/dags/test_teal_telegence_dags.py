@@ -95,3 +95,50 @@ def test_telegence_suspend_settles_in_the_batches(dagbag, amop_engine, simulator
                             .where(t.device_bulk_change_log.c.MobilityDeviceChangeId.is_not(None))).scalar_one()
     assert logs == N
     assert TG[1] not in log_texts(amop_engine)
+
+
+def test_mobility_suspend_of_lines_named_by_msisdn_only_updates_the_mobility_inventory(
+        dagbag, amop_engine, simulator, monkeypatch):
+    """The portal's Mobility rows may carry only the line's number: the run finds each line in
+    MobilityDevice by its MSISDN (some of them have no SIM on record), suspends it at Telegence and
+    writes the Mobility inventory (MobilityDevice, TelegenceDevice, history); Device is not touched."""
+    from bulkchange.db.device_status import device_status_ids, status_id_mismatches
+
+    n = 60
+    tg = simulator.control("telegence")
+    tg.reset()
+    tg.set_accounts({TG[0]: TG[1]})
+    iccids = [seed.make_iccid(335_000 + i) for i in range(n)]
+    numbers = [f"1404{335_000 + i:07d}" for i in range(n)]
+    tg.seed_devices([{"iccid": i, "msisdn": m, "status": "A"} for i, m in zip(iccids, numbers)])
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(amop_engine))
+    monkeypatch.setenv("AIRFLOW_CONN_CARRIER_SP_6", json.dumps({
+        "conn_type": "http", "host": simulator.url_for("telegence"), "login": TG[0], "password": TG[1]}))
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=6, name="att", integration=Integration.TELEGENCE, tenant_id=1)
+        # half the lines are on record with their SIM, half by number only (as the legacy Mobility inventory has them)
+        seed.add_devices(conn, [{"ICCID": i if k % 2 else None, "MSISDN": m, "Status": "A"}
+                                for k, (i, m) in enumerate(zip(iccids, numbers))], sp_id=6, tenant_id=1)
+        bulk_id = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
+                                       portal_type=2, requests=[{"MSISDN": m, "ChangeRequest": {"UpdateStatus": "Suspend"}}
+                                                                for m in numbers])
+    summary = run_process(dagbag, bulk_id)
+    assert summary["status"] == "PROCESSED" and summary["counts"] == {"PROCESSED": n}, summary
+    assert {tg.request("GET", f"/lines/{m}")["subscriberStatus"] for m in numbers} == {"S"}
+    md, td, h = t.mobility_device, t.telegence_device, t.device_status_history
+    with amop_engine.connect() as conn:
+        suspended = device_status_ids(conn, Integration.TELEGENCE, ["S"])["S"]
+        lines = conn.execute(select(md.c.MSISDN, md.c.Status, md.c.DeviceStatusId)).all()
+        telegence = conn.execute(select(td.c.SubscriberNumber, td.c.SubscriberNumberStatus, td.c.DeviceStatusId,
+                                        td.c.OldDeviceStatusId)).all()
+        hist = conn.execute(select(h.c.DeviceId, h.c.MobilityDeviceId, h.c.MSISDN, h.c.PreviousStatus,
+                                   h.c.CurrentStatus).where(h.c.BulkChangeId == bulk_id)).all()
+        in_device = conn.execute(select(func.count()).select_from(t.device)).scalar_one()
+        mismatches = status_id_mismatches(conn, md) + status_id_mismatches(conn, td)
+    assert suspended is not None
+    assert sorted(lines) == sorted((m, "S", suspended) for m in numbers)
+    active = device_status_ids(amop_engine.connect(), Integration.TELEGENCE, ["A"])["A"]
+    assert sorted(telegence) == sorted((m, "S", suspended, active) for m in numbers)
+    assert len(hist) == n and {(d, p, c) for d, _, _, p, c in hist} == {(None, "A", "S")}
+    assert sorted(m for _, _, m, _, _ in hist) == sorted(numbers) and None not in {i for _, i, _, _, _ in hist}
+    assert in_device == 0 and mismatches == []

@@ -40,7 +40,8 @@ def changes(engine, table, bulk_id):
 
 def devices(engine):
     with engine.connect() as conn:
-        return {r.ICCID: r for r in conn.execute(select(t.device))}
+        # both inventories: Telegence lines are in MobilityDevice, the other carriers' SIMs in Device
+        return {r.ICCID: r for tbl in (t.device, t.mobility_device) for r in conn.execute(select(tbl))}
 
 
 def log_rows(engine, bulk_id):

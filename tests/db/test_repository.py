@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from bulkchange.carriers.base import CallRecord
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
+from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
 from bulkchange.db.connect import make_engine
 from bulkchange.models import BulkStatus, ChangeType, DeviceChangeStatus, DeviceResult, Integration
@@ -123,7 +124,7 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
         results = [
             DeviceResult(device_change_id=ok.id, status=DeviceChangeStatus.PROCESSED, details="done",
                          device_id=devices[ok.iccid].id, iccid=ok.iccid, previous_device_status="ACTIVATED",
-                         new_device_status="DEACTIVATED", new_device_status_id=3, carrier_rate_plan="P0"),
+                         new_device_status="DEACTIVATED", carrier_rate_plan="P0"),
             DeviceResult(device_change_id=failed.id, status=DeviceChangeStatus.API_FAILED, details="HTTP 400",
                          device_id=devices[failed.iccid].id, iccid=failed.iccid),
         ]
@@ -138,7 +139,10 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
         assert by_id[failed.id].status_details == "HTTP 400"
         assert by_id[rejected.id].status == DeviceChangeStatus.ERROR
         dev = conn.execute(select(t.device).where(t.device.c.ICCID == ok.iccid)).mappings().one()
-        assert (dev["Status"], dev["DeviceStatusId"], dev["CarrierRatePlan"]) == ("DEACTIVATED", 3, "P0")
+        # the id is DEACTIVATED's own in DeviceStatus (bulkchange.db.device_status)
+        expected = device_status_ids(conn, bulk.integration, ["DEACTIVATED"])["DEACTIVATED"]
+        assert expected is not None
+        assert (dev["Status"], dev["DeviceStatusId"], dev["CarrierRatePlan"]) == ("DEACTIVATED", expected, "P0")
         assert dev["LastStatusChange"] is not None
         untouched = conn.execute(select(t.device.c.Status).where(t.device.c.ICCID == failed.iccid)).scalar_one()
         assert untouched == "ACTIVATED"

@@ -104,7 +104,7 @@ def test_activations_in_requests_of_200_settle_with_number_plan_and_features(amo
     assert summary.bulk_status == "PROCESSED_WITH_ERRORS"
     with amop_engine.connect() as conn:
         dcs = {r.ICCID: r for r in conn.execute(select(DC).where(DC.c.BulkChangeId == bulk_id))}
-        devices = {r.ICCID: r for r in conn.execute(select(t.device))}
+        devices = {r.ICCID: r for r in conn.execute(select(t.mobility_device))}
         features = conn.execute(select(t.telegence_device_mobility_feature)).mappings().all()
         held = {r.ICCID: r for r in conn.execute(select(DC).where(DC.c.BulkChangeId == addition))}
         released = conn.execute(select(t.device_bulk_change.c.ProcessChanges)
@@ -172,7 +172,7 @@ def test_static_ip_provisioned_after_activation(amop_engine, tg, tg_client):
     assert summary.bulk_status == "PROCESSED", summary
     with amop_engine.connect() as conn:
         dcs = {r.ICCID: r for r in conn.execute(select(DC))}
-        devices = {r.ICCID: r for r in conn.execute(select(t.device))}
+        devices = {r.ICCID: r for r in conn.execute(select(t.mobility_device))}
     with_ip = [i for i in iccids[:5] if devices[i].IPAddress]
     assert len(with_ip) == 4 and len({devices[i].IPAddress for i in with_ip}) == 4
     for i in with_ip:

@@ -119,7 +119,8 @@ def _outcome(engine, bulk_id, portal):
     with engine.connect() as conn:
         change = conn.execute(select(dc.c.Status, dc.c.StatusDetails).where(dc.c.BulkChangeId == bulk_id)).one()
         logged = conn.execute(select(lg.c.ErrorText).where(lg.c.BulkChangeId == bulk_id)).scalars().all()
-        their = conn.execute(select(t.device).where(t.device.c.ICCID == THEIR_ICCID)).mappings().one()
+        inventory = t.mobility_device if portal == MOBILITY else t.device  # Telegence lines are Mobility lines
+        their = conn.execute(select(inventory).where(inventory.c.ICCID == THEIR_ICCID)).mappings().one()
     return change, logged, their
 
 

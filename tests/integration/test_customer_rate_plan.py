@@ -44,9 +44,9 @@ def run(engine, bulk_id, batch_size=25):
 
 
 def devices(engine):
-    d = t.device
+    """Both inventories: Telegence lines are in MobilityDevice, the other carriers' SIMs in Device."""
     with engine.connect() as conn:
-        return {r.ICCID: r for r in conn.execute(select(d))}
+        return {r.ICCID: r for d in (t.device, t.mobility_device) for r in conn.execute(select(d))}
 
 
 def changes(engine):

@@ -44,8 +44,9 @@ def changes(engine, table):
 
 
 def devices(engine):
+    """Both inventories: Telegence lines are in MobilityDevice, the other carriers' SIMs in Device."""
     with engine.connect() as conn:
-        return {r.ICCID: r for r in conn.execute(select(t.device))}
+        return {r.ICCID: r for tbl in (t.device, t.mobility_device) for r in conn.execute(select(tbl))}
 
 
 def rev_fields(service):
@@ -240,7 +241,7 @@ def test_telegence_without_revio_connection_fails_every_device(amop_engine, tg, 
 def test_request_validation(amop_engine, tg, tg_client):
     iccids, numbers = tg_fleet(amop_engine, tg, 4, 85_000)
     with amop_engine.begin() as conn:
-        conn.execute(update(t.device).where(t.device.c.ICCID == iccids[2]).values(MSISDN=None))
+        conn.execute(update(t.mobility_device).where(t.mobility_device.c.ICCID == iccids[2]).values(MSISDN=None))
     bulk_id = add_bulk(amop_engine, TG_SP, [
         {"ICCID": iccids[0], "ChangeRequest": {}},
         {"ICCID": iccids[1], "ChangeRequest": {"CostCenter1": "x" * 200}},

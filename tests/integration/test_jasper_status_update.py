@@ -7,8 +7,9 @@ from sqlalchemy import func, select
 from bulkchange import processing
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
+from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
-from bulkchange.models import DeviceChangeStatus
+from bulkchange.models import DeviceChangeStatus, Integration
 from tests.integration.conftest import KEY
 
 
@@ -35,7 +36,8 @@ def test_suspend_fleet_processed_with_history_and_clean_logs(amop_engine, fleet_
         assert jasper.device(iccid)["status"] == "DEACTIVATED"
     with amop_engine.connect() as conn:
         rows = conn.execute(select(t.device.c.Status, t.device.c.DeviceStatusId)).all()
-        assert set(rows) == {("DEACTIVATED", 7)}
+        # the id is DEACTIVATED's in DeviceStatus, whatever the request's PostUpdateStatusId said
+        assert set(rows) == {("DEACTIVATED", device_status_ids(conn, Integration.JASPER, ["DEACTIVATED"])["DEACTIVATED"])}
         hist = conn.execute(select(t.device_status_history.c.CurrentStatus, func.count())
                             .group_by(t.device_status_history.c.CurrentStatus)).all()
         assert hist == [("DEACTIVATED", 60)]

@@ -10,6 +10,7 @@ from bulkchange.carriers import CarrierSettings, build_client
 from bulkchange.carriers.base import PermanentError
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
+from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.models import ChangeType, Integration
@@ -112,7 +113,9 @@ def test_500_devices_per_transition(amop_engine, pond, pond_client, current, ser
     sims = fleet.sims()
     devices, history, logs, rows = db_state(amop_engine)
     assert {devices[i].Status for i in fleet.iccids} == {target}
-    assert {devices[i].DeviceStatusId for i in fleet.iccids} == {21}
+    with amop_engine.connect() as conn:  # the target's id in DeviceStatus, not the request's PostUpdateStatusId
+        expected = device_status_ids(conn, Integration.POND, [target])[target]
+    assert expected is not None and {devices[i].DeviceStatusId for i in fleet.iccids} == {expected}
     assert len(history) == 500
     assert {(h["PreviousStatus"], h["CurrentStatus"], h["BulkChangeId"]) for h in history} == {
         (current, target, bulk_id)}

@@ -82,7 +82,7 @@ def tg_fleet(engine, control, n, start):
 def test_telegence_rate_plan(amop_engine, tg, tg_client):
     iccids, numbers = tg_fleet(amop_engine, tg, 30, 61_000)
     with amop_engine.begin() as conn:  # a device without a line number is refused before any call
-        conn.execute(update(t.device).where(t.device.c.ICCID == iccids[-1]).values(MSISDN=None))
+        conn.execute(update(t.mobility_device).where(t.mobility_device.c.ICCID == iccids[-1]).values(MSISDN=None))
     rows = [{"ICCID": i, "MSISDN": numbers[i] if n % 2 else None,
              "ChangeRequest": {"CarrierRatePlan": "IOTSOC9" if n % 3 else "IOTSOC7", "EffectiveDate": "2026-12-01"}}
             for n, i in enumerate(iccids[:-1])]
@@ -91,7 +91,7 @@ def test_telegence_rate_plan(amop_engine, tg, tg_client):
     bulk_id = add_bulk(amop_engine, 6, RATE, rows, portal_type=2)
     out = run(amop_engine, bulk_id, tg_client)
     assert out["status"] == "PROCESSED_WITH_ERRORS"
-    dcs, devices = rows_of(amop_engine, t.mobility_device_change), rows_of(amop_engine, t.device)
+    dcs, devices = rows_of(amop_engine, t.mobility_device_change), rows_of(amop_engine, t.mobility_device)
     for n, i in enumerate(iccids[:-1]):
         want = "IOTSOC9" if n % 3 else "IOTSOC7"
         assert dcs[i].Status == "PROCESSED", dcs[i].StatusDetails
@@ -127,7 +127,7 @@ def test_telegence_imei_and_sim_change(amop_engine, tg, tg_client):
     assert out["status"] == "PROCESSED_WITH_ERRORS"
     dcs = rows_of(amop_engine, t.mobility_device_change)
     with amop_engine.connect() as conn:
-        devices = {r.MSISDN: r for r in conn.execute(select(t.device))}
+        devices = {r.MSISDN: r for r in conn.execute(select(t.mobility_device))}
     line0 = tg_client.get_service(numbers[iccids[0]])
     assert characteristic(line0, "IMEI") == "490154203237518"
     assert tg.calls(method="PATCH", iccid=iccids[0])[0]["body"]["serviceCharacteristic"] == [
@@ -245,8 +245,8 @@ def test_a_plan_change_keeps_the_last_status_change(amop_engine, tg, tg_client):
     iccids, _ = tg_fleet(amop_engine, tg, 1, 65_000)
     when = datetime(2026, 1, 2, 3, 4, 5)
     with amop_engine.begin() as conn:
-        conn.execute(update(t.device).values(LastStatusChange=when))
-        device_id = conn.execute(select(t.device.c.Id)).scalar()
+        conn.execute(update(t.mobility_device).values(LastStatusChange=when))
+        device_id = conn.execute(select(t.mobility_device.c.Id)).scalar()
         bulk_id = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=RATE, portal_type=2,
                                        requests=[{"ICCID": iccids[0], "ChangeRequest": {"CarrierRatePlan": "X"}}])
     with amop_engine.begin() as conn:
@@ -256,5 +256,5 @@ def test_a_plan_change_keeps_the_last_status_change(amop_engine, tg, tg_client):
                                                       details="plan", device_id=device_id, carrier_rate_plan="X")],
                             {}, processed_by="test")
     with amop_engine.connect() as conn:
-        row = conn.execute(select(t.device)).one()
+        row = conn.execute(select(t.mobility_device)).one()
     assert row.CarrierRatePlan == "X" and row.LastStatusChange == when

@@ -11,6 +11,7 @@ from bulkchange.carriers import CarrierSettings, build_client
 from bulkchange.carriers.teal import PROCESSING, TealClient
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
+from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.models import ChangeType, Integration
@@ -116,7 +117,8 @@ def test_500_devices_each_transition(amop_engine, teal, teal_client, start_statu
         logs = conn.execute(select(t.device_bulk_change_log.c.M2MDeviceChangeId,
                                    t.device_bulk_change_log.c.LogEntryDescription)
                             .where(t.device_bulk_change_log.c.BulkChangeId == bulk_id)).all()
-    assert set(ours) == {(after, 31)}
+        expected = device_status_ids(conn, Integration.TEAL, [after])[after]  # not the request's PostUpdateStatusId
+    assert expected is not None and set(ours) == {(after, expected)}
     assert len(hist) == 500 and set(hist) == {(start_status, after)}
     descriptions = [d for _, d in logs]
     assert descriptions.count(f"Teal {endpoint.capitalize()} eSIM: Teal API") == 5

@@ -11,6 +11,7 @@ from bulkchange.carriers import CarrierSettings, build_client
 from bulkchange.carriers.telegence import TelegenceClient
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
+from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.models import ChangeType, Integration
@@ -103,7 +104,7 @@ def assert_no_secret(engine):
 
 def devices(engine):
     with engine.connect() as conn:
-        return {r.ICCID: r for r in conn.execute(select(t.device.c.ICCID, t.device.c.Status, t.device.c.MSISDN))}
+        return {r.ICCID: r for r in conn.execute(select(t.mobility_device.c.ICCID, t.mobility_device.c.Status, t.mobility_device.c.MSISDN))}
 
 
 def history(engine, bulk_id):
@@ -156,8 +157,13 @@ def test_500_activations_wait_then_settle_with_their_numbers(amop_engine, tg, tg
     with amop_engine.connect() as conn:
         changes = {r.ICCID: r.MSISDN for r in conn.execute(select(DC.c.ICCID, DC.c.MSISDN)
                                                            .where(DC.c.BulkChangeId == bulk_id))}
-        status_ids = set(conn.execute(select(t.device.c.DeviceStatusId)).scalars())
-    assert status_ids == {8}
+        status_ids = set(conn.execute(select(t.mobility_device.c.DeviceStatusId)).scalars())
+        active_id = device_status_ids(conn, Integration.TELEGENCE, ["A"])["A"]
+        lines = set(conn.execute(select(t.telegence_device.c.SubscriberNumberStatus,
+                                        t.telegence_device.c.DeviceStatusId)).all())
+    # the id is Telegence's "a" from DeviceStatus, not the request's PostUpdateStatusId (8, ThingSpace's)
+    assert active_id is not None and active_id != 8 and status_ids == {active_id}
+    assert lines == {("A", active_id)}  # the new lines are in TelegenceDevice too
     for iccid in iccids:
         assert ours[iccid].Status == "A" and ours[iccid].MSISDN and ours[iccid].MSISDN == changes[iccid]
         line = tg.request("GET", f"/lines/{ours[iccid].MSISDN}")
@@ -171,8 +177,8 @@ def test_refusals_rejections_and_check_limit_carry_reasons(amop_engine, tg, tg_c
     iccids, numbers = make_fleet(amop_engine, tg, 3, "A", start=42_000)
     spare, _ = make_fleet(amop_engine, tg, 4, "inventory", start=42_100, with_line=False)
     with amop_engine.begin() as conn:  # a line the carrier does not know, and one without a number
-        conn.execute(update(t.device).where(t.device.c.ICCID == iccids[1]).values(MSISDN="19999999999"))
-        conn.execute(update(t.device).where(t.device.c.ICCID == iccids[2]).values(MSISDN=None))
+        conn.execute(update(t.mobility_device).where(t.mobility_device.c.ICCID == iccids[1]).values(MSISDN="19999999999"))
+        conn.execute(update(t.mobility_device).where(t.mobility_device.c.ICCID == iccids[2]).values(MSISDN=None))
     tg.configure(reject_iccids=[spare[0]])
     plan = {"singleUserCode": "IOT5GB", "serviceZipCode": "30004"}
     suspend = bulk(amop_engine, iccids, "Suspend")

@@ -112,7 +112,7 @@ def settled(client: Any, base: dict, request: ActivateNewServiceRequest, number:
     features = sorted(str(i.get("value")) for i in line.get("serviceCharacteristic") or []
                       if isinstance(i, dict) and str(i.get("name", "")).startswith("offeringCode") and i.get("value"))
     return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=ACTIVE, msisdn=number,
-                        new_device_status_id=request.PostUpdateStatusId, device_updates=updates,
+                        device_updates=updates,
                         extra={"features": features, "number": number},
                         details=f"{how}: subscriber {number}, plan {plan or '?'}, "
                                 f"{len(features)} feature(s)", **base)

@@ -40,7 +40,7 @@ class Archival(ChangeHandler):
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         """Usage and active Rev.io services of this bulk change's devices (two queries)."""
-        d = t.device
+        d = repo.inventory_table(bulk.portal_type)
         usage = {int(r.Id): (r.LastUsageDate, r.DataUsageMB) for r in conn.execute(
             select(d.c.Id, d.c.LastUsageDate, d.c.DataUsageMB).where(d.c.Id.in_(bulk_device_ids(bulk))))}
         services = {dev: [sid for sid, _ in found] for dev, found in active_rev_services(conn, bulk).items()}
@@ -74,7 +74,7 @@ class Archival(ChangeHandler):
 def bulk_device_ids(bulk: BulkChange):
     """A subquery: ids of the live devices named by this bulk change's device changes."""
     tbl = repo.change_table(bulk.portal_type)
-    d = t.device
+    d = repo.inventory_table(bulk.portal_type)
     return select(d.c.Id).where(
         d.c.ServiceProviderId == bulk.service_provider_id, d.c.TenantId == bulk.tenant_id,
         d.c.IsDeleted == False,  # noqa: E712

@@ -33,6 +33,9 @@ class ChangeHandler:
     # False for change types that never call the carrier (DB only, Rev.io only): no carrier
     # connection is checked or built for them and ``client`` is None.
     needs_carrier: ClassVar[bool] = True
+    # True for change types that find a Mobility line by its number: a Mobility device change may then
+    # carry an MSISDN and no ICCID (processing.identity_problem). False: every row needs its ICCID.
+    by_msisdn: ClassVar[bool] = False
     # The batch's Rev.io step (changes/revio_service.RevioServiceStep), set by process_batch, for
     # change types whose own work is a Rev.io service (customer assignment, create Rev service).
     rev_step: Any = None

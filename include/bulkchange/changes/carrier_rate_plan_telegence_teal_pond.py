@@ -54,6 +54,7 @@ def _text(value: Any) -> str:
 # -- Telegence -------------------------------------------------------------------------------------
 class TelegenceCarrierRatePlan(ChangeHandler):
     request_model = CarrierRatePlanChangeRequest
+    by_msisdn = True  # the line is patched by its number: a Mobility row may carry only the MSISDN
 
     def validate(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None) -> None:
         if device is None:

@@ -34,7 +34,7 @@ from bulkchange.carriers.base import CallLog, CarrierError, PermanentError
 from bulkchange.changes.base import ChangeHandler, failed_result
 from bulkchange.changes.status_update import device_not_found
 from bulkchange.db import schema as t
-from bulkchange.db.repository import DeviceRow, change_table
+from bulkchange.db.repository import DeviceRow, change_table, inventory_table
 from bulkchange.models import (
     BulkChange,
     ChangeIdentifierRequest,
@@ -88,7 +88,7 @@ class _IdentifierHandler(ChangeHandler):
             wanted = _requested(raw)
             if wanted and wanted[1]:
                 first_request.setdefault(wanted, int(dc_id))
-        d = t.device
+        d = inventory_table(bulk.portal_type)
         taken: dict[tuple[str, str], int] = {}
         for kind, column in (("ICCID", d.c.ICCID), ("IMEI", d.c.IMEI)):
             values = sorted({v for k, v in first_request if k == kind})

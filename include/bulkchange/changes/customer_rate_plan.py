@@ -198,21 +198,28 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
     if claimed != len(ids):
         raise _Contended(f"{len(ids) - claimed} of {len(ids)} due rows were taken by a concurrent run")
     rows = conn.execute(select(q).where(q.c.Id.in_(ids))).mappings().all()
-    d = t.device
-    alive = {int(i) for i in conn.execute(select(d.c.Id).where(
-        d.c.Id.in_(sorted({int(r["DeviceId"]) for r in rows})), d.c.IsDeleted == False)).scalars()}  # noqa: E712
-    # Device columns, one executemany per set of columns written
-    groups: dict[tuple[str, ...], list[tuple[int, dict]]] = defaultdict(list)
+    # each row's device in its portal type's inventory (Device, or MobilityDevice for a Mobility change)
+    by_inventory: dict[int, list] = defaultdict(list)
+    alive_rows: set[int] = set()  # queue row ids whose device is still there
     for r in rows:
-        if int(r["DeviceId"]) in alive:
-            updates = plan_updates(r["CustomerRatePlanId"], r["CustomerRatePoolId"], r["CustomerDataAllocationMB"])
-            groups[tuple(sorted(updates))].append((int(r["DeviceId"]), updates))
-    for cols, members in groups.items():
-        if not cols:
-            continue
-        conn.execute(update(d).where(d.c.Id == bindparam("d_id"))
-                     .values(ModifiedDate=now, **{c: bindparam(f"v_{c}") for c in cols}),
-                     [{"d_id": dev_id, **{f"v_{c}": u[c] for c in cols}} for dev_id, u in members])
+        by_inventory[int(r["PortalType"] or 0)].append(r)
+    for portal_type, members_of in sorted(by_inventory.items()):
+        d = repo.inventory_table(portal_type)
+        alive = {int(i) for i in conn.execute(select(d.c.Id).where(
+            d.c.Id.in_(sorted({int(r["DeviceId"]) for r in members_of})), d.c.IsDeleted == False)).scalars()}  # noqa: E712
+        # inventory columns, one executemany per set of columns written
+        groups: dict[tuple[str, ...], list[tuple[int, dict]]] = defaultdict(list)
+        alive_rows.update(int(r["Id"]) for r in members_of if int(r["DeviceId"]) in alive)
+        for r in members_of:
+            if int(r["DeviceId"]) in alive:
+                updates = plan_updates(r["CustomerRatePlanId"], r["CustomerRatePoolId"], r["CustomerDataAllocationMB"])
+                groups[tuple(sorted(updates))].append((int(r["DeviceId"]), updates))
+        for cols, members in groups.items():
+            if not cols:
+                continue
+            conn.execute(update(d).where(d.c.Id == bindparam("d_id"))
+                         .values(ModifiedDate=now, **{c: bindparam(f"v_{c}") for c in cols}),
+                         [{"d_id": dev_id, **{f"v_{c}": u[c] for c in cols}} for dev_id, u in members])
     # device changes, per bulk change
     by_bulk: dict[int, list] = defaultdict(list)
     for r in rows:
@@ -224,8 +231,8 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
         except repo.BulkChangeNotFound:
             continue
         tbl = repo.change_table(bulk.portal_type)
-        done = [r for r in members if int(r["DeviceId"]) in alive]
-        gone = [r for r in members if int(r["DeviceId"]) not in alive]
+        done = [r for r in members if int(r["Id"]) in alive_rows]
+        gone = [r for r in members if int(r["Id"]) not in alive_rows]
         if done:
             conn.execute(update(tbl).where(tbl.c.Id == bindparam("dc_id"),
                                            tbl.c.Status == DeviceChangeStatus.SCHEDULED.value).values(
@@ -247,7 +254,7 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
         summary.failed += len(gone)
         status, _ = repo.rollup(conn, bulk)
         summary.bulk_changes[bulk_id] = status.value
-    gone_n = sum(1 for r in rows if int(r["DeviceId"]) not in alive)
+    gone_n = sum(1 for r in rows if int(r["Id"]) not in alive_rows)
     log.info("customer rate plans due by %s: %d applied, %d failed", now, len(rows) - gone_n, gone_n)
     return len(ids)
 

@@ -147,7 +147,7 @@ class EditUsernameBase(ChangeHandler):
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         tbl = repo.change_table(bulk.portal_type)
-        d, s, sp = t.device, t.rev_service, t.service_provider
+        d, s, sp = repo.inventory_table(bulk.portal_type), t.rev_service, t.service_provider
         iccids = select(tbl.c.ICCID).where(tbl.c.BulkChangeId == bulk.id)
         extras: dict[str, DeviceExtra] = {}
         by_id: dict[int, DeviceExtra] = {}

@@ -15,7 +15,8 @@ from bulkchange.sanitize import sanitize_text
 
 
 def device_not_found(dc: DeviceChange, bulk: BulkChange) -> str:
-    return (f"device {dc.iccid or dc.device_identifier} not found for service provider "
+    named = dc.iccid or (f"MSISDN {dc.msisdn}" if dc.msisdn else None) or dc.device_identifier
+    return (f"device {named} not found for service provider "
             f"{bulk.service_provider_id} ({bulk.service_provider_name}) and tenant {bulk.tenant_id}")
 
 
@@ -59,8 +60,7 @@ class JasperStatusUpdate(ChangeHandler):
         def done(details: str, rate_plan: str | None = None) -> DeviceResult:
             return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, details=details,
                                 device_id=device.id, iccid=device.iccid, previous_device_status=device.status,
-                                new_device_status=target, new_device_status_id=request.PostUpdateStatusId,
-                                carrier_rate_plan=rate_plan)
+                                new_device_status=target, carrier_rate_plan=rate_plan)
 
         if check.already_there:
             return done(f"already {target}; no carrier call needed")
@@ -160,7 +160,7 @@ class ThingSpaceStatusUpdate(ChangeHandler):
                     previous_device_status=device.status)
         if check.already_there:
             return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=f"already {target}; no carrier call needed",
-                                new_device_status=target, new_device_status_id=request.PostUpdateStatusId, **base)
+                                new_device_status=target, **base)
         if verify_first:
             try:
                 current = self.client.get_device(device.iccid, log=log)
@@ -171,8 +171,7 @@ class ThingSpaceStatusUpdate(ChangeHandler):
             if device_state(current) == target:
                 return DeviceResult(status=DeviceChangeStatus.PROCESSED,
                                     details=f"state {target} confirmed at the carrier after an interrupted attempt",
-                                    new_device_status=target, new_device_status_id=request.PostUpdateStatusId,
-                                    msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
+                                    new_device_status=target, msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
                                     ip_address=current.get("ipAddress"), **base)
         action = thingspace_action(device.status, target)
         from bulkchange.carriers.thingspace import UnknownOutcome

@@ -86,8 +86,7 @@ class PondStatusUpdate(ChangeHandler):
         def done(details: str, rate_plan: str | None = None) -> DeviceResult:
             return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, details=details,
                                 device_id=device.id, iccid=device.iccid, previous_device_status=device.status,
-                                new_device_status=target, new_device_status_id=request.PostUpdateStatusId,
-                                carrier_rate_plan=rate_plan)
+                                new_device_status=target, carrier_rate_plan=rate_plan)
 
         if check.already_there:
             return done(f"already {target}; no carrier call needed")

@@ -84,7 +84,7 @@ class TealStatusUpdate(ChangeHandler):
         target, base = check.target, self._base(dc, device)
         if check.already_there:
             return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=f"already {target}; no carrier call needed",
-                                new_device_status=target, new_device_status_id=request.PostUpdateStatusId, **base)
+                                new_device_status=target, **base)
         eid = self._eid(dc, device) or ""
         if verify_first:
             try:
@@ -93,7 +93,7 @@ class TealStatusUpdate(ChangeHandler):
                 return failed_result(dc, device, exc, "Get Teal eSIM before retry")
             if reached(esim, target):
                 return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=target,
-                                    new_device_status_id=request.PostUpdateStatusId, **base,
+                                    **base,
                                     details=f"eSIM {eid} is {esim.get('deviceStatus')} at the carrier after an "
                                             "interrupted attempt")
         operation = teal_operation(target)
@@ -154,7 +154,6 @@ def check_waiting(client: Any, w) -> DeviceResult | str:
     eid = entry.get("eid") or w.dc.eid
     if entry.get("success") is True:
         return w.result(DeviceChangeStatus.PROCESSED, new_device_status=w.target,
-                        new_device_status_id=w.request.PostUpdateStatusId,
                         details=f"Teal operation {request_id} done: eSIM {eid} is {w.target}")
     return w.result(DeviceChangeStatus.API_FAILED,
                     f"Teal operation {request_id} failed for eSIM {eid}: {entry.get('errorMessage') or 'no reason given'}")

@@ -60,6 +60,9 @@ def activation_outcome(answer: dict) -> tuple[str, str | None, str | None]:
 
 class TelegenceStatusUpdate(ChangeHandler):
     request_model = StatusUpdateRequest
+    # suspend, restore and cancel address the line by its number: a Mobility row may carry only the
+    # MSISDN; an activation needs the SIM (validate refuses it without an ICCID on record)
+    by_msisdn = True
 
     def __init__(self, bulk, client, context):
         super().__init__(bulk, client, context)
@@ -88,6 +91,8 @@ class TelegenceStatusUpdate(ChangeHandler):
         number = self._number(dc, device)
         action = telegence_action(device.status, bool(number), check.target)
         if action == "activate":
+            if not device.iccid:
+                raise RuleError(f"Telegence activation needs the SIM's ICCID: {device.label} has none on record")
             problem = billing_account_problem(request_field(request, "billingAccountNumber", "BAN"), self.client)
             if problem:
                 raise RuleError(problem)
@@ -95,7 +100,7 @@ class TelegenceStatusUpdate(ChangeHandler):
                 raise RuleError("Telegence activation needs Request.singleUserCode (plan SOC) and "
                                 "Request.serviceZipCode")
         elif not number:
-            raise RuleError(f"Telegence {action} needs the line's subscriber number: device {device.iccid} "
+            raise RuleError(f"Telegence {action} needs the line's subscriber number: device {device.label} "
                             "has no MSISDN")
 
     def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
@@ -109,7 +114,7 @@ class TelegenceStatusUpdate(ChangeHandler):
 
         def done(details: str, msisdn: str | None = None) -> DeviceResult:
             return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=details, new_device_status=target,
-                                new_device_status_id=request.PostUpdateStatusId, msisdn=msisdn, **base)
+                                msisdn=msisdn, **base)
 
         if check.already_there:
             return done(f"already {target}; no carrier call needed")
@@ -178,7 +183,6 @@ def check_waiting(client: Any, w) -> DeviceResult | str:
 
     def active(number: str, how: str) -> DeviceResult:
         return w.result(DeviceChangeStatus.PROCESSED, new_device_status="A", msisdn=number,
-                        new_device_status_id=w.request.PostUpdateStatusId,
                         details=f"{how} active as subscriber {number} after {w.checks} check(s)")
 
     if not activation_id:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallRecord
 from bulkchange.db import schema as t
+from bulkchange.db.device_status import device_status_ids
 from bulkchange.db.retry import run_in_transaction
 from bulkchange.sanitize import sanitize_text
 from bulkchange.models import (
@@ -51,6 +52,17 @@ def _chunks(seq: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
 
 def change_table(portal_type: PortalType | int):
     return t.mobility_device_change if int(portal_type) == PortalType.MOBILITY else t.m2m_device_change
+
+
+def inventory_table(portal_type: PortalType | int):
+    """Where the devices of a bulk change live: a Mobility bulk change's lines in the legacy Mobility
+    inventory (``MobilityDevice``), an M2M one's SIMs in ``Device``."""
+    return t.mobility_device if int(portal_type) == PortalType.MOBILITY else t.device
+
+
+def msisdn_key(value: str | None) -> str:
+    """A phone number compared by its digits (as bulkchange.tenancy compares it)."""
+    return "".join(ch for ch in str(value or "") if ch.isdigit())
 
 
 # --- claiming ----------------------------------------------------------------------------
@@ -249,7 +261,7 @@ def _device_change(r) -> DeviceChange:
 @dataclass(frozen=True)
 class DeviceRow:
     id: int
-    iccid: str
+    iccid: str | None  # a Mobility line may be known by its number only
     msisdn: str | None
     status: str | None
     communication_plan: str | None
@@ -259,20 +271,73 @@ class DeviceRow:
     eid: str | None = None
     imei: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How a message names the device: its ICCID, else its number."""
+        return self.iccid or f"MSISDN {self.msisdn}"
+
+
+class DeviceIndex(dict):
+    """The devices of some device changes, found by ICCID, or (Mobility lines) by MSISDN when the
+    device change carries no ICCID. ``find(dc)`` is the device change's device or None."""
+
+    def find(self, dc: DeviceChange) -> DeviceRow | None:
+        if dc.iccid:
+            return self.get(dc.iccid)
+        if dc.msisdn:
+            return self.get(("MSISDN", msisdn_key(dc.msisdn)))
+        return None
+
+
+def _device_row(r) -> DeviceRow:
+    m = r._mapping
+    return DeviceRow(int(m["Id"]), m["ICCID"], m["MSISDN"], m["Status"], m.get("CommunicationPlan"),
+                     m["CarrierRatePlan"], m["DataUsageMB"], eid=m.get("EID"), imei=m["IMEI"])
+
+
+def _inventory_select(d):
+    cols = [d.c.Id, d.c.ICCID, d.c.MSISDN, d.c.Status, d.c.CarrierRatePlan, d.c.DataUsageMB, d.c.IMEI]
+    cols += [d.c[c] for c in ("CommunicationPlan", "EID") if c in d.c]
+    return select(*cols)
+
+
+def load_devices(conn: Connection, bulk: BulkChange, changes: Sequence[DeviceChange]) -> DeviceIndex:
+    """The devices of these device changes, in the bulk change's inventory (``inventory_table``),
+    of its service provider and tenant only (multi-tenant guard). Mobility device changes without an
+    ICCID are found by their MSISDN."""
+    out = DeviceIndex(load_devices_by_iccid(conn, bulk, [dc.iccid for dc in changes if dc.iccid]))
+    if int(bulk.portal_type) != PortalType.MOBILITY:
+        return out
+    numbers = sorted({dc.msisdn for dc in changes if not dc.iccid and dc.msisdn})
+    if not numbers:
+        return out
+    d = inventory_table(bulk.portal_type)
+    keys = {msisdn_key(n) for n in numbers}
+    # the number as written and its digits only
+    variants = sorted({v for n in numbers for v in (n, msisdn_key(n))})
+    for chunk in _chunks(variants):
+        q = _inventory_select(d).where(
+            d.c.MSISDN.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
+            d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False).order_by(d.c.Id)  # noqa: E712
+        for r in conn.execute(q):
+            key = msisdn_key(r.MSISDN)
+            if key in keys:
+                out.setdefault(("MSISDN", key), _device_row(r))
+    return out
+
 
 def load_devices_by_iccid(conn: Connection, bulk: BulkChange, iccids: Sequence[str]) -> dict[str, DeviceRow]:
-    """Devices of the bulk change's service provider and tenant only (multi-tenant guard)."""
-    d = t.device
+    """Devices of the bulk change's service provider and tenant only (multi-tenant guard), in its
+    inventory (``inventory_table``)."""
+    d = inventory_table(bulk.portal_type)
     out: dict[str, DeviceRow] = {}
     wanted = sorted({i for i in iccids if i})
     for chunk in _chunks(wanted):
-        q = select(d.c.Id, d.c.ICCID, d.c.MSISDN, d.c.Status, d.c.CommunicationPlan, d.c.CarrierRatePlan,
-                   d.c.DataUsageMB, d.c.EID, d.c.IMEI).where(
+        q = _inventory_select(d).where(
             d.c.ICCID.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
             d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)  # noqa: E712
         for r in conn.execute(q):
-            out[r.ICCID] = DeviceRow(int(r.Id), r.ICCID, r.MSISDN, r.Status, r.CommunicationPlan,
-                                     r.CarrierRatePlan, r.DataUsageMB, eid=r.EID, imei=r.IMEI)
+            out[r.ICCID] = _device_row(r)
     return out
 
 
@@ -659,42 +724,56 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
           "pdate": now if r.status in SETTLED_DEVICE_STATUSES else None,
           "msisdn": r.msisdn, "ip": r.ip_address, "req_id": r.carrier_request_id} for r in results])
 
+    d = inventory_table(bulk.portal_type)
+    mobility = d is t.mobility_device
     changed = [r for r in results if r.status in CARRIER_APPLIED_STATUSES and r.device_id is not None
                and (r.new_device_status is not None or r.carrier_rate_plan is not None)]
     if changed:
-        d = t.device
-        conn.execute(
-            update(d).where(d.c.Id == bindparam("d_id")).values(
-                Status=func.coalesce(bindparam("new_status"), d.c.Status),
-                DeviceStatusId=func.coalesce(bindparam("new_status_id"), d.c.DeviceStatusId),
-                CarrierRatePlan=func.coalesce(bindparam("rate_plan"), d.c.CarrierRatePlan),
-                MSISDN=func.coalesce(bindparam("msisdn"), d.c.MSISDN),
-                IPAddress=func.coalesce(bindparam("ip"), d.c.IPAddress),
-                LastStatusChange=func.coalesce(bindparam("lsc"), d.c.LastStatusChange), ModifiedDate=now),
-            [{"d_id": r.device_id, "new_status": r.new_device_status, "new_status_id": r.new_device_status_id,
-              "rate_plan": r.carrier_rate_plan, "msisdn": r.msisdn, "ip": r.ip_address,
-              "lsc": now if r.new_device_status and r.new_device_status != r.previous_device_status else None}
-             for r in changed])
-        history = [{"DeviceId": r.device_id, "ICCID": r.iccid, "PreviousStatus": r.previous_device_status,
+        # the status's DeviceStatusId from its one owner (db.device_status), never from the request
+        ids = device_status_ids(conn, bulk.integration, [r.new_device_status for r in changed])
+        common = dict(CarrierRatePlan=func.coalesce(bindparam("rate_plan"), d.c.CarrierRatePlan),
+                      MSISDN=func.coalesce(bindparam("msisdn"), d.c.MSISDN),
+                      IPAddress=func.coalesce(bindparam("ip"), d.c.IPAddress), ModifiedDate=now)
+        for with_status in (True, False):
+            members = [r for r in changed if bool(r.new_device_status) == with_status]
+            if not members:
+                continue
+            values = dict(common)
+            if with_status:  # the status and its id, always together
+                values.update(Status=bindparam("new_status"), DeviceStatusId=bindparam("new_status_id"),
+                              LastStatusChange=func.coalesce(bindparam("lsc"), d.c.LastStatusChange))
+            conn.execute(update(d).where(d.c.Id == bindparam("d_id")).values(**values), [
+                {"d_id": r.device_id, "rate_plan": r.carrier_rate_plan, "msisdn": r.msisdn, "ip": r.ip_address,
+                 **({"new_status": r.new_device_status, "new_status_id": ids.get(r.new_device_status),
+                     "lsc": now if r.new_device_status != r.previous_device_status else None} if with_status else {})}
+                for r in members])
+        moved = [r for r in changed if r.new_device_status and r.new_device_status != r.previous_device_status]
+        numbers = _mobility_numbers(conn, [r.device_id for r in moved]) if mobility else {}
+        history = [{"DeviceId": None if mobility else r.device_id, "ICCID": r.iccid,
+                    "MobilityDeviceId": r.device_id if mobility else None,
+                    "MSISDN": (r.msisdn or numbers.get(r.device_id)) if mobility else None,
+                    "PreviousStatus": r.previous_device_status,
                     "CurrentStatus": r.new_device_status, "ChangedBy": processed_by, "BulkChangeId": bulk.id,
                     "Source": source, "ChangedDate": now}
-                   for r in changed if r.new_device_status and r.new_device_status != r.previous_device_status]
+                   for r in moved]
         if history:
             conn.execute(insert(t.device_status_history), history)
+        if mobility and bulk.integration.family == Integration.TELEGENCE:
+            _mirror_telegence_lines(conn, bulk.service_provider_id, bulk.integration,
+                                    [r for r in changed if r.new_device_status], processed_by=processed_by, now=now)
 
     # A partial success: the carrier applied the rate plan, a later step of the same change failed
     # (e.g. the status call after a deactivation's plan change). The plan is in at the carrier, so it
-    # is in Device too; the status is not touched.
+    # is in the inventory too; the status is not touched.
     partial = [r for r in results if r.status not in CARRIER_APPLIED_STATUSES and r.device_id is not None
                and r.carrier_rate_plan is not None]
     if partial:
-        d = t.device
         conn.execute(update(d).where(d.c.Id == bindparam("d_id")).values(
             CarrierRatePlan=bindparam("rate_plan"), ModifiedDate=now),
             [{"d_id": r.device_id, "rate_plan": r.carrier_rate_plan} for r in partial])
 
     _apply_device_updates(conn, [r for r in results if r.status in CARRIER_APPLIED_STATUSES
-                                 and r.device_id is not None and r.device_updates], now)
+                                 and r.device_id is not None and r.device_updates], now, table=d)
 
     entries: list[LogEntry] = []
     for r in results:
@@ -711,22 +790,66 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
     return list(results)
 
 
-# Device columns a change type may set through DeviceResult.device_updates (never the keys, the
-# owner or the audit columns).
-DEVICE_UPDATABLE = frozenset(c.name for c in t.device.columns) - {"Id", "ServiceProviderId", "TenantId",
-                                                                   "CreatedDate", "ModifiedDate"}
+def _mobility_numbers(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
+    m = t.mobility_device
+    out: dict[int, str | None] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        out.update((int(i), n) for i, n in conn.execute(select(m.c.Id, m.c.MSISDN).where(m.c.Id.in_(chunk))))
+    return out
 
 
-def _apply_device_updates(conn: Connection, results: Sequence[DeviceResult], now: datetime) -> None:
-    """One executemany per distinct set of updated columns."""
+def _mirror_telegence_lines(conn: Connection, service_provider_id: int, integration: Integration,
+                            results: Sequence[DeviceResult], *, processed_by: str, now: datetime) -> None:
+    """A Telegence status the pipeline changed, in Telegence's own line table (legacy TelegenceDevice,
+    by subscriber number, as the legacy sync keeps it): the letter, its DeviceStatusId and the previous
+    id. A line the table does not have yet (a new activation) is added."""
+    numbers = _mobility_numbers(conn, [r.device_id for r in results])
+    lines = {}
+    for r in results:
+        number = r.msisdn or numbers.get(r.device_id)
+        if number:
+            lines[number] = r.new_device_status
+    if not lines:
+        return
+    ids = device_status_ids(conn, integration, lines.values())
+    td = t.telegence_device
+    have: set[str] = set()
+    for chunk in _chunks(sorted(lines)):
+        have.update(conn.execute(select(td.c.SubscriberNumber).where(
+            td.c.ServiceProviderId == service_provider_id, td.c.SubscriberNumber.in_(chunk))).scalars())
+    known = [n for n in sorted(lines) if n in have]
+    if known:
+        conn.execute(update(td).where(td.c.ServiceProviderId == service_provider_id,
+                                      td.c.SubscriberNumber == bindparam("number")).values(
+            OldDeviceStatusId=td.c.DeviceStatusId, DeviceStatusId=bindparam("status_id"),
+            SubscriberNumberStatus=bindparam("status"), ModifiedBy=processed_by[:128], ModifiedDate=now),
+            [{"number": n, "status": lines[n], "status_id": ids.get(lines[n])} for n in known])
+    new = [n for n in sorted(lines) if n not in have]
+    if new:
+        conn.execute(insert(td), [
+            {"SubscriberNumber": n, "SubscriberNumberStatus": lines[n], "DeviceStatusId": ids.get(lines[n]),
+             "ServiceProviderId": service_provider_id, "CreatedBy": processed_by[:128], "CreatedDate": now,
+             "IsActive": True, "IsDeleted": False} for n in new])
+
+
+# Inventory columns a change type may set through DeviceResult.device_updates: never the keys, the
+# owner, the audit columns, nor the status (only ``new_device_status`` writes it, with its id).
+_NOT_UPDATABLE = {"Id", "ServiceProviderId", "TenantId", "CreatedDate", "ModifiedDate", "Status", "DeviceStatusId"}
+DEVICE_UPDATABLE = frozenset(c.name for c in t.device.columns) - _NOT_UPDATABLE
+
+
+def _apply_device_updates(conn: Connection, results: Sequence[DeviceResult], now: datetime, *,
+                          table=None) -> None:
+    """One executemany per distinct set of updated columns (``table``: the inventory, Device by default)."""
+    d = t.device if table is None else table
+    updatable = frozenset(c.name for c in d.columns) - _NOT_UPDATABLE
     groups: dict[tuple[str, ...], list[DeviceResult]] = {}
     for r in results:
-        unknown = set(r.device_updates) - DEVICE_UPDATABLE
+        unknown = set(r.device_updates) - updatable
         if unknown:
-            raise ValueError(f"device change {r.device_change_id}: Device has no updatable column "
+            raise ValueError(f"device change {r.device_change_id}: {d.name} has no updatable column "
                              f"{', '.join(sorted(unknown))}")
         groups.setdefault(tuple(sorted(r.device_updates)), []).append(r)
-    d = t.device
     for cols, members in groups.items():
         conn.execute(update(d).where(d.c.Id == bindparam("d_id"))
                      .values(ModifiedDate=now, **{c: bindparam(f"v_{c}") for c in cols}),
@@ -785,43 +908,65 @@ class BusyDevice:
     status: str
 
 
-def busy_devices(conn: Connection, bulk: BulkChange, iccids: Sequence[str]) -> dict[str, BusyDevice]:
-    """ICCID -> the in-flight device change (IN_FLIGHT) another bulk change of the same service
-    provider has on that device (the oldest, if several)."""
+def busy_devices(conn: Connection, bulk: BulkChange, iccids: Sequence[str],
+                 msisdns: Sequence[str] = ()) -> dict[str, BusyDevice]:
+    """ICCID (or MSISDN, for Mobility lines named by number) -> the in-flight device change
+    (IN_FLIGHT) another bulk change of the same service provider has on that device (the oldest)."""
     out: dict[str, BusyDevice] = {}
-    wanted = sorted({i for i in iccids if i})
-    for tbl in (t.m2m_device_change, t.mobility_device_change):
-        for chunk in _chunks(wanted):
-            q = (select(tbl.c.ICCID, tbl.c.BulkChangeId, tbl.c.Id, tbl.c.Status)
-                 .where(tbl.c.ServiceProviderId == bulk.service_provider_id, tbl.c.ICCID.in_(list(chunk)),
-                        tbl.c.BulkChangeId != bulk.id, tbl.c.Status.in_(IN_FLIGHT))
-                 .order_by(tbl.c.Id))
-            for iccid, other, dc_id, status in conn.execute(q):
-                out.setdefault(iccid, BusyDevice(iccid, int(other), int(dc_id), status))
+    for column, given in (("ICCID", iccids), ("MSISDN", msisdns)):
+        wanted = sorted({i for i in given if i})
+        for tbl in (t.m2m_device_change, t.mobility_device_change):
+            for chunk in _chunks(wanted):
+                q = (select(tbl.c[column], tbl.c.BulkChangeId, tbl.c.Id, tbl.c.Status)
+                     .where(tbl.c.ServiceProviderId == bulk.service_provider_id, tbl.c[column].in_(list(chunk)),
+                            tbl.c.BulkChangeId != bulk.id, tbl.c.Status.in_(IN_FLIGHT))
+                     .order_by(tbl.c.Id))
+                for key, other, dc_id, status in conn.execute(q):
+                    out.setdefault(key, BusyDevice(key, int(other), int(dc_id), status))
     return out
 
 
+def provider_inventory(integration: Integration):
+    """The inventory reconciliation reads for a service provider: Telegence lines are Mobility lines
+    (``MobilityDevice``), every other carrier's SIMs are in ``Device``."""
+    return t.mobility_device if integration.family == Integration.TELEGENCE else t.device
+
+
 def record_reconciled_statuses(conn: Connection, changes: Sequence[tuple[int, str, str | None, str]], *,
-                               changed_by: str) -> None:
-    """Device status drift found at the carrier: (device id, ICCID, our status, carrier status)."""
+                               changed_by: str, integration: Integration, service_provider_id: int) -> None:
+    """Device status drift found at the carrier: (device id, ICCID or number, our status, carrier
+    status), written to the provider's inventory (``provider_inventory``) with its DeviceStatusId."""
     if not changes:
         return
     now = utcnow()
-    d = t.device
+    d = provider_inventory(integration)
+    mobility = d is t.mobility_device
+    ids = device_status_ids(conn, integration, [new for *_, new in changes])
     conn.execute(update(d).where(d.c.Id == bindparam("d_id")).values(
-        Status=bindparam("new_status"), LastStatusChange=now, ModifiedDate=now),
-        [{"d_id": dev_id, "new_status": new} for dev_id, _, _, new in changes])
+        Status=bindparam("new_status"), DeviceStatusId=bindparam("new_status_id"), LastStatusChange=now,
+        ModifiedDate=now),
+        [{"d_id": dev_id, "new_status": new, "new_status_id": ids.get(new)} for dev_id, _, _, new in changes])
+    numbers = _mobility_numbers(conn, [c[0] for c in changes]) if mobility else {}
     conn.execute(insert(t.device_status_history), [
-        {"DeviceId": dev_id, "ICCID": iccid, "PreviousStatus": old, "CurrentStatus": new, "ChangedBy": changed_by,
+        {"DeviceId": None if mobility else dev_id, "MobilityDeviceId": dev_id if mobility else None,
+         "ICCID": iccid if not mobility or iccid != numbers.get(dev_id) else None,
+         "MSISDN": numbers.get(dev_id), "PreviousStatus": old, "CurrentStatus": new, "ChangedBy": changed_by,
          "BulkChangeId": None, "Source": "Reconciliation", "ChangedDate": now}
         for dev_id, iccid, old, new in changes])
+    if mobility and integration.family == Integration.TELEGENCE:
+        _mirror_telegence_lines(conn, service_provider_id, integration, [
+            DeviceResult(device_change_id=0, status=DeviceChangeStatus.PROCESSED, details="", device_id=dev_id,
+                         new_device_status=new) for dev_id, _, _, new in changes],
+            processed_by=changed_by, now=now)
 
 
-def provider_devices(conn: Connection, service_provider_id: int) -> list[tuple[int, str, str | None]]:
-    d = t.device
-    q = select(d.c.Id, d.c.ICCID, d.c.Status).where(d.c.ServiceProviderId == service_provider_id,
-                                                    d.c.IsDeleted == False)  # noqa: E712
-    return [(int(i), iccid, status) for i, iccid, status in conn.execute(q)]
+def provider_devices(conn: Connection, service_provider_id: int,
+                     integration: Integration | None = None) -> list[tuple[int, str | None, str | None, str | None]]:
+    """(id, ICCID, MSISDN, status) of the provider's live devices in its inventory."""
+    d = provider_inventory(integration) if integration is not None else t.device
+    q = select(d.c.Id, d.c.ICCID, d.c.MSISDN, d.c.Status).where(d.c.ServiceProviderId == service_provider_id,
+                                                                d.c.IsDeleted == False)  # noqa: E712
+    return [(int(i), iccid, msisdn, status) for i, iccid, msisdn, status in conn.execute(q)]
 
 
 def service_providers(conn: Connection, ids: Sequence[int] | None = None) -> list[tuple[int, str]]:

@@ -182,6 +182,71 @@ device = Table(
     Index("IX_Device_SP_Tenant", "ServiceProviderId", "TenantId"),
 )
 
+# The Mobility inventory (portal type 2): legacy MobilityDevice, one row per line. Mobility lines are
+# known by their number (MSISDN; the legacy Telegence sync joins it to TelegenceDevice.SubscriberNumber)
+# and may have no ICCID on record. Mobility bulk changes find and update their devices here, never in
+# Device (repository.inventory_table). The columns are the ones the pipeline reads or writes.
+mobility_device = Table(
+    "MobilityDevice", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("ICCID", String(32)),
+    Column("MSISDN", String(32)),
+    Column("IMEI", String(32)),
+    Column("ServiceProviderId", Integer, ForeignKey("ServiceProvider.Id"), nullable=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("DeviceStatusId", Integer),
+    Column("Status", String(64)),
+    Column("CarrierRatePlan", String(128)),
+    Column("CustomerRatePlanId", Integer),
+    Column("CustomerPoolId", Integer),
+    Column("CustomerDataAllocationMB", Numeric(18, 4)),
+    Column("Username", String(256)),
+    Column("CostCenter1", String(128)),
+    Column("CostCenter2", String(128)),
+    Column("CostCenter3", String(128)),
+    Column("IPAddress", String(64)),  # legacy: usp_Update_MobilityDevice_IPAddress
+    Column("DataUsageMB", Numeric(18, 4)),
+    Column("SiteId", Integer),  # legacy: usp_Assign_Customer_Update_Site
+    Column("RevCustomerId", String(64)),  # added (0013): the Rev.io customer of a customer assignment
+    Column("LastUsageDate", DateTime),  # added (0013): last day with usage (archival)
+    Column("LastStatusChange", DateTime),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Column("IsDeleted", Boolean, nullable=False, default=False),
+    Column("CreatedDate", DateTime),
+    Column("ModifiedDate", DateTime),
+    # added (0013): Mobility changes look lines up by number or SIM within the service provider
+    Index("IX_MobilityDevice_SP_MSISDN", "ServiceProviderId", "MSISDN"),
+    Index("IX_MobilityDevice_SP_ICCID", "ServiceProviderId", "ICCID"),
+)
+
+# Telegence's own view of a line (legacy TelegenceDevice, kept by the legacy Telegence sync,
+# usp_Telegence_Update_Device): the subscriber's status letter and its DeviceStatus id, the accounts
+# (FAN/BAN). A Telegence status change the pipeline makes is written here too, by subscriber number.
+telegence_device = Table(
+    "TelegenceDevice", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("SubscriberNumber", String(32), nullable=False),
+    Column("FoundationAccountNumber", String(64)),
+    Column("BillingAccountNumber", String(64)),
+    Column("DeviceStatusId", Integer),
+    Column("OldDeviceStatusId", Integer),
+    Column("SubscriberNumberStatus", String(32)),
+    Column("BanStatus", String(32)),
+    Column("ContractStatus", String(64)),
+    Column("RefreshTimestamp", DateTime),
+    Column("FailedSyncCount", Integer),
+    Column("LastActivatedDate", DateTime),
+    Column("ServiceProviderId", Integer),
+    Column("CreatedBy", String(128)),
+    Column("CreatedDate", DateTime),
+    Column("ModifiedBy", String(128)),
+    Column("ModifiedDate", DateTime),
+    Column("IsActive", Boolean, nullable=False, default=True),
+    Column("IsDeleted", Boolean, nullable=False, default=False),
+    # added (0013)
+    Index("IX_TelegenceDevice_SP_SubscriberNumber", "ServiceProviderId", "SubscriberNumber"),
+)
+
 device_status_history = Table(
     "DeviceStatusHistory", metadata,
     Column("Id", Id, primary_key=True, autoincrement=True),
@@ -193,6 +258,10 @@ device_status_history = Table(
     Column("BulkChangeId", BigInteger),
     Column("Source", String(64)),
     Column("ChangedDate", DateTime, nullable=False),
+    # added (0013): a Mobility line's history row names its MobilityDevice (DeviceId is Device's id, NULL
+    # then) and its number (a line may have no ICCID on record)
+    Column("MobilityDeviceId", BigInteger),
+    Column("MSISDN", String(32)),
     Index("IX_DeviceStatusHistory_Device", "DeviceId"),
 )
 

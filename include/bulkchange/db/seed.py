@@ -35,6 +35,22 @@ def seed_lookups(conn: Connection) -> None:
     rows = [{"Id": i, "Name": integ.value} for integ, i in INTEGRATION_IDS.items() if i not in have]
     if rows:
         conn.execute(insert(t.integration), rows)
+    seed_device_statuses(conn)
+
+
+def seed_device_statuses(conn: Connection) -> None:
+    """The DeviceStatus lookup of a development / test database (bulkchange.db.device_status), when
+    it has none: production keeps its own rows and ids."""
+    from bulkchange.db.device_status import DEV_DEVICE_STATUSES
+
+    if conn.execute(select(t.device_status.c.Id).limit(1)).first() is not None:
+        return
+    fixed = {i for rows in DEV_DEVICE_STATUSES.values() for _, i in rows if i is not None}
+    numbers = (n for n in range(100, 10_000) if n not in fixed)
+    rows = [{"Id": i if i is not None else next(numbers), "IntegrationId": INTEGRATION_IDS[integ],
+             "Status": status, "DisplayName": status}
+            for integ, statuses in DEV_DEVICE_STATUSES.items() for status, i in statuses]
+    conn.execute(insert(t.device_status), rows)
 
 
 def make_iccid(n: int, prefix: str = "8901260") -> str:
@@ -50,15 +66,37 @@ def add_service_provider(conn: Connection, *, sp_id: int, name: str, integration
         WriteIsEnabled=write_enabled, IsActive=True))
 
 
-def add_devices(conn: Connection, devices: Iterable[dict], *, sp_id: int, tenant_id: int) -> list[int]:
+def add_devices(conn: Connection, devices: Iterable[dict], *, sp_id: int, tenant_id: int,
+                mobility: bool | None = None) -> list[int]:
+    """Devices as the legacy inventory keeps them: a Telegence service provider's lines in the Mobility
+    inventory (``MobilityDevice``, with their ``TelegenceDevice`` row when they have a number), every
+    other carrier's SIMs in ``Device`` (``mobility`` overrides). ``DeviceStatusId`` is filled from
+    ``Status`` (bulkchange.db.device_status). Returns the new rows' ids, in order."""
+    from bulkchange.db.device_status import device_status_ids
+
     now = utcnow()
+    integration_id = conn.execute(select(t.service_provider.c.IntegrationId)
+                                  .where(t.service_provider.c.Id == sp_id)).scalar_one()
+    if mobility is None:
+        mobility = integration_id == INTEGRATION_IDS[Integration.TELEGENCE]
+    table = t.mobility_device if mobility else t.device
     rows = [{"ServiceProviderId": sp_id, "TenantId": tenant_id, "IsActive": True, "IsDeleted": False,
              "CreatedDate": now, "ModifiedDate": now, **d} for d in devices]
-    conn.execute(insert(t.device), rows)
-    iccids = [r["ICCID"] for r in rows]
-    found = dict(conn.execute(select(t.device.c.ICCID, t.device.c.Id)
-                              .where(t.device.c.ServiceProviderId == sp_id)).all())
-    return [found[i] for i in iccids]
+    ids = device_status_ids(conn, integration_id, [r.get("Status") for r in rows])
+    for r in rows:
+        r.setdefault("DeviceStatusId", ids.get(r.get("Status")))
+    # (a Mobility line has no M2M-only column such as EID or CommunicationPlan: those keys are not kept)
+    columns = sorted({k for r in rows for k in r if k in table.c})
+    conn.execute(insert(table), [{c: r.get(c) for c in columns} for r in rows])
+    if mobility:
+        lines = [{"SubscriberNumber": r["MSISDN"], "SubscriberNumberStatus": r.get("Status"),
+                  "DeviceStatusId": r.get("DeviceStatusId"), "ServiceProviderId": sp_id, "CreatedBy": "seed",
+                  "CreatedDate": now, "IsActive": True, "IsDeleted": False} for r in rows if r.get("MSISDN")]
+        if lines:
+            conn.execute(insert(t.telegence_device), lines)
+    key = "ICCID" if all(r.get("ICCID") for r in rows) else "MSISDN"
+    found = dict(conn.execute(select(table.c[key], table.c.Id).where(table.c.ServiceProviderId == sp_id)).all())
+    return [found[r[key]] for r in rows]
 
 
 def add_bulk_change(conn: Connection, *, sp_id: int, tenant_id: int, change_type: ChangeType,

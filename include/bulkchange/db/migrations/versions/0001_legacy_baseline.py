@@ -130,6 +130,57 @@ def upgrade() -> None:
     )
     op.create_index("IX_Device_ICCID", "Device", ["ICCID"])
     op.create_index("IX_Device_SP_Tenant", "Device", ["ServiceProviderId", "TenantId"])
+    # the Mobility inventory (legacy MobilityDevice, Telegence's TelegenceDevice): production has them,
+    # so they are part of the stamped baseline and no revision ever creates or drops them there
+    op.create_table(
+        "MobilityDevice",
+        _id(),
+        sa.Column("ICCID", sa.String(32)),
+        sa.Column("MSISDN", sa.String(32)),
+        sa.Column("IMEI", sa.String(32)),
+        sa.Column("ServiceProviderId", sa.Integer, sa.ForeignKey("ServiceProvider.Id"), nullable=False),
+        sa.Column("TenantId", sa.Integer, nullable=False),
+        sa.Column("DeviceStatusId", sa.Integer),
+        sa.Column("Status", sa.String(64)),
+        sa.Column("CarrierRatePlan", sa.String(128)),
+        sa.Column("CustomerRatePlanId", sa.Integer),
+        sa.Column("CustomerPoolId", sa.Integer),
+        sa.Column("CustomerDataAllocationMB", sa.Numeric(18, 4)),
+        sa.Column("Username", sa.String(256)),
+        sa.Column("CostCenter1", sa.String(128)),
+        sa.Column("CostCenter2", sa.String(128)),
+        sa.Column("CostCenter3", sa.String(128)),
+        sa.Column("IPAddress", sa.String(64)),
+        sa.Column("DataUsageMB", sa.Numeric(18, 4)),
+        sa.Column("SiteId", sa.Integer),
+        sa.Column("LastStatusChange", sa.DateTime),
+        sa.Column("IsActive", sa.Boolean, nullable=False),
+        sa.Column("IsDeleted", sa.Boolean, nullable=False),
+        sa.Column("CreatedDate", sa.DateTime),
+        sa.Column("ModifiedDate", sa.DateTime),
+    )
+    op.create_table(
+        "TelegenceDevice",
+        _id(),
+        sa.Column("SubscriberNumber", sa.String(32), nullable=False),
+        sa.Column("FoundationAccountNumber", sa.String(64)),
+        sa.Column("BillingAccountNumber", sa.String(64)),
+        sa.Column("DeviceStatusId", sa.Integer),
+        sa.Column("OldDeviceStatusId", sa.Integer),
+        sa.Column("SubscriberNumberStatus", sa.String(32)),
+        sa.Column("BanStatus", sa.String(32)),
+        sa.Column("ContractStatus", sa.String(64)),
+        sa.Column("RefreshTimestamp", sa.DateTime),
+        sa.Column("FailedSyncCount", sa.Integer),
+        sa.Column("LastActivatedDate", sa.DateTime),
+        sa.Column("ServiceProviderId", sa.Integer),
+        sa.Column("CreatedBy", sa.String(128)),
+        sa.Column("CreatedDate", sa.DateTime),
+        sa.Column("ModifiedBy", sa.String(128)),
+        sa.Column("ModifiedDate", sa.DateTime),
+        sa.Column("IsActive", sa.Boolean, nullable=False),
+        sa.Column("IsDeleted", sa.Boolean, nullable=False),
+    )
     op.create_table(
         "DeviceStatusHistory",
         _id(),
@@ -231,7 +282,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     # children first (foreign keys)
     for name in ("Device_CustomerRatePlanOrRatePool_Queue", "Rev_ServiceProduct", "Rev_Service",
-                 "JasperCarrierRatePlan", "DeviceBulkChangeLog", "DeviceStatusHistory", "Device",
+                 "JasperCarrierRatePlan", "DeviceBulkChangeLog", "DeviceStatusHistory", "TelegenceDevice",
+                 "MobilityDevice", "Device",
                  "Mobility_DeviceChange", "M2M_DeviceChange", "DeviceBulkChange", "DeviceStatus",
                  "ServiceProvider", "Integration", "DeviceChangeRequestType"):
         op.drop_table(name)

@@ -9,7 +9,7 @@ device final, none disagreeing with the carrier (device change, Device status an
 most one status PUT and one rate-plan PUT per device, and a log row for every call the simulator
 saw (the killed task's unanswered attempts as rows the retry closed as NO_ANSWER).
 
-The same under the real scheduler (LocalExecutor) is not here yet (see docs/operations.md).
+The same under the real scheduler (LocalExecutor): tests/scheduler/test_scheduler_kill.py.
 """
 from __future__ import annotations
 

@@ -199,13 +199,27 @@ def _assert_true_to_carrier(s: Setup, bulk_id: int, iccids: list[str], in_flight
         # before it left (its row written first, closed NO_ANSWER by the retry)
         if not len(calls) <= rows[dc.Id] <= len(calls) + no_answer[dc.Id]:
             log_gaps.append((iccid, len(calls), rows[dc.Id], no_answer[dc.Id]))
+    assert mismatches == [], _explain(s, bulk_id, [m[0] for m in mismatches], dcs, calls_by_iccid, mismatches)
     assert bulk.status.value == "PROCESSED"
-    assert mismatches == []
     assert duplicates == []
     assert log_gaps == []
     # the rows the killed attempt left IN_FLIGHT are closed by the retry, none left
     assert [r for r in log_rows if r[1] == repo.LOG_IN_FLIGHT] == []
     assert sum(no_answer.values()) == in_flight_at_kill > 0
+
+
+def _explain(s: Setup, bulk_id: int, iccids: list[str], dcs: dict, calls_by_iccid: dict, found: list) -> str:
+    """What the log and the carrier's call log say about the devices an assertion names."""
+    lines = [str(f) for f in found]
+    with s.engine.connect() as conn:
+        for iccid in iccids[:5]:
+            lines.append(f"-- {iccid} log rows:")
+            lines += [f"   {r.Id} {r.LogEntryDescription} | {r.ResponseStatus} | {r.Outcome} | {r.ErrorText}"
+                      for r in conn.execute(select(LOG).where(LOG.c.M2MDeviceChangeId == dcs[iccid].Id)
+                                            .order_by(LOG.c.Id))]
+            lines.append(f"-- {iccid} carrier calls:")
+            lines += [f"   {c['method']} {c['status']} {c['body']}" for c in calls_by_iccid.get(iccid, [])]
+    return "\n".join(lines)
 
 
 def _batch_tries(s: Setup, run_id: str) -> tuple[str, int]:

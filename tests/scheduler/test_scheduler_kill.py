@@ -136,8 +136,19 @@ def _in_flight_rows(s: Setup, bulk_id: int, like: str = "%") -> int:
 
 def _wait_mid_batch(s: Setup, bulk_id: int, iccids: list[str], run_id: str) -> tuple[int, int]:
     """Wait until the batch task runs, the carrier has seen some but not all of its PUTs, and a
-    rate-plan PUT of it is in flight (its log row IN_FLIGHT). Returns the task's (pid, ti id)."""
+    rate-plan PUT of it is in flight (its log row IN_FLIGHT). Returns the task's (pid, ti id), read
+    before that last wait so the caller kills as soon as it returns."""
     wanted = set(iccids)
+
+    def running():
+        s.cluster.check_alive()
+        rows = s.cluster.query("SELECT pid, id, state FROM task_instance WHERE dag_id = 'bulk_change_process' "
+                               "AND run_id = :r AND task_id = 'process_batch' AND map_index = 0", r=run_id)
+        return rows[0] if rows and rows[0].state == "running" and rows[0].pid and _puts(s, wanted) else None
+    row = wait_for(running, 300, 0.2, f"the batch task of bulk change {bulk_id} to send")
+    pid, ti_id = row.pid, str(row.id)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:  # the task runner's title: "airflow worker -- <ti id>"
+        assert ti_id.encode() in f.read(), f"pid {pid} is not the task runner of {ti_id}"
 
     def mid_batch():
         s.cluster.check_alive()
@@ -148,12 +159,6 @@ def _wait_mid_batch(s: Setup, bulk_id: int, iccids: list[str], run_id: str) -> t
         return len(puts) >= 30 and len(_half_done(puts)) >= 5 \
             and _in_flight_rows(s, bulk_id, "Update Jasper Rate Plan%") > 0
     wait_for(mid_batch, 300, 0.1, f"the batch of bulk change {bulk_id} to be mid-way at the carrier")
-    rows = s.cluster.query("SELECT pid, id, state FROM task_instance WHERE dag_id = 'bulk_change_process' "
-                           "AND run_id = :r AND task_id = 'process_batch' AND map_index = 0", r=run_id)
-    assert rows and rows[0].state == "running" and rows[0].pid, rows
-    pid, ti_id = rows[0].pid, str(rows[0].id)
-    with open(f"/proc/{pid}/cmdline", "rb") as f:  # the task runner's title: "airflow worker -- <ti id>"
-        assert ti_id.encode() in f.read(), f"pid {pid} is not the task runner of {ti_id}"
     return pid, ti_id
 
 

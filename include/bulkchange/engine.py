@@ -143,10 +143,17 @@ class RetryPolicy:
     RateLimiter. A carrier's Retry-After is a floor (itself capped at ``max_delay``, so a
     hostile or buggy header cannot stall a task for hours).
 
+    ``rate_limited_waits``: a carrier's rate-limit refusal (HTTP 429) applied nothing; up to this
+    many per call are waited out (Retry-After, at least the backoff) without using up
+    ``max_attempts``. A carrier counts its window on arrival, so requests we spaced evenly can
+    still arrive bunched (a stalled network or host) and be refused; three such refusals within a
+    second or two are no reason to fail a device.
+
     ``rng`` defaults to a fresh ``random.Random()`` per policy; pass a seeded one in tests.
     """
 
     max_attempts: int = 3
+    rate_limited_waits: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
     jitter: bool = True
@@ -192,7 +199,9 @@ class CallPolicy:
       ``retry.delay(n, retry_after)`` in between. A Retry-After (429, or 503 with the header)
       also ``penalize``s the shared limiter by ``min(retry_after, retry.max_delay)`` - even on
       the last attempt, since the other threads must still slow down. When the attempts are
-      used up the last error is re-raised with ``exc.attempts`` set and a note added.
+      used up the last error is re-raised with ``exc.attempts`` set and a note added. A 429
+      (``status_code``) is first waited out up to ``retry.rate_limited_waits`` times without
+      using up ``max_attempts``.
     * ``AuthError``: ``reauthenticate()`` is called once (if given) and the call is retried at
       once; that retry does not use up ``max_attempts`` (it is still counted in ``attempts``).
       A second AuthError, or one without ``reauthenticate``, is raised.
@@ -213,6 +222,7 @@ class CallPolicy:
         attempts = 0           # calls of fn, as reported
         budget_used = 0        # attempts that count against max_attempts
         reauthenticated = False
+        rate_limited = 0       # 429s waited out outside max_attempts (RetryPolicy.rate_limited_waits)
         while True:
             if self.rate_limiter is not None:
                 self.rate_limiter.acquire()
@@ -224,6 +234,11 @@ class CallPolicy:
                 _set_attempts(exc, attempts)
                 if exc.retry_after and exc.retry_after > 0 and self.rate_limiter is not None:
                     self.rate_limiter.penalize(min(exc.retry_after, self.retry.max_delay))
+                if getattr(exc, "status_code", None) == 429 and rate_limited < self.retry.rate_limited_waits:
+                    rate_limited += 1
+                    budget_used -= 1  # refused, nothing applied: waited out, not a failed attempt
+                    self._sleep(self.retry.delay(rate_limited, exc.retry_after))
+                    continue
                 if budget_used >= self.retry.max_attempts:
                     exc.add_note(f"gave up after {attempts} attempt(s)")
                     raise

@@ -352,6 +352,8 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         # ... and those whose last carrier attempt on record is unknown (its answer lost, or left in
         # flight by a task that died): the carrier is asked before anything is sent again
         check_first = interrupted | repo.unsettled_call_ids(conn, bulk, [dc.id for dc in open_changes])
+        # rows an earlier attempt left IN_FLIGHT (it died mid-call): closed with what the check finds
+        stale_rows = repo.in_flight_log_ids(conn, bulk, sorted(check_first))
         # Hand them to the carrier: from here on an outcome may exist at the carrier before we know it.
         repo.mark_device_changes(conn, bulk, [dc.id for dc in open_changes if dc.id not in interrupted],
                                  DeviceChangeStatus.PROCESSING, processed_by=processed_by,
@@ -440,6 +442,7 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
                                        processed_by=processed_by, only_from=[DeviceChangeStatus.PROCESSING.value])
         handler.record(conn, recorded, processed_by=processed_by)
         rev_step.record(conn, recorded)
+        repo.resolve_in_flight(conn, stale_rows, recorded)
         # progress for the portal's bar, in the transaction that records the batch
         return recorded, repo.refresh_progress(conn, bulk)
     results, progress = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: recording a batch")

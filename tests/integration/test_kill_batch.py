@@ -7,9 +7,9 @@ the carrier. The retry (what Airflow does with the task: ``process_batch`` on th
 ``finalize``) runs in this process. Afterwards, from the simulator's own state and call log: every
 device final, none disagreeing with the carrier (device change, Device status and rate plan), at
 most one status PUT and one rate-plan PUT per device, and a log row for every call the simulator
-saw (the killed task's unanswered attempts as IN_FLIGHT rows).
+saw (the killed task's unanswered attempts as rows the retry closed as NO_ANSWER).
 
-The same under the real scheduler (LocalExecutor) is not here yet (see docs/operations.md).
+The same under the real scheduler (LocalExecutor): tests/scheduler/test_scheduler_kill.py.
 """
 from __future__ import annotations
 
@@ -118,7 +118,9 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
         log_rows = conn.execute(select(LOG.c.M2MDeviceChangeId, LOG.c.ResponseStatus).where(
             LOG.c.BulkChangeId == bulk_id, LOG.c.AttemptNumber.is_not(None))).all()
     rows = Counter(r[0] for r in log_rows)
-    in_flight = Counter(r[0] for r in log_rows if r[1] == repo.LOG_IN_FLIGHT)
+    # the killed task's unanswered attempts: closed by the retry (NO_ANSWER), none left IN_FLIGHT
+    in_flight = Counter(r[0] for r in log_rows if r[1] == repo.LOG_NO_ANSWER)
+    assert not [r for r in log_rows if r[1] == repo.LOG_IN_FLIGHT]
 
     mismatches, duplicates, log_gaps = [], [], []
     for iccid in fleet.iccids:
@@ -140,7 +142,7 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
     assert mismatches == []
     assert duplicates == []
     assert log_gaps == []
-    # the kill did interrupt calls (their rows stay IN_FLIGHT) and the issue's case was there
+    # the kill did interrupt calls (their rows, closed by the retry) and the issue's case was there
     assert sum(in_flight.values()) > 0, "the kill left no call in flight: no interrupted call was exercised"
     assert half_done, "no device had its rate plan applied and its status not: the kill came too late"
 

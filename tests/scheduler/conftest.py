@@ -32,6 +32,16 @@ def require_redis() -> str:
 @pytest.fixture
 def pg_database():
     """A factory of fresh PostgreSQL databases (URL per call), all dropped after the test."""
+    yield from _databases()
+
+
+@pytest.fixture(scope="module")
+def pg_database_module():
+    """``pg_database`` for a module's shared cluster: dropped after the module."""
+    yield from _databases()
+
+
+def _databases():
     require_pg()
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     names = []

@@ -83,10 +83,41 @@ class AirflowCluster:
         self.procs[name] = proc
         return proc
 
-    def start_core(self) -> None:
-        self.start("api-server", "api-server")
-        self.start("scheduler", "scheduler")
-        self.start("dag-processor", "dag-processor")
+    def start_core(self, *, triggerer: bool = False, suffix: str = "") -> None:
+        """``suffix`` names the logs of a restart (``scheduler-2.log``), keeping the first ones."""
+        self.start(f"api-server{suffix}", "api-server")
+        self.start(f"scheduler{suffix}", "scheduler")
+        self.start(f"dag-processor{suffix}", "dag-processor")
+        if triggerer:
+            self.start(f"triggerer{suffix}", "triggerer")
+
+    def kill_all(self) -> list[int]:
+        """``kill -9`` of the whole Airflow at once, as a crashed host or container: every component
+        and every process under it. A task runner has a process group of its own (the supervisor
+        puts it there), so killing the components' groups alone would leave it running; the tree is
+        collected first and every process in it killed. Returns the pids killed; the components are
+        forgotten (``start_core`` again to restart on the same metadata DB)."""
+        import psutil
+
+        procs = []
+        for proc in self.procs.values():
+            try:
+                parent = psutil.Process(proc.pid)
+                procs += [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        for proc in self.procs.values():
+            proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(procs, timeout=30)
+        if alive:
+            raise RuntimeError(f"still alive after SIGKILL: {alive}")
+        self.procs = {}
+        return [p.pid for p in procs]
 
     def start_celery_worker(self, name: str, queue: str, concurrency: int = 2) -> None:
         self.start(name, "celery", "worker", "--celery-hostname", f"{name}@%h", "--queues", queue,

@@ -366,6 +366,19 @@ def test_retry_after_penalizes_the_shared_limiter_and_sets_the_wait():
     assert limiter.penalized == [4.0] and sleeps == [4.0]
 
 
+def test_rate_limit_refusals_are_waited_out_without_using_up_the_attempts():
+    """A 429 applied nothing: a few in a row (a bunched arrival at the carrier's window) are waited
+    out per Retry-After; only after ``rate_limited_waits`` of them do they count as attempts."""
+    policy, sleeps, _ = _policy(3)
+    limited = [TransientError("429", status_code=429, retry_after=0.2) for _ in range(5)]
+    assert policy.execute(Script(*limited, "ok")) == ("ok", 6)
+    assert len(sleeps) == 5 and min(sleeps) >= 0.2
+    fn = Script(*[TransientError("429", status_code=429, retry_after=0.2) for _ in range(9)])
+    with pytest.raises(TransientError) as err:
+        policy.execute(fn)
+    assert fn.calls == 5 + 3 and err.value.attempts == 8  # the waits used, then max_attempts
+
+
 def test_huge_retry_after_is_capped_for_the_penalty_too():
     policy, sleeps, limiter = _policy(max_delay=10)
     policy.execute(Script(TransientError("429", retry_after=3600), "ok"))

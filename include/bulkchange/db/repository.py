@@ -638,6 +638,41 @@ def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
     return run_in_transaction(engine, write, what=f"bulk change {bulk.id}: call journal")
 
 
+# ResponseStatus of an attempt left IN_FLIGHT by a task that died, once a later attempt of the
+# batch has checked the device at the carrier and recorded its outcome: the attempt's own answer
+# stays unknown (Outcome), the row says what the check found.
+LOG_NO_ANSWER = "NO_ANSWER"
+
+
+def in_flight_log_ids(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -> dict[int, list[int]]:
+    """Device change id -> its log rows still IN_FLIGHT. Read when a batch starts, before it sends
+    anything: these rows belong to an earlier attempt of the batch that died with the call open."""
+    log = t.device_bulk_change_log
+    col = log.c.MobilityDeviceChangeId if bulk.portal_type == PortalType.MOBILITY else log.c.M2MDeviceChangeId
+    found: dict[int, list[int]] = {}
+    for chunk in _chunks(list(ids)):
+        for dc_id, log_id in conn.execute(select(col, log.c.Id).where(
+                log.c.BulkChangeId == bulk.id, col.in_(chunk), log.c.ResponseStatus == LOG_IN_FLIGHT)):
+            found.setdefault(int(dc_id), []).append(int(log_id))
+    return found
+
+
+def resolve_in_flight(conn: Connection, stale: dict[int, list[int]], recorded: Sequence[DeviceResult]) -> int:
+    """Close the IN_FLIGHT rows ``stale`` names (``in_flight_log_ids``) of the device changes whose
+    outcome was just recorded: ``NO_ANSWER``, with what the check at the carrier found. Returns the
+    rows updated."""
+    log = t.device_bulk_change_log
+    params = [{"log_id": log_id, "v_err": sanitize_text(
+        "no answer recorded: the task that sent this attempt ended before its answer came; the retry "
+        f"checked the device at the carrier and recorded {r.status.value}: {r.details or ''}")}
+        for r in recorded for log_id in stale.get(r.device_change_id, ())]
+    if not params:
+        return 0
+    conn.execute(update(log).where(log.c.Id == bindparam("log_id"), log.c.ResponseStatus == LOG_IN_FLIGHT)
+                 .values(ResponseStatus=LOG_NO_ANSWER, ErrorText=bindparam("v_err")), params)
+    return len(params)
+
+
 def unsettled_call_ids(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -> set[int]:
     """Device changes whose last carrier attempt on record is ``unknown`` (its answer lost, or still
     IN_FLIGHT because the task died): the carrier may have the change, so it is checked there

@@ -189,7 +189,7 @@ def test_telegence_patch_whose_answer_is_lost_is_checked_not_resent(amop_engine,
 
 def test_telegence_sim_and_imei_swaps_whose_answers_are_lost_are_checked_not_resent(amop_engine, tg, tg_client):
     """ChangeICCIDAndIMEI on Telegence: the PATCH is applied and its answer lost; the line read
-    shows the new SIM / IMEI, so the swap is PROCESSED, the Device row takes it, and no second PATCH."""
+    shows the new SIM / IMEI, so the swap is PROCESSED, the line's MobilityDevice row takes it, and no second PATCH."""
     from tests.integration.test_rate_plan_identifier_tg_teal_pond import IDENT, add_bulk, run, tg_fleet
 
     from bulkchange.db import seed
@@ -205,7 +205,7 @@ def test_telegence_sim_and_imei_swaps_whose_answers_are_lost_are_checked_not_res
     patches = Counter(c["path"].rsplit("/", 1)[-1] for c in tg.calls(method="PATCH"))
     assert patches == Counter({n: 1 for n in numbers.values()})
     with amop_engine.connect() as conn:
-        devices = {r.MSISDN: r for r in conn.execute(select(t.device))}
+        devices = {r.MSISDN: r for r in conn.execute(select(t.mobility_device))}
     for old, new in new_sims.items():
         assert devices[numbers[old]].ICCID == new
         assert characteristic(tg_client.get_service(numbers[old]), "sim") == new

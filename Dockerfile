@@ -4,3 +4,6 @@
 FROM apache/airflow:3.3.2-python3.11
 COPY requirements.txt requirements.lock /
 RUN pip install --no-cache-dir -r /requirements.txt -c /requirements.lock
+# the project's provider: the carrier connection types (jasper, thingspace, ...) and their forms
+COPY provider /provider
+RUN pip install --no-cache-dir --no-deps /provider

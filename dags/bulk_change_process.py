@@ -75,7 +75,7 @@ def bulk_change_process():
         from bulkchange import processing
         from bulkchange.db import repository as repo
         from bulkchange.limits import LimitError, check_conf
-        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+        from bulkchange_plugins.hooks import AmopHook, carrier_hook
 
         try:  # a huge conf field is refused by name before anything is read or written
             check_conf(getattr(dag_run, "conf", None) or {}, known={})
@@ -100,7 +100,7 @@ def bulk_change_process():
             raise AirflowFailException(f"refused: {refused}")
         from bulkchange.changes import needs_carrier
 
-        carrier = CarrierHook(carrier_conn_id(bulk.service_provider_id))
+        carrier = carrier_hook(bulk.service_provider_id, bulk.integration)
         uses_carrier = needs_carrier(bulk.change_type, bulk.integration)
         # DB-only change types (no carrier call) need no carrier connection
         problem = carrier.credentials_problem(bulk.integration) if uses_carrier else None
@@ -201,7 +201,7 @@ def bulk_change_process():
         from bulkchange import processing, reconcile
         from bulkchange.db import repository as repo
         from bulkchange.models import DeviceChangeStatus
-        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
+        from bulkchange_plugins.hooks import AmopHook, carrier_clients
 
         owner = ti.xcom_pull(task_ids="prepare", key="owner")
         if params.get("dry_run") or owner is None:  # a dry run, or a run that never took the bulk change
@@ -220,15 +220,10 @@ def bulk_change_process():
             waiting = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.PENDING_CARRIER.value])
         if not waiting:
             return PokeReturnValue(is_done=True)
-        client = CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(bulk.integration)
-        revio_client, revio_problem = revio_client_or_problem(bulk.service_provider_id)
-        try:
-            summary = reconcile.settle_bulk(engine, bulk.id, client, include_activations=False, count_checks=False,
-                                            revio_client=revio_client, revio_problem=revio_problem)
-        finally:
-            client.close()
-            if revio_client is not None:
-                revio_client.close()
+        with carrier_clients(bulk.service_provider_id, bulk.integration) as clients:
+            summary = reconcile.settle_bulk(engine, bulk.id, clients.carrier, include_activations=False,
+                                            count_checks=False, revio_client=clients.revio,
+                                            revio_problem=clients.revio_problem)
         print(f"carrier requests: settled {summary.settled}, still waiting {summary.still_waiting}")
         # changes scheduled for a later date at the carrier are left to device_status_reconcile
         return PokeReturnValue(is_done=summary.still_waiting <= summary.not_due)

@@ -113,7 +113,7 @@ def bulk_change_submit():
 
         from bulkchange import authz
         from bulkchange import submit as core
-        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id
+        from bulkchange_plugins.hooks import AmopHook, carrier_hook
 
         # CreatedBy is who triggered this run (Airflow knows it), not what the form says
         user = getattr(dag_run, "triggering_user_name", None)
@@ -127,7 +127,7 @@ def bulk_change_submit():
             sp = core.check_against_db(engine, sub)
         except core.SubmitError as exc:
             raise AirflowFailException(f"refused: {exc}") from exc
-        carrier = CarrierHook(carrier_conn_id(sp.id))
+        carrier = carrier_hook(sp.id, sp.integration)
         problem = carrier.credentials_problem(sp.integration)
         rate = None if problem else carrier.get_settings().rate_limit_per_s
         dry_run = bool(params.get("dry_run"))

@@ -68,36 +68,28 @@ def device_status_reconcile():
         from bulkchange import reconcile
         from bulkchange.db import repository as repo
         from bulkchange.models import Integration
-        from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
+        from bulkchange_plugins.hooks import AmopHook, carrier_clients, carrier_hook
 
         engine = AmopHook().get_engine()
         with engine.connect() as conn:
             (_, integ_name), = repo.service_providers(conn, [service_provider_id])
             waiting = repo.bulk_changes_waiting(conn, [service_provider_id])
         integration = Integration.from_name(integ_name)
-        hook = CarrierHook(carrier_conn_id(service_provider_id))
-        problem = hook.credentials_problem(integration)
+        problem = carrier_hook(service_provider_id, integration).credentials_problem(integration)
         if problem:
             print(f"skipped: {problem}")
             return {"service_provider_id": service_provider_id, "skipped": problem}
-        client = hook.get_client(integration)
-        revio_client, revio_problem = (revio_client_or_problem(service_provider_id) if waiting and not params["dry_run"]
-                                       else (None, None))
-        try:
-            settled = []
+        settled = []
+        with carrier_clients(service_provider_id, integration, revio=bool(waiting) and not params["dry_run"]) as clients:
             if not params["dry_run"]:
                 for bulk_id in waiting:
-                    s = reconcile.settle_bulk(engine, bulk_id, client, max_checks=int(params["max_checks"]),
-                                              revio_client=revio_client, revio_problem=revio_problem)
+                    s = reconcile.settle_bulk(engine, bulk_id, clients.carrier, max_checks=int(params["max_checks"]),
+                                              revio_client=clients.revio, revio_problem=clients.revio_problem)
                     print(f"bulk change {bulk_id}: settled {s.settled}, still waiting {s.still_waiting}, "
                           f"now {s.bulk_status}")
                     settled.append(s.as_dict())
-            result = reconcile.reconcile_provider_statuses(engine, service_provider_id, integration, client,
+            result = reconcile.reconcile_provider_statuses(engine, service_provider_id, integration, clients.carrier,
                                                            dry_run=bool(params["dry_run"]))
-        finally:
-            client.close()
-            if revio_client is not None:
-                revio_client.close()
         print(f"status drift {result['drift']} ({result['updated']} Device rows updated)")
         result["settled"] = settled
         if settled:  # webhooks and completion summaries of the bulk changes that moved

@@ -145,6 +145,8 @@ def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # the connection form's Test button (off by default: it calls whatever host a user types)
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         # nothing runs before the api-server listens: the demo unpauses what it uses once it does
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",

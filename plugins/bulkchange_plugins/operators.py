@@ -10,7 +10,7 @@ from bulkchange import processing
 from bulkchange.changes import needs_carrier
 from bulkchange.db import repository as repo
 from bulkchange.sanitize import sanitize_exception
-from bulkchange_plugins.hooks import AmopHook, CarrierHook, carrier_conn_id, revio_client_or_problem
+from bulkchange_plugins.hooks import AmopHook, carrier_clients
 
 
 class CarrierBatchOperator(BaseOperator):
@@ -43,34 +43,26 @@ class CarrierBatchOperator(BaseOperator):
         bulk_id = int(self.bulk_change_id)
         with engine.connect() as conn:
             bulk = repo.load_bulk_change(conn, bulk_id)
-        # change types that never call the carrier (DB / Rev.io only) need no carrier connection
-        client = (CarrierHook(carrier_conn_id(bulk.service_provider_id)).get_client(
-            bulk.integration, rate_share=int(self.rate_share))
-            if needs_carrier(bulk.change_type, bulk.integration) else None)
-        revio_client, revio_problem = revio_client_or_problem(bulk.service_provider_id,
-                                                              rate_share=int(self.rate_share))
         step = max(1, len(self.device_change_ids) // 5)
 
         def progress(done: int, total: int) -> None:
             if done % step == 0 or done == total:
                 self.log.info("%s: %d/%d device changes done", self.batch_label, done, total)
 
+        # change types that never call the carrier (DB / Rev.io only) need no carrier connection
         try:
-            summary = processing.process_batch(
-                engine, bulk_id, list(self.device_change_ids), client=client,
-                max_parallel=int(self.max_parallel), processed_by=f"bulk_change_process:{context['run_id']}",
-                on_progress=progress, revio_client=revio_client, revio_problem=revio_problem,
-                owner=processing.run_owner(context["run_id"]))
+            with carrier_clients(bulk.service_provider_id, bulk.integration, rate_share=int(self.rate_share),
+                                 carrier=needs_carrier(bulk.change_type, bulk.integration)) as clients:
+                summary = processing.process_batch(
+                    engine, bulk_id, list(self.device_change_ids), client=clients.carrier,
+                    max_parallel=int(self.max_parallel), processed_by=f"bulk_change_process:{context['run_id']}",
+                    on_progress=progress, revio_client=clients.revio, revio_problem=clients.revio_problem,
+                    owner=processing.run_owner(context["run_id"]))
         except processing.NotOwner as exc:  # retrying cannot help: another run processes the bulk change
             raise AirflowFailException(str(exc)) from exc
         except Exception as exc:
             sanitize_exception(exc)  # what Airflow logs and mails about the failure is scrubbed too
             raise
-        finally:
-            if client is not None:
-                client.close()
-            if revio_client is not None:
-                revio_client.close()
         self.log.info("%s: %s (%d already settled, %d carrier calls)", self.batch_label,
                       processing.summary_line(summary.counts), summary.skipped, summary.calls)
         p = summary.progress  # the whole bulk change, as the portal's progress bar shows it

@@ -16,6 +16,7 @@ extra key              default                                                  
 ``packages_path``      ``/{distributor_id}/sims/{iccid}/packages``                     GET; POST ``{"packageTypeId"}``
 ``package_status_path`` ``/{distributor_id}/sims/{iccid}/packages/{package_id}/status`` PUT ``{"status"}``
 ``service_status_path`` ``/{distributor_id}/sims/{iccid}/services/status``              PUT ``{"enable": bool}``
+``package_types_path``  ``/{distributor_id}/package-types``                             GET (the connection test)
 =====================  =============================================================  ====================
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ DEFAULT_PATHS = {
     "packages_path": "/{distributor_id}/sims/{iccid}/packages",
     "package_status_path": "/{distributor_id}/sims/{iccid}/packages/{package_id}/status",
     "service_status_path": "/{distributor_id}/sims/{iccid}/services/status",
+    "package_types_path": "/{distributor_id}/package-types",
 }
 ACTIVE, TERMINATED, PENDING = "ACTIVE", "TERMINATED", "PENDING"
 
@@ -62,6 +64,12 @@ class PondClient(HttpCarrierClient):
     def get_sim(self, iccid: str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", self._path("sim_path", iccid=iccid), description="Get Pond SIM: Pond API",
                           log=log) or {}
+
+    def package_types(self) -> list[dict]:
+        """The distributor's package types: one cheap authenticated read (the connection test)."""
+        body = self._call("GET", self._path("package_types_path"), description="Get Pond Package Types: Pond API") or {}
+        types = body.get("packageTypes") if isinstance(body, dict) else body
+        return [p for p in types or [] if isinstance(p, dict)]
 
     def get_packages(self, iccid: str, *, log: CallLog | None = None) -> list[dict]:
         body = self._call("GET", self._path("packages_path", iccid=iccid), description="Get Pond Packages: Pond API",

@@ -19,8 +19,9 @@ backend (SMTP or SES) and the webhook connection.
 
 Assumed (the legacy AdmWebhookService is not public): the webhook body is the JSON documented in
 ``webhook_payload``; the receiver answers 2xx on success; 5xx, 408, 425, 429, timeouts and
-connection errors are transient and retried (``WebhookSender``), other 4xx are permanent. ``X-Bulkchange-Notification-Id`` lets a
-receiver drop the rare duplicate of a send whose outcome was lost.
+connection errors are transient and retried (``WebhookSender``), other 4xx are permanent.
+``X-Bulkchange-Notification-Id`` lets a receiver drop the rare duplicate of a send whose outcome
+was lost.
 """
 from __future__ import annotations
 

@@ -49,12 +49,13 @@ def test_a_429_is_retried_and_every_attempt_has_its_record(simulator, fleet_fact
     fleet = fleet_factory(1)
     jasper.configure(error_rate=1.0, error_statuses=[429], fault_methods=["GET"])
     client = _client(simulator, KEY, attempts=3)
+    client.policy.retry.rate_limited_waits = 2  # two 429s waited out, then three attempts
     log = CallLog()
     try:
         with pytest.raises(TransientError) as err:
             client.get_device(fleet.iccids[0], log=log)
     finally:
         client.close()
-    assert _calls(jasper, fleet.iccids[0]) == [429, 429, 429]
-    assert [(r.attempt, r.status_code, r.outcome) for r in log.records] == [(n, 429, "refused") for n in (1, 2, 3)]
-    assert err.value.attempts == 3 and any("3 attempt" in n for n in err.value.__notes__)
+    assert _calls(jasper, fleet.iccids[0]) == [429] * 5
+    assert [(r.attempt, r.status_code, r.outcome) for r in log.records] == [(n, 429, "refused") for n in range(1, 6)]
+    assert err.value.attempts == 5 and any("5 attempt" in n for n in err.value.__notes__)

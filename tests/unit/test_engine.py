@@ -477,7 +477,7 @@ def test_a_failing_reauthentication_is_raised_with_the_attempts():
 
 
 @pytest.mark.parametrize("exc, step", [
-    (TransientError("HTTP 429", status_code=429), NextStep.RETRY),
+    (TransientError("HTTP 429", status_code=429), NextStep.WAIT_OUT),
     (TransientError("HTTP 503", status_code=503), NextStep.RETRY),
     (TransientError("timeout"), NextStep.RETRY),
     (AuthError("HTTP 401", status_code=401), NextStep.REAUTHENTICATE),

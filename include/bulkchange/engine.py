@@ -1,13 +1,14 @@
 """The batch engine: runs one carrier action over a batch of devices.
 
-Knows nothing about Airflow or any particular carrier (plain Python, stdlib only). Three parts:
+Knows nothing about Airflow or any particular carrier (plain Python: stdlib and tenacity). Three parts:
 
 * ``RateLimiter``  - a thread-safe token bucket shared by every call to one carrier account;
   a 429's Retry-After slows everyone sharing it down (``penalize``), not just the thread that
   got it.
-* ``RetryPolicy`` / ``CallPolicy`` - retries transient failures (429, 5xx, timeouts, connection
-  errors) with exponential backoff and full jitter, honouring Retry-After; never retries
-  permanent 4xx; re-authenticates once on 401.
+* ``RetryPolicy`` / ``CallPolicy`` - retries (through tenacity) transient failures (429, 5xx,
+  timeouts, connection errors) with exponential backoff and full jitter, honouring Retry-After;
+  never retries a refusal (permanent 4xx) or an unknown outcome; re-authenticates once on 401.
+  What follows a failed attempt is ``carriers.base.next_step``, the one classification.
 * ``run_batch``    - bounded parallelism over the devices of a batch, one Outcome per device in
   input order; one device's exception never loses another's result.
 """
@@ -23,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
-from bulkchange.carriers.base import AuthError, PermanentError, TransientError
+import tenacity
+
+from bulkchange.carriers.base import NextStep, next_step
 
 log = logging.getLogger(__name__)
 
@@ -189,24 +192,26 @@ def _set_attempts(exc: BaseException, attempts: int) -> None:
 
 
 class CallPolicy:
-    """Rate limit + retry + re-auth around one logical carrier call. Share one instance (and so
-    one RateLimiter) between all threads calling the same carrier account.
+    """Rate limit + retry + re-auth around one logical call, through tenacity. Share one instance
+    (and so one RateLimiter) between all threads calling the same carrier account.
 
-    ``execute(fn)`` returns ``(value, attempts)`` where ``attempts`` is the number of times
-    ``fn`` was called. Per attempt: acquire the limiter, call ``fn``:
+    ``execute(fn)`` returns ``(value, attempts)`` where ``attempts`` is the number of times ``fn``
+    was called. Before every attempt the limiter is acquired (tenacity ``before``). What follows a
+    failed attempt is ``carriers.base.next_step`` (the one classification):
 
-    * ``TransientError``: retried until ``retry.max_attempts`` attempts were made, sleeping
-      ``retry.delay(n, retry_after)`` in between. A Retry-After (429, or 503 with the header)
-      also ``penalize``s the shared limiter by ``min(retry_after, retry.max_delay)`` - even on
-      the last attempt, since the other threads must still slow down. When the attempts are
-      used up the last error is re-raised with ``exc.attempts`` set and a note added. A 429
-      (``status_code``) is first waited out up to ``retry.rate_limited_waits`` times without
-      using up ``max_attempts``.
-    * ``AuthError``: ``reauthenticate()`` is called once (if given) and the call is retried at
-      once; that retry does not use up ``max_attempts`` (it is still counted in ``attempts``).
-      A second AuthError, or one without ``reauthenticate``, is raised.
-    * ``PermanentError``: raised at once, never retried.
-    * anything else propagates unchanged (no retry).
+    * ``RETRY`` (``TransientError``): again until ``retry.max_attempts`` attempts were made,
+      waiting ``retry.delay(n, retry_after)`` (tenacity ``wait``: full jitter over the capped
+      backoff, the carrier's Retry-After as a floor). A Retry-After (429, or 503 with the header) also
+      ``penalize``s the shared limiter by ``min(retry_after, retry.max_delay)`` (tenacity
+      ``after``: it runs for the last attempt too, since the other threads must still slow down).
+      When the attempts are used up the last error is re-raised with a note.
+    * ``WAIT_OUT`` (a 429: refused, nothing applied): as ``RETRY``, but up to
+      ``retry.rate_limited_waits`` of them per call are waited out without using up ``max_attempts``.
+    * ``REAUTHENTICATE`` (``AuthError``): ``reauthenticate()`` is called once (if given; tenacity
+      ``before_sleep``) and the call is retried at once; that retry does not use up
+      ``max_attempts`` (it is still counted in ``attempts``). A second AuthError, or one without
+      ``reauthenticate``, is raised.
+    * ``GIVE_UP`` (``PermanentError``, ``OutcomeUnknown``, anything else): raised at once.
 
     Every exception that leaves ``execute`` carries ``exc.attempts``.
     """
@@ -219,47 +224,73 @@ class CallPolicy:
 
     def execute(self, fn: Callable[[], R], *,
                 reauthenticate: Callable[[], None] | None = None) -> tuple[R, int]:
-        attempts = 0           # calls of fn, as reported
-        budget_used = 0        # attempts that count against max_attempts
-        reauthenticated = False
-        rate_limited = 0       # 429s waited out outside max_attempts (RetryPolicy.rate_limited_waits)
-        while True:
-            if self.rate_limiter is not None:
-                self.rate_limiter.acquire()
-            attempts += 1
-            budget_used += 1
-            try:
-                return fn(), attempts
-            except TransientError as exc:
-                _set_attempts(exc, attempts)
-                if exc.retry_after and exc.retry_after > 0 and self.rate_limiter is not None:
-                    self.rate_limiter.penalize(min(exc.retry_after, self.retry.max_delay))
-                if getattr(exc, "status_code", None) == 429 and rate_limited < self.retry.rate_limited_waits:
-                    rate_limited += 1
-                    budget_used -= 1  # refused, nothing applied: waited out, not a failed attempt
-                    self._sleep(self.retry.delay(rate_limited, exc.retry_after))
-                    continue
-                if budget_used >= self.retry.max_attempts:
-                    exc.add_note(f"gave up after {attempts} attempt(s)")
-                    raise
-                self._sleep(self.retry.delay(budget_used, exc.retry_after))
-            except AuthError as exc:
-                _set_attempts(exc, attempts)
-                if reauthenticated or reauthenticate is None:
-                    raise
-                reauthenticated = True
-                budget_used -= 1  # the retry after re-authentication is free
+        limiter, max_attempts = self.rate_limiter, self.retry.max_attempts
+        # free: the failed attempt just seen is retried without using up max_attempts ("reauth": the
+        # retry after the one re-authentication; "wait": a 429 waited out, rate_limited_waits at most)
+        state: dict = {"calls": 0, "reauthenticated": 0, "waited": 0, "free": None}
+
+        def counted(rs: tenacity.RetryCallState) -> int:  # attempts that count against max_attempts
+            return rs.attempt_number - state["reauthenticated"] - state["waited"]
+
+        def should_retry(exc: BaseException) -> bool:
+            step = next_step(exc)
+            if step is NextStep.REAUTHENTICATE:
+                return reauthenticate is not None and not state["reauthenticated"]
+            return step in (NextStep.RETRY, NextStep.WAIT_OUT)
+
+        def after(rs: tenacity.RetryCallState) -> None:
+            """Every failed attempt about to be retried, the last one included: penalize the shared
+            limiter by the carrier's Retry-After; note whether the retry is free."""
+            exc = rs.outcome.exception()
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after and retry_after > 0 and limiter is not None:
+                limiter.penalize(min(retry_after, self.retry.max_delay))
+            step, state["free"] = next_step(exc), None
+            if step is NextStep.REAUTHENTICATE:
+                state["reauthenticated"], state["free"] = 1, "reauth"
+            elif step is NextStep.WAIT_OUT and state["waited"] < self.retry.rate_limited_waits:
+                state["waited"] += 1
+                state["free"] = "wait"
+
+        def stop(rs: tenacity.RetryCallState) -> bool:
+            return state["free"] is None and counted(rs) >= max_attempts
+
+        def wait(rs: tenacity.RetryCallState) -> float:
+            if state["free"] == "reauth":
+                return 0.0
+            n = state["waited"] if state["free"] == "wait" else counted(rs)
+            return self.retry.delay(n, getattr(rs.outcome.exception(), "retry_after", None))
+
+        def before(rs: tenacity.RetryCallState) -> None:
+            if limiter is not None:
+                limiter.acquire()
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            if state["free"] == "reauth":
                 try:
                     reauthenticate()
-                except BaseException as reauth_exc:
-                    _set_attempts(reauth_exc, attempts)
+                except BaseException as exc:
+                    _set_attempts(exc, state["calls"])
                     raise
-            except PermanentError as exc:
-                _set_attempts(exc, attempts)
-                raise
+
+        def give_up(rs: tenacity.RetryCallState) -> R:
+            rs.outcome.exception().add_note(f"gave up after {rs.attempt_number} attempt(s)")
+            return rs.outcome.result()  # re-raises the last error
+
+        def attempt() -> R:
+            state["calls"] += 1
+            try:
+                return fn()
             except BaseException as exc:
-                _set_attempts(exc, attempts)
+                _set_attempts(exc, state["calls"])
                 raise
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(should_retry), stop=stop,
+            wait=wait, before=before, after=after, before_sleep=before_sleep, retry_error_callback=give_up,
+            sleep=lambda seconds: self._sleep(seconds) if seconds > 0 else None)
+        value = retrying(attempt)
+        return value, state["calls"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,15 +18,15 @@ webhooks with ``requests``; the Airflow side (``bulkchange_plugins.notifiers``) 
 backend (SMTP or SES) and the webhook connection.
 
 Assumed (the legacy AdmWebhookService is not public): the webhook body is the JSON documented in
-``webhook_payload``; the receiver answers 2xx on success; 5xx, 429, timeouts and connection errors
-are transient and retried, other 4xx are permanent. ``X-Bulkchange-Notification-Id`` lets a
-receiver drop the rare duplicate of a send whose outcome was lost.
+``webhook_payload``; the receiver answers 2xx on success; 5xx, 408, 425, 429, timeouts and
+connection errors are transient and retried (``WebhookSender``), other 4xx are permanent.
+``X-Bulkchange-Notification-Id`` lets a receiver drop the rare duplicate of a send whose outcome
+was lost.
 """
 from __future__ import annotations
 
 import html
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +35,9 @@ from typing import Any, Callable, Sequence
 import requests
 from sqlalchemy.engine import Engine
 
+from bulkchange.carriers.base import CarrierError, NextStep, TransientError, classify_response, next_step
 from bulkchange.db import repository as repo
+from bulkchange.engine import CallPolicy, RetryPolicy
 from bulkchange.models import FAILED_DEVICE_STATUSES, BulkChange, PortalType, utcnow
 from bulkchange.sanitize import sanitize_text, sanitize_value
 
@@ -196,7 +198,11 @@ class WebhookError(Exception):
 
 @dataclass
 class WebhookSender:
-    """POSTs JSON to one URL; retries transient failures (connection, timeout, 5xx, 429)."""
+    """POSTs JSON to one URL. An answer is classified like a carrier's (``carriers.base.classify_response``
+    and ``next_step``): 5xx, 408, 425, 429, timeouts and connection errors are retried by the engine's
+    ``CallPolicy`` (full jitter over ``backoff_s * 2**(n-1)``, at most ``max_backoff_s``, the
+    receiver's Retry-After as a floor); any other 4xx (a 401 included: there is nothing to log in
+    again with) is a refusal and is not sent again."""
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
@@ -204,6 +210,7 @@ class WebhookSender:
     timeout_s: float = 10.0
     attempts: int = 3
     backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
     sleep: Callable[[float], None] = time.sleep
 
     def send(self, payload: dict, *, notification_id: int | None = None) -> int:
@@ -215,21 +222,26 @@ class WebhookSender:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         secrets = [self.token] if self.token else []
-        last = ""
-        for attempt in range(1, max(1, self.attempts) + 1):
+
+        def post() -> int:
             try:
                 resp = requests.post(self.url, json=payload, headers=headers, timeout=self.timeout_s)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if 200 <= resp.status_code < 300:
-                    return resp.status_code
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                if resp.status_code != 429 and resp.status_code < 500:
-                    raise WebhookError(sanitize_text(f"webhook refused: {last}", secrets), permanent=True)
-            if attempt < self.attempts:
-                self.sleep(self.backoff_s * (2 ** (attempt - 1)) * (1 + random.random() / 4))
-        raise WebhookError(sanitize_text(f"webhook failed after {self.attempts} attempts: {last}", secrets))
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            classify_response(resp)
+            return resp.status_code
+
+        attempts = max(1, self.attempts)
+        policy = CallPolicy(None, RetryPolicy(max_attempts=attempts, base_delay=self.backoff_s, rate_limited_waits=0,
+                                              max_delay=max(self.max_backoff_s, self.backoff_s)), sleep=self.sleep)
+        try:
+            status, _ = policy.execute(post)
+        except CarrierError as exc:
+            last = f"{exc}: {exc.response_text[:300]}" if exc.status_code and exc.status_code >= 500 else str(exc)
+            if next_step(exc) in (NextStep.RETRY, NextStep.WAIT_OUT):
+                raise WebhookError(sanitize_text(f"webhook failed after {attempts} attempts: {last}", secrets)) from exc
+            raise WebhookError(sanitize_text(f"webhook refused: {last}", secrets), permanent=True) from exc
+        return status
 
 
 # --- dispatch ------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from tests.dags.conftest import _restore_param_defaults, airflow_db, dagbag  # n
 
 
 class WebhookReceiver:
-    """Records every POST; answers the statuses in ``script`` first (e.g. [503, 503]), then 200."""
+    """Records every POST; answers the statuses in ``script`` first (e.g. [503, 503], or
+    ``(429, {"Retry-After": "0.2"})`` with headers), then 200."""
 
     def __init__(self):
         self.received: list[dict] = []  # {"path", "headers", "json"}
@@ -26,6 +27,7 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
                     status = receiver.script.pop(0) if receiver.script else 200
+                    status, extra_headers = status if isinstance(status, tuple) else (status, {})
                     if status == 200:
                         receiver.received.append({"path": self.path, "headers": dict(self.headers),
                                                   "json": json.loads(body)})
@@ -33,6 +35,8 @@ class WebhookReceiver:
                         receiver.refused.append(status)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in extra_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(b'{"ok": %s}' % (b"true" if status == 200 else b"false"))
 

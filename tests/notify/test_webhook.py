@@ -95,3 +95,28 @@ def test_no_webhook_configured_is_recorded_as_skipped(sqlite_engine):
     result = notify.dispatch(sqlite_engine, webhook=None)
     assert result.skipped == [(bulk_id, "webhook", "PROCESSING")]
     assert _outbox(sqlite_engine, bulk_id)[0][3] == "SKIPPED"
+
+
+def test_retry_after_is_a_floor_of_the_wait_and_jitter_stays_within_the_backoff(webhook_receiver):
+    sleeps = []
+    webhook_receiver.script = [(429, {"Retry-After": "0.3"}), 503, 503]
+    sender = _sender(webhook_receiver, attempts=4, sleep=sleeps.append)  # backoff 0.01, 0.02, 0.04
+    assert sender.send({"event": "x", "status": "PROCESSING", "bulkChangeId": 1}) == 200
+    assert webhook_receiver.refused == [429, 503, 503] and len(webhook_receiver.received) == 1
+    assert sleeps[0] >= 0.3                      # the receiver's Retry-After, not our 0.01 s backoff
+    assert 0 <= sleeps[1] <= 0.02 and 0 <= sleeps[2] <= 0.04  # full jitter: never above the backoff
+
+
+def test_a_huge_retry_after_is_capped(webhook_receiver):
+    sleeps = []
+    webhook_receiver.script = [(503, {"Retry-After": "3600"})]
+    _sender(webhook_receiver, attempts=2, max_backoff_s=2, sleep=sleeps.append).send({"event": "x"})
+    assert sleeps == [2]
+
+
+def test_a_401_is_a_refusal_not_retried(webhook_receiver):
+    webhook_receiver.script = [401, 401]
+    with pytest.raises(notify.WebhookError, match="refused") as err:
+        _sender(webhook_receiver, attempts=3).send({"event": "x"})
+    assert err.value.permanent and webhook_receiver.refused == [401]
+    assert "hook-token-123" not in str(err.value)

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from bulkchange.carriers.base import AuthError, PermanentError, TransientError
+from bulkchange.carriers.base import (AuthError, NextStep, OutcomeUnknown, PermanentError, TransientError,
+                                     next_step)
 from bulkchange.engine import (DEFAULT_MAX_PARALLEL, CallPolicy, Outcome, RateLimiter, RetryPolicy,
                                max_parallel_from_env, run_batch)
 
@@ -401,6 +402,91 @@ def test_call_policy_with_a_real_limiter_spaces_every_attempt():
     policy = CallPolicy(limiter, RetryPolicy(max_attempts=3, base_delay=0.0, jitter=False), sleep=clock.sleep)
     assert policy.execute(Script(TransientError("503"), TransientError("503"), "ok")) == ("ok", 3)
     assert clock.now == pytest.approx(101.0)  # 3 attempts at 2/s: retries are rate limited too
+
+
+def test_full_jitter_through_execute_stays_within_the_capped_backoff_and_spreads():
+    sleeps = []
+    policy = CallPolicy(RecordingLimiter(), RetryPolicy(max_attempts=5, base_delay=1, max_delay=4,
+                                                        rng=random.Random(7)), sleep=sleeps.append)
+    by_attempt = {n: [] for n in (1, 2, 3, 4)}
+    for _ in range(200):
+        sleeps.clear()
+        assert policy.execute(Script(*[TransientError("503")] * 4, "ok")) == ("ok", 5)
+        for n, s in zip((1, 2, 3, 4), sleeps, strict=True):
+            by_attempt[n].append(s)
+    for n, ceiling in ((1, 1), (2, 2), (3, 4), (4, 4)):  # 1, 2, 4, then capped at max_delay 4
+        delays = by_attempt[n]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert min(delays) < 0.1 * ceiling and max(delays) > 0.9 * ceiling  # spread over the range
+
+
+def test_retry_after_is_a_floor_of_the_jittered_wait_and_capped():
+    sleeps = []
+    limiter = RecordingLimiter()
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=4, base_delay=1, max_delay=10, rng=random.Random(1)),
+                        sleep=sleeps.append)
+    for _ in range(50):
+        policy.execute(Script(TransientError("429", retry_after=2.5), TransientError("503", retry_after=2.5), "ok"))
+    assert len(sleeps) == 100 and all(2.5 <= s <= 2.5 for s in sleeps[::2])  # ceiling 1 < 2.5
+    assert all(2.5 <= s <= 2.5 for s in sleeps[1::2])                        # ceiling 2 < 2.5
+    sleeps.clear()
+    policy.execute(Script(TransientError("429", retry_after=3600), "ok"))
+    assert sleeps == [10] and limiter.penalized[-1] == 10
+
+
+def test_the_penalty_is_in_place_before_the_wait_starts():
+    events = []
+
+    class Limiter(RecordingLimiter):
+        def penalize(self, s):
+            events.append(("penalize", s))
+
+    policy = CallPolicy(Limiter(), RetryPolicy(max_attempts=2, jitter=False),
+                        sleep=lambda s: events.append(("sleep", s)))
+    policy.execute(Script(TransientError("429", retry_after=1.5), "ok"))
+    assert events == [("penalize", 1.5), ("sleep", 1.5)]
+
+
+def test_an_unknown_outcome_is_never_sent_again():
+    policy, sleeps, limiter = _policy(5)
+    fn = Script(OutcomeUnknown("HTTP 502 (not sent again)", status_code=502), "never")
+    with pytest.raises(OutcomeUnknown) as err:
+        policy.execute(fn, reauthenticate=lambda: None)
+    assert fn.calls == 1 and sleeps == [] and limiter.acquired == 1 and err.value.attempts == 1
+
+
+def test_a_refusal_after_a_reauthentication_is_not_retried():
+    policy, sleeps, _ = _policy(5)
+    reauth = []
+    fn = Script(AuthError("401"), PermanentError("HTTP 404"), "never")
+    with pytest.raises(PermanentError) as err:
+        policy.execute(fn, reauthenticate=lambda: reauth.append(1))
+    assert reauth == [1] and fn.calls == 2 and sleeps == [] and err.value.attempts == 2
+
+
+def test_a_failing_reauthentication_is_raised_with_the_attempts():
+    policy, _, _ = _policy(5)
+    fn = Script(AuthError("401"), "never")
+
+    def reauthenticate():
+        raise TransientError("login endpoint down")
+
+    with pytest.raises(TransientError, match="login endpoint") as err:
+        policy.execute(fn, reauthenticate=reauthenticate)
+    assert fn.calls == 1 and err.value.attempts == 1
+
+
+@pytest.mark.parametrize("exc, step", [
+    (TransientError("HTTP 429", status_code=429), NextStep.WAIT_OUT),
+    (TransientError("HTTP 503", status_code=503), NextStep.RETRY),
+    (TransientError("timeout"), NextStep.RETRY),
+    (AuthError("HTTP 401", status_code=401), NextStep.REAUTHENTICATE),
+    (PermanentError("HTTP 400", status_code=400), NextStep.GIVE_UP),
+    (OutcomeUnknown("HTTP 502", status_code=502), NextStep.GIVE_UP),
+    (KeyError("bug"), NextStep.GIVE_UP),
+])
+def test_next_step_is_the_one_classification_of_a_failed_attempt(exc, step):
+    assert next_step(exc) is step
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,6 +96,36 @@ def attempt_outcome(exc: BaseException | None) -> AttemptOutcome:
     return AttemptOutcome.UNKNOWN
 
 
+class NextStep(str, Enum):
+    RETRY = "retry"
+    WAIT_OUT = "wait out"
+    REAUTHENTICATE = "reauthenticate"
+    GIVE_UP = "give up"
+
+
+def next_step(exc: BaseException) -> NextStep:
+    """What a retry policy does after an attempt that raised ``exc``; with ``attempt_outcome``, the one
+    place a failed attempt is classified (``engine.CallPolicy`` and the webhook sender both ask it).
+
+    * a refusal (``PermanentError``: the carrier said no) is never sent again;
+    * an ``OutcomeUnknown`` is never sent again: the caller looks the result up;
+    * an ``AuthError`` (401): re-authenticate, then send again (the policy allows it once);
+    * a 429 (``TransientError``, refused for now: nothing was applied): wait it out and send again;
+    * a ``TransientError``: send again after a wait. Its outcome is either *refused for now* (429,
+      connection never opened: nothing was taken) or *unknown* (5xx, timeout, unreadable answer);
+      ``_call`` settles an unknown one with its ``verify`` read before anything is resent, and a
+      ``once`` call without one has already turned it into ``OutcomeUnknown``;
+    * anything else (a bug, an interrupt) propagates unchanged.
+    """
+    if isinstance(exc, OutcomeUnknown) or not isinstance(exc, CarrierError):
+        return NextStep.GIVE_UP
+    if isinstance(exc, AuthError):
+        return NextStep.REAUTHENTICATE
+    if isinstance(exc, TransientError):
+        return NextStep.WAIT_OUT if exc.status_code == 429 else NextStep.RETRY
+    return NextStep.GIVE_UP  # PermanentError and any other refusal
+
+
 @dataclass
 class CallRecord:
     """One carrier call as it goes to the audit log (already sanitized)."""

@@ -517,6 +517,15 @@ class SimulatedCarrier:
         Content-Type, or None to accept it (the default: any content type)."""
         return None
 
+    def media_type_refusal(self, request: Request, wanted: str = "application/json", code: str | None = None,
+                           message: str = "Unsupported content type {shown!r}; send {wanted}") -> SimError | None:
+        """The carrier's 415 when the body's media type is not ``wanted`` (parameters such as charset
+        ignored), else None: what every strict ``content_type_error`` says, in its own words and code."""
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media == wanted:
+            return None
+        return self.error(415, message.format(shown=media or "(none)", wanted=wanted), code)
+
     async def _run_handler(self, fn: Handler, is_async: bool, call: Call) -> Response:
         if is_async:
             result = await fn(call)

@@ -246,11 +246,7 @@ class JasperSimulator(SimulatedCarrier):
         # is refused, not sniffed. Knob ``require_json_content_type``.
         if not self.knobs.require_json_content_type:
             return None
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json":
-            shown = media or "(none)"
-            return self.error(415, f"Content type '{shown}' not supported; send application/json", None)
-        return None
+        return self.media_type_refusal(request, message="Content type '{shown}' not supported; send {wanted}")
 
     def normalize_device(self, device: dict) -> dict:
         device = super().normalize_device(device)

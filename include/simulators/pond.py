@@ -101,11 +101,7 @@ class PondSimulator(SimulatedCarrier):
     def content_type_error(self, request: Request):
         if not self.knobs.require_json_content_type:
             return None
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json":
-            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send application/json",
-                              "UNSUPPORTED_MEDIA_TYPE")
-        return None
+        return self.media_type_refusal(request, code="UNSUPPORTED_MEDIA_TYPE")
 
     def check_body(self, call: Call, allowed: set[str]) -> dict:
         body = call.body if isinstance(call.body, dict) else None

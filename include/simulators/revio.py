@@ -120,10 +120,7 @@ class RevioSimulator(SimulatedCarrier):
         if not self.knobs.require_content_types:
             return None
         wanted = "application/json-patch+json" if request.method == "PATCH" else "application/json"
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != wanted:
-            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send {wanted}", "415")
-        return None
+        return self.media_type_refusal(request, wanted, "415")
 
     def set_subscription_keys(self, keys: dict[str, str]) -> None:
         with self.lock:

@@ -111,10 +111,7 @@ class TealSimulator(SimulatedCarrier):
     def content_type_error(self, request):
         if not self.knobs.require_json_content_type:
             return None
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json":
-            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send application/json")
-        return None
+        return self.media_type_refusal(request)
 
     def check_query(self, call: Call, kind: str) -> None:
         unknown = sorted(set(call.request.query_params) - QUERY_PARAMS[kind])

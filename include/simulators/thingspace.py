@@ -210,11 +210,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
     def content_type_error(self, request: Request):
         if not self.knobs.require_json_content_type or request.url.path.endswith("/oauth2/token"):
             return None
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json":
-            return self.error(415, f"Unsupported content type {media or '(none)'!r}; send application/json",
-                              code("INPUT_INVALID.ContentType.Invalid"))
-        return None
+        return self.media_type_refusal(request, code=code("INPUT_INVALID.ContentType.Invalid"))
 
     def check_body(self, body: Any, kind: str) -> dict:
         """The request body as the SDK's model ``kind`` allows it, else the carrier's 400."""

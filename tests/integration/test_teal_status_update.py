@@ -143,6 +143,29 @@ def test_failed_entries_are_api_failed_with_the_carriers_message(amop_engine, te
     assert teal.device(iccids[1])["deviceStatus"] == "ONLINE"
 
 
+def test_refusal_of_an_esim_already_at_the_target_settles_processed_with_teals_words(amop_engine, teal, teal_client):
+    """Our copy is stale (STOPPED / ONLINE) while Teal already shows the target: the pipeline sends the
+    operation, Teal refuses the no-op (contracts/teal.md rule 12), and the eSIM's state read afterwards
+    settles the device change PROCESSED with the carrier's words; a real refusal stays API_FAILED."""
+    iccids = make_fleet(amop_engine, teal, 3, "STOPPED", start=31_500)
+    teal.seed_devices([{"iccid": i, "eid": make_eid(i), "status": "ONLINE"} for i in iccids[:2]])
+    teal.configure(reject_eids=[make_eid(iccids[1])])  # refused although not for being there already
+    teal.seed_devices([{"iccid": iccids[1], "eid": make_eid(iccids[1]), "status": "STOPPED"}])
+    bulk_id = bulk(amop_engine, iccids, "Active")
+    assert process(amop_engine, bulk_id, teal_client)["counts"] == {"PENDING_CARRIER": 3}
+    s = settle_until_done(amop_engine, bulk_id, teal_client)
+    out = device_changes(amop_engine, bulk_id)
+    assert out[iccids[0]].status.value == "PROCESSED"
+    assert f"eSIM {make_eid(iccids[0])} is ONLINE; it cannot be enabled" in out[iccids[0]].status_details
+    assert "already being ONLINE at the carrier" in out[iccids[0]].status_details
+    assert out[iccids[1]].status.value == "API_FAILED" and "enable rejected" in out[iccids[1]].status_details
+    assert out[iccids[2]].status.value == "PROCESSED"
+    assert s.bulk_status == "PROCESSED_WITH_ERRORS"
+    with amop_engine.connect() as conn:
+        ours = dict(conn.execute(select(t.device.c.ICCID, t.device.c.Status)).all())
+    assert ours[iccids[0]] == "ONLINE" and ours[iccids[1]] == "STOPPED"
+
+
 def test_device_without_eid_is_rejected_before_any_call(amop_engine, teal, teal_client):
     iccids = make_fleet(amop_engine, teal, 2, "ONLINE", start=32_000)
     with amop_engine.begin() as conn:

@@ -144,6 +144,24 @@ def test_a_refusal_because_the_line_already_is_at_the_target_settles_processed(a
     assert "already being at the target" in changes[iccids[0]].status_details
 
 
+def test_a_forced_same_state_change_reads_the_line_and_sends_only_where_it_is_not_there(amop_engine, ts, clients):
+    """IsIgnoreCurrentStatus on devices our copy shows suspended already: the line is read first; the one
+    the carrier shows suspended is PROCESSED with nothing sent, the one it shows active (our copy is stale)
+    gets its suspend."""
+    iccids = make_fleet(amop_engine, ts, 2, "suspend", start=66_500)
+    ts.seed_devices([{"iccid": iccids[1], "state": "active", "accountName": ACCOUNT}])  # our copy is stale
+    client = clients()
+    bulk_id = bulk(amop_engine, iccids, "Suspend", IsIgnoreCurrentStatus=True)
+    process(amop_engine, bulk_id, client)
+    s = settle_until_done(amop_engine, bulk_id, client, count_checks=False)
+    assert s.settled.get("PROCESSED") and s.bulk_status == "PROCESSED"
+    changes, _ = device_changes(amop_engine, bulk_id)
+    assert "confirmed at the carrier before sending" in changes[iccids[0]].status_details
+    suspends = calls(ts, "/actions/suspend")
+    assert [[d["deviceIds"][0]["id"] for d in c["body"]["devices"]] for c in suspends] == [[iccids[1]]]
+    assert {ts.device(i)["state"] for i in iccids} == {"suspend"}
+
+
 # --- the fault mix, Suspend then Restore: tests/integration/test_chaos_thingspace.py (500 lines, the
 # faults injected by a proxy between the client and the simulator, logins included)
 

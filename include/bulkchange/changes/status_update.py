@@ -128,6 +128,14 @@ def unknown_outcome_result(dc: DeviceChange, device: DeviceRow, action: str, exc
                                               f"request before anything is sent again"))
 
 
+def _forced_same_state(request: StatusUpdateRequest, device: DeviceRow, target: str) -> bool:
+    """IsIgnoreCurrentStatus on a device our copy shows at the target already: ThingSpace refuses the
+    action when the line is there (suspend a suspended line, activate an active one), so the line is read
+    first and nothing is sent when the carrier shows it at the target (issue #12: trust the carrier, not
+    our copy); when the carrier shows another state the action is sent as asked."""
+    return bool(request.IsIgnoreCurrentStatus) and (device.status or "").strip().lower() == target.lower()
+
+
 class ThingSpaceStatusUpdate(ChangeHandler):
     """ThingSpace: every action answers a requestId at once and completes later.
 
@@ -161,18 +169,11 @@ class ThingSpaceStatusUpdate(ChangeHandler):
         if check.already_there:
             return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=f"already {target}; no carrier call needed",
                                 new_device_status=target, **base)
-        if verify_first:
-            try:
-                current = self.client.get_device(device.iccid, log=log)
-            except CarrierError as exc:
-                return failed_result(dc, device, exc, "Get ThingSpace device before retry")
-            from bulkchange.carriers.thingspace import device_id, device_state
-
-            if device_state(current) == target:
-                return DeviceResult(status=DeviceChangeStatus.PROCESSED,
-                                    details=f"state {target} confirmed at the carrier after an interrupted attempt",
-                                    new_device_status=target, msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
-                                    ip_address=current.get("ipAddress"), **base)
+        if verify_first or _forced_same_state(request, device, target):
+            first = self._read_first(dc, request, device, target, log, "after an interrupted attempt"
+                                     if verify_first else "before sending (IsIgnoreCurrentStatus)")
+            if first is not None:
+                return first
         action = thingspace_action(device.status, target)
         from bulkchange.carriers.thingspace import UnknownOutcome
 
@@ -191,6 +192,25 @@ class ThingSpaceStatusUpdate(ChangeHandler):
                             details=f"ThingSpace accepted {action} (request {request_id}); waiting for the carrier",
                             **base)
 
+    def _read_first(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str,
+                    log: CallLog, why: str) -> DeviceResult | None:
+        """The line read at the carrier: PROCESSED when it is at ``target`` already, None when the
+        action is to be sent, a failed result when the read fails."""
+        from bulkchange.carriers.thingspace import device_id, device_state
+
+        try:
+            current = self.client.get_device(device.iccid, log=log)
+        except CarrierError as exc:
+            return failed_result(dc, device, exc, f"Get ThingSpace device {why}")
+        if device_state(current) != target:
+            return None
+        return DeviceResult(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
+                            previous_device_status=device.status, status=DeviceChangeStatus.PROCESSED,
+                            details=f"state {target} confirmed at the carrier {why}; nothing sent",
+                            new_device_status=target,
+                            msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
+                            ip_address=current.get("ipAddress"))
+
     def apply_group(self, entries, *, log: CallLog) -> list[DeviceResult]:
         """Devices that need the same action with the same plan go in one request."""
         results: dict[int, DeviceResult] = {}
@@ -201,6 +221,12 @@ class ThingSpaceStatusUpdate(ChangeHandler):
             if check.already_there:
                 results[dc.id] = self.apply(dc, request, device, verify_first=False, log=log)
                 continue
+            if _forced_same_state(request, device, check.target):
+                first = self._read_first(dc, request, device, check.target, log,
+                                         "before sending (IsIgnoreCurrentStatus)")
+                if first is not None:
+                    results[dc.id] = first
+                    continue
             action = thingspace_action(device.status, check.target)
             key = (action, request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
                    request_field(request, "mdnZipCode", "ZipCode"), request_field(request, "reasonCode"))

@@ -8,8 +8,9 @@ device with neither is rejected before any call.
 Teal finishes every operation later: the device change waits as PENDING_CARRIER with our
 ``requestId`` as its CarrierRequestId, and ``reconcile.settle_bulk`` (``check_waiting`` below)
 reads ``/operation-result`` once per request: still processing -> keep waiting; the device's entry
-succeeded -> PROCESSED; the entry failed -> API_FAILED with Teal's ``errorMessage`` (legacy took
-errors for success). ``bulk_change_process``'s ``wait_for_carrier`` sensor polls these in
+succeeded -> PROCESSED; the entry failed -> the eSIM is read, and when it already has the target status
+(Teal refuses enabling an enabled eSIM, disabling a stopped one) PROCESSED with Teal's words, else
+API_FAILED with Teal's ``errorMessage`` (legacy took errors for success). ``bulk_change_process``'s ``wait_for_carrier`` sensor polls these in
 reschedule mode and ``device_status_reconcile`` settles whatever is left, so no worker waits.
 
 Devices needing the same operation go in one call of up to 100 EIDs, logged on the group's first
@@ -155,5 +156,14 @@ def check_waiting(client: Any, w) -> DeviceResult | str:
     if entry.get("success") is True:
         return w.result(DeviceChangeStatus.PROCESSED, new_device_status=w.target,
                         details=f"Teal operation {request_id} done: eSIM {eid} is {w.target}")
-    return w.result(DeviceChangeStatus.API_FAILED,
-                    f"Teal operation {request_id} failed for eSIM {eid}: {entry.get('errorMessage') or 'no reason given'}")
+    words = entry.get("errorMessage") or "no reason given"
+    if eid and w.target:
+        # Teal refuses to enable an enabled eSIM or disable a stopped one (contracts/teal.md rule 12):
+        # when the eSIM is at the target, the refusal says the change is there (issue #12: the carrier's
+        # state decides, not our copy)
+        esim = client.get_esim(eid, log=w.log)
+        if reached(esim, w.target):
+            return w.result(DeviceChangeStatus.PROCESSED, new_device_status=w.target,
+                            details=f"Teal operation {request_id} refused for eSIM {eid} ({words}), the eSIM already "
+                                    f"being {esim.get('deviceStatus')} at the carrier")
+    return w.result(DeviceChangeStatus.API_FAILED, f"Teal operation {request_id} failed for eSIM {eid}: {words}")

@@ -55,7 +55,7 @@ ROOT = "/api/v1"
 STATUSES = ("ONLINE", "WAITING", "STOPPED")
 DEFAULT_PLANS = ("plan-0001", "plan-0002", "plan-0003")
 QUERY_PARAMS = {"operation": frozenset({"requestId", "callbackUrl"}), "esims": frozenset({"limit", "offset"}),
-                "info": frozenset({"eid"}), "result": frozenset({"requestId"})}
+                "info": frozenset({"eid"}), "result": frozenset({"requestId"}), "plans": frozenset()}
 ENTRY_FIELDS = ("eid", "iccid", "imsi", "imei", "msisdn", "deviceName", "deviceStatus", "suspended", "active",
                 "planUuid", "planName")
 
@@ -187,6 +187,12 @@ class TealSimulator(SimulatedCarrier):
             iccids = list(self.devices)[offset:offset + limit]
             return {"success": True, "entries": [_public(self.devices[i]) for i in iccids],
                     "total": len(self.devices)}
+
+        @self.route("GET", "/plans")
+        def list_plans(call: Call):  # path published (carrier_apis.md section 4); answer shape assumed
+            self.check_query(call, "plans")
+            return {"success": True, "entries": [{"uuid": p, "name": p} for p in
+                                                 sorted(set(self.plans) | set(self.knobs.known_plans))]}
 
         @self.route("GET", "/esims/info")
         def esim_info(call: Call):

@@ -214,6 +214,21 @@ def test_thingspace_plan_change_waits_then_updates_device(amop_engine, ts, ts_cl
     assert not any(x in texts for x in SECRETS)
 
 
+def test_thingspace_plan_the_account_does_not_have_is_refused_before_any_call(amop_engine, ts, ts_client):
+    """The account's service plans (``GET /m2m/v1/plans/{aname}``) are read once; a change to a plan
+    not among them is refused with the valid names and nothing is sent."""
+    iccids = make_fleet(amop_engine, ts, 3, "active")
+    ts.add_service_plans(["M2M-10GB"])
+    bulk_id = rate_plan_bulk(amop_engine, iccids, sp_id=4, CarrierRatePlan="M2M-99GB")
+    summary = run(amop_engine, bulk_id, ts_client)
+    assert summary["counts"] == {"ERROR": 3} and summary["status"] == "ERROR"
+    for dc in changes(amop_engine, bulk_id).values():
+        assert "'M2M-99GB' is not a rate plan of the carrier account" in dc.status_details
+        assert "M2M-10GB" in dc.status_details and "M2M-1GB" in dc.status_details
+    assert ts.calls(method="PUT") == []
+    assert len(ts.calls(method="GET", path_contains="/m2m/v1/plans/")) == 1
+
+
 def test_thingspace_suspended_lines_are_refused(amop_engine, ts, ts_client):
     iccids = make_fleet(amop_engine, ts, 4, "active")
     with amop_engine.begin() as conn:  # our inventory knows the first one is suspended

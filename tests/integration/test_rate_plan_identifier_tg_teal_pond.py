@@ -182,7 +182,13 @@ def test_teal_assign_plan_settles_through_reconciliation(amop_engine, teal, simu
         assert dcs[i].Status == "PROCESSED", dcs[i].StatusDetails
         assert teal.device(i)["planUuid"] == "plan-0002"
         assert devices[i].CarrierRatePlan == "Global 2GB" and devices[i].Status == "ONLINE"
-    assert dcs[iccids[10]].Status == "API_FAILED" and "cannot be assigned" in dcs[iccids[10]].StatusDetails
+    # a plan the account does not have (GET /plans) is refused before any call, with the valid uuids
+    assert dcs[iccids[10]].Status == "ERROR", dcs[iccids[10]].StatusDetails
+    assert "PlanUuid 'plan-9999' is not a rate plan of the carrier account (valid: plan-0001, plan-0002, plan-0003)" \
+        in dcs[iccids[10]].StatusDetails
+    sent = [e["eid"] for c in teal.calls(method="POST", path_contains="assign-plan") for e in c["body"]["entries"]]
+    assert make_eid(iccids[10]) not in sent and len(sent) == 10
+    assert len(teal.calls(method="GET", path_contains="/plans")) == 1  # read once for the batch
     assert devices[iccids[10]].CarrierRatePlan == "plan-0001" and teal.device(iccids[10])["planUuid"] == "plan-0001"
     assert dcs[iccids[11]].Status == "ERROR" and "EID" in dcs[iccids[11]].StatusDetails
     assert logs_of(amop_engine, t.device_bulk_change_log.c.M2MDeviceChangeId, dcs[iccids[0]].Id) == [

@@ -51,6 +51,16 @@ def test_unknown_fields_parameters_content_types_and_plans_are_refused(api, teal
     assert run(api, teal, "/esims/disable", {"entries": [EIDS[2]]}, "r9")[0]["success"] is True
 
 
+def test_plan_listing_lists_the_accounts_plans(api, teal):
+    r = api("GET", "/plans")
+    assert r.status_code == 200, r.text
+    assert [e["uuid"] for e in r.json()["entries"]] == ["plan-0001", "plan-0002", "plan-0003"]
+    teal.configure(known_plans=["plan-0042"])
+    assert "plan-0042" in [e["uuid"] for e in api("GET", "/plans").json()["entries"]]
+    r = api("GET", "/plans", params={"limit": 5})
+    assert r.status_code == 400 and "limit" in r.json()["errorMessage"]
+
+
 def pipeline_sends(current: str, target: str, ignore: bool) -> bool:
     """True when the pipeline would send this change (rules.py, then its read of the eSIM's status)."""
     try:

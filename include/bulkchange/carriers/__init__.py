@@ -86,7 +86,8 @@ def _build_client(integration: Integration, settings: CarrierSettings, *, policy
         from bulkchange.carriers.teal import TealClient
 
         extra = settings.extra
-        paths = {k: extra[k] for k in ("enable_path", "disable_path", "operation_result_path", "assign_plan_path")
+        paths = {k: extra[k] for k in ("enable_path", "disable_path", "operation_result_path", "assign_plan_path",
+                                   "plans_path")
                  if extra.get(k)}
         return TealClient(settings.base_url, settings.login or "", settings.password or "",
                           callback_url=extra.get("callback_url"), policy=policy, timeout=settings.timeout_s, **paths)

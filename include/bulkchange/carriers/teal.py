@@ -45,14 +45,15 @@ class TealClient(HttpCarrierClient):
 
     def __init__(self, base_url: str, api_key: str, api_secret: str, *, enable_path: str = "/esims/enable",
                  disable_path: str = "/esims/disable", operation_result_path: str = "/operation-result",
-                 callback_url: str | None = None, assign_plan_path: str = "/esims/assign-plan", **kw: Any):
+                 callback_url: str | None = None, assign_plan_path: str = "/esims/assign-plan", plans_path: str = "/plans",
+                 **kw: Any):
         super().__init__(base_url, **kw)
         if not api_key or not api_secret:
             raise ValueError("Teal needs an ApiKey (login) and an ApiSecret (password)")
         self._headers = {"ApiKey": api_key, "ApiSecret": api_secret}
         self.add_secret(api_secret)
         self.paths = {"enable": enable_path, "disable": disable_path, "result": operation_result_path,
-                      "assign_plan": assign_plan_path}
+                      "assign_plan": assign_plan_path, "plans": plans_path}
         self.callback_url = callback_url
 
     def _auth_headers(self) -> dict[str, str]:
@@ -136,6 +137,13 @@ class TealClient(HttpCarrierClient):
                           description="Teal Operation Result: Teal API")
 
     # -- reads -----------------------------------------------------------------------------------
+    def plan_uuids(self, *, log: CallLog | None = None) -> list[str]:
+        """The account's plans (``GET /plans``, carrier_apis.md section 4; answer shape assumed:
+        ``{"entries": [{"uuid", "name"}]}``): their uuids, what assign-plan takes."""
+        body = self._call("GET", self.paths["plans"], log=log, description="Get Teal Plans: Teal API") or {}
+        return sorted({str(e.get("uuid") or e.get("planUuid")) for e in body.get("entries") or []
+                       if isinstance(e, dict) and (e.get("uuid") or e.get("planUuid"))})
+
     def get_esim(self, eid: str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", "/esims/info", params={"eid": eid}, log=log,
                           description="Teal eSIM Info: Teal API") or {}

@@ -320,6 +320,15 @@ class ThingSpaceClient(HttpCarrierClient):
                             description=f"Change ThingSpace {kind.upper()}: ThingSpace API") or {}
         return _request_id(answer, f"{kind.upper()} change")
 
+    def service_plan_names(self, *, log: CallLog | None = None) -> list[str]:
+        """The account's service plans (``GET /m2m/v1/plans/{accountName}``, SDK
+        ``ServicePlansController.list_account_service_plans``): each plan's ``name`` and ``code``."""
+        answer = self._call("GET", f"/m2m/v1/plans/{path_segment(self.account_name)}", log=log,
+                            description="Get Service Plans: ThingSpace API") or []
+        plans = answer if isinstance(answer, list) else answer.get("servicePlans") or [] if isinstance(answer, dict) \
+            else []
+        return sorted({str(p[k]) for p in plans if isinstance(p, dict) for k in ("name", "code") if p.get(k)})
+
     def request_status(self, request_id: str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", f"/m2m/v1/accounts/{path_segment(self.account_name)}/requests/{path_segment(request_id)}/status", log=log,
                           description="ThingSpace Request Status: ThingSpace API") or {}

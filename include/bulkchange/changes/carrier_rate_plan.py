@@ -70,16 +70,47 @@ def _base(dc: DeviceChange, device: DeviceRow) -> dict[str, Any]:
                 previous_device_status=device.status)
 
 
-class JasperCarrierRatePlan(ChangeHandler):
+class CarrierPlanCheck:
+    """A plan name checked against the carrier account's published plan listing before any change
+    call: the listing is read once per handler (``client.<plan_lister>()``, the names); without a
+    client (``prepare``) or when the listing fails, the carrier's own check still refuses an unknown
+    plan (the failure is logged). Used by the Jasper, ThingSpace and Teal rate plan changes."""
+
+    plan_lister = ""  # the client method listing the account's plan names
+    plan_field = "CarrierRatePlan"
+
+    def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
+        super().__init__(bulk, client, context)
+        self._plans_lock = threading.Lock()
+
+    def _carrier_plans(self) -> list[str] | None:
+        client = self.client
+        if client is None or not hasattr(client, self.plan_lister):
+            return None
+        with self._plans_lock:
+            if "carrier_plans" not in self.context:
+                try:
+                    self.context["carrier_plans"] = getattr(client, self.plan_lister)()
+                except CarrierError as exc:
+                    log.warning("bulk change %s: %s plan listing failed, plans are checked by the carrier only: "
+                                "%s", self.bulk.id, getattr(client, "carrier_name", "carrier"), exc)
+                    self.context["carrier_plans"] = None
+            return self.context["carrier_plans"]
+
+    def _check_carrier_plan(self, plan: str) -> None:
+        names = self._carrier_plans()
+        if names is not None and plan not in names:
+            raise RuleError(f"{self.plan_field} {plan!r} is not a rate plan of the carrier account "
+                            f"(valid: {', '.join(sorted(set(names))) or 'none listed'}); not sent")
+
+
+class JasperCarrierRatePlan(CarrierPlanCheck, ChangeHandler):
     """Jasper family: Edit Device Details with ``ratePlan`` (+ ``communicationPlan``), optional
     ``effectiveDate``. The communication plan is the request's ``CommPlan``, else the one
     ``JasperCarrierRatePlan`` lists for the plan, else left as it is at the carrier."""
 
     request_model = CarrierRatePlanChangeRequest
-
-    def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
-        super().__init__(bulk, client, context)
-        self._plans_lock = threading.Lock()
+    plan_lister = "rate_plan_names"  # paged GET /rateplans
 
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
@@ -98,28 +129,6 @@ class JasperCarrierRatePlan(ChangeHandler):
         if when is not None and when > utcnow() + timedelta(days=MAX_SCHEDULE_DAYS):
             raise RuleError(f"EffectiveDate {when.isoformat()} is more than {MAX_SCHEDULE_DAYS} days ahead "
                             "(Jasper schedules at most 180 days ahead)")
-
-    def _carrier_plans(self) -> list[str] | None:
-        """The account's rate plan names at the carrier (paged ``GET /rateplans``), listed once per
-        handler; None without a client (prepare) or when the listing failed (then the carrier's own
-        check, 10000013, still refuses an unknown plan, and the failure is logged)."""
-        if self.client is None or not hasattr(self.client, "rate_plan_names"):
-            return None
-        with self._plans_lock:
-            if "carrier_plans" not in self.context:
-                try:
-                    self.context["carrier_plans"] = self.client.rate_plan_names()
-                except CarrierError as exc:
-                    log.warning("bulk change %s: Jasper rate plan listing failed, plans are checked by the "
-                                "carrier only: %s", self.bulk.id, exc)
-                    self.context["carrier_plans"] = None
-            return self.context["carrier_plans"]
-
-    def _check_carrier_plan(self, plan: str) -> None:
-        names = self._carrier_plans()
-        if names is not None and plan not in names:
-            raise RuleError(f"CarrierRatePlan {plan!r} is not a rate plan of the carrier account "
-                            f"(valid: {', '.join(sorted(names)) or 'none listed'}); not sent")
 
     def _comm_plan(self, request: CarrierRatePlanChangeRequest, plan: str) -> str | None:
         if request.CommPlan:
@@ -182,23 +191,26 @@ def check_jasper(client: Any, w: Any) -> DeviceResult | str:
             f"{current.get('ratePlan')!r})")
 
 
-class ThingSpaceCarrierRatePlan(ChangeHandler):
+class ThingSpaceCarrierRatePlan(CarrierPlanCheck, ChangeHandler):
     """ThingSpace: ``PUT /devices/actions/plan`` answers a requestId; the device change waits as
-    PENDING_CARRIER and ``check_thingspace`` settles it from the request's per-device outcome."""
+    PENDING_CARRIER and ``check_thingspace`` settles it from the request's per-device outcome. A
+    plan the account does not have (``GET /m2m/v1/plans/{aname}``) is refused before any call."""
 
     request_model = CarrierRatePlanChangeRequest
     group_size = 200
+    plan_lister = "service_plan_names"  # GET /m2m/v1/plans/{accountName}
 
     def validate(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None) -> None:
         if device is None:
             raise RuleError(device_not_found(dc, self.bulk))
-        _plan(request)
+        plan = _plan(request)
         if request.EffectiveDate is not None and _is_future(request.EffectiveDate):
             raise RuleError("EffectiveDate is not supported for ThingSpace plan changes (they apply at once); "
                             f"got {request.EffectiveDate.isoformat()}")
         if (device.status or "").strip().lower() == "suspend":
             raise RuleError(f"device {device.iccid} is suspended: ThingSpace refuses plan changes while a line "
                             "is suspended (restore it first)")
+        self._check_carrier_plan(plan)
 
     def apply(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None, *,
               verify_first: bool, log: CallLog) -> DeviceResult:

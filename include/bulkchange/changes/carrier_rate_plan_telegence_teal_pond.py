@@ -13,7 +13,8 @@
   device change or ``Device.EID``); asynchronous: the device change waits as PENDING_CARRIER with
   our requestId and reconciliation (``check_teal``) settles it from the operation result (Teal's
   ``errorMessage`` on failure; legacy crashed on a null result and took errors for success).
-  ``Device.CarrierRatePlan`` becomes ``CarrierRatePlan`` when given, else the plan uuid.
+  ``Device.CarrierRatePlan`` becomes ``CarrierRatePlan`` when given, else the plan uuid. A plan uuid the
+  account does not have (``GET /plans``, read once per batch) is refused before any call, with the valid ones.
 * **POND**: the package flow of the POND status update, reused as is (``PondStatusUpdate._activate``
   without its final "enable services": a rate plan change does not change the SIM's status): the
   package type ``RatePlanId`` (else ``CarrierRatePlan``) is kept or added, set ACTIVE, every other
@@ -30,6 +31,7 @@ from bulkchange.carriers.base import CallLog, CarrierError, TransientError
 from bulkchange.carriers.teal import PROCESSING, entry_result
 from bulkchange.carriers.telegence import characteristic
 from bulkchange.changes.base import ChangeHandler, failed_result
+from bulkchange.changes.carrier_rate_plan import CarrierPlanCheck
 from bulkchange.changes.status_update import device_not_found
 from bulkchange.changes.status_update_pond import PondStatusUpdate
 from bulkchange.changes.status_update_teal import TealStatusUpdate
@@ -85,8 +87,10 @@ class TelegenceCarrierRatePlan(ChangeHandler):
 
 
 # -- Teal ------------------------------------------------------------------------------------------
-class TealCarrierRatePlan(ChangeHandler):
+class TealCarrierRatePlan(CarrierPlanCheck, ChangeHandler):
     request_model = CarrierRatePlanChangeRequest
+    plan_lister = "plan_uuids"  # GET /plans: a plan the account does not have is refused before any call
+    plan_field = "PlanUuid"
     load_context = TealStatusUpdate.load_context  # EIDs of devices whose device change carries none
     _eid = TealStatusUpdate._eid
 
@@ -97,6 +101,7 @@ class TealCarrierRatePlan(ChangeHandler):
             raise RuleError("PlanUuid is required for a Teal rate plan change (the plan's uuid)")
         if not self._eid(dc, device):
             raise RuleError(f"Teal needs the eSIM's EID: none on the device change or on device {device.iccid}")
+        self._check_carrier_plan(_text(request.PlanUuid))
 
     def apply(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None, *,
               verify_first: bool, log: CallLog) -> DeviceResult:

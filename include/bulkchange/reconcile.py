@@ -250,6 +250,8 @@ WAITING_CHECKERS: dict[Any, str] = {
     (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): "bulkchange.changes.activate_new_service:check_waiting",
     (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.TEAL):
         "bulkchange.changes.carrier_rate_plan_telegence_teal_pond:check_teal",
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.TELEGENCE):
+        "bulkchange.changes.carrier_rate_plan_telegence_teal_pond:check_telegence",
 }
 
 

@@ -28,6 +28,9 @@ lists of at most 200 lines answered with ids and statuses pending / reserved / r
 * suspend / restore / cancel are a PATCH of the characteristic ``subscriberStatus`` (``S`` suspended,
   ``A`` active, ``C`` cancelled) with an optional ``statusReasonCode``; the change is immediate;
   ``C`` is final; setting the current status again is a no-op;
+* ``effectiveDate`` (``yyyy-MM-dd``, a date that exists) after today is read as a UTC day: the PATCH is
+  validated at once, answered with the line as it is, and takes effect at 00:00 UTC of that date
+  (``schedule_future_dates``; listed by control ``GET /pending_changes``); today or earlier is immediate;
 * the activation paths ``/sp/mobility/activation/api/v1/service[/{id}]`` and their bodies: the line is
   named by the characteristics ``sim`` (ICCID), ``singleUserCode`` (plan SOC) and ``serviceZipCode``;
   an item missing one of them is ``rejected`` at once; otherwise it is ``pending``, ``reserved`` after
@@ -49,7 +52,7 @@ import itertools
 import re
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter
@@ -83,10 +86,17 @@ class TelegenceKnobs(Knobs):
                                             "else 415 (assumed)")
     refuse_unknown_fields: bool = Field(True, description="unknown top-level body fields and a malformed "
                                         "effectiveDate are refused (assumed)")
+    schedule_future_dates: bool = Field(True, description="a PATCH whose effectiveDate is after today (UTC) takes "
+                                        "effect at 00:00 UTC of that date, not at once (assumed)")
 
 
 def _today() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def _day_start(day: str) -> float:
+    """Epoch seconds of 00:00 UTC of ``yyyy-MM-dd`` (ValueError for a date that does not exist)."""
+    return datetime.combine(date.fromisoformat(day), datetime.min.time(), timezone.utc).timestamp()
 
 
 def characteristics(items: Any) -> dict[str, Any]:
@@ -113,10 +123,12 @@ class TelegenceSimulator(SimulatedCarrier):
         self.ip_batches: dict[str, dict] = {}     # static IP provisioning batches
         self.ips_given: set[str] = set()
         self._numbers = itertools.count(1)
+        self.pending_changes: list[dict] = []      # future-dated PATCHes (control GET /pending_changes)
         super().__init__(accounts=accounts if accounts is not None else {"demo-app": "demo-app-secret"}, **knobs)
 
     # ---------------------------------------------------------------- framework hooks
     def reset_state(self) -> None:
+        self.pending_changes = []
         self.by_number.clear()
         self.activations.clear()
         self.ip_batches: dict[str, dict] = {}
@@ -198,6 +210,11 @@ class TelegenceSimulator(SimulatedCarrier):
             return self._activation_json(record)
 
     def add_control_routes(self, router: APIRouter) -> None:
+        @router.get("/pending_changes")
+        async def pending_changes():
+            with self.lock:
+                return [dict(c) for c in self.pending_changes]
+
         @router.get("/activations")
         async def activations():
             self.run_due()
@@ -243,6 +260,13 @@ class TelegenceSimulator(SimulatedCarrier):
             effective = body.get("effectiveDate")
             if effective is not None and not (isinstance(effective, str) and DATE_RE.match(effective)):
                 raise self.error(400, f"effectiveDate must be yyyy-MM-dd, got {effective!r}")
+        effective = body.get("effectiveDate")
+        starts = None
+        if isinstance(effective, str) and DATE_RE.match(effective):
+            try:
+                starts = _day_start(effective)
+            except ValueError:
+                raise self.error(400, f"effectiveDate {effective!r} is not a date") from None
         try:
             changes = characteristics(body["serviceCharacteristic"])
         except ValueError as exc:
@@ -256,12 +280,25 @@ class TelegenceSimulator(SimulatedCarrier):
                 raise self.error(400, f"Invalid subscriberStatus {target!r}")
             if target not in ALLOWED[dev["subscriberStatus"]]:
                 raise self.error(400, f"subscriberStatus cannot change from {dev['subscriberStatus']} to {target}")
-            if target != dev["subscriberStatus"]:
+
+        def apply() -> None:
+            if target is not None and target != dev["subscriberStatus"]:
+                if target not in ALLOWED[dev["subscriberStatus"]]:
+                    return  # the line changed meanwhile (a scheduled change lands on the line as it is then)
                 dev["statusEffectiveDate"] = body.get("effectiveDate") or _today()
-        for k, v in changes.items():
-            if k == "reasonCode":
-                continue
-            dev[k] = v if v is None else str(v)
+            for k, v in changes.items():
+                if k == "reasonCode":
+                    continue
+                dev[k] = v if v is None else str(v)
+
+        if starts is not None and starts > time.time() and self.knobs.schedule_future_dates:
+            # a future effectiveDate: the change takes effect at 00:00 UTC of that date; the answer is the
+            # line as it is until then (assumed: AT&T does not say in which zone its dates are read)
+            self.pending_changes.append({"subscriberNumber": dev.get("msisdn"), "effectiveDate": effective,
+                                         "changes": {k: v for k, v in changes.items()}})
+            self.schedule_at(starts, apply)
+            return self._line_json(dev)
+        apply()
         return self._line_json(dev)
 
     def _list(self, call: Call):

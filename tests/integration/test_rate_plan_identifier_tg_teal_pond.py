@@ -2,6 +2,7 @@
 the core against the simulators over HTTP: carrier state, Device rows, log rows, rejections with
 reasons and no second carrier call for a retried device."""
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, update
@@ -80,11 +81,12 @@ def tg_fleet(engine, control, n, start):
 
 
 def test_telegence_rate_plan(amop_engine, tg, tg_client):
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")  # in effect at once (a later date is scheduled)
     iccids, numbers = tg_fleet(amop_engine, tg, 30, 61_000)
     with amop_engine.begin() as conn:  # a device without a line number is refused before any call
         conn.execute(update(t.mobility_device).where(t.mobility_device.c.ICCID == iccids[-1]).values(MSISDN=None))
     rows = [{"ICCID": i, "MSISDN": numbers[i] if n % 2 else None,
-             "ChangeRequest": {"CarrierRatePlan": "IOTSOC9" if n % 3 else "IOTSOC7", "EffectiveDate": "2026-12-01"}}
+             "ChangeRequest": {"CarrierRatePlan": "IOTSOC9" if n % 3 else "IOTSOC7", "EffectiveDate": today}}
             for n, i in enumerate(iccids[:-1])]
     rows.append({"ICCID": iccids[-1], "ChangeRequest": {"CarrierRatePlan": "IOTSOC9"}})
     rows.append({"ICCID": seed.make_iccid(61_900), "ChangeRequest": {}})
@@ -101,7 +103,7 @@ def test_telegence_rate_plan(amop_engine, tg, tg_client):
     assert devices[iccids[-1]].CarrierRatePlan == "IOTSOC1"
     assert "not found for service provider 6" in dcs[seed.make_iccid(61_900)].StatusDetails
     patch = tg.calls(method="PATCH", iccid=iccids[0])[0]
-    assert patch["body"]["effectiveDate"] == "2026-12-01"
+    assert patch["body"]["effectiveDate"] == today
     assert logs_of(amop_engine, t.device_bulk_change_log.c.MobilityDeviceChangeId, dcs[iccids[0]].Id) == [
         "Update Telegence Rate Plan: Telegence API"]
     # a retried device (left PROCESSING) whose line already has the plan is read, not patched again
@@ -112,6 +114,48 @@ def test_telegence_rate_plan(amop_engine, tg, tg_client):
     processing.process_batch(amop_engine, bulk_id, [dcs[iccids[1]].Id], client=tg_client)
     assert len(tg.calls(method="PATCH")) == before
     assert rows_of(amop_engine, t.mobility_device_change)[iccids[1]].Status == "PROCESSED"
+
+
+def test_telegence_future_dated_change_across_midnight_utc_lands_on_its_utc_day(amop_engine, tg, tg_client,
+                                                                                monkeypatch):
+    """A future-dated plan change written in a +05:00 and a -08:00 zone, its local date on the other side
+    of midnight UTC: Telegence takes a date only, so the pipeline sends the UTC day of the instant (not the
+    local one); the carrier keeps the line as it is until 00:00 UTC of that day and applies it then, and the
+    device change settles once our clock passes it too (both clocks moved, no sleep)."""
+    from bulkchange.changes import carrier_rate_plan_telegence_teal_pond as handlers
+
+    iccids, numbers = tg_fleet(amop_engine, tg, 2, 61_500)
+    base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
+    cases = {iccids[0]: ((base + timedelta(days=2)).replace(hour=22), timezone(timedelta(hours=5))),  # local: next day
+             iccids[1]: ((base + timedelta(days=4)).replace(hour=0), timezone(timedelta(hours=-8)))}  # local: day before
+    rows = []
+    for iccid, (when, zone) in cases.items():
+        local = when.astimezone(zone)
+        assert local.date() != when.date()
+        rows.append({"ICCID": iccid, "ChangeRequest": {"CarrierRatePlan": "IOTSOC9", "EffectiveDate": local.isoformat()}})
+    bulk_id = add_bulk(amop_engine, 6, RATE, rows, portal_type=2)
+    out = run(amop_engine, bulk_id, tg_client)
+    assert out["status"] == "WAITING_FOR_CARRIER" and out["counts"] == {"PENDING_CARRIER": 2}
+    for iccid, (when, _) in cases.items():
+        [patch] = tg.calls(method="PATCH", iccid=iccid)
+        assert patch["body"]["effectiveDate"] == when.strftime("%Y-%m-%d")  # the UTC day, not the local one
+        assert characteristic(tg_client.get_service(numbers[iccid]), "singleUserCode") == "IOTSOC1"
+    assert len(tg.request("GET", "/pending_changes")) == 2
+    for iccid, (when, _) in sorted(cases.items(), key=lambda kv: kv[1][0]):
+        day_start = when.replace(hour=0, minute=0)
+        ahead = (day_start - datetime.now(timezone.utc)).total_seconds()
+        assert tg.run_scheduled(ahead - 600) == 0  # ten minutes before 00:00 UTC of its day: nothing lands
+        assert characteristic(tg_client.get_service(numbers[iccid]), "singleUserCode") == "IOTSOC1"
+        assert tg.run_scheduled(ahead + 600) == 1  # ten minutes after: this line's change (only) lands
+        assert characteristic(tg_client.get_service(numbers[iccid]), "singleUserCode") == "IOTSOC9"
+        naive = day_start.replace(tzinfo=None)
+        monkeypatch.setattr(handlers, "utcnow", lambda: naive - timedelta(minutes=10))
+        assert reconcile.settle_bulk(amop_engine, bulk_id, tg_client, max_checks=2).settled == {}
+        monkeypatch.setattr(handlers, "utcnow", lambda: naive + timedelta(minutes=10))
+        reconcile.settle_bulk(amop_engine, bulk_id, tg_client, max_checks=2)
+        assert rows_of(amop_engine, t.mobility_device_change)[iccid].Status == "PROCESSED"
+        assert rows_of(amop_engine, t.device)[iccid].CarrierRatePlan == "IOTSOC9"
+    assert {r.Status for r in rows_of(amop_engine, t.mobility_device_change).values()} == {"PROCESSED"}
 
 
 def test_telegence_imei_and_sim_change(amop_engine, tg, tg_client):

@@ -92,6 +92,29 @@ def test_unknown_fields_bad_dates_and_content_types_are_refused(api, tg):
     assert api("PATCH", path, data=_json.dumps(status_a), headers={"Content-Type": "text/plain"}).status_code == 200
 
 
+def test_a_future_effective_date_takes_effect_at_the_start_of_its_utc_day(api, tg):
+    from datetime import datetime, timedelta, timezone
+
+    path = f"{LINECONFIG}/{LINES[3]['msisdn']}"
+    soc = {"serviceCharacteristic": [{"name": "singleUserCode", "value": "IOTSOC9"}]}
+    r = api("PATCH", path, json={**soc, "effectiveDate": "2030-02-30"})  # the shape, but no such day
+    assert r.status_code == 400 and "is not a date" in r.json()["description"]
+    now = datetime.now(timezone.utc)
+    later = (now + timedelta(days=2)).strftime("%Y-%m-%d")
+    r = api("PATCH", path, json={**soc, "effectiveDate": later})
+    assert r.status_code == 200 and chars(r.json())["singleUserCode"] == "IOTSOC1"  # the line as it is until then
+    assert [c["effectiveDate"] for c in tg.request("GET", "/pending_changes")] == [later]
+    start = datetime.fromisoformat(later).replace(tzinfo=timezone.utc)
+    assert tg.run_scheduled((start - now).total_seconds() - 60) == 0
+    assert chars(api("GET", path).json())["singleUserCode"] == "IOTSOC1"
+    assert tg.run_scheduled((start - now).total_seconds() + 60) == 1
+    assert chars(api("GET", path).json())["singleUserCode"] == "IOTSOC9"
+    today = now.strftime("%Y-%m-%d")  # today: at once
+    r = api("PATCH", path, json={"effectiveDate": today, "serviceCharacteristic": [
+        {"name": "singleUserCode", "value": "IOTSOC7"}]})
+    assert chars(r.json())["singleUserCode"] == "IOTSOC7"
+
+
 def test_unknown_line_is_the_documented_404(api, tg):
     r = api("GET", f"{LINECONFIG}/19999999999")
     assert r.status_code == 404 and r.json()["description"] == "/service/"

@@ -4,11 +4,12 @@
 ``DeviceResult.device_updates``, so the device's status and LastStatusChange stay as they are).
 
 * **Telegence**: ``PATCH`` of the line (by its MSISDN) with ``effectiveDate`` (``EffectiveDate``,
-  default today, ``yyyy-MM-dd``) and the characteristic ``singleUserCode`` = ``CarrierRatePlan``
-  (the plan SOC). Confirmed when the carrier's answer shows the new SOC: PROCESSED in the batch. A
-  device left in flight is read first and not patched again when the line already has the SOC.
-  **Assumed**: the line answers with the new SOC at once even for a future effective date (the API
-  does not say when a future-dated SOC appears on the line).
+  default today, ``yyyy-MM-dd`` of its UTC instant) and the characteristic ``singleUserCode`` =
+  ``CarrierRatePlan`` (the plan SOC). Confirmed when the carrier's answer shows the new SOC: PROCESSED
+  in the batch. A device left in flight is read first and not patched again when the line already has
+  the SOC. A date after today (UTC) waits as PENDING_CARRIER (``scheduled:<date>``) and ``check_telegence``
+  reads the line from 00:00 UTC of that date. **Assumed**: Telegence reads the date as a UTC day and the
+  SOC appears on the line when it starts (the API does not say).
 * **Teal**: ``POST /esims/assign-plan`` with ``{eid, planUuid}`` (``PlanUuid``; the EID from the
   device change or ``Device.EID``); asynchronous: the device change waits as PENDING_CARRIER with
   our requestId and reconciliation (``check_teal``) settles it from the operation result (Teal's
@@ -72,18 +73,51 @@ class TelegenceCarrierRatePlan(ChangeHandler):
         assert device is not None
         plan, number = _text(request.CarrierRatePlan), device.msisdn  # the tenant's row (tenancy)
         when: datetime = request.EffectiveDate or utcnow()
+        day = telegence_day(when)
+        future = day > telegence_day(utcnow())
         try:
             if verify_first and characteristic(self.client.get_service(number, log=log), "singleUserCode") == plan:
                 return _done(dc, device, plan, f"singleUserCode {plan} found on {number} after an interrupted attempt")
-            answer = self.client.update_service(number, {"singleUserCode": plan}, log=log,
-                                                effective_date=when.strftime("%Y-%m-%d"),
+            answer = self.client.update_service(number, {"singleUserCode": plan}, log=log, effective_date=day,
                                                 description="Update Telegence Rate Plan: Telegence API")
+            if future:
+                return DeviceResult(status=DeviceChangeStatus.PENDING_CARRIER, carrier_request_id=f"scheduled:{day}",
+                                    details=f"singleUserCode {plan} of {number} scheduled at the carrier for {day} "
+                                            f"(UTC day of {when.isoformat()} UTC); the device is updated once the "
+                                            "line shows it", **_base(dc, device))
             now = characteristic(answer, "singleUserCode")
             if now != plan:
                 raise TransientError(f"Telegence answered without singleUserCode {plan} for {number} (got {now!r})")
         except CarrierError as exc:
             return failed_result(dc, device, exc, f"Update Telegence Rate Plan of {number} to {plan}")
         return _done(dc, device, plan, f"singleUserCode of {number} is {plan} from {when:%Y-%m-%d}")
+
+
+def telegence_day(when: datetime) -> str:
+    """``effectiveDate`` of a Telegence PATCH: the ``yyyy-MM-dd`` date of the UTC instant (the model keeps
+    dates in UTC; an EffectiveDate written with an offset is its UTC day, not its local one). Telegence
+    publishes a date only; the simulator reads it as a UTC day starting at 00:00 UTC (assumed)."""
+    return when.strftime("%Y-%m-%d")
+
+
+def check_telegence(client: Any, w) -> DeviceResult | str:
+    """A future-dated Telegence plan change: not due before 00:00 UTC of its date; then the line must
+    show the SOC (``reconcile.WaitingCheck``)."""
+    from bulkchange.reconcile import NotDue
+
+    plan = _text(w.request.CarrierRatePlan)
+    day = (w.dc.carrier_request_id or "").split(":", 1)[-1]
+    if day > telegence_day(utcnow()):
+        return NotDue(f"singleUserCode {plan} is scheduled for {day} (UTC)")
+    number = w.device.msisdn if w.device is not None else None
+    if not number:
+        return w.result(DeviceChangeStatus.API_FAILED, "the line's subscriber number is gone; cannot check the "
+                                                       f"scheduled singleUserCode {plan}")
+    now = characteristic(client.get_service(number, log=w.log), "singleUserCode")
+    if now == plan:
+        return w.result(DeviceChangeStatus.PROCESSED, device_updates={"CarrierRatePlan": plan},
+                        details=f"scheduled singleUserCode {plan} in effect on {number} (checked on or after {day})")
+    return f"scheduled singleUserCode {plan} not on {number} yet (it shows {now!r})"
 
 
 # -- Teal ------------------------------------------------------------------------------------------

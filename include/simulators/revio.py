@@ -38,7 +38,7 @@ import itertools
 import time
 from collections import defaultdict, deque
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -62,6 +62,18 @@ FINAL_PRODUCT_STATUSES = ("DISCONNECTED", "DENIED")
 PATCH_OP_FIELDS = frozenset({"op", "path", "value", "from"})
 INT_FIELDS = frozenset({"customer_id", "provider_id", "service_type_id", "package_id", "usage_plan_group_id",
                         "address_id", "product_id", "service_id", "quantity"})
+
+
+def _real_date(text: str) -> bool:
+    """The date (or date-time with its offset) exists: ``2026-02-30`` or ``T25:00`` do not."""
+    try:
+        if len(text) <= 11:
+            date.fromisoformat(text[:10])
+        else:
+            datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return False
+    return True
 
 
 def revio_ts(epoch: float | None = None) -> str:
@@ -255,7 +267,7 @@ class RevioSimulator(SimulatedCarrier):
                     isinstance(v, bool) or not isinstance(v, int)):
                 raise self.error(400, f"{k} must be an integer", "400")
             if k in DATE_FIELDS and v is not None and self.knobs.strict_dates and not (
-                    isinstance(v, str) and DATE_RE.match(v)):
+                    isinstance(v, str) and DATE_RE.match(v) and _real_date(v)):
                 raise self.error(400, f"{k} must be a date (yyyy-MM-dd) or an ISO date-time with an offset, "
                                       f"got {v!r}", "400")
             if k in INT_FIELDS and v is not None:

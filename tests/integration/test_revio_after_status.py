@@ -237,6 +237,43 @@ def test_unusable_rev_block_is_rejected_before_the_carrier_call(amop_engine, fle
     assert jasper.calls(method="PUT") == [] and revio.calls() == []
 
 
+def test_rev_io_dates_are_the_utc_day_of_their_instant_across_midnight_utc(amop_engine, fleet_factory, make_client,
+                                                                          make_revio, jasper, revio):
+    """EffectiveDate / ActivatedDate written in a +05:00 and a -08:00 zone, their local date on the other side
+    of midnight UTC: Rev.io gets the UTC day in AMOP's form (``yyyy-MM-ddZ``), not the local date and not
+    the text as typed; a date that does not exist is refused before the carrier call."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    fleet = fleet_factory(3)
+    base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0) + timedelta(days=2)
+    cases = {fleet.iccids[0]: (base.replace(hour=22), timezone(timedelta(hours=5))),   # local: the next day
+             fleet.iccids[1]: (base.replace(hour=0), timezone(timedelta(hours=-8)))}   # local: the day before
+    bulk_id = fleet.bulk("Suspend", iccids=[])
+    rows = []
+    for iccid, (when, zone) in cases.items():
+        local = when.astimezone(zone)
+        assert local.date() != when.date()
+        rows.append((iccid, {**REV_SERVICE, "Prorate": True, "EffectiveDate": local.isoformat(),
+                             "ActivatedDate": local.isoformat()}))
+    rows.append((fleet.iccids[2], {**REV_SERVICE, "Prorate": True, "EffectiveDate": "2026-02-30"}))
+    with amop_engine.begin() as conn:
+        conn.execute(t.m2m_device_change.insert(), [
+            {"BulkChangeId": bulk_id, "ICCID": i, "Status": "NEW", "IsProcessed": False, "ServiceProviderId": 1,
+             "TenantId": 1, "ChangeRequest": json.dumps({"UpdateStatus": "Suspend", "RevService": block})}
+            for i, block in rows])
+    summary = run_all(amop_engine, bulk_id, make_client(), make_revio())
+    assert summary["counts"] == {"PROCESSED": 2, "ERROR": 1}
+    _, _, changes, _ = stored(amop_engine)
+    assert "EffectiveDate '2026-02-30' is not a date" in changes[fleet.iccids[2]].StatusDetails
+    assert jasper.calls(method="PUT", iccid=fleet.iccids[2]) == []
+    by_iccid = {s["number2"]: s for s in revio.request("GET", "/services")}
+    assert set(by_iccid) == set(cases)
+    for iccid, (when, _) in cases.items():
+        day = when.strftime("%Y-%m-%dZ")
+        assert (by_iccid[iccid]["effective_date"], by_iccid[iccid]["activated_date"]) == (day, day)
+
+
 # --- asynchronous carriers: the Rev.io step runs when reconciliation settles the device ---------------
 from tests.integration.test_thingspace_status_update import (  # noqa: E402  (fixtures ts, ts_client)
     bulk as ts_bulk,

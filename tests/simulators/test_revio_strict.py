@@ -24,7 +24,7 @@ def test_unknown_fields_types_dates_and_media_types_are_refused(simulator, revio
             400, "iccid")
     refused(requests.post(f"{root}/Services", json={**service, "provider_id": "2"}, headers=headers(), timeout=10),
             400, "provider_id must be an integer")
-    for when in ("30/11/2026", "2026-11-30T10:00:00", "2026-11-30 10:00"):
+    for when in ("30/11/2026", "2026-11-30T10:00:00", "2026-11-30 10:00", "2026-02-30Z", "2026-11-30T25:00:00Z"):
         refused(requests.post(f"{root}/Services", json={**service, "effective_date": when}, headers=headers(),
                               timeout=10), 400, "effective_date")
     refused(requests.post(f"{root}/Services", data=json.dumps(service), timeout=10,

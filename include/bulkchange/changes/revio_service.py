@@ -84,6 +84,27 @@ class RevPlan:
     products: list[tuple[int, Decimal | None]] = field(default_factory=list)
 
 
+def rev_date(value: Any, name: str) -> str | None:
+    """A Rev.io date as AMOP sends it, ``yyyy-MM-ddZ``: the UTC day of the value. The value is a date
+    (``yyyy-MM-dd``, optionally ``Z``) or a date-time; a date-time with an offset is converted to UTC first
+    (its local date may be the day before or after), one without is taken as UTC (as every EffectiveDate
+    of the pipeline). Anything else is a RuleError before any carrier call."""
+    from datetime import date, datetime, timezone
+
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    try:
+        if len(text) in (10, 11) and text[:10].count("-") == 2 and text[10:] in ("", "Z"):
+            day = date.fromisoformat(text[:10])
+        else:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+            day = (when.astimezone(timezone.utc) if when.tzinfo else when).date()
+    except ValueError:
+        raise RuleError(f"Rev.io {name} {text!r} is not a date (yyyy-MM-dd) or an ISO date-time") from None
+    return f"{day.isoformat()}Z"
+
+
 def rev_plan(request: StatusUpdateRequest) -> RevPlan | None:
     """The Rev.io work a request asks for, None when it asks for none; RuleError when it is unusable."""
     blocks = [b for b in (request.RevService, request.RevServiceProductCreateModel) if b]
@@ -131,8 +152,8 @@ def rev_plan(request: StatusUpdateRequest) -> RevPlan | None:
         package_id=_as_int(first("RevPackageId", "PackageId"), "package id"),
         number=str(first("Number", "ServiceNumber")) if first("Number", "ServiceNumber") else None,
         description=first("Description"), prorate=prorate,
-        effective_date=str(first("EffectiveDate")) if first("EffectiveDate") else None,
-        activated_date=str(first("ActivatedDate")) if first("ActivatedDate") else None,
+        effective_date=rev_date(first("EffectiveDate"), "EffectiveDate"),
+        activated_date=rev_date(first("ActivatedDate"), "ActivatedDate"),
         integration_authentication_id=_as_int(first("IntegrationAuthenticationId"), "integration authentication id")
         or request.IntegrationAuthenticationId,
         products=products)
@@ -225,7 +246,7 @@ class RevioServiceStep:
                                 "number2": iccid}
         optional = {"service_type_id": plan.service_type_id, "usage_plan_group_id": plan.usage_plan_group_id,
                     "package_id": plan.package_id, "description": plan.description,
-                    "activated_date": plan.activated_date or utcnow().strftime("%Y-%m-%d"),
+                    "activated_date": plan.activated_date or utcnow().strftime("%Y-%m-%dZ"),
                     "effective_date": plan.effective_date if plan.prorate else None}
         body.update({k: v for k, v in optional.items() if v is not None})
         # a retried task may find what its earlier attempt created; a lost answer is looked up by the client

@@ -154,7 +154,7 @@ def test_telegence_future_dated_change_across_midnight_utc_lands_on_its_utc_day(
         monkeypatch.setattr(handlers, "utcnow", lambda: naive + timedelta(minutes=10))
         reconcile.settle_bulk(amop_engine, bulk_id, tg_client, max_checks=2)
         assert rows_of(amop_engine, t.mobility_device_change)[iccid].Status == "PROCESSED"
-        assert rows_of(amop_engine, t.device)[iccid].CarrierRatePlan == "IOTSOC9"
+        assert rows_of(amop_engine, t.mobility_device)[iccid].CarrierRatePlan == "IOTSOC9"
     assert {r.Status for r in rows_of(amop_engine, t.mobility_device_change).values()} == {"PROCESSED"}
 
 

@@ -66,7 +66,8 @@ TELEGENCE_PATHS = {
     "ip_status_path": "/sp/mobility/ipprovisioning/api/v1/provisioning/status",
 }
 TEAL_PATHS = {"enable_path": "/esims/enable", "disable_path": "/esims/disable",
-              "operation_result_path": "/operation-result", "assign_plan_path": "/esims/assign-plan"}
+              "operation_result_path": "/operation-result", "assign_plan_path": "/esims/assign-plan",
+              "plans_path": "/plans"}
 POND_PATHS = {
     "sim_path": "/{distributor_id}/sims/{iccid}",
     "packages_path": "/{distributor_id}/sims/{iccid}/packages",

@@ -285,6 +285,33 @@ def test_pond_rate_plan_package_flow_without_touching_services(amop_engine, simu
     client.close()
 
 
+def test_pond_package_type_the_distributor_cannot_add_is_refused_before_any_call(amop_engine, simulator):
+    """A package type POND does not list as ACTIVE for the distributor is refused at validation,
+    with the valid ids in the reason, and nothing is sent for that device."""
+    pond = simulator.control("pond")
+    pond.reset()
+    simulator.set_account("pond", POND_USER, POND_SECRET)
+    iccids = [seed.make_iccid(64_100 + i) for i in range(2)]
+    pond.seed_devices([{"iccid": i, "serviceStatus": "ENABLED",
+                        "packages": [{"packageTypeId": "101", "status": "ACTIVE"}]} for i in iccids])
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=13, name="pond", integration=Integration.POND, tenant_id=1)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVE", "CarrierRatePlan": "101"} for i in iccids],
+                         sp_id=13, tenant_id=1)
+    client = build_client(Integration.POND, CarrierSettings(simulator.url_for("pond"), POND_USER, POND_SECRET,
+                                                            {"distributor_id": "1001"}), policy=policy())
+    bulk_id = add_bulk(amop_engine, 13, RATE, [{"ICCID": iccids[0], "ChangeRequest": {"RatePlanId": 999}},
+                                               {"ICCID": iccids[1], "ChangeRequest": {"RatePlanId": 103}}])
+    out = run(amop_engine, bulk_id, client)
+    client.close()
+    changes = {r.ICCID: r for r in rows_of(amop_engine, t.m2m_device_change).values()}
+    assert changes[iccids[0]].Status == "ERROR"
+    assert "'999'" in changes[iccids[0]].StatusDetails and "101, 102, 103" in changes[iccids[0]].StatusDetails
+    assert changes[iccids[1]].Status == "PROCESSED" and out["status"] == "PROCESSED_WITH_ERRORS"
+    assert pond.calls(path_contains=iccids[0]) == []  # nothing sent for the refused device
+    assert [p["packageTypeId"] for p in pond.device(iccids[1])["packages"] if p["status"] == "ACTIVE"] == ["103"]
+
+
 def test_a_plan_change_keeps_the_last_status_change(amop_engine, tg, tg_client):
     """A result that changes the plan but not the status leaves Device.LastStatusChange as it was."""
     from datetime import datetime

@@ -71,6 +71,12 @@ class PondClient(HttpCarrierClient):
         types = body.get("packageTypes") if isinstance(body, dict) else body
         return [p for p in types or [] if isinstance(p, dict)]
 
+    def package_type_ids(self) -> list[str]:
+        """The ids of the package types the distributor can add now (status ACTIVE): what a rate
+        plan change may name."""
+        return sorted({str(p["packageTypeId"]) for p in self.package_types()
+                       if p.get("packageTypeId") is not None and str(p.get("status") or "ACTIVE").upper() == "ACTIVE"})
+
     def get_packages(self, iccid: str, *, log: CallLog | None = None) -> list[dict]:
         body = self._call("GET", self._path("packages_path", iccid=iccid), description="Get Pond Packages: Pond API",
                           log=log) or {}

@@ -74,7 +74,7 @@ class CarrierPlanCheck:
     """A plan name checked against the carrier account's published plan listing before any change
     call: the listing is read once per handler (``client.<plan_lister>()``, the names); without a
     client (``prepare``) or when the listing fails, the carrier's own check still refuses an unknown
-    plan (the failure is logged). Used by the Jasper, ThingSpace and Teal rate plan changes."""
+    plan (the failure is logged). Used by the Jasper, ThingSpace, Teal and POND rate plan changes."""
 
     plan_lister = ""  # the client method listing the account's plan names
     plan_field = "CarrierRatePlan"

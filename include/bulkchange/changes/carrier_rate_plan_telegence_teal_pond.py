@@ -193,8 +193,10 @@ class _PackagesOnly:
         return getattr(self._client, name)
 
 
-class PondCarrierRatePlan(PondStatusUpdate):
+class PondCarrierRatePlan(CarrierPlanCheck, PondStatusUpdate):
     request_model = CarrierRatePlanChangeRequest
+    plan_lister = "package_type_ids"  # GET /{distributorId}/package-types, the ACTIVE ones
+    plan_field = "RatePlanId (POND package type)"
 
     def __init__(self, bulk, client, context):
         super().__init__(bulk, client, context)
@@ -209,6 +211,7 @@ class PondCarrierRatePlan(PondStatusUpdate):
             raise RuleError(device_not_found(dc, self.bulk))
         if not self.package_type(request):
             raise RuleError("RatePlanId (the POND package type) or CarrierRatePlan is required")
+        self._check_carrier_plan(self.package_type(request))
 
     def apply(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None, *,
               verify_first: bool, log: CallLog) -> DeviceResult:

@@ -18,7 +18,7 @@ from bulkchange.carriers.jasper import JasperClient
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.db.connect import make_engine
-from bulkchange.db.schema import create_schema
+from bulkchange.db.seed import create_schema
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.models import ChangeType, Integration
 from simulators.client import SimulatorControl

@@ -33,7 +33,7 @@ from sqlalchemy import event  # noqa: E402
 from sqlalchemy.sql.elements import ClauseElement  # noqa: E402
 
 from bulkchange.db.connect import make_engine  # noqa: E402
-from bulkchange.db.schema import create_schema  # noqa: E402
+from bulkchange.db.seed import create_schema  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("BULKCHANGE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

@@ -5,17 +5,18 @@ outbox, in the same transaction as the change (``repository.set_bulk_status`` an
 ``claim_bulk_change``): a webhook POST for every change (the legacy "ADM webhook", but one message
 per status change instead of the first 100 rows on every pass) and a completion summary email
 when the status is final (plus, for EditUsernameCostCenter, the username-updated report,
-``changes.edit_username.username_report_email``). ``dispatch`` sends what is pending: whichever process runs it first
-(the processing run's finalize, the reconciliation run) claims each row with one conditional
-UPDATE, so each notification goes out once even when both places roll the same bulk change up.
+``username_report_email``). ``dispatch`` sends what is pending: whichever process runs it
+first (the processing run's finalize, the reconciliation run) claims each row with one
+conditional UPDATE, so each notification goes out once even when both places roll the same bulk
+change up.
 
 A failed send never fails the bulk change: the row goes back to PENDING with the error and is
 retried by the next ``dispatch`` (up to ``max_rounds``), then FAILED. A bulk change's webhooks
 are sent in order: one that failed holds back that bulk change's later ones in the same round.
 
-This module builds the content (failure email, completion summary, webhook payload) and posts
-webhooks with ``requests``; the Airflow side (``bulkchange_plugins.notifiers``) picks the email
-backend (SMTP or SES) and the webhook connection.
+This module builds the content (failure email, completion summary, username report, webhook
+payload) and posts webhooks with ``requests``; the Airflow side (``bulkchange_plugins.notifiers``)
+picks the email backend (SMTP or SES) and the webhook connection.
 
 Assumed (the legacy AdmWebhookService is not public): the webhook body is the JSON documented in
 ``webhook_payload``; the receiver answers 2xx on success; 5xx, 408, 425, 429, timeouts and
@@ -26,6 +27,7 @@ was lost.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,13 +35,21 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 import requests
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bulkchange.carriers.base import CarrierError, NextStep, TransientError, classify_response, next_step
 from bulkchange.db import repository as repo
 from bulkchange.engine import CallPolicy, RetryPolicy
-from bulkchange.models import FAILED_DEVICE_STATUSES, BulkChange, PortalType, utcnow
-from bulkchange.sanitize import sanitize_text, sanitize_value
+from bulkchange.models import (
+    FAILED_DEVICE_STATUSES,
+    BulkChange,
+    DeviceChangeStatus,
+    EditUsernameRequest,
+    PortalType,
+    utcnow,
+)
+from bulkchange.sanitize import mask_name, sanitize_text, sanitize_value
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +173,36 @@ def summary_email(ctx: BulkContext, status: str | None = None, *, run_url: str |
     if run_url:
         parts.append(f'<p><a href="{_e(run_url)}">Open the run</a></p>')
     return subject, "".join(parts)
+
+
+def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500) -> tuple[str, str]:
+    """(subject, html) of the username-updated report (legacy "Username Update Report"): the devices
+    whose username or cost centers this bulk change set, with the new values."""
+    tbl = repo.change_table(bulk.portal_type)
+    applied = [DeviceChangeStatus.PROCESSED.value, DeviceChangeStatus.REV_IO_FAILED.value]
+    with engine.connect() as conn:
+        rows = conn.execute(select(tbl.c.ICCID, tbl.c.MSISDN, tbl.c.ChangeRequest, tbl.c.Status, tbl.c.ProcessedDate)
+                            .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(applied))
+                            .order_by(tbl.c.Id)).all()
+    lines = []
+    for iccid, msisdn, raw, status, when in rows[:max_rows]:
+        try:
+            req = EditUsernameRequest.model_validate(json.loads(raw) if raw else {})
+        except ValueError:
+            continue
+        centers = ", ".join(f"{k}={v}" for k, v in req.cost_centers().items()) if status == "PROCESSED" else \
+            "(Rev.io failed)"
+        lines.append(f"<tr><td>{_e(iccid)}</td><td>{_e(msisdn or '')}</td><td>{_e(mask_name(req.ContactName))}</td>"
+                     f"<td>{_e(centers)}</td><td>{_e(when or '')}</td></tr>")
+    subject = (f"{SUBJECT_PREFIX} Username Update Report: bulk change {bulk.id}, {len(rows)} device(s) on "
+               f"{bulk.integration.value}")
+    more = f"<p>First {max_rows} of {len(rows)} shown.</p>" if len(rows) > max_rows else ""
+    body = (f"<h3>Username Update Report, bulk change {bulk.id}</h3>"
+            f"<p>Service provider {_e(bulk.service_provider_name)} ({bulk.service_provider_id}), tenant "
+            f"{bulk.tenant_id}, changed by {_e(bulk.created_by or '')}.</p>"
+            "<table border='1' cellpadding='4'><tr><th>ICCID</th><th>MSISDN</th><th>New username</th>"
+            f"<th>Cost centers</th><th>Date</th></tr>{''.join(lines)}</table>{more}")
+    return subject, body
 
 
 # --- webhook -------------------------------------------------------------------------------------
@@ -295,8 +335,6 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
             if n.channel == repo.NOTIFY_WEBHOOK:
                 webhook.send(sanitize_value(webhook_payload(ctx, n)), notification_id=n.id)
             elif n.channel == repo.NOTIFY_USERNAME:  # EditUsernameCostCenter's username-updated report
-                from bulkchange.changes.edit_username import username_report_email
-
                 subject, body = username_report_email(engine, ctx.bulk)
                 send_email(list(recipients), subject, body)
             else:

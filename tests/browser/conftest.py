@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from bulkchange.db.connect import make_engine
-from bulkchange.db.schema import create_schema
+from bulkchange.db.seed import create_schema
 from tests.conftest import IN_CI
 from tests.scheduler.conftest import pg_database  # noqa: F401  (fixture)
 from tests.scheduler.harness import AirflowCluster

@@ -20,6 +20,7 @@ import sqlparse
 from bulkchange.db import migrate
 from bulkchange.db import schema as t
 from bulkchange.db.connect import make_engine
+from bulkchange.db.seed import create_schema
 from tests.conftest import require_pg
 
 
@@ -44,7 +45,7 @@ def test_migrated_database_is_exactly_the_code(empty_engine):
     assert _describe(migrate.differences(empty_engine)) == [], \
         "schema.py has tables/columns/indexes no migration creates: add a revision (docs/database.md)"
     # and create_schema (tests, demo) builds the same database through them
-    t.create_schema(empty_engine)
+    create_schema(empty_engine)
     assert migrate.current(empty_engine) == migrate.head()
 
 
@@ -111,7 +112,7 @@ def test_legacy_database_with_rows_upgrades_to_head_and_back(empty_engine):
     with pytest.raises(migrate.SchemaNotManaged, match="stamp"):
         migrate.upgrade(engine)
     with pytest.raises(migrate.SchemaNotManaged):
-        t.create_schema(engine)
+        create_schema(engine)
 
     migrate.stamp(engine, migrate.BASELINE)
     migrate.upgrade(engine)

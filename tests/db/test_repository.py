@@ -29,7 +29,7 @@ def make_bulk(engine, n=3, status="NEW", sp_id=1, tenant_id=1, process=True):
 
 
 def test_schema_creation_is_idempotent_and_seeds_lookups(amop_engine):
-    from bulkchange.db.schema import create_schema
+    from bulkchange.db.seed import create_schema
     create_schema(amop_engine)  # second time
     with amop_engine.connect() as conn:
         codes = set(conn.execute(select(t.device_change_request_type.c.Code)).scalars())

@@ -33,7 +33,7 @@ from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.db.connect import make_engine
-from bulkchange.db.schema import create_schema
+from bulkchange.db.seed import create_schema
 from bulkchange.models import ChangeType, Integration
 from bulkchange_demo.demo import wait_for
 from simulators.server import SimulatorServer

@@ -35,7 +35,7 @@ the value is there. ThingSpace edits set values, so sending one again is harmles
 **Notification.** Legacy had a "Username Update Report" email (never actually called). Here the
 outbox queues one ``username`` notification when an EditUsernameCostCenter bulk change reaches a
 final status (``repository.record_status_change``), and ``notify.dispatch`` mails
-``username_report_email`` (the devices and their new values) to the summary recipients.
+``notify.username_report_email`` (the devices and their new values) to the summary recipients.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError, PermanentError, TransientError
 from bulkchange.carriers.revio import field_index
@@ -101,38 +101,6 @@ def device_updates(request: EditUsernameRequest, *, username: bool = True, cost_
     if cost_centers:
         out.update(request.cost_centers())
     return out
-
-
-def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500) -> tuple[str, str]:
-    """(subject, html) of the username-updated report (legacy "Username Update Report"): the devices
-    whose username or cost centers this bulk change set, with the new values."""
-    from bulkchange.notify import SUBJECT_PREFIX, _e
-
-    tbl = repo.change_table(bulk.portal_type)
-    applied = [DeviceChangeStatus.PROCESSED.value, DeviceChangeStatus.REV_IO_FAILED.value]
-    with engine.connect() as conn:
-        rows = conn.execute(select(tbl.c.ICCID, tbl.c.MSISDN, tbl.c.ChangeRequest, tbl.c.Status, tbl.c.ProcessedDate)
-                            .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(applied))
-                            .order_by(tbl.c.Id)).all()
-    lines = []
-    for iccid, msisdn, raw, status, when in rows[:max_rows]:
-        try:
-            req = EditUsernameRequest.model_validate(json.loads(raw) if raw else {})
-        except ValueError:
-            continue
-        centers = ", ".join(f"{k}={v}" for k, v in req.cost_centers().items()) if status == "PROCESSED" else \
-            "(Rev.io failed)"
-        lines.append(f"<tr><td>{_e(iccid)}</td><td>{_e(msisdn or '')}</td><td>{_e(mask_name(req.ContactName))}</td>"
-                     f"<td>{_e(centers)}</td><td>{_e(when or '')}</td></tr>")
-    subject = (f"{SUBJECT_PREFIX} Username Update Report: bulk change {bulk.id}, {len(rows)} device(s) on "
-               f"{bulk.integration.value}")
-    more = f"<p>First {max_rows} of {len(rows)} shown.</p>" if len(rows) > max_rows else ""
-    body = (f"<h3>Username Update Report, bulk change {bulk.id}</h3>"
-            f"<p>Service provider {_e(bulk.service_provider_name)} ({bulk.service_provider_id}), tenant "
-            f"{bulk.tenant_id}, changed by {_e(bulk.created_by or '')}.</p>"
-            "<table border='1' cellpadding='4'><tr><th>ICCID</th><th>MSISDN</th><th>New username</th>"
-            f"<th>Cost centers</th><th>Date</th></tr>{''.join(lines)}</table>{more}")
-    return subject, body
 
 
 class EditUsernameBase(ChangeHandler):

@@ -3,7 +3,7 @@
 The revisions in ``migrations/versions`` are the one description of how the AMOP database gets
 to the shape of ``bulkchange.db.schema``: ``0001_legacy_baseline`` is the legacy tables as
 production already has them (stamped there, created on a development database), each later
-revision one group of our additions, each with a downgrade. ``create_schema`` (tests, the demo,
+revision one group of our additions, each with a downgrade. ``seed.create_schema`` (tests, the demo,
 the benchmarks) builds a database by running them; ``tests/db/test_migrations.py`` fails when
 ``schema.py`` has a table, column or index no revision creates.
 
@@ -23,6 +23,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
 
+from bulkchange.db.schema import metadata
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Our own version table: the AMOP server may also hold Airflow's metadata (alembic_version)
 VERSION_TABLE = "BulkChangeSchemaVersion"
@@ -36,7 +38,6 @@ class SchemaNotManaged(RuntimeError):
 def include_name(name: str | None, type_: str, parent_names: dict) -> bool:
     """Compare and migrate only our tables: production has many more, which are not ours to judge."""
     if type_ == "table":
-        from bulkchange.db.schema import metadata
         return name in metadata.tables
     return True
 
@@ -115,8 +116,6 @@ def differences(bind: Engine | Connection, *, database_extras: bool = True) -> l
 
     ``database_extras=False`` ignores columns/indexes only the database has (a production
     database); the tests keep them, so a revision creating more than the code is caught too."""
-    from bulkchange.db.schema import metadata
-
     def run(conn):
         opts = {"include_name": include_name, "compare_type": True, "version_table": VERSION_TABLE}
         if not database_extras:

@@ -1,8 +1,8 @@
 """AMOP tables as SQLAlchemy Core objects, with the legacy SQL Server names.
 
 Production (SQL Server) already has these tables; the names here must match so the pipeline can
-be pointed at it. ``create_schema`` builds them in an empty development/test database
-(SQLite, PostgreSQL; on SQL Server it is only for a scratch database).
+be pointed at it. ``bulkchange.db.seed.create_schema`` builds them in an empty development/test
+database (SQLite, PostgreSQL; on SQL Server it is only for a scratch database).
 
 Columns we added to the legacy shape are marked ``# added``. Every table, column and index here
 must also be created by a revision in ``migrations/versions`` (``bulkchange.db.migrate``; a test
@@ -469,21 +469,6 @@ rev_customer = Table(  # legacy: the Rev.io customers synced into AMOP, per tena
     Column("IsActive", Boolean, nullable=False, default=True),
     Index("IX_RevCustomer_RevCustomerId", "RevCustomerId"),
 )
-
-
-def create_schema(bind: Engine | Connection) -> None:
-    """Bring a development/test database to the current schema through the migrations (idempotent:
-    an empty database is built from the legacy baseline up, a migrated one upgraded) and seed the
-    lookups. Production is migrated by a DBA instead (docs/database.md)."""
-    from bulkchange.db.migrate import ensure_schema
-    from bulkchange.db.seed import seed_lookups
-
-    ensure_schema(bind)
-    if isinstance(bind, Engine):
-        with bind.begin() as conn:
-            seed_lookups(conn)
-    else:
-        seed_lookups(bind)
 
 
 def drop_schema(bind: Engine | Connection) -> None:

@@ -1,13 +1,17 @@
-"""Lookup rows every AMOP database has, and demo/test data builders."""
+"""A development/test AMOP database: ``create_schema`` (migrated, lookups seeded), the lookup rows
+every AMOP database has, and demo/test data builders."""
 from __future__ import annotations
 
 import json
 from typing import Iterable
 
 from sqlalchemy import insert, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.db import schema as t
+from bulkchange.db.device_status import DEV_DEVICE_STATUSES, device_status_ids
+from bulkchange.db.migrate import ensure_schema
+from bulkchange.db.repository import insert_bulk_change
 from bulkchange.models import CHANGE_TYPE_IDS, INTEGRATION_IDS, ChangeType, Integration, utcnow
 from bulkchange.rules import luhn_check_digit
 
@@ -22,6 +26,18 @@ DISPLAY_NAMES = {
     ChangeType.CHANGE_ICCID_AND_IMEI: "Change ICCID/IMEI",
     ChangeType.EDIT_USERNAME_COST_CENTER: "Edit Username / Cost Center",
 }
+
+
+def create_schema(bind: Engine | Connection) -> None:
+    """Bring a development/test database to the current schema through the migrations (idempotent:
+    an empty database is built from the legacy baseline up, a migrated one upgraded) and seed the
+    lookups. Production is migrated by a DBA instead (docs/database.md)."""
+    ensure_schema(bind)
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            seed_lookups(conn)
+    else:
+        seed_lookups(bind)
 
 
 def seed_lookups(conn: Connection) -> None:
@@ -41,8 +57,6 @@ def seed_lookups(conn: Connection) -> None:
 def seed_device_statuses(conn: Connection) -> None:
     """The DeviceStatus lookup of a development / test database (bulkchange.db.device_status), when
     it has none: production keeps its own rows and ids."""
-    from bulkchange.db.device_status import DEV_DEVICE_STATUSES
-
     if conn.execute(select(t.device_status.c.Id).limit(1)).first() is not None:
         return
     fixed = {i for rows in DEV_DEVICE_STATUSES.values() for _, i in rows if i is not None}
@@ -72,8 +86,6 @@ def add_devices(conn: Connection, devices: Iterable[dict], *, sp_id: int, tenant
     inventory (``MobilityDevice``, with their ``TelegenceDevice`` row when they have a number), every
     other carrier's SIMs in ``Device`` (``mobility`` overrides). ``DeviceStatusId`` is filled from
     ``Status`` (bulkchange.db.device_status). Returns the new rows' ids, in order."""
-    from bulkchange.db.device_status import device_status_ids
-
     now = utcnow()
     integration_id = conn.execute(select(t.service_provider.c.IntegrationId)
                                   .where(t.service_provider.c.Id == sp_id)).scalar_one()
@@ -107,8 +119,6 @@ def add_bulk_change(conn: Connection, *, sp_id: int, tenant_id: int, change_type
     Each request dict carries the identifiers (ICCID, MSISDN, IMEI, EID, DeviceId) and
     ``ChangeRequest`` (a dict, stored as JSON), like the portal writes them.
     """
-    from bulkchange.db.repository import insert_bulk_change
-
     rows = []
     for r in requests:
         cr = r.get("ChangeRequest")

@@ -255,7 +255,10 @@ def test_sigkill_of_a_batch_task_then_airflow_retry(setup):
     puts, half_done, in_flight = _snapshot_at_kill(s, bulk_id, iccids)
     print(f"\nkilled task process {pid} after {puts} of {2 * N} PUTs: {half_done} devices with the rate plan "
           f"changed and not the status, {in_flight} log rows IN_FLIGHT")
-    assert 0 < puts < 2 * N and half_done > 0
+    # mid-batch: calls unanswered at the kill (IN_FLIGHT journal rows), at best devices half done;
+    # the PUTs already on their way while the processes are being killed may land and leave none half
+    # done, and the retry must still neither resend an applied PUT nor lose one
+    assert 0 < puts < 2 * N and (half_done > 0 or in_flight > 0)
 
     _wait_run_end(s, bulk_id, run_id)
     assert _batch_tries(s, run_id) == ("success", 2)  # Airflow's retry finished the batch
@@ -273,7 +276,10 @@ def test_kill_9_of_the_whole_airflow_then_restart(setup):
     puts, half_done, in_flight = _snapshot_at_kill(s, bulk_id, iccids)
     print(f"\nkilled {len(killed)} Airflow processes after {puts} of {2 * N} PUTs: {half_done} devices with "
           f"the rate plan answered and not the status, {in_flight} log rows IN_FLIGHT")
-    assert 0 < puts < 2 * N and half_done > 0
+    # mid-batch: calls unanswered at the kill (IN_FLIGHT journal rows), at best devices half done;
+    # the PUTs already on their way while the processes are being killed may land and leave none half
+    # done, and the retry must still neither resend an applied PUT nor lose one
+    assert 0 < puts < 2 * N and (half_done > 0 or in_flight > 0)
 
     s.cluster.start_core(triggerer=True, suffix="-2")  # the same metadata DB; nothing else done
     _wait_run_end(s, bulk_id, run_id)

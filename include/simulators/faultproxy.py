@@ -215,6 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a gateway would
     _upstream: http.client.HTTPConnection | None = None
     _upstream_used = 0.0
+    _published: dict | None = None  # the request of this connection last recorded
 
     def setup(self) -> None:
         super().setup()
@@ -257,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
                              {"Retry-After": str(proxy.retry_after)})
                 return
             if fault == "drop_before":
-                self._drop()
+                self._drop(entry)
                 return
             try:
                 status, headers, payload = self._forward(body)
@@ -272,11 +273,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault == "garbage":
                 self._answer(entry, 200, payload[: len(payload) // 2] or b"{", {"Content-Type": "application/json"})
             elif fault == "drop_after":
-                self._drop()
+                self._drop(entry)
             else:
                 self._answer(entry, status, payload, headers)
         finally:
-            proxy._record(entry)
+            self._publish(entry)  # paths that ended without an answer (an exception) are recorded too
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         proxy = self.owner
@@ -304,9 +305,17 @@ class _Handler(BaseHTTPRequestHandler):
         kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
         return resp.status, kept, payload
 
+    def _publish(self, entry: dict) -> None:
+        """Record the request once. It is recorded before the client sees any answer (or the drop), so a
+        client that asks ``requests()`` right after its reply always finds its own request there."""
+        if self._published is not entry:
+            self._published = entry
+            self.owner._record(entry)
+
     def _answer(self, entry: dict, status: int, payload: bytes,
                 headers: list[tuple[str, str]] | dict[str, str] | None = None) -> None:
         entry["status"] = status
+        self._publish(entry)
         self.send_response(status)
         items = headers.items() if isinstance(headers, dict) else (headers or [])
         names = set()
@@ -321,8 +330,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         self.wfile.flush()
 
-    def _drop(self) -> None:
+    def _drop(self, entry: dict) -> None:
         """Close the client's connection without a byte of answer."""
+        self._publish(entry)
         self.close_connection = True
         try:
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -155,7 +155,7 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
     A request refused because the line already is at the target settles PROCESSED; an action whose
     answer was lost (``unknown:`` request) is looked for before it is ever sent again."""
     from bulkchange.carriers.thingspace import device_id, device_state
-    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+    from bulkchange.changes.status_update.thingspace import UNKNOWN_PREFIX
 
     dc = w.dc
     request_id = dc.carrier_request_id
@@ -195,7 +195,7 @@ def _check_thingspace_unknown(client: Any, w: WaitingCheck) -> DeviceResult | st
     from bulkchange.carriers.base import CarrierError as _CarrierError
     from bulkchange.carriers.thingspace import UnknownOutcome, device_state
     from bulkchange.changes.base import request_field
-    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+    from bulkchange.changes.status_update.thingspace import UNKNOWN_PREFIX
 
     dc = w.dc
     _, action, since_text = dc.carrier_request_id.split(":", 2)
@@ -240,25 +240,30 @@ def _check_thingspace_unknown(client: Any, w: WaitingCheck) -> DeviceResult | st
 # work -> "module:function" checking one waiting device change (see WaitingCheck)
 WAITING_CHECKERS: dict[Any, str] = {
     Integration.THINGSPACE: "bulkchange.reconcile:check_thingspace",
-    Integration.TELEGENCE: "bulkchange.changes.status_update_telegence:check_waiting",
-    Integration.TEAL: "bulkchange.changes.status_update_teal:check_waiting",
-    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.JASPER): "bulkchange.changes.carrier_rate_plan:check_jasper",
+    Integration.TELEGENCE: "bulkchange.changes.status_update.telegence:check_waiting",
+    Integration.TEAL: "bulkchange.changes.status_update.teal:check_waiting",
+    (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.JASPER):
+        "bulkchange.changes.carrier_rate_plan.jasper:check_jasper",
     (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.THINGSPACE):
-        "bulkchange.changes.carrier_rate_plan:check_thingspace",
-    (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.THINGSPACE): "bulkchange.changes.change_identifier:check_thingspace",
-    (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE): "bulkchange.changes.edit_username:check_waiting",
-    (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): "bulkchange.changes.activate_new_service:check_waiting",
+        "bulkchange.changes.carrier_rate_plan.thingspace:check_thingspace",
+    (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.THINGSPACE):
+        "bulkchange.changes.change_identifier.thingspace:check_thingspace",
+    (ChangeType.EDIT_USERNAME_COST_CENTER, Integration.THINGSPACE):
+        "bulkchange.changes.edit_username.thingspace:check_waiting",
+    (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE):
+        "bulkchange.changes.activate_new_service.telegence:check_waiting",
     (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.TEAL):
-        "bulkchange.changes.carrier_rate_plan_telegence_teal_pond:check_teal",
+        "bulkchange.changes.carrier_rate_plan.teal:check_teal",
     (ChangeType.CARRIER_RATE_PLAN_CHANGE, Integration.TELEGENCE):
-        "bulkchange.changes.carrier_rate_plan_telegence_teal_pond:check_telegence",
+        "bulkchange.changes.carrier_rate_plan.telegence:check_telegence",
 }
 
 
 # (change type, carrier family) -> "module:function(conn, bulk, results)" storing what its settled
 # device changes carry beyond the shared tables (run in the transaction that records them)
 SETTLED_RECORDERS: dict[Any, str] = {
-    (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE): "bulkchange.changes.activate_new_service:record_settled",
+    (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE):
+        "bulkchange.changes.activate_new_service.telegence:record_settled",
 }
 
 
@@ -478,7 +483,7 @@ def settle_lost_answers(engine: Engine, service_provider_id: int, integration: I
         return []
     from sqlalchemy import or_, select
 
-    from bulkchange.changes.status_update import UNKNOWN_PREFIX
+    from bulkchange.changes.status_update.thingspace import UNKNOWN_PREFIX
     from bulkchange.db import schema as t
 
     tbl = t.m2m_device_change

@@ -85,7 +85,7 @@ def test_jasper_rate_plan_now_and_scheduled(dagbag, amop_engine, simulator, monk
     assert counts(amop_engine, later_bulk) == ("WAITING_FOR_CARRIER", {"PENDING_CARRIER": 10})
     # the date comes: the carrier applies its scheduled edits and our clock reads a time after it
     assert jasper.run_scheduled(2 * 3600) == 10
-    from bulkchange.changes import carrier_rate_plan
+    from bulkchange.changes.carrier_rate_plan import jasper as carrier_rate_plan
 
     real_now = carrier_rate_plan.utcnow
     monkeypatch.setattr(carrier_rate_plan, "utcnow", lambda: real_now() + timedelta(hours=2))

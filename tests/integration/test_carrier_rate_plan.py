@@ -153,7 +153,7 @@ def test_jasper_future_dated_change_waits_for_its_date_then_settles(amop_engine,
     assert {dc.carrier_check_count for dc in changes(amop_engine, bulk_id).values()} == {0}
     # the date comes: the carrier applies its scheduled edits and our clock reads a time after it
     assert jasper.run_scheduled(2 * 3600) == 4
-    from bulkchange.changes import carrier_rate_plan
+    from bulkchange.changes.carrier_rate_plan import jasper as carrier_rate_plan
 
     real_now = carrier_rate_plan.utcnow
     monkeypatch.setattr(carrier_rate_plan, "utcnow", lambda: real_now() + timedelta(hours=2))
@@ -281,7 +281,7 @@ def test_two_checkers_settling_the_same_devices_record_them_once(amop_engine, fl
     client = make_client()
     assert run(amop_engine, bulk_id, client)["counts"] == {"PENDING_CARRIER": 3}
     jasper.run_scheduled(2 * 3600)
-    from bulkchange.changes import carrier_rate_plan
+    from bulkchange.changes.carrier_rate_plan import jasper as carrier_rate_plan
 
     real_now = carrier_rate_plan.utcnow
     monkeypatch.setattr(carrier_rate_plan, "utcnow", lambda: real_now() + timedelta(hours=2))
@@ -337,7 +337,7 @@ def test_jasper_future_dated_change_across_midnight_utc_lands_at_its_instant(amo
     side of midnight UTC: sent with its offset (+00:00, Control Center's published form), nothing runs
     at the carrier before the instant, it lands when the carrier's clock passes it, and it settles
     once our clock does too (both clocks moved, no sleep)."""
-    from bulkchange.changes import carrier_rate_plan
+    from bulkchange.changes.carrier_rate_plan import jasper as carrier_rate_plan
 
     fleet = fleet_factory(2)
     base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0) + timedelta(days=2)

@@ -12,7 +12,7 @@ from collections import Counter
 
 
 from bulkchange import processing
-from bulkchange.changes.status_update import ThingSpaceStatusUpdate
+from bulkchange.changes.status_update.thingspace import ThingSpaceStatusUpdate
 from simulators.faultproxy import FaultProxy
 from tests.integration.test_chaos_jasper import FAULT_MIX
 from tests.integration.test_thingspace_faults import client_for, device_changes

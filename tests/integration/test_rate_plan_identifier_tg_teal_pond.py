@@ -122,7 +122,7 @@ def test_telegence_future_dated_change_across_midnight_utc_lands_on_its_utc_day(
     of midnight UTC: Telegence takes a date only, so the pipeline sends the UTC day of the instant (not the
     local one); the carrier keeps the line as it is until 00:00 UTC of that day and applies it then, and the
     device change settles once our clock passes it too (both clocks moved, no sleep)."""
-    from bulkchange.changes import carrier_rate_plan_telegence_teal_pond as handlers
+    from bulkchange.changes.carrier_rate_plan import telegence as handlers
 
     iccids, numbers = tg_fleet(amop_engine, tg, 2, 61_500)
     base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)

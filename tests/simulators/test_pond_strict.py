@@ -49,7 +49,7 @@ SEED = {
 
 
 def pipeline_calls(api, pond, iccid: str, target: str) -> list[int]:
-    """The calls PondStatusUpdate makes for ``target`` (status_update_pond.py), their HTTP statuses."""
+    """The calls PondStatusUpdate makes for ``target`` (changes/status_update/pond.py), their HTTP statuses."""
     sim = f"/{DIST}/sims/{iccid}"
     statuses = []
     if target == "ACTIVE":

@@ -4,7 +4,7 @@ enable of an enabled / disable of a stopped eSIM; and every status change the pi
 (rules plus its own "already there" read) is accepted, walked pair by pair."""
 import json
 
-from bulkchange.changes.status_update_teal import reached, teal_operation
+from bulkchange.changes.status_update.teal import reached, teal_operation
 from bulkchange.models import Integration
 from bulkchange.rules import TRANSITIONS, RuleError, check_transition
 from simulators.devices import make_iccid

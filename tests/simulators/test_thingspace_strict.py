@@ -9,7 +9,7 @@ import pytest
 
 from bulkchange.models import Integration
 from bulkchange.rules import TRANSITIONS, RuleError, check_transition
-from bulkchange.changes.status_update import thingspace_action
+from bulkchange.changes.status_update.thingspace import thingspace_action
 from simulators.devices import make_iccid
 from simulators.thingspace import BODY_FIELDS, DEVICE_FIELDS, DEVICE_ID_FIELDS, STATES
 from tests.simulators.test_thingspace_sdk import ACCOUNT, api, ts  # noqa: F401

@@ -1,8 +1,8 @@
 """Telegence and Teal status vocabulary and transitions (rules.STATUS_ALIASES / TRANSITIONS)."""
 import pytest
 
-from bulkchange.changes.status_update_teal import reached, teal_operation
-from bulkchange.changes.status_update_telegence import telegence_action
+from bulkchange.changes.status_update.teal import reached, teal_operation
+from bulkchange.changes.status_update.telegence import telegence_action
 from bulkchange.models import Integration
 from bulkchange.rules import TRANSITIONS, RuleError, carrier_status, check_transition
 

@@ -1,28 +1,37 @@
 """One handler per (change type, carrier family). Adding a pair is one line in HANDLERS.
 
+Layout: a change type with work per carrier is a package ``changes/<change_type>/`` with one module
+per carrier family (``jasper.py``, ``thingspace.py``, ``telegence.py``, ``teal.py``, ``pond.py``) and
+what the carriers share in ``common.py``; a change type that is the same on every carrier is one
+module ``changes/<change_type>.py``. ``base.py`` holds the handler contract, ``revio_service.py``
+the Rev.io step several change types end with.
+
 Change types that never call a carrier (DB only, or Rev.io only) are registered once for every
 carrier under ``(ChangeType.X, None)``; such handlers set ``needs_carrier = False`` and the
 pipeline then neither checks the carrier connection nor builds a carrier client for them."""
 from __future__ import annotations
 
+from bulkchange.changes.activate_new_service.telegence import TelegenceActivateNewService
 from bulkchange.changes.archival import Archival
-from bulkchange.changes.activate_new_service import TelegenceActivateNewService
 from bulkchange.changes.base import ChangeHandler
-from bulkchange.changes.carrier_rate_plan import JasperCarrierRatePlan, ThingSpaceCarrierRatePlan
-from bulkchange.changes.change_identifier import JasperChangeIdentifier, ThingSpaceChangeIdentifier
+from bulkchange.changes.carrier_rate_plan.jasper import JasperCarrierRatePlan
+from bulkchange.changes.carrier_rate_plan.pond import PondCarrierRatePlan
+from bulkchange.changes.carrier_rate_plan.teal import TealCarrierRatePlan
+from bulkchange.changes.carrier_rate_plan.telegence import TelegenceCarrierRatePlan
+from bulkchange.changes.carrier_rate_plan.thingspace import ThingSpaceCarrierRatePlan
+from bulkchange.changes.change_identifier.jasper import JasperChangeIdentifier
+from bulkchange.changes.change_identifier.telegence import TelegenceChangeIdentifier
+from bulkchange.changes.change_identifier.thingspace import ThingSpaceChangeIdentifier
 from bulkchange.changes.customer_assignment import CreateRevService, CustomerAssignment
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange
-from bulkchange.changes.carrier_rate_plan_telegence_teal_pond import (
-    PondCarrierRatePlan,
-    TealCarrierRatePlan,
-    TelegenceCarrierRatePlan,
-)
-from bulkchange.changes.change_identifier_telegence import TelegenceChangeIdentifier
-from bulkchange.changes.edit_username import JasperEditUsername, TelegenceEditUsername, ThingSpaceEditUsername
-from bulkchange.changes.status_update import JasperStatusUpdate, ThingSpaceStatusUpdate
-from bulkchange.changes.status_update_pond import PondStatusUpdate
-from bulkchange.changes.status_update_teal import TealStatusUpdate
-from bulkchange.changes.status_update_telegence import TelegenceStatusUpdate
+from bulkchange.changes.edit_username.jasper import JasperEditUsername
+from bulkchange.changes.edit_username.telegence import TelegenceEditUsername
+from bulkchange.changes.edit_username.thingspace import ThingSpaceEditUsername
+from bulkchange.changes.status_update.jasper import JasperStatusUpdate
+from bulkchange.changes.status_update.pond import PondStatusUpdate
+from bulkchange.changes.status_update.teal import TealStatusUpdate
+from bulkchange.changes.status_update.telegence import TelegenceStatusUpdate
+from bulkchange.changes.status_update.thingspace import ThingSpaceStatusUpdate
 from bulkchange.models import ChangeType, Integration
 
 HANDLERS: dict[tuple[ChangeType, Integration | None], type[ChangeHandler]] = {

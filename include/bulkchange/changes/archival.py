@@ -22,8 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog
-from bulkchange.changes.base import ChangeHandler
-from bulkchange.changes.status_update import device_not_found
+from bulkchange.changes.base import ChangeHandler, device_not_found
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db.repository import DeviceRow

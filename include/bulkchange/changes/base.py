@@ -71,6 +71,13 @@ class ChangeHandler:
         transaction that records the results. Bulk writes only; the default writes nothing."""
 
 
+def device_not_found(dc: DeviceChange, bulk: BulkChange) -> str:
+    """The reason a device change whose device is not in the tenant's inventory is refused."""
+    named = dc.iccid or (f"MSISDN {dc.msisdn}" if dc.msisdn else None) or dc.device_identifier
+    return (f"device {named} not found for service provider "
+            f"{bulk.service_provider_id} ({bulk.service_provider_name}) and tenant {bulk.tenant_id}")
+
+
 def request_field(request: BaseModel, *names: str) -> str | None:
     """The first non-empty value of ``request.Request`` (the carrier-specific block of a change
     request) under any of ``names``, matched case-insensitively, as a string."""

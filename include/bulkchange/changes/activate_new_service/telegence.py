@@ -51,9 +51,8 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
 from bulkchange.carriers.telegence import MAX_ACTIVATIONS, characteristic
-from bulkchange.changes.base import ChangeHandler, failed_result
-from bulkchange.changes.status_update import device_not_found
-from bulkchange.changes.status_update_telegence import activation_outcome
+from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
+from bulkchange.changes.status_update.telegence import activation_outcome
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db.repository import DeviceRow

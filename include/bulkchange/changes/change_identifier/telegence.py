@@ -17,7 +17,7 @@ from __future__ import annotations
 from bulkchange.carriers.base import CallLog, CarrierError, TransientError
 from bulkchange.carriers.telegence import characteristic
 from bulkchange.changes.base import failed_result
-from bulkchange.changes.change_identifier import _IdentifierHandler
+from bulkchange.changes.change_identifier.common import IdentifierHandler
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import ChangeIdentifierRequest, DeviceChange, DeviceResult
 from bulkchange.rules import RuleError
@@ -25,7 +25,7 @@ from bulkchange.rules import RuleError
 IMEI_CHANGE = {"reasonCode": "CUST_OWN_EQU", "technologyType": "LTE"}
 
 
-class TelegenceChangeIdentifier(_IdentifierHandler):
+class TelegenceChangeIdentifier(IdentifierHandler):
     def validate(self, dc: DeviceChange, request: ChangeIdentifierRequest, device: DeviceRow | None) -> None:
         super().validate(dc, request, device)
         if not device.msisdn:

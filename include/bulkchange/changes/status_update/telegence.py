@@ -30,8 +30,7 @@ from typing import Any
 
 from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
 from bulkchange.carriers.telegence import characteristic
-from bulkchange.changes.base import ChangeHandler, failed_result, request_field
-from bulkchange.changes.status_update import device_not_found
+from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result, request_field
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError, check_transition

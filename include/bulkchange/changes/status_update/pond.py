@@ -24,8 +24,7 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.pond import ACTIVE, PENDING, TERMINATED
-from bulkchange.changes.base import ChangeHandler, failed_result, request_field
-from bulkchange.changes.status_update import device_not_found
+from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result, request_field
 from bulkchange.db import repository as repo
 from bulkchange.db.repository import DeviceRow, PondPackage
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest

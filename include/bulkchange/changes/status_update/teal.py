@@ -26,8 +26,7 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.teal import MAX_ENTRIES, PROCESSING, entry_result
-from bulkchange.changes.base import ChangeHandler, failed_result
-from bulkchange.changes.status_update import device_not_found
+from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.db import schema as t
 from bulkchange.db.repository import DeviceRow, change_table
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest

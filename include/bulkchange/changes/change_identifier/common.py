@@ -1,0 +1,127 @@
+"""ChangeICCIDAndIMEI: a device gets a new SIM (ICCID) or new equipment (IMEI) and keeps its line
+of service and history (legacy_behaviour.md 3.8). One module per carrier family (jasper,
+thingspace, telegence); this module holds the validation they share.
+
+The identity moves on the same ``Device`` row (``DeviceResult.device_updates`` sets ``ICCID`` or
+``IMEI`` once the carrier confirms); ``DeviceStatusHistory`` and ``DeviceBulkChangeLog`` rows
+written before keep the old ICCID, and the device change keeps the old ICCID it was requested
+for. Validation before any carrier call: the new ICCID follows the ICCID rules (19-20 digits,
+Luhn), a new IMEI is 15 digits with a valid Luhn check digit, it differs from the current value,
+``OldICCID`` / ``OldIMEI`` (when given) match the device, and the new value belongs to no other
+device (any service provider: identifiers are global) nor to another device change of the same
+bulk change.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from bulkchange.changes.base import ChangeHandler, device_not_found
+from bulkchange.db.repository import DeviceRow, change_table, inventory_table
+from bulkchange.models import (
+    BulkChange,
+    ChangeIdentifierRequest,
+    DeviceChange,
+    DeviceChangeStatus,
+    DeviceResult,
+)
+from bulkchange.rules import RuleError, iccid_problem, luhn_valid
+
+_CHUNK = 500
+
+
+def imei_problem(imei: str | None) -> str | None:
+    value = (imei or "").strip()
+    if not (len(value) == 15 and value.isdigit() and luhn_valid(value)):
+        return f"IMEI {imei!r} must be 15 digits with a valid Luhn check digit"
+    return None
+
+
+def _requested(raw: str | None) -> tuple[str, str] | None:
+    """(kind, new value) of a stored ChangeRequest, or None when it does not parse."""
+    try:
+        req = ChangeIdentifierRequest.model_validate(json.loads(raw) if isinstance(raw, str) else raw)
+    except (ValueError, TypeError):
+        return None
+    return req.kind, req.new_value
+
+
+def _chunks(values: list[str]):
+    for i in range(0, len(values), _CHUNK):
+        yield values[i:i + _CHUNK]
+
+
+class IdentifierHandler(ChangeHandler):
+    request_model = ChangeIdentifierRequest
+
+    @classmethod
+    def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
+        """Who already holds each requested new identifier (Device rows, and the first device change
+        of this bulk change asking for it), and the IMEI of the bulk change's devices."""
+        tbl = change_table(bulk.portal_type)
+        first_request: dict[tuple[str, str], int] = {}
+        iccids: list[str] = []
+        for dc_id, iccid, raw in conn.execute(select(tbl.c.Id, tbl.c.ICCID, tbl.c.ChangeRequest)
+                                              .where(tbl.c.BulkChangeId == bulk.id).order_by(tbl.c.Id)):
+            if iccid:
+                iccids.append(iccid)
+            wanted = _requested(raw)
+            if wanted and wanted[1]:
+                first_request.setdefault(wanted, int(dc_id))
+        d = inventory_table(bulk.portal_type)
+        taken: dict[tuple[str, str], int] = {}
+        for kind, column in (("ICCID", d.c.ICCID), ("IMEI", d.c.IMEI)):
+            values = sorted({v for k, v in first_request if k == kind})
+            for chunk in _chunks(values):
+                for dev_id, value in conn.execute(select(d.c.Id, column).where(
+                        column.in_(chunk), d.c.IsDeleted == False)):  # noqa: E712
+                    taken.setdefault((kind, value), int(dev_id))
+        imeis: dict[str, str | None] = {}
+        for chunk in _chunks(sorted(set(iccids))):
+            for iccid, imei in conn.execute(select(d.c.ICCID, d.c.IMEI).where(
+                    d.c.ICCID.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
+                    d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)):  # noqa: E712
+                imeis[iccid] = imei
+        return {"first_request": first_request, "taken": taken, "imeis": imeis}
+
+    def device_imei(self, device: DeviceRow) -> str | None:
+        return (self.context.get("imeis") or {}).get(device.iccid)
+
+    def validate(self, dc: DeviceChange, request: ChangeIdentifierRequest, device: DeviceRow | None) -> None:
+        if device is None:
+            raise RuleError(device_not_found(dc, self.bulk))
+        kind, new = request.kind, request.new_value
+        if kind == "ICCID":
+            problem = iccid_problem(new)
+            if problem:
+                raise RuleError(f"NewICCID: {problem}")
+            if request.OldICCID and request.OldICCID.strip() != device.iccid:
+                raise RuleError(f"OldICCID {request.OldICCID!r} is not the device's ICCID {device.iccid}")
+            if new == device.iccid:
+                raise RuleError(f"NewICCID {new} is already the device's ICCID")
+        else:
+            problem = imei_problem(new)
+            if problem:
+                raise RuleError(f"NewIMEI: {problem}")
+            current = self.device_imei(device)
+            if request.OldIMEI and request.OldIMEI.strip() != (current or ""):
+                raise RuleError(f"OldIMEI {request.OldIMEI!r} is not the device's IMEI {current!r}")
+            if new == current:
+                raise RuleError(f"NewIMEI {new} is already the device's IMEI")
+        holder = (self.context.get("taken") or {}).get((kind, new))
+        if holder is not None and holder != device.id:
+            raise RuleError(f"New{kind} {new} already belongs to another device; an {kind} is moved only to a "
+                            "device that has none")
+        first = (self.context.get("first_request") or {}).get((kind, new))
+        if first is not None and first != dc.id:
+            raise RuleError(f"New{kind} {new} is also requested by device change {first} of this bulk change")
+
+    @staticmethod
+    def moved(dc: DeviceChange, device: DeviceRow, request: ChangeIdentifierRequest, details: str,
+              **kw: Any) -> DeviceResult:
+        return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, details=details,
+                            device_id=device.id, iccid=device.iccid, previous_device_status=device.status,
+                            device_updates={request.kind: request.new_value}, **kw)

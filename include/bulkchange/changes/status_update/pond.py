@@ -24,11 +24,12 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.pond import ACTIVE, PENDING, TERMINATED
-from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result, request_field
+from bulkchange.changes.base import failed_result, request_field
+from bulkchange.changes.status_update.common import StatusUpdateHandler, processed
 from bulkchange.db import repository as repo
 from bulkchange.db.repository import DeviceRow, PondPackage
-from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
-from bulkchange.rules import RuleError, check_transition
+from bulkchange.models import BulkChange, DeviceChange, DeviceResult, StatusUpdateRequest
+from bulkchange.rules import RuleError
 
 LIVE = (ACTIVE, PENDING)
 
@@ -58,37 +59,22 @@ def _package(iccid: str, p: dict, status: str | None = None) -> PondPackage:
                        status or str(p.get("status") or ""), int(remaining) if isinstance(remaining, int) else None)
 
 
-class PondStatusUpdate(ChangeHandler):
-    request_model = StatusUpdateRequest
-
+class PondStatusUpdate(StatusUpdateHandler):
     def __init__(self, bulk: BulkChange, client: Any, context: dict[str, Any]):
         super().__init__(bulk, client, context)
         self._lock = threading.Lock()
         self.packages: dict[int, list[PondPackage]] = {}  # device change id -> packages it changed
 
-    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
-        if device is None:
-            raise RuleError(device_not_found(dc, self.bulk))
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        if check.target == ACTIVE and not check.already_there and not package_type_for(request, device):
+    def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
+        if target == ACTIVE and not package_type_for(request, device):
             raise RuleError("POND activation needs Request.PackageTypeId (or RatePlanId), or a carrier rate plan "
                             "on the device")
 
-    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
-              verify_first: bool, log: CallLog) -> DeviceResult:
-        assert device is not None  # validate() ran first
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        target = check.target
-
+    def move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str, *,
+             verify_first: bool, log: CallLog) -> DeviceResult:
         def done(details: str, rate_plan: str | None = None) -> DeviceResult:
-            return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, details=details,
-                                device_id=device.id, iccid=device.iccid, previous_device_status=device.status,
-                                new_device_status=target, carrier_rate_plan=rate_plan)
+            return processed(dc, device, target, details, carrier_rate_plan=rate_plan)
 
-        if check.already_there:
-            return done(f"already {target}; no carrier call needed")
         touched: list[PondPackage] = []
         step = "Update Pond Status"
         try:

@@ -26,11 +26,12 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.teal import MAX_ENTRIES, PROCESSING, entry_result
-from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
+from bulkchange.changes.base import failed_result
+from bulkchange.changes.status_update.common import StatusUpdateHandler, processed, waiting
 from bulkchange.db import schema as t
 from bulkchange.db.repository import DeviceRow, change_table
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
-from bulkchange.rules import RuleError, check_transition
+from bulkchange.rules import RuleError
 
 
 def teal_operation(target: str) -> str:
@@ -45,8 +46,7 @@ def reached(esim: dict, target: str) -> bool:
     return status in ("ONLINE", "WAITING")
 
 
-class TealStatusUpdate(ChangeHandler):
-    request_model = StatusUpdateRequest
+class TealStatusUpdate(StatusUpdateHandler):
     group_size = MAX_ENTRIES
 
     @classmethod
@@ -64,27 +64,12 @@ class TealStatusUpdate(ChangeHandler):
         # the tenant's device row, never the device change (bulkchange.tenancy)
         return device.eid if device else None
 
-    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
-        if device is None:
-            raise RuleError(device_not_found(dc, self.bulk))
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        if not check.already_there and not self._eid(dc, device):
+    def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
+        if not self._eid(dc, device):
             raise RuleError(f"Teal needs the eSIM's EID: none on the device change or on device {device.iccid}")
 
-    def _base(self, dc: DeviceChange, device: DeviceRow) -> dict[str, Any]:
-        return dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
-                    previous_device_status=device.status)
-
-    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
-              verify_first: bool, log: CallLog) -> DeviceResult:
-        assert device is not None
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        target, base = check.target, self._base(dc, device)
-        if check.already_there:
-            return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=f"already {target}; no carrier call needed",
-                                new_device_status=target, **base)
+    def move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str, *,
+             verify_first: bool, log: CallLog) -> DeviceResult:
         eid = self._eid(dc, device) or ""
         if verify_first:
             try:
@@ -92,25 +77,22 @@ class TealStatusUpdate(ChangeHandler):
             except CarrierError as exc:
                 return failed_result(dc, device, exc, "Get Teal eSIM before retry")
             if reached(esim, target):
-                return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=target,
-                                    **base,
-                                    details=f"eSIM {eid} is {esim.get('deviceStatus')} at the carrier after an "
-                                            "interrupted attempt")
+                return processed(dc, device, target, f"eSIM {eid} is {esim.get('deviceStatus')} at the carrier "
+                                                     "after an interrupted attempt")
         operation = teal_operation(target)
         try:
             request_id = self.client.operation(operation, [eid], log=log)
         except CarrierError as exc:
             return failed_result(dc, device, exc, f"Teal {operation} of eSIM {eid}")
-        return DeviceResult(status=DeviceChangeStatus.PENDING_CARRIER, carrier_request_id=request_id, **base,
-                            details=f"Teal accepted {operation} of eSIM {eid} (request {request_id}); "
-                                    "waiting for the carrier")
+        return waiting(dc, device, DeviceChangeStatus.PENDING_CARRIER, carrier_request_id=request_id,
+                       details=f"Teal accepted {operation} of eSIM {eid} (request {request_id}); "
+                               "waiting for the carrier")
 
     def apply_group(self, entries, *, log: CallLog) -> list[DeviceResult]:
         results: dict[int, DeviceResult] = {}
         groups: dict[str, list] = {}
         for dc, request, device in entries:
-            check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                     request.IsIgnoreCurrentStatus)
+            check = self.transition(device, request)
             if check.already_there:
                 results[dc.id] = self.apply(dc, request, device, verify_first=False, log=log)
             else:
@@ -127,11 +109,10 @@ class TealStatusUpdate(ChangeHandler):
                         results[dc.id] = failed_result(dc, device, exc, f"Teal {operation} of {len(eids)} eSIMs")
                     continue
                 for (dc, device), eid in zip(chunk, eids):
-                    results[dc.id] = DeviceResult(
-                        status=DeviceChangeStatus.PENDING_CARRIER, carrier_request_id=request_id,
+                    results[dc.id] = waiting(
+                        dc, device, DeviceChangeStatus.PENDING_CARRIER, carrier_request_id=request_id,
                         details=(f"Teal accepted {operation} of eSIM {eid} with {len(eids) - 1} others (request "
-                                 f"{request_id}, logged on device change {first_id}); waiting for the carrier"),
-                        **self._base(dc, device))
+                                 f"{request_id}, logged on device change {first_id}); waiting for the carrier"))
         return [results[dc.id] for dc, _, _ in entries]
 
 

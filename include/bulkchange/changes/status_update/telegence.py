@@ -30,10 +30,11 @@ from typing import Any
 
 from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
 from bulkchange.carriers.telegence import characteristic
-from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result, request_field
+from bulkchange.changes.base import failed_result, request_field
+from bulkchange.changes.status_update.common import StatusUpdateHandler, failed, processed, waiting
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
-from bulkchange.rules import RuleError, check_transition
+from bulkchange.rules import RuleError
 from bulkchange.tenancy import billing_account_problem
 
 PLAN_FIELDS = ("singleUserCode", "RatePlanCode", "ServicePlanCode", "servicePlan")
@@ -57,8 +58,7 @@ def activation_outcome(answer: dict) -> tuple[str, str | None, str | None]:
     return status, (str(number) if number else None), reason
 
 
-class TelegenceStatusUpdate(ChangeHandler):
-    request_model = StatusUpdateRequest
+class TelegenceStatusUpdate(StatusUpdateHandler):
     # suspend, restore and cancel address the line by its number: a Mobility row may carry only the
     # MSISDN; an activation needs the SIM (validate refuses it without an ICCID on record)
     by_msisdn = True
@@ -80,15 +80,9 @@ class TelegenceStatusUpdate(ChangeHandler):
                 self._lines = self.client.active_lines()
             return self._lines
 
-    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
-        if device is None:
-            raise RuleError(device_not_found(dc, self.bulk))
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        if check.already_there:
-            return
+    def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
         number = self._number(dc, device)
-        action = telegence_action(device.status, bool(number), check.target)
+        action = telegence_action(device.status, bool(number), target)
         if action == "activate":
             if not device.iccid:
                 raise RuleError(f"Telegence activation needs the SIM's ICCID: {device.label} has none on record")
@@ -102,21 +96,11 @@ class TelegenceStatusUpdate(ChangeHandler):
             raise RuleError(f"Telegence {action} needs the line's subscriber number: device {device.label} "
                             "has no MSISDN")
 
-    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
-              verify_first: bool, log: CallLog) -> DeviceResult:
-        assert device is not None  # validate() ran first
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        target = check.target
-        base: dict[str, Any] = dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
-                                    previous_device_status=device.status)
-
+    def move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str, *,
+             verify_first: bool, log: CallLog) -> DeviceResult:
         def done(details: str, msisdn: str | None = None) -> DeviceResult:
-            return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=details, new_device_status=target,
-                                msisdn=msisdn, **base)
+            return processed(dc, device, target, details, msisdn=msisdn)
 
-        if check.already_there:
-            return done(f"already {target}; no carrier call needed")
         number = self._number(dc, device)
         action = telegence_action(device.status, bool(number), target)
         if action != "activate":
@@ -149,24 +133,24 @@ class TelegenceStatusUpdate(ChangeHandler):
         try:
             answer = self.client.activate([line], log=log)[0]
         except OutcomeUnknown as exc:  # answer lost: looked up, never resent
-            return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, **base,
-                                details=f"{exc}; waiting to find the line active at the carrier")
+            return waiting(dc, device, DeviceChangeStatus.PENDING_ACTIVATION,
+                           f"{exc}; waiting to find the line active at the carrier")
         except CarrierError as exc:
             return failed_result(dc, device, exc, "Telegence activation")
         status, found, reason = activation_outcome(answer if isinstance(answer, dict) else {})
         activation_id = str(answer.get("id") or "") if isinstance(answer, dict) else ""
         if status == "rejected":
-            return DeviceResult(status=DeviceChangeStatus.API_FAILED, carrier_request_id=activation_id or None,
-                                details=f"Telegence rejected the activation: {reason or 'no reason given'}", **base)
+            return failed(dc, device, f"Telegence rejected the activation: {reason or 'no reason given'}",
+                          carrier_request_id=activation_id or None)
         if status == "active" and found:
             return done(f"Telegence activated SIM {device.iccid} as subscriber {found}", msisdn=found)
         if not activation_id:
-            return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, **base,
-                                details=f"Telegence activation answered without an activation id ({status!r}); "
-                                        "waiting to find the line active at the carrier")
-        return DeviceResult(status=DeviceChangeStatus.PENDING_ACTIVATION, carrier_request_id=activation_id,
-                            details=f"Telegence accepted the activation (id {activation_id}, {status or 'pending'}); "
-                                    "waiting for the carrier", **base)
+            return waiting(dc, device, DeviceChangeStatus.PENDING_ACTIVATION,
+                           f"Telegence activation answered without an activation id ({status!r}); "
+                           "waiting to find the line active at the carrier")
+        return waiting(dc, device, DeviceChangeStatus.PENDING_ACTIVATION, carrier_request_id=activation_id,
+                       details=f"Telegence accepted the activation (id {activation_id}, {status or 'pending'}); "
+                               "waiting for the carrier")
 
 
 def check_waiting(client: Any, w) -> DeviceResult | str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from bulkchange.carriers.base import CallLog, CarrierError
-from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result, request_field
+from bulkchange.changes.base import failed_result, request_field
+from bulkchange.changes.status_update.common import StatusUpdateHandler, processed, waiting
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
-from bulkchange.rules import RuleError, check_transition
+from bulkchange.rules import RuleError
 from bulkchange.sanitize import sanitize_text
 
 
@@ -27,13 +28,16 @@ def unknown_outcome_result(dc: DeviceChange, device: DeviceRow, action: str, exc
                            group: int = 1) -> DeviceResult:
     import time
 
-    waiting = DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
     what = f"ThingSpace {action}" + (f" of {group} devices" if group > 1 else "")
-    return DeviceResult(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
-                        previous_device_status=device.status, status=waiting,
-                        carrier_request_id=f"{UNKNOWN_PREFIX}{action}:{int(time.time())}",
-                        details=sanitize_text(f"{what}: outcome unknown ({exc}); the carrier is checked for the "
-                                              f"request before anything is sent again"))
+    return waiting(dc, device, waiting_status(action),
+                   sanitize_text(f"{what}: outcome unknown ({exc}); the carrier is checked for the "
+                                 f"request before anything is sent again"),
+                   carrier_request_id=f"{UNKNOWN_PREFIX}{action}:{int(time.time())}")
+
+
+def waiting_status(action: str) -> DeviceChangeStatus:
+    """An activation waits for its line (MDN, IP); every other action for its request."""
+    return DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
 
 
 def _forced_same_state(request: StatusUpdateRequest, device: DeviceRow, target: str) -> bool:
@@ -44,7 +48,7 @@ def _forced_same_state(request: StatusUpdateRequest, device: DeviceRow, target: 
     return bool(request.IsIgnoreCurrentStatus) and (device.status or "").strip().lower() == target.lower()
 
 
-class ThingSpaceStatusUpdate(ChangeHandler):
+class ThingSpaceStatusUpdate(StatusUpdateHandler):
     """ThingSpace: every action answers a requestId at once and completes later.
 
     Suspend, restore and deactivate wait as PENDING_CARRIER until the request completes;
@@ -53,30 +57,16 @@ class ThingSpaceStatusUpdate(ChangeHandler):
     device_status_reconcile settles activations (bulkchange.settle).
     """
 
-    request_model = StatusUpdateRequest
     group_size = 200  # devices per action request (the API takes up to 10,000)
 
-    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
-        if device is None:
-            raise RuleError(device_not_found(dc, self.bulk))
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        if thingspace_action(device.status, check.target) == "activate" and not check.already_there:
+    def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
+        if thingspace_action(device.status, target) == "activate":
             if not (request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode")
                     and request_field(request, "mdnZipCode", "ZipCode")):
                 raise RuleError("ThingSpace activation needs Request.servicePlan and Request.mdnZipCode")
 
-    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
-              verify_first: bool, log: CallLog) -> DeviceResult:
-        assert device is not None
-        check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                 request.IsIgnoreCurrentStatus)
-        target = check.target
-        base = dict(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
-                    previous_device_status=device.status)
-        if check.already_there:
-            return DeviceResult(status=DeviceChangeStatus.PROCESSED, details=f"already {target}; no carrier call needed",
-                                new_device_status=target, **base)
+    def move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str, *,
+             verify_first: bool, log: CallLog) -> DeviceResult:
         if verify_first or _forced_same_state(request, device, target):
             first = self._read_first(dc, request, device, target, log, "after an interrupted attempt"
                                      if verify_first else "before sending (IsIgnoreCurrentStatus)")
@@ -95,10 +85,9 @@ class ThingSpaceStatusUpdate(ChangeHandler):
             return unknown_outcome_result(dc, device, action, exc)
         except CarrierError as exc:
             return failed_result(dc, device, exc, f"ThingSpace {action}")
-        waiting = DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
-        return DeviceResult(status=waiting, carrier_request_id=request_id,
-                            details=f"ThingSpace accepted {action} (request {request_id}); waiting for the carrier",
-                            **base)
+        return waiting(dc, device, waiting_status(action),
+                       f"ThingSpace accepted {action} (request {request_id}); waiting for the carrier",
+                       carrier_request_id=request_id)
 
     def _read_first(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str,
                     log: CallLog, why: str) -> DeviceResult | None:
@@ -112,20 +101,16 @@ class ThingSpaceStatusUpdate(ChangeHandler):
             return failed_result(dc, device, exc, f"Get ThingSpace device {why}")
         if device_state(current) != target:
             return None
-        return DeviceResult(device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
-                            previous_device_status=device.status, status=DeviceChangeStatus.PROCESSED,
-                            details=f"state {target} confirmed at the carrier {why}; nothing sent",
-                            new_device_status=target,
-                            msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
-                            ip_address=current.get("ipAddress"))
+        return processed(dc, device, target, f"state {target} confirmed at the carrier {why}; nothing sent",
+                         msisdn=device_id(current, "msisdn") or device_id(current, "mdn"),
+                         ip_address=current.get("ipAddress"))
 
     def apply_group(self, entries, *, log: CallLog) -> list[DeviceResult]:
         """Devices that need the same action with the same plan go in one request."""
         results: dict[int, DeviceResult] = {}
         groups: dict[tuple, list] = {}
         for dc, request, device in entries:
-            check = check_transition(self.bulk.integration, device.status, request.UpdateStatus,
-                                     request.IsIgnoreCurrentStatus)
+            check = self.transition(device, request)
             if check.already_there:
                 results[dc.id] = self.apply(dc, request, device, verify_first=False, log=log)
                 continue
@@ -155,12 +140,9 @@ class ThingSpaceStatusUpdate(ChangeHandler):
                 for dc, _, device in members:
                     results[dc.id] = failed_result(dc, device, exc, f"ThingSpace {action} of {len(iccids)} devices")
                 continue
-            waiting = (DeviceChangeStatus.PENDING_ACTIVATION if action == "activate"
-                       else DeviceChangeStatus.PENDING_CARRIER)
             for dc, _, device in members:
-                results[dc.id] = DeviceResult(
-                    device_change_id=dc.id, device_id=device.id, iccid=device.iccid,
-                    previous_device_status=device.status, status=waiting, carrier_request_id=request_id,
+                results[dc.id] = waiting(
+                    dc, device, waiting_status(action), carrier_request_id=request_id,
                     details=(f"ThingSpace accepted {action} of {len(iccids)} devices (request {request_id}, "
                              f"logged on device change {first_id}); waiting for the carrier"))
         return [results[dc.id] for dc, _, _ in entries]

@@ -34,6 +34,7 @@ from bulkchange.carriers.base import CallLog
 from bulkchange.changes.base import ChangeHandler, device_not_found
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
+from bulkchange.db.tables import chunks
 from bulkchange.db.repository import DeviceRow, LogEntry
 from bulkchange.models import (
     BulkChange,
@@ -132,7 +133,7 @@ def queue_scheduled(conn: Connection, bulk: BulkChange, rows: list[Scheduled], *
         return 0
     q = t.device_customer_rate_plan_queue
     have: set[int] = set()
-    for chunk in repo._chunks(sorted({r.device_change_id for r in rows})):
+    for chunk in chunks(sorted({r.device_change_id for r in rows})):
         have.update(int(i) for i in conn.execute(select(q.c.DeviceChangeId).where(
             q.c.BulkChangeId == bulk.id, q.c.DeviceChangeId.in_(list(chunk)))).scalars())
     now = utcnow()
@@ -142,7 +143,7 @@ def queue_scheduled(conn: Connection, bulk: BulkChange, rows: list[Scheduled], *
             "CreatedDate": now, "IsActive": True, "ServiceProviderId": bulk.service_provider_id,
             "BulkChangeId": bulk.id, "DeviceChangeId": r.device_change_id}
            for r in rows if r.device_change_id not in have]
-    for chunk in repo._chunks(new, 200):
+    for chunk in chunks(new, 200):
         conn.execute(insert(q), list(chunk))
     return len(new)
 

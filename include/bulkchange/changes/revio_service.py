@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError, PermanentError
-from bulkchange.db import repository as repo
-from bulkchange.db.repository import DeviceRow, RevServiceProductRecord, RevServiceRecord
+from bulkchange.db.carrier_records import RevServiceProductRecord, RevServiceRecord, save_rev_services
+from bulkchange.db.repository import DeviceRow
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest, utcnow
 from bulkchange.rules import RuleError
 
@@ -279,4 +279,4 @@ class RevioServiceStep:
     # -- DB ---------------------------------------------------------------------------------------------
     def record(self, conn: Connection, results: list[DeviceResult]) -> None:
         rows = [self.records[r.device_change_id] for r in results if r.device_change_id in self.records]
-        repo.save_rev_services(conn, self.bulk, rows)
+        save_rev_services(conn, self.bulk, rows)

@@ -7,10 +7,10 @@ not one statement per device. ``IN`` lists are chunked below SQL Server's 2,100-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -19,6 +19,7 @@ from bulkchange.carriers.base import CallRecord
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import device_status_ids
 from bulkchange.db.retry import run_in_transaction
+from bulkchange.db.tables import IN_CHUNK, change_table, chunks, inventory_table
 from bulkchange.sanitize import sanitize_text
 from bulkchange.models import (
     BulkChange,
@@ -36,28 +37,12 @@ from bulkchange.models import (
     utcnow,
 )
 
-IN_CHUNK = 1000
 UNSETTLED = (DeviceChangeStatus.NEW.value, DeviceChangeStatus.PENDING.value,
              DeviceChangeStatus.PROCESSING.value)
 
 
 class BulkChangeNotFound(LookupError):
     pass
-
-
-def _chunks(seq: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
-
-
-def change_table(portal_type: PortalType | int):
-    return t.mobility_device_change if int(portal_type) == PortalType.MOBILITY else t.m2m_device_change
-
-
-def inventory_table(portal_type: PortalType | int):
-    """Where the devices of a bulk change live: a Mobility bulk change's lines in the legacy Mobility
-    inventory (``MobilityDevice``), an M2M one's SIMs in ``Device``."""
-    return t.mobility_device if int(portal_type) == PortalType.MOBILITY else t.device
 
 
 def msisdn_key(value: str | None) -> str:
@@ -242,7 +227,7 @@ def load_device_changes(conn: Connection, bulk: BulkChange, *, ids: Sequence[int
     if ids is None:
         rows = conn.execute(base.order_by(tbl.c.Id)).mappings().all()
     else:
-        for chunk in _chunks(list(ids)):
+        for chunk in chunks(list(ids)):
             rows.extend(conn.execute(base.where(tbl.c.Id.in_(chunk)).order_by(tbl.c.Id)).mappings().all())
     return [_device_change(r) for r in rows]
 
@@ -315,7 +300,7 @@ def load_devices(conn: Connection, bulk: BulkChange, changes: Sequence[DeviceCha
     keys = {msisdn_key(n) for n in numbers}
     # the number as written and its digits only
     variants = sorted({v for n in numbers for v in (n, msisdn_key(n))})
-    for chunk in _chunks(variants):
+    for chunk in chunks(variants):
         q = _inventory_select(d).where(
             d.c.MSISDN.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
             d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False).order_by(d.c.Id)  # noqa: E712
@@ -332,7 +317,7 @@ def load_devices_by_iccid(conn: Connection, bulk: BulkChange, iccids: Sequence[s
     d = inventory_table(bulk.portal_type)
     out: dict[str, DeviceRow] = {}
     wanted = sorted({i for i in iccids if i})
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         q = _inventory_select(d).where(
             d.c.ICCID.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
             d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)  # noqa: E712
@@ -403,7 +388,7 @@ def insert_bulk_change(conn: Connection, *, sp_id: int, tenant_id: int, change_t
         "ChangeRequest": r.get("ChangeRequest"), "Status": DeviceChangeStatus.NEW.value, "IsProcessed": False,
         "LastModified": now, "ServiceProviderId": sp_id, "TenantId": tenant_id,
     } for r in rows]
-    for chunk in _chunks(values, 500):
+    for chunk in chunks(values, 500):
         conn.execute(insert(table), list(chunk))
     return bulk_id
 
@@ -504,7 +489,7 @@ def reset_failed_device_changes(conn: Connection, bulk: BulkChange, *, processed
             (DeviceChangeStatus.PROCESSING, "retry requested: an earlier attempt may have reached the carrier; "
                                             "checked there before sending again", True)):
         ids = [int(i) for i, status, det in rows if interrupted(status, det) == wanted]
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             conn.execute(update(tbl).where(tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(chunk),
                                            tbl.c.Status.in_(failed))
                          .values(Status=target.value, IsProcessed=False, ProcessedDate=None,
@@ -533,7 +518,7 @@ def mark_device_changes(conn: Connection, bulk: BulkChange, ids: Sequence[int], 
     if status in SETTLED_DEVICE_STATUSES:
         values["ProcessedDate"] = now
     n = 0
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         stmt = update(tbl).where(tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(chunk))
         if only_statuses is not None:
             stmt = stmt.where(tbl.c.Status.in_(list(only_statuses)))
@@ -566,7 +551,7 @@ class LogEntry:
 def add_log_entries(conn: Connection, bulk: BulkChange, entries: Sequence[LogEntry], *, processed_by: str) -> None:
     if not entries:
         return
-    for chunk in _chunks(log_rows(bulk, entries, processed_by=processed_by), 200):
+    for chunk in chunks(log_rows(bulk, entries, processed_by=processed_by), 200):
         conn.execute(insert(t.device_bulk_change_log), list(chunk))
 
 
@@ -618,7 +603,7 @@ def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
         ids: list[int] = []
         if intents:
             rows = log_rows(bulk, [in_flight_entry(i, c) for i, c in intents], processed_by=processed_by)
-            for chunk in _chunks(rows, 200):
+            for chunk in chunks(rows, 200):
                 result = conn.execute(insert(log).returning(log.c.Id, sort_by_parameter_order=True), list(chunk))
                 ids.extend(int(r[0]) for r in result)
         if finished:
@@ -650,7 +635,7 @@ def in_flight_log_ids(conn: Connection, bulk: BulkChange, ids: Sequence[int]) ->
     log = t.device_bulk_change_log
     col = log.c.MobilityDeviceChangeId if bulk.portal_type == PortalType.MOBILITY else log.c.M2MDeviceChangeId
     found: dict[int, list[int]] = {}
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         for dc_id, log_id in conn.execute(select(col, log.c.Id).where(
                 log.c.BulkChangeId == bulk.id, col.in_(chunk), log.c.ResponseStatus == LOG_IN_FLIGHT)):
             found.setdefault(int(dc_id), []).append(int(log_id))
@@ -680,7 +665,7 @@ def unsettled_call_ids(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -
     log = t.device_bulk_change_log
     col = log.c.MobilityDeviceChangeId if bulk.portal_type == PortalType.MOBILITY else log.c.M2MDeviceChangeId
     found: set[int] = set()
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         last = (select(col.label("dc"), func.max(log.c.Id).label("last_id"))
                 .where(log.c.BulkChangeId == bulk.id, col.in_(chunk), log.c.Outcome.is_not(None))
                 .group_by(col).subquery())
@@ -715,7 +700,7 @@ def still_in_status(conn: Connection, bulk: BulkChange, ids: Sequence[int], stat
     tbl = change_table(bulk.portal_type)
     now = utcnow()
     won: set[int] = set()
-    for chunk in _chunks(sorted(set(ids))):
+    for chunk in chunks(sorted(set(ids))):
         cond = (tbl.c.BulkChangeId == bulk.id, tbl.c.Id.in_(list(chunk)), tbl.c.Status.in_(list(statuses)))
         conn.execute(update(tbl).where(*cond).values(LastModified=now))
         won.update(int(i) for i in conn.execute(select(tbl.c.Id).where(*cond)).scalars())
@@ -828,7 +813,7 @@ def record_results(conn: Connection, bulk: BulkChange, results: Sequence[DeviceR
 def _mobility_numbers(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
     m = t.mobility_device
     out: dict[int, str | None] = {}
-    for chunk in _chunks(sorted(set(ids))):
+    for chunk in chunks(sorted(set(ids))):
         out.update((int(i), n) for i, n in conn.execute(select(m.c.Id, m.c.MSISDN).where(m.c.Id.in_(chunk))))
     return out
 
@@ -849,7 +834,7 @@ def _mirror_telegence_lines(conn: Connection, service_provider_id: int, integrat
     ids = device_status_ids(conn, integration, lines.values())
     td = t.telegence_device
     have: set[str] = set()
-    for chunk in _chunks(sorted(lines)):
+    for chunk in chunks(sorted(lines)):
         have.update(conn.execute(select(td.c.SubscriberNumber).where(
             td.c.ServiceProviderId == service_provider_id, td.c.SubscriberNumber.in_(chunk))).scalars())
     known = [n for n in sorted(lines) if n in have]
@@ -894,7 +879,7 @@ def _apply_device_updates(conn: Connection, results: Sequence[DeviceResult], now
 def count_carrier_checks(conn: Connection, bulk: BulkChange, ids: Sequence[int]) -> None:
     """One more poll of the carrier request for each of these waiting device changes."""
     tbl = change_table(bulk.portal_type)
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         conn.execute(update(tbl).where(tbl.c.Id.in_(chunk))
                      .values(CarrierCheckCount=func.coalesce(tbl.c.CarrierCheckCount, 0) + 1, LastModified=utcnow()))
 
@@ -951,7 +936,7 @@ def busy_devices(conn: Connection, bulk: BulkChange, iccids: Sequence[str],
     for column, given in (("ICCID", iccids), ("MSISDN", msisdns)):
         wanted = sorted({i for i in given if i})
         for tbl in (t.m2m_device_change, t.mobility_device_change):
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 q = (select(tbl.c[column], tbl.c.BulkChangeId, tbl.c.Id, tbl.c.Status)
                      .where(tbl.c.ServiceProviderId == bulk.service_provider_id, tbl.c[column].in_(list(chunk)),
                             tbl.c.BulkChangeId != bulk.id, tbl.c.Status.in_(IN_FLIGHT))
@@ -1178,136 +1163,3 @@ def first_failures(conn: Connection, bulk: BulkChange, limit: int = 20) -> list[
          .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_([s.value for s in FAILED_DEVICE_STATUSES]))
          .order_by(tbl.c.Id).limit(limit))
     return [(int(i), iccid, status, details) for i, iccid, status, details in conn.execute(q)]
-
-
-# --- POND packages (PondDeviceCarrierRatePlan) ------------------------------------------------
-@dataclass(frozen=True)
-class PondPackage:
-    iccid: str
-    package_id: str
-    package_type_id: str | None
-    status: str
-    data_remaining_bytes: int | None = None
-
-
-def save_pond_packages(conn: Connection, service_provider_id: int, packages: Sequence[PondPackage], *,
-                       processed_by: str) -> None:
-    """Upsert one row per (service provider, ICCID, package): one SELECT per 1,000 ICCIDs, then one
-    executemany INSERT for new packages and one executemany UPDATE for known ones."""
-    if not packages:
-        return
-    p = t.pond_device_carrier_rate_plan
-    latest: dict[tuple[str, str], PondPackage] = {}
-    for pkg in packages:  # the last word on a package wins
-        latest[(pkg.iccid, str(pkg.package_id))] = pkg
-    known: set[tuple[str, str]] = set()
-    for chunk in _chunks(sorted({k[0] for k in latest})):
-        known.update((i, str(pid)) for i, pid in conn.execute(
-            select(p.c.ICCID, p.c.PackageId).where(p.c.ServiceProviderId == service_provider_id,
-                                                   p.c.ICCID.in_(list(chunk)))))
-    now = utcnow()
-    new = [{"ICCID": k[0], "PackageId": k[1], "PackageTypeId": pkg.package_type_id, "Status": pkg.status,
-            "DataUsageRemainingInBytes": pkg.data_remaining_bytes, "ServiceProviderId": service_provider_id,
-            "ProcessedBy": processed_by, "CreatedDate": now, "ModifiedDate": now}
-           for k, pkg in latest.items() if k not in known]
-    old = [{"b_iccid": k[0], "b_pid": k[1], "b_status": pkg.status, "b_type": pkg.package_type_id,
-            "b_remaining": pkg.data_remaining_bytes}
-           for k, pkg in latest.items() if k in known]
-    for chunk in _chunks(new, 200):
-        conn.execute(insert(p), list(chunk))
-    if old:
-        conn.execute(update(p).where(p.c.ServiceProviderId == service_provider_id, p.c.ICCID == bindparam("b_iccid"),
-                                     p.c.PackageId == bindparam("b_pid"))
-                     .values(Status=bindparam("b_status"),
-                             PackageTypeId=func.coalesce(bindparam("b_type"), p.c.PackageTypeId),
-                             DataUsageRemainingInBytes=func.coalesce(bindparam("b_remaining"),
-                                                                     p.c.DataUsageRemainingInBytes),
-                             ProcessedBy=processed_by, ModifiedDate=now), old)
-
-
-def load_pond_packages(conn: Connection, service_provider_id: int,
-                       iccids: Sequence[str] | None = None) -> dict[str, list[PondPackage]]:
-    p = t.pond_device_carrier_rate_plan
-    q = select(p.c.ICCID, p.c.PackageId, p.c.PackageTypeId, p.c.Status, p.c.DataUsageRemainingInBytes).where(
-        p.c.ServiceProviderId == service_provider_id)
-    out: dict[str, list[PondPackage]] = {}
-    chunks = [None] if iccids is None else list(_chunks(list(iccids)))
-    for chunk in chunks:
-        stmt = q if chunk is None else q.where(p.c.ICCID.in_(list(chunk)))
-        for r in conn.execute(stmt.order_by(p.c.Id)):
-            out.setdefault(r[0], []).append(PondPackage(r[0], str(r[1]), r[2], r[3], r[4]))
-    return out
-
-
-# --- Rev.io services (Rev_Service, Rev_ServiceProduct) ------------------------------------------
-@dataclass
-class RevServiceProductRecord:
-    service_product_id: int
-    product_id: int
-    rate: Decimal | None = None
-    quantity: int = 1
-    description: str | None = None
-    status: str | None = "ACTIVE"
-    package_id: int | None = None
-
-
-@dataclass
-class RevServiceRecord:
-    device_change_id: int
-    service_id: int
-    customer_id: str
-    device_id: int | None = None
-    number: str | None = None
-    number2: str | None = None
-    service_type_id: int | None = None
-    provider_id: int | None = None
-    usage_plan_group_id: int | None = None
-    package_id: int | None = None
-    activated_date: datetime | None = None
-    integration_authentication_id: int | None = None
-    products: list[RevServiceProductRecord] = field(default_factory=list)
-
-
-def save_rev_services(conn: Connection, bulk: BulkChange, records: Sequence[RevServiceRecord]) -> None:
-    """Store the Rev.io services and service products of a batch; ids already stored are skipped
-    (a retried task may report a service found at Rev.io that an earlier attempt stored)."""
-    if not records:
-        return
-    s, sp = t.rev_service, t.rev_service_product
-    service_ids = sorted({int(r.service_id) for r in records})
-    product_ids = sorted({int(p.service_product_id) for r in records for p in r.products})
-    have_s: set[int] = set()
-    for chunk in _chunks(service_ids):
-        have_s.update(int(i) for i in conn.execute(select(s.c.ServiceId).where(s.c.ServiceId.in_(list(chunk))))
-                      .scalars())
-    have_p: set[int] = set()
-    for chunk in _chunks(product_ids):
-        have_p.update(int(i) for i in conn.execute(
-            select(sp.c.ServiceProductId).where(sp.c.ServiceProductId.in_(list(chunk)))).scalars())
-    now = utcnow()
-    services, products = [], []
-    for r in records:
-        if int(r.service_id) not in have_s:
-            have_s.add(int(r.service_id))
-            services.append({
-                "ServiceId": int(r.service_id), "CustomerId": str(r.customer_id), "Number": r.number,
-                "Number2": r.number2, "ServiceTypeId": r.service_type_id, "ProviderId": r.provider_id,
-                "UsagePlanGroupId": r.usage_plan_group_id, "PackageId": r.package_id,
-                "ActivatedDate": r.activated_date or now, "DeviceId": r.device_id,
-                "ServiceProviderId": bulk.service_provider_id,
-                "IntegrationAuthenticationId": r.integration_authentication_id, "BulkChangeId": bulk.id,
-                "DeviceChangeId": r.device_change_id, "IsActive": True, "CreatedDate": now})
-        for p in r.products:
-            if int(p.service_product_id) in have_p:
-                continue
-            have_p.add(int(p.service_product_id))
-            products.append({
-                "ServiceProductId": int(p.service_product_id), "ServiceId": int(r.service_id),
-                "CustomerId": str(r.customer_id), "ProductId": int(p.product_id), "PackageId": p.package_id,
-                "Rate": p.rate, "Quantity": p.quantity, "Description": p.description, "Status": p.status,
-                "DeviceId": r.device_id, "BulkChangeId": bulk.id, "DeviceChangeId": r.device_change_id,
-                "CreatedDate": now})
-    for chunk in _chunks(services, 200):
-        conn.execute(insert(s), list(chunk))
-    for chunk in _chunks(products, 200):
-        conn.execute(insert(sp), list(chunk))

@@ -26,8 +26,8 @@ from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.pond import ACTIVE, PENDING, TERMINATED
 from bulkchange.changes.base import failed_result, request_field
 from bulkchange.changes.status_update.common import StatusUpdateHandler, processed
-from bulkchange.db import repository as repo
-from bulkchange.db.repository import DeviceRow, PondPackage
+from bulkchange.db.carrier_records import PondPackage, save_pond_packages
+from bulkchange.db.repository import DeviceRow
 from bulkchange.models import BulkChange, DeviceChange, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError
 
@@ -140,4 +140,4 @@ class PondStatusUpdate(StatusUpdateHandler):
 
     def record(self, conn: Connection, results: list[DeviceResult], *, processed_by: str) -> None:
         rows = [pkg for r in results for pkg in self.packages.get(r.device_change_id, ())]
-        repo.save_pond_packages(conn, self.bulk.service_provider_id, rows, processed_by=processed_by)
+        save_pond_packages(conn, self.bulk.service_provider_id, rows, processed_by=processed_by)

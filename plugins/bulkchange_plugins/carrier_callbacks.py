@@ -75,9 +75,14 @@ def _refuse(status: int, message: str, service_provider_id: int, request: Reques
 async def thingspace(service_provider_id: int, request: Request) -> JSONResponse:
     from bulkchange.thingspace_callbacks import MAX_BODY_BYTES
 
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        return _refuse(413, "body too large", service_provider_id, request, f"{len(raw)} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # not read at all
+        return _refuse(413, "body too large", service_provider_id, request, f"{declared} bytes declared")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return _refuse(413, "body too large", service_provider_id, request, f"over {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(raw or b"null")
     except ValueError:

@@ -223,6 +223,9 @@ def test_a_callback_without_the_secret_is_refused_logged_and_changes_nothing(dag
     refusals = [r.getMessage() for r in caplog.records if r.name == "bulkchange.callbacks"]
     assert len(refusals) == 2 and all(f"service provider {SP}" in m and "refused" in m for m in refusals)
     assert not any("not-the-secret-42" in m or CALLBACK_SECRET in m for m in refusals)
+    huge = requests.post(ts.url, data=b'{"requestId": "' + b"7" * 70_000 + b'"}', timeout=30,
+                         headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413  # not read, whatever it holds
     assert callback_rows(amop_engine) == []
     assert counts(amop_engine, bulk_id) == ("WAITING_FOR_CARRIER", {"PENDING_ACTIVATION": 3})
 

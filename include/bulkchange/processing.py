@@ -448,6 +448,13 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     results, progress = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: recording a batch")
     if taken_over():
         raise NotOwner(keeper.lost)
+    if any(r.carrier_request_id and not r.status.is_settled for r in results):
+        # a carrier that reported by callback before this batch recorded the request (ThingSpace):
+        # settled now from the stored callback, as the callback itself would have
+        from bulkchange import reconcile
+
+        reconcile.settle_bulk(engine, bulk_id, client, count_checks=False, only_reported=True,
+                              processed_by=processed_by, revio_client=revio_client, revio_problem=revio_problem)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1

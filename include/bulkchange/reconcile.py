@@ -112,9 +112,22 @@ class WaitingCheck:
     shared: SharedCalls
     log: CallLog
     base: dict
+    reports: dict = field(default_factory=dict)  # what the carrier reported by callback (thingspace_callbacks)
 
     def result(self, status: DeviceChangeStatus, details: str, **kw: Any) -> DeviceResult:
         return DeviceResult(status=status, details=details, **self.base, **kw)
+
+    def report(self) -> Any:
+        """The carrier's callback about this device's request, or None (then the carrier is polled)."""
+        return self.reports.get((self.dc.carrier_request_id, self.dc.iccid))
+
+    def request_answer(self, client: Any) -> dict:
+        """The request's outcome for this device: from its callback, else polled (one call per request)."""
+        report, request_id = self.report(), self.dc.carrier_request_id
+        if report is not None:
+            return report.answer()
+        return self.shared.get(request_id, lambda: client.request_status(request_id, log=self.log)) \
+            if request_id else {}
 
 
 def _fault_for(answer: dict, iccid: str | None) -> str | None:
@@ -161,7 +174,13 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
     request_id = dc.carrier_request_id
     if request_id and request_id.startswith(UNKNOWN_PREFIX):
         return _check_thingspace_unknown(client, w)
-    if dc.status == DeviceChangeStatus.PENDING_ACTIVATION:
+    report = w.report()
+    if dc.status == DeviceChangeStatus.PENDING_ACTIVATION and report is not None and report.succeeded \
+            and report.msisdn:
+        return w.result(DeviceChangeStatus.PROCESSED, new_device_status="active", msisdn=report.msisdn,
+                        ip_address=report.ip_address,
+                        details=f"active with MSISDN {report.msisdn} ({report.source})")
+    if dc.status == DeviceChangeStatus.PENDING_ACTIVATION and (report is None or report.succeeded):
         current = client.get_device(dc.iccid, log=w.log)
         msisdn = device_id(current, "msisdn") or device_id(current, "mdn")
         if device_state(current) == "active" and msisdn:
@@ -169,7 +188,7 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
                             msisdn=msisdn,
                             ip_address=current.get("ipAddress"),
                             details=f"active at the carrier with MSISDN {msisdn} after {w.checks} check(s)")
-    answer = w.shared.get(request_id, lambda: client.request_status(request_id, log=w.log)) if request_id else {}
+    answer = w.request_answer(client)
     fault = _fault_for(answer, dc.iccid)
     status = str(answer.get("status", "")).lower()
     if fault and any(f in fault for f in ALREADY_THERE_FAULTS):
@@ -181,7 +200,8 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
         return w.result(DeviceChangeStatus.API_FAILED,
                         f"carrier request {request_id} failed: {fault or 'Failure'}")
     if dc.status == DeviceChangeStatus.PENDING_CARRIER and status == "success":
-        return w.result(DeviceChangeStatus.PROCESSED, f"carrier request {request_id} completed: {w.target}",
+        how = f" ({report.source})" if report is not None else ""
+        return w.result(DeviceChangeStatus.PROCESSED, f"carrier request {request_id} completed: {w.target}{how}",
                         new_device_status=w.target)
     return "not active" if dc.status == DeviceChangeStatus.PENDING_ACTIVATION else "request still pending"
 
@@ -287,17 +307,25 @@ def waiting_checker(integration: Integration,
 def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = DEFAULT_MAX_CHECKS,
                 include_activations: bool = True, max_parallel: int = 10, count_checks: bool = True,
                 processed_by: str = RECONCILER, revio_client: Any = None,
-                revio_problem: str | None = None) -> SettleSummary:
+                revio_problem: str | None = None, only_reported: bool = False) -> SettleSummary:
     """Check each waiting device change once, with its carrier's checker (``WAITING_CHECKERS``).
     ``count_checks=False`` (the processing run's own short wait) neither counts the poll nor fails
     a device for being slow. A device change that settles ``PROCESSED`` and asks for a Rev.io
-    service gets it here (``revio_client``; see changes/revio_service.py), as in process_batch."""
+    service gets it here (``revio_client``; see changes/revio_service.py), as in process_batch.
+    What the carrier reported by callback (``thingspace_callbacks.reports_for``) is handed to the
+    checkers, which settle from it instead of polling; ``only_reported`` checks only those device
+    changes (a callback's own settlement), activations included."""
+    from bulkchange.thingspace_callbacks import reports_for
+
     statuses = [DeviceChangeStatus.PENDING_CARRIER.value]
-    if include_activations:
+    if include_activations or only_reported:
         statuses.append(DeviceChangeStatus.PENDING_ACTIVATION.value)
     with engine.connect() as conn:
         bulk = repo.load_bulk_change(conn, bulk_id)
         waiting = repo.load_device_changes(conn, bulk, statuses=statuses)
+        reports = reports_for(conn, bulk, waiting)
+        if only_reported:
+            waiting = [dc for dc in waiting if (dc.carrier_request_id, dc.iccid) in reports]
         devices = repo.load_devices(conn, bulk, waiting)
     summary = SettleSummary(bulk_id)
     if not waiting:
@@ -320,7 +348,8 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
             return DeviceResult(status=DeviceChangeStatus.ERROR, details=str(exc), **base)
         checks = dc.carrier_check_count + 1 if count_checks else 0
         try:
-            outcome = checker(client, WaitingCheck(dc, device, request, target, checks, shared, logs[dc.id], base))
+            outcome = checker(client, WaitingCheck(dc, device, request, target, checks, shared, logs[dc.id], base,
+                                                   reports))
         except CarrierError as exc:
             if checks >= max_checks:
                 return DeviceResult(status=DeviceChangeStatus.API_FAILED, **base,

@@ -18,7 +18,9 @@ builds requests with ``sdksio-verizon-apis-sdk`` and parses our answers with it)
   status ``Pending`` / ``Success`` / ``Failure``.
 * ``POST|GET /m2m/v1/callbacks/{aname}``, ``DELETE /m2m/v1/callbacks/{aname}/name/{serviceName}``:
   a registered ``CarrierService`` URL (loopback only) gets one POST per device when a request
-  completes, retried ``callback_retries`` times ``callback_retry_s`` apart.
+  completes (every asynchronous request: actions, plan, device id, cost center, custom fields),
+  retried ``callback_retries`` times ``callback_retry_s`` apart; the registration's ``username`` /
+  ``password`` are echoed in each. ``drop_callbacks`` (fault) sends none.
 
 Every M2M call needs ``Authorization: Bearer <access_token>`` (else 401) and ``VZ-M2M-Token``
 (else 400 ``...REQUEST_FAILED.SessionToken.Expired``); the session's username is the account the
@@ -145,6 +147,8 @@ class ThingSpaceKnobs(Knobs):
     session_idle_s: float = Field(1200.0, gt=0, description="a session token expires after this long unused")
     callback_retries: int = Field(3, ge=0, description="re-deliveries of a refused callback")
     callback_retry_s: float = Field(300.0, ge=0, description="seconds between callback deliveries")
+    drop_callbacks: bool = Field(False, description="fault: completed requests send no callback (lost "
+                                 "callbacks; the client must fall back to polling)")
     refuse_unknown_fields: bool = Field(True, description="a body field the SDK's request model does not name, "
                                         "or one of the wrong JSON type, is refused (assumed)")
     require_json_content_type: bool = Field(True, description="an M2M body must be sent as application/json, "
@@ -575,10 +579,20 @@ class ThingSpaceSimulator(SimulatedCarrier):
                               "deviceResponse": {f"{action}Response": response}, "status": "Success"})
         record["status"] = "Failure" if failures == len(targets) else "Success"
         record["completedAt"] = ts_time(now)
+        self._send_callbacks(record, callbacks)
+
+    def _send_callbacks(self, record: dict, callbacks: list[dict]) -> None:
+        """One CarrierService callback per device of a completed request, when the account registered
+        one (each POSTed on its own thread); with ``drop_callbacks`` none is sent (recorded as dropped)."""
         reg = self.callbacks.get(record["accountName"])
-        if reg:
-            for body in callbacks:
-                self._deliver(reg, body, attempt=1)
+        if not reg:
+            return
+        for body in callbacks:
+            if self.knobs.drop_callbacks:
+                self.deliveries.append({"url": reg["url"], "requestId": body["requestId"], "attempt": 0,
+                                        "delivered": False, "dropped": True, "ts": time.time()})
+                continue
+            self._deliver(reg, body, attempt=1)
 
     def _event(self, dev: dict, record: dict, status: str, now: float, fault: tuple | None = None) -> None:
         """One provisioning-history entry of a completed action."""
@@ -728,7 +742,8 @@ class ThingSpaceSimulator(SimulatedCarrier):
     # ``REQUEST_FAILED.ServicePlanChangeLimitExceeded``, ``REQUEST_FAILED.DeviceAlreadyExists`` for a
     # new ICCID/IMEI another device has), that an identifier change needs a line (``active`` or
     # ``suspend``), that ``currentServicePlan`` filters (a device on another plan fails), that any
-    # ``serviceType`` is accepted, and that no callback is sent for these two requests.
+    # ``serviceType`` is accepted, and that the CarrierService callback of each device carries only
+    # ``{requestId, deviceIds, status}`` (plus ``faultResponse`` on failure): no ``deviceResponse``.
     MAX_PLAN_CHANGES_PER_MONTH = 4
 
     def _add_plan_and_identifier_routes(self) -> None:
@@ -754,6 +769,7 @@ class ThingSpaceSimulator(SimulatedCarrier):
             if generation != self._generation:
                 return
             failures = 0
+            callbacks = []
             for entry, (ident, iccid) in zip(record["devices"], targets):
                 dev = self.devices.get(iccid) if iccid else None
                 if dev is None or dev["accountName"] != aname:
@@ -763,10 +779,14 @@ class ThingSpaceSimulator(SimulatedCarrier):
                 if fault:
                     failures += 1
                     entry.update(status="Failed", faultResponse={"faultcode": code(fault[0]), "faultstring": fault[1]})
+                    callbacks.append({"requestId": request_id, "deviceIds": [dict(ident)],
+                                      "faultResponse": dict(entry["faultResponse"]), "status": "Failed"})
                 else:
                     entry["status"] = "Success"
+                    callbacks.append({"requestId": request_id, "deviceIds": [dict(ident)], "status": "Success"})
             record["status"] = "Failure" if failures == len(targets) else "Success"
             record["completedAt"] = ts_time()
+            self._send_callbacks(record, callbacks)
 
         self.schedule(self.knobs.action_delay_s, complete)
         return {"requestId": request_id}

@@ -107,6 +107,15 @@ CONNECTION_TYPES: dict[str, dict] = {c["connection-type"]: c for c in (
                        "Wait before re-sending a lost action (s)",
                        "When an action's answer was lost and ThingSpace shows neither the line at the target nor "
                        "the action in its history, how long to wait before sending it again.", "number", 900),
+                   "callback_url": _field(
+                       "Callback URL", "Where ThingSpace posts request results: <api-server>/carrier-callbacks/"
+                       "thingspace/<service provider id> (registered with python -m "
+                       "bulkchange_plugins.carrier_callbacks register <id>). Optional: results are polled."),
+                   "callback_secret": _field(
+                       "Callback secret", "The shared secret ThingSpace echoes in every callback (sent as the "
+                       "registration's password); a callback without it is refused.", secret=True),
+                   "callback_username": _field("Callback username", "Sent with the registration.", "string",
+                                               "bulkchange"),
                }),
     _conn_type("telegence", "TelegenceHook", "AT&T Telegence (bulkchange)",
                host="https://apsapi.att.com:8082", login="app-id", password="app-secret", fields={

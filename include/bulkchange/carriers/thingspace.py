@@ -329,6 +329,26 @@ class ThingSpaceClient(HttpCarrierClient):
             else []
         return sorted({str(p[k]) for p in plans if isinstance(p, dict) for k in ("name", "code") if p.get(k)})
 
+    CALLBACK_SERVICE = "CarrierService"
+
+    def register_callback(self, url: str, username: str, secret: str, *, log: CallLog | None = None) -> dict:
+        """``POST /m2m/v1/callbacks/{accountName}`` ``{name: "CarrierService", url, username, password}``
+        (carrier_apis.md): ThingSpace posts every request result to ``url`` from now on, echoing
+        ``username`` and ``password`` (the account's shared callback secret) in each callback."""
+        if not url or not secret:
+            raise ValueError("a ThingSpace callback registration needs the URL and the shared secret")
+        self.add_secret(secret)
+        return self._call("POST", f"/m2m/v1/callbacks/{path_segment(self.account_name)}", log=log,
+                          json_body={"name": self.CALLBACK_SERVICE, "url": url, "username": username,
+                                     "password": secret},
+                          description="Register ThingSpace Callback: ThingSpace API") or {}
+
+    def callbacks(self, *, log: CallLog | None = None) -> list[dict]:
+        """The account's registered callbacks (``GET /m2m/v1/callbacks/{accountName}``)."""
+        answer = self._call("GET", f"/m2m/v1/callbacks/{path_segment(self.account_name)}", log=log,
+                            description="List ThingSpace Callbacks: ThingSpace API") or []
+        return [c for c in answer if isinstance(c, dict)] if isinstance(answer, list) else []
+
     def request_status(self, request_id: str, *, log: CallLog | None = None) -> dict:
         return self._call("GET", f"/m2m/v1/accounts/{path_segment(self.account_name)}/requests/{path_segment(request_id)}/status", log=log,
                           description="ThingSpace Request Status: ThingSpace API") or {}

@@ -147,6 +147,9 @@ def _device_change_table(name: str) -> Table:
 
 m2m_device_change = _device_change_table("M2M_DeviceChange")
 mobility_device_change = _device_change_table("Mobility_DeviceChange")
+# added (0014): a ThingSpace callback finds the device changes waiting on its request
+Index("IX_M2M_DeviceChange_SP_CarrierRequestId", m2m_device_change.c.ServiceProviderId,
+      m2m_device_change.c.CarrierRequestId)
 
 device = Table(
     "Device", metadata,
@@ -468,6 +471,24 @@ rev_customer = Table(  # legacy: the Rev.io customers synced into AMOP, per tena
     Column("CustomerName", String(256)),
     Column("IsActive", Boolean, nullable=False, default=True),
     Index("IX_RevCustomer_RevCustomerId", "RevCustomerId"),
+)
+
+
+# legacy: what ThingSpace posted to the CarrierService callback, one row per callback (per device of
+# a request), read by the settlement of the device changes waiting on that request. APIResponse is the
+# callback body as received, scrubbed like DeviceBulkChangeLog texts (the echoed credentials removed,
+# personal fields masked).
+thingspace_callback_response_log = Table(
+    "ThingSpaceCallBackResponseLog", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("RequestId", String(128), nullable=False),
+    Column("TenantId", Integer),
+    Column("ServiceProviderId", Integer, nullable=False),
+    Column("APIStatus", String(32)),
+    Column("APIResponse", UnicodeText),
+    Column("CreatedDate", DateTime, nullable=False),
+    Column("ICCID", String(32)),  # added: the device the callback reports on (a request may name many)
+    Index("IX_ThingSpaceCallBackResponseLog_SP_RequestId", "ServiceProviderId", "RequestId"),
 )
 
 

@@ -86,7 +86,7 @@ def check_thingspace(client: Any, w: Any) -> DeviceResult | str:
 
     plan = requested_plan(w.request)
     request_id = w.dc.carrier_request_id
-    answer = w.shared.get(request_id, lambda: client.request_status(request_id, log=w.log))
+    answer = w.request_answer(client)  # from the callback when ThingSpace sent one, else polled
     fault = _fault_for(answer, w.dc.iccid)
     status = str(answer.get("status", "")).lower()
     if fault or status == "failure":

@@ -52,7 +52,7 @@ def check_thingspace(client: Any, w: Any) -> DeviceResult | str:
 
     request: ChangeIdentifierRequest = w.request
     request_id = w.dc.carrier_request_id
-    answer = w.shared.get(request_id, lambda: client.request_status(request_id, log=w.log))
+    answer = w.request_answer(client)  # from the callback when ThingSpace sent one, else polled
     fault = _fault_for(answer, w.dc.iccid)
     status = str(answer.get("status", "")).lower()
     if fault or status == "failure":
@@ -60,6 +60,7 @@ def check_thingspace(client: Any, w: Any) -> DeviceResult | str:
                         f"ThingSpace {request.kind} change to {request.new_value} (request {request_id}) failed: "
                         f"{fault or 'Failure'}")
     if status == "success":
+        how = w.report().source if w.report() is not None else f"request {request_id}"
         return w.result(DeviceChangeStatus.PROCESSED, device_updates={request.kind: request.new_value},
-                        details=f"{request.kind} changed to {request.new_value} (request {request_id})")
+                        details=f"{request.kind} changed to {request.new_value} ({how})")
     return "identifier change request still pending"

@@ -103,7 +103,10 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="bulkchange-http-deadline", daemon=True)
                 self._thread.start()
-            self._cv.notify()
+            # the thread sleeps until the earliest deadline: wake it only if this call's is now the
+            # earliest (with one timeout for every call, almost never), not once per request
+            if self._heap[0][2] is call:
+                self._cv.notify()
 
     def _run(self) -> None:
         while True:

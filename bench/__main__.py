@@ -43,17 +43,6 @@ RATE, LATENCY_MS = 50.0, 50
 SCHEDULER_BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=harness.ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=harness.ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _settings() -> str:
     """The deployment settings R4S runs with (they change its figure)."""
     shared = "rate shared through Redis" if os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL") else "per-task rate share"
@@ -303,7 +292,7 @@ def main(argv=None) -> int:
     only = {x.strip().upper() for x in args.only.split(",")}
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "platform": platform.platform(), "scale": args.scale,
-                                 "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": _commit(),
+                                 "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": harness.commit(),
                                  "settings": _settings()},
                      "load": {}}
 

@@ -13,13 +13,15 @@ R4  Airflow         the R1 workload through bulk_change_process under dag.test()
                     and batch size 1 vs 100 vs 500 on 1,000 devices under dag.test()
 R4S real scheduler  the R1 workload through bulk_change_process under a real scheduler (api-server,
                     scheduler, dag-processor as processes; LocalExecutor; PostgreSQL metadata and AMOP
-                    DBs; two batch tasks at once, each with half the account's rate, or sharing the
-                    account's whole rate through Redis when BULKCHANGE_RATE_LIMIT_REDIS_URL is set)
+                    DBs; BULKCHANGE_BATCH_CONCURRENCY batch tasks at once, each with its share of the
+                    account's rate, or sharing the account's whole rate through Redis when
+                    BULKCHANGE_RATE_LIMIT_REDIS_URL is set; batch size chosen by prepare from the rate)
                     / the core alone
-MEM                 peak RSS of one process running process_batch over 500 devices
+MEM                 peak RSS of one process running process_batch over the largest batch (5,000 devices)
 
 ``--scale`` multiplies every device count (the smoke test uses a tiny one). Prints a table and
-writes the same figures as JSON.
+writes the same figures as JSON, with the commit, the settings and the machine's load average
+before and after each scenario; ``python -m bench.report`` turns that JSON into the docs' table.
 """
 from __future__ import annotations
 
@@ -34,11 +36,18 @@ import time
 from pathlib import Path
 
 from bench import harness
+from bulkchange.batch_sizing import MAX_BATCH_SIZE
 
 RATE, LATENCY_MS = 50.0, 50
 # R4 (dag.test) sets BULKCHANGE_BATCH_CONCURRENCY=1 in this process; R4S's components get the
 # deployment's value as it was when the bench started.
 SCHEDULER_BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
+
+
+def _settings() -> str:
+    """The deployment settings R4S runs with (they change its figure)."""
+    shared = "rate shared through Redis" if os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL") else "per-task rate share"
+    return f"BULKCHANGE_BATCH_CONCURRENCY={SCHEDULER_BATCH_CONCURRENCY}, {shared}"
 
 
 def _scaled(n: int, scale: float, minimum: int = 4) -> int:
@@ -225,12 +234,17 @@ def r4s(scale, workdir, api_root, control, r1_result):
         (start, end), = cluster.query("SELECT start_date, end_date FROM dag_run WHERE dag_id = 'bulk_change_process'")
         tasks = cluster.query("SELECT count(*) FROM task_instance WHERE dag_id = 'bulk_change_process' "
                               "AND task_id = 'process_batch'")[0][0]
+        chosen = cluster.query("SELECT value FROM xcom WHERE dag_id = 'bulk_change_process' AND task_id = 'prepare' "
+                               "AND key = 'batch_size'")
+        chosen = chosen[0][0] if chosen else {}
+        chosen = json.loads(chosen) if isinstance(chosen, str) else chosen
     assert status == "PROCESSED", status
     run_s = (end - start).total_seconds()
     shared = bool(os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL"))  # the components inherit it
     concurrency = SCHEDULER_BATCH_CONCURRENCY
     return {"devices": n, "batch_tasks": tasks, "run_s": round(run_s, 2), "trigger_to_final_s": round(wall, 2),
-            "batch_concurrency": concurrency,
+            "batch_concurrency": concurrency, "batch_size": (chosen or {}).get("batch_size"),
+            "batch_size_reason": (chosen or {}).get("reason"),
             "rate_limit": "shared through Redis" if shared else f"per-task share (rate / {concurrency})",
             "core_wall_s": r1_result["wall_s"], "bound_s": round(bound, 2),
             "ratio_to_core": round(run_s / r1_result["wall_s"], 3),
@@ -238,16 +252,25 @@ def r4s(scale, workdir, api_root, control, r1_result):
 
 
 MEM_CHILD = """
-import resource, sys
+import sys
 from bulkchange import processing
 from bulkchange.db.connect import make_engine
 from bench import harness
+
+
+def peak_kb():
+    # this process's own peak (VmHWM): ru_maxrss on Linux also carries the peak of the parent that
+    # forked it (the bench process, large by then), which hid the batch's own cost
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
 url, api_root, bulk_id, ids = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
 engine = make_engine(url)
 client = harness.client(api_root, None)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after imports, before any device is loaded
+before = peak_kb()  # after imports, before any device is loaded
 processing.process_batch(engine, bulk_id, ids, client=client)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_kb()
 print(before, after)
 """
 
@@ -256,7 +279,7 @@ def mem(scale, workdir, api_root, control):
     """Peak RSS of a fresh process that runs one process_batch over n devices (what a mapped task does)."""
     from bulkchange import processing
 
-    n = _scaled(500, scale)
+    n = _scaled(MAX_BATCH_SIZE, scale)  # the largest batch prepare plans (batch_sizing)
     with harness.amop_database("sqlite", workdir) as engine:
         bulk_id = harness.seed_fleet(engine, control, n)
         control.configure(latency_ms=0, rate_limit=None)
@@ -279,27 +302,31 @@ def main(argv=None) -> int:
     only = {x.strip().upper() for x in args.only.split(",")}
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "platform": platform.platform(), "scale": args.scale,
-                                 "when": time.strftime("%Y-%m-%d %H:%M:%S")}}
+                                 "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": harness.commit(),
+                                 "settings": _settings()},
+                     "load": {}}
+
+    def measured(name: str, fn, *a):
+        """Run one scenario, with the machine's 1-minute load average before and after it."""
+        before = os.getloadavg()[0]
+        results[name] = fn(*a)
+        results["load"][name] = {"before": round(before, 2), "after": round(os.getloadavg()[0], 2)}
+        print(name, results[name], results["load"][name], flush=True)
+
     with tempfile.TemporaryDirectory(prefix="bulkchange-bench-") as tmp, harness.simulator_process() as (api, control):
         workdir = Path(tmp)
         if "R1" in only or "R4" in only or "R4S" in only:
-            results["R1"] = r1(args.scale, workdir, api, control)
-            print("R1", results["R1"], flush=True)
+            measured("R1", r1, args.scale, workdir, api, control)
         if "R2" in only:
-            results["R2"] = r2(args.scale, workdir, api, control)
-            print("R2", results["R2"], flush=True)
+            measured("R2", r2, args.scale, workdir, api, control)
         if "R3" in only:
-            results["R3"] = r3(args.scale, workdir, api, control)
-            print("R3", results["R3"], flush=True)
+            measured("R3", r3, args.scale, workdir, api, control)
         if "MEM" in only:
-            results["MEM"] = mem(args.scale, workdir, api, control)
-            print("MEM", results["MEM"], flush=True)
+            measured("MEM", mem, args.scale, workdir, api, control)
         if "R4" in only:
-            results["R4"] = r4(args.scale, workdir, api, control, results["R1"])
-            print("R4", results["R4"], flush=True)
+            measured("R4", r4, args.scale, workdir, api, control, results["R1"])
         if "R4S" in only:
-            results["R4S"] = r4s(args.scale, workdir, api, control, results["R1"])
-            print("R4S", results["R4S"], flush=True)
+            measured("R4S", r4s, args.scale, workdir, api, control, results["R1"])
     print_table(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
@@ -308,45 +335,18 @@ def main(argv=None) -> int:
 
 
 def print_table(res: dict) -> None:
-    rows = []
-    if "R1" in res:
-        r = res["R1"]
-        rows.append(("R1 bound ratio", f"{r['ratio']:.3f}", "<= 1.15",
-                     f"{r['devices']} devices, {r['wall_s']} s vs bound {r['bound_s']} s"))
-    if "R2" in res:
-        r = res["R2"]
-        rows.append(("R2 speed-up vs legacy loop", f"{r['speedup_p20']:.1f} (p10: {r['speedup_p10']:.1f})", ">= 10",
-                     f"sequential {r['sequential_s']} s, engine {r['engine_p20_s']} s at 20 in flight"))
-    if "R3" in res:
-        r = res["R3"]
-        pg = r.get("postgres_cpu_ms_per_device", r.get("postgres"))
-        rows.append(("R3 CPU per device (ms)", f"SQLite {r['sqlite_cpu_ms_per_device']}, PostgreSQL {pg}", "< 2",
-                     f"{r['devices']} devices, zero latency"))
-    if "R4" in res:
-        r = res["R4"]
-        rows.append(("R4 Airflow / core", f"{r['ratio_to_core']:.3f}", "overhead <= 15 % of bound",
-                     f"overhead {r['overhead_pct_of_bound']} % of bound"))
-        rows.append(("R4 batch size 1/100/500", f"{r['batch1_wall_s']} / {r['batch100_wall_s']} / {r['batch500_wall_s']} s",
-                     "", f"{r['batch1_devices']} devices, bound {r['batch_bound_s']} s"))
-    if "R4S" in res:
-        r = res["R4S"]
-        if "skipped" in r:
-            rows.append(("R4 real scheduler / core", "skipped", "", r["skipped"]))
-        else:
-            rows.append(("R4 real scheduler / core", f"{r['ratio_to_core']:.3f}", "overhead <= 15 % of bound",
-                         f"overhead {r['overhead_pct_of_bound']} % of bound; {r['rate_limit']}, "
-                         f"{r.get('batch_concurrency', 2)} tasks at once; run {r['run_s']} s, "
-                         f"{r['batch_tasks']} batch tasks, trigger to final {r['trigger_to_final_s']} s"))
-    if "MEM" in res:
-        r = res["MEM"]
-        rows.append(("MEM peak RSS, 500-device batch", f"{r['peak_rss_mb']} MB", "",
-                     f"{r['batch_cost_mb']} MB above the process before the batch"))
+    from bench.report import rows as table_rows
+
+    rows = table_rows(res)
     width = max(len(r[0]) for r in rows) if rows else 10
-    print(f"\n{'measure':<{width}}  {'value':<34}  {'target':<26}  notes")
+    print(f"\n{'measure':<{width}}  {'value':<34}  {'target':<26}  load before/after  notes")
     for name, value, target, notes in rows:
-        print(f"{name:<{width}}  {value:<34}  {target:<26}  {notes}")
+        load = res.get("load", {}).get(name.split()[0], {})
+        shown = f"{load['before']:.1f}/{load['after']:.1f}" if load else "-"
+        print(f"{name:<{width}}  {value:<34}  {target:<26}  {shown:<17}  {notes}")
     m = res["machine"]
-    print(f"\nmachine: {m['cpus']} CPUs, Python {m['python']}, {m['platform']}, scale {m['scale']}")
+    print(f"\nmachine: {m['cpus']} CPUs, Python {m['python']}, {m['platform']}, scale {m['scale']}, "
+          f"commit {m.get('commit')}; {m.get('settings')}")
 
 
 if __name__ == "__main__":

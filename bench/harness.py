@@ -28,6 +28,18 @@ USER, KEY = "bench", "bench-api-key"
 PG_ADMIN_URL = os.environ.get("BULKCHANGE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
+def commit() -> str:
+    """The commit measured; ``+changes`` when tracked files differ from it."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,7 +61,7 @@ def simulator_process():
             try:
                 requests.get(base + "/health", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a loaded machine
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("simulator process did not start")
                 time.sleep(0.1)

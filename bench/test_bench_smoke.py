@@ -21,3 +21,9 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
     assert data["R1"]["ratio"] > 0 and data["R2"]["speedup_p20"] > 0
     assert data["R3"]["sqlite_cpu_ms_per_device"] > 0 and data["MEM"]["peak_rss_mb"] > 0
     assert "R1 bound ratio" in res.stdout and "written to" in res.stdout
+    # every scenario's load average before and after, and the commit: what the docs table shows
+    assert set(data["load"]) == {"R1", "R2", "R3", "R4", "R4S", "MEM"} and data["machine"]["commit"]
+    from bench.report import markdown
+
+    table = markdown(data, source="bench.json", digest="0" * 64)
+    assert all(f"| {name} " in table for name in ("R1", "R2", "R3", "MEM", "R4", "R4S"))

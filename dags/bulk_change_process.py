@@ -19,6 +19,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange.batch_sizing import MAX_BATCH_SIZE, override_from_conf
 from bulkchange_plugins.approval import ANSWER_KEY as APPROVAL_ANSWER_KEY
 from bulkchange_plugins.approval import BulkChangeApprovalOperator
 from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
@@ -58,8 +59,10 @@ default_args = {
     params={
         "bulk_change_id": Param(None, type="integer", minimum=1, title="Bulk change id",
                                 description="DeviceBulkChange.Id to process"),
-        "batch_size": Param(100, type="integer", minimum=1, maximum=1000, title="Batch size",
-                            description="Devices per mapped task (1 = one task per device)"),
+        "batch_size": Param(None, type=["null", "integer"], minimum=1, maximum=MAX_BATCH_SIZE, title="Batch size",
+                            description="Optional override: devices per mapped task (1 = one task per device). "
+                                        "Empty: chosen from the account's rate limit, about a minute of "
+                                        "carrier work per task (bulkchange.batch_sizing)"),
         "max_parallel": Param(10, type="integer", minimum=1, maximum=100, title="Parallel requests",
                               description="Carrier requests in flight at once inside one batch task"),
         "dry_run": Param(False, type="boolean", title="Dry run",
@@ -104,6 +107,11 @@ def bulk_change_process():
         uses_carrier = needs_carrier(bulk.change_type, bulk.integration)
         # DB-only change types (no carrier call) need no carrier connection
         problem = carrier.credentials_problem(bulk.integration) if uses_carrier else None
+        # what sizes the batches (bulkchange.batch_sizing): the account's rate and Airflow's map limit
+        rate = None if problem or not uses_carrier else carrier.get_settings().rate_limit_per_s
+        from airflow.configuration import conf
+
+        max_map_length = conf.getint("core", "max_map_length", fallback=1024)
         from bulkchange import run_notes
         from bulkchange_plugins.airflow_api import write_run_note
 
@@ -115,11 +123,10 @@ def bulk_change_process():
             from bulkchange import dryrun
 
             report = dryrun.dry_run_bulk_change(
-                engine, bulk.id, batch_size=int(params["batch_size"]), max_parallel=int(params["max_parallel"]),
-                batch_concurrency=BATCH_CONCURRENCY,
-                rate_limit_per_s=None if problem or not uses_carrier else carrier.get_settings().rate_limit_per_s,
-                credentials_problem=problem, retry_failed=bool(params.get("retry_failed")),
-                requested_by=f"bulk_change_process:{ti.run_id}")
+                engine, bulk.id, batch_size=override_from_conf(params.get("batch_size")),
+                max_parallel=int(params["max_parallel"]), batch_concurrency=BATCH_CONCURRENCY,
+                rate_limit_per_s=rate, credentials_problem=problem, retry_failed=bool(params.get("retry_failed")),
+                requested_by=f"bulk_change_process:{ti.run_id}", max_batches=max_map_length)
             print(report.text())
             ti.xcom_push(key="dry_run_report", value=report.as_dict())
             return []  # nothing to process: the batch tasks are skipped
@@ -142,16 +149,16 @@ def bulk_change_process():
                 else:
                     raise AirflowFailException(str(exc)) from exc
             print(f"retry: {len(again)} failed device changes of bulk change {bulk.id} queued again")
-        from airflow.configuration import conf
-
         try:
-            result = processing.prepare(engine, bulk.id, batch_size=int(params["batch_size"]),
-                                        credentials_problem=problem, owner=owner,
-                                        max_batches=conf.getint("core", "max_map_length", fallback=1024))
+            result = processing.prepare(engine, bulk.id, batch_size=override_from_conf(params.get("batch_size")),
+                                        credentials_problem=problem, owner=owner, max_batches=max_map_length,
+                                        rate_limit_per_s=rate, batch_concurrency=BATCH_CONCURRENCY)
         except (processing.BulkChangeHeld, processing.NotOwner) as exc:
             raise AirflowFailException(str(exc)) from exc
-        for note in result.notes:  # e.g. the batch size raised to stay within max_map_length
+        for note in result.notes:  # the batch size chosen and why (rate limit, bounds, max_map_length)
             print(note)
+        ti.xcom_push(key="batch_size", value={"batch_size": result.batch_size, "reason": result.notes[0]}
+                     if result.notes else {"batch_size": result.batch_size})
         print(f"bulk change {bulk.id} ({bulk.change_type.value} on {bulk.integration.value}, "
               f"{bulk.service_provider_name}): {result.queued} queued, {result.rejected} rejected, "
               f"{len(result.batches)} batches")

@@ -28,6 +28,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
+from bulkchange.batch_sizing import MAX_BATCH_SIZE, override_from_conf
 from bulkchange_plugins.timeouts import TASK_TIMEOUT
 from bulkchange_plugins.notifiers import failure_notifier
 
@@ -93,9 +94,10 @@ see the dry run, which names irreversible actions.
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Validate and plan only: nothing is inserted, no carrier is called",
                          section="How"),
-        "batch_size": Param(100, type="integer", minimum=1, maximum=1000, title="Batch size",
-                            description="Devices per processing task (1-1000); smaller batches show progress "
-                                        "in finer steps", section="How"),
+        "batch_size": Param(None, type=["null", "integer"], minimum=1, maximum=MAX_BATCH_SIZE, title="Batch size",
+                            description="Optional: devices per processing task. Empty: chosen from the "
+                                        "account's rate limit (about a minute of carrier work per task)",
+                            section="How"),
         "max_parallel": Param(10, type="integer", minimum=1, maximum=100, title="Parallel requests",
                               description="Carrier requests in flight at once inside one processing task; the "
                                           "account's rate limit applies on top", section="How"),
@@ -110,6 +112,8 @@ def bulk_change_submit():
     @task(retries=0)
     def submit(params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow.configuration import conf
 
         from bulkchange import authz
         from bulkchange import submit as core
@@ -133,9 +137,11 @@ def bulk_change_submit():
         dry_run = bool(params.get("dry_run"))
         try:
             result = core.submit(engine, sub, process_now=bool(params.get("process_now")), dry_run=dry_run,
-                                 batch_size=int(params["batch_size"]), max_parallel=int(params["max_parallel"]),
+                                 batch_size=override_from_conf(params.get("batch_size")),
+                                 max_parallel=int(params["max_parallel"]),
                                  batch_concurrency=BATCH_CONCURRENCY, rate_limit_per_s=rate,
-                                 credentials_problem=problem)
+                                 credentials_problem=problem,
+                                 max_batches=conf.getint("core", "max_map_length", fallback=1024))
         except core.SubmitError as exc:
             raise AirflowFailException(f"refused: {exc}") from exc
         out = result.as_dict()

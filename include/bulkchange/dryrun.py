@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from sqlalchemy.engine import Connection, Engine
 
+from bulkchange.batch_sizing import calls_per_device, choose_batch_size
 from bulkchange.changes import get_handler
 from bulkchange.db import repository as repo
 from bulkchange.models import (
@@ -52,6 +53,7 @@ class DryRunReport:
     would_retry: int = 0
     batches: list[dict[str, Any]] = field(default_factory=list)
     batch_size: int = 100
+    batch_size_reason: str = ""  # batch_sizing: what chose the size
     carrier_calls: dict[str, int] = field(default_factory=dict)
     no_call_needed: int = 0
     rate_limit_per_s: float | None = None
@@ -72,6 +74,7 @@ class DryRunReport:
             "rejected_count": len(self.rejected), "rejected": self.rejected[:MAX_LISTED_REJECTIONS],
             "already_queued": self.already_queued, "already_settled": self.already_settled,
             "would_retry": self.would_retry, "batch_size": self.batch_size,
+            "batch_size_reason": self.batch_size_reason,
             "batch_count": len(self.batches), "batches": self.batches, "carrier_calls": self.carrier_calls,
             "no_call_needed": self.no_call_needed, "rate_limit_per_s": self.rate_limit_per_s,
             "max_parallel": self.max_parallel, "batch_concurrency": self.batch_concurrency,
@@ -90,7 +93,8 @@ class DryRunReport:
         ]
         if self.preflight_error:
             lines.append(f"  stopped before any carrier call: {self.preflight_error}")
-        lines.append(f"  batches: {len(self.batches)} of up to {self.batch_size}")
+        lines.append(f"  batches: {len(self.batches)} of up to {self.batch_size}"
+                     + (f" ({self.batch_size_reason})" if self.batch_size_reason else ""))
         for b in self.batches[:20]:
             lines.append(f"    {b['label']}")
         if len(self.batches) > 20:
@@ -133,17 +137,18 @@ def _calls_for(bulk: BulkChange, request, device) -> int:
     return 1
 
 
-def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *, batch_size: int,
+def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *, batch_size: int | None,
              max_parallel: int, batch_concurrency: int, rate_limit_per_s: float | None,
              credentials_problem: str | None = None, queued_ids: list[int] | None = None,
              seen: dict[str, int] | None = None,
-             label: Callable[[DeviceChange], str] | None = None) -> DryRunReport:
-    """Validate ``changes`` (in memory) and plan the run. Reads only."""
+             label: Callable[[DeviceChange], str] | None = None, max_batches: int | None = None) -> DryRunReport:
+    """Validate ``changes`` (in memory) and plan the run. Reads only. ``batch_size`` None: chosen as
+    the run would (``batch_sizing.choose_batch_size``); ``max_batches``: Airflow's max_map_length."""
     from bulkchange.processing import _validate, plan_batches, preflight_problem
 
     report = DryRunReport(bulk_change_id=bulk.id or None, service_provider_id=bulk.service_provider_id,
                           carrier=bulk.integration.value, change_type=bulk.change_type.value,
-                          devices=len(changes) + len(queued_ids or []), batch_size=batch_size,
+                          devices=len(changes) + len(queued_ids or []), batch_size=batch_size or 0,
                           rate_limit_per_s=rate_limit_per_s, max_parallel=max_parallel,
                           batch_concurrency=batch_concurrency, already_queued=len(queued_ids or []))
     label = label or (lambda dc: dc.iccid or dc.msisdn or dc.device_identifier or f"device change {dc.id}")
@@ -182,8 +187,12 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
     report.irreversible = irreversible_actions(bulk.integration, words)
     report.would_process = len(accepted) + report.already_queued
     todo = [dc.id for dc in accepted] + list(queued_ids or [])
+    choice = choose_batch_size(len(todo), rate_limit_per_s=rate_limit_per_s,
+                               calls_per_device=calls_per_device(handler_cls), batch_concurrency=batch_concurrency,
+                               override=batch_size, max_batches=max_batches)
+    report.batch_size, report.batch_size_reason = choice.size, choice.reason
     report.batches = [{"label": b.label, "devices": len(b.device_change_ids)}
-                      for b in plan_batches(bulk, todo, batch_size)]
+                      for b in plan_batches(bulk, todo, choice.size)]
     if not getattr(handler_cls, "needs_carrier", True):  # AMOP tables only
         report.no_call_needed = report.would_process
         report.estimate_basis = "no carrier call: this change type only writes the AMOP database"
@@ -198,13 +207,13 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
     return report
 
 
-def dry_run_bulk_change(engine: Engine, bulk_id: int, *, batch_size: int = 100, max_parallel: int = 10,
+def dry_run_bulk_change(engine: Engine, bulk_id: int, *, batch_size: int | None = 100, max_parallel: int = 10,
                         batch_concurrency: int = 1, rate_limit_per_s: float | None = None,
                         credentials_problem: str | None = None, retry_failed: bool = False,
-                        requested_by: str | None = None) -> DryRunReport:
+                        requested_by: str | None = None, max_batches: int | None = None) -> DryRunReport:
     """What ``bulk_change_process`` would do with this bulk change now (``retry_failed``: with its
     failed device changes queued again). Writes only the report."""
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     from bulkchange.processing import _already_queued_identifiers
 
@@ -220,7 +229,8 @@ def dry_run_bulk_change(engine: Engine, bulk_id: int, *, batch_size: int = 100, 
         seen = {k: v for k, v in _already_queued_identifiers(conn, bulk).items() if v not in candidate_ids}
         report = evaluate(conn, bulk, candidates, batch_size=batch_size, max_parallel=max_parallel,
                           batch_concurrency=batch_concurrency, rate_limit_per_s=rate_limit_per_s,
-                          credentials_problem=credentials_problem, queued_ids=queued, seen=seen)
+                          credentials_problem=credentials_problem, queued_ids=queued, seen=seen,
+                          max_batches=max_batches)
         report.devices = len(all_changes)
         report.would_retry = sum(1 for dc in candidates if dc.status in FAILED_DEVICE_STATUSES)
         report.already_settled = sum(1 for dc in all_changes if dc.status.is_settled) - report.would_retry

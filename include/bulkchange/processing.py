@@ -16,15 +16,16 @@ so every step is idempotent:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
 
+from bulkchange.batch_sizing import calls_per_device, choose_batch_size
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes import UnsupportedChange, get_handler
 from bulkchange.changes.revio_service import RevioServiceStep, check_rev_request
@@ -51,6 +52,11 @@ from bulkchange.tenancy import attach_references, identifier_problem, reference_
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 100
+# A batch records its results (and the bulk change's progress counts) every RECORD_EVERY devices or
+# RECORD_INTERVAL_S seconds while it runs (process_batch): with batches sized by time
+# (batch_sizing), a task may hold thousands of devices.
+RECORD_EVERY = int(os.environ.get("BULKCHANGE_RECORD_EVERY", "200"))
+RECORD_INTERVAL_S = float(os.environ.get("BULKCHANGE_RECORD_INTERVAL_SECONDS", "5"))
 DEFAULT_PROCESSED_BY = "bulk_change_process"
 
 
@@ -140,7 +146,7 @@ class PrepareResult:
     queued: int = 0
     preflight_error: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
-    batch_size: int = DEFAULT_BATCH_SIZE  # as planned (raised to keep within max_batches)
+    batch_size: int = DEFAULT_BATCH_SIZE  # as planned (batch_sizing: chosen, or the override within max_batches)
     notes: list[str] = field(default_factory=list)  # what prepare decided that the run log should say
 
 
@@ -160,13 +166,16 @@ def preflight_problem(bulk: BulkChange, credentials_problem: str | None) -> str 
     return credentials_problem
 
 
-def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZE,
+def prepare(engine: Engine, bulk_id: int, *, batch_size: int | None = DEFAULT_BATCH_SIZE,
             credentials_problem: str | None = None, processed_by: str = DEFAULT_PROCESSED_BY,
-            owner: str | None = None, max_batches: int | None = None) -> PrepareResult:
+            owner: str | None = None, max_batches: int | None = None,
+            rate_limit_per_s: float | None = None, batch_concurrency: int = 1) -> PrepareResult:
     """``owner``: the run preparing (NotOwner, nothing changed, if another run holds the bulk change).
+    ``batch_size`` None: chosen from the account's ``rate_limit_per_s`` and the run's
+    ``batch_concurrency`` (``batch_sizing.choose_batch_size``); a number overrides that.
     ``max_batches``: at most this many batches (Airflow's ``[core] max_map_length``): the batch size
-    is raised to fit, and ``notes`` says so."""
-    if batch_size < 1:
+    is raised to fit. ``notes`` says what was chosen and why."""
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     with engine.begin() as conn:
         if owner is not None:
@@ -222,14 +231,12 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int = DEFAULT_BATCH_SIZ
         repo.write_progress(conn, bulk_id, counts)
         if not todo:
             status, counts = repo.rollup(conn, bulk)
-    notes = []
-    if max_batches is not None and len(todo) > max_batches * batch_size:
-        raised = math.ceil(len(todo) / max_batches)
-        notes.append(f"batch size raised from {batch_size} to {raised}: {len(todo)} device changes in batches "
-                     f"of {batch_size} would make {math.ceil(len(todo) / batch_size)} batch tasks, more than "
-                     f"Airflow maps ([core] max_map_length = {max_batches})")
-        log.warning("bulk change %s: %s", bulk_id, notes[-1])
-        batch_size = raised
+    choice = choose_batch_size(len(todo), rate_limit_per_s=rate_limit_per_s,
+                               calls_per_device=calls_per_device(handler_cls), batch_concurrency=batch_concurrency,
+                               override=batch_size, max_batches=max_batches)
+    batch_size = choice.size
+    notes = [choice.reason]
+    log.info("bulk change %s: %s", bulk_id, choice.reason)
     batches = plan_batches(bulk, todo, batch_size)
     log.info("bulk change %s: %d rejected, %d queued, %d device changes in %d batches of up to %d",
              bulk_id, len(rejected), len(accepted), len(todo), len(batches), batch_size)
@@ -328,14 +335,20 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
                   max_parallel: int = 10, processed_by: str = DEFAULT_PROCESSED_BY,
                   on_progress: Callable[[int, int], None] | None = None,
                   revio_client: Any = None, revio_problem: str | None = None,
-                  owner: str | None = None) -> BatchSummary:
+                  owner: str | None = None, record_every: int = RECORD_EVERY,
+                  record_interval_s: float = RECORD_INTERVAL_S) -> BatchSummary:
     """``revio_client``: the service provider's Rev.io client, for requests that ask for a Rev.io
     service after the carrier change (``revio_problem`` says why there is none, if there is none).
 
     ``owner``: the run this batch belongs to (``run_owner``). The batch starts only while that run
     holds the bulk change (NotOwner otherwise, before anything is sent), keeps the hold renewed while
     it works and sends nothing more once another run has taken the bulk change over. Outcomes are
-    recorded only for device changes still PROCESSING (compare-and-set), whoever else records."""
+    recorded only for device changes still PROCESSING (compare-and-set), whoever else records.
+
+    Results are recorded (with the bulk change's progress counts) while the batch runs, every
+    ``record_every`` devices or ``record_interval_s`` seconds, whichever comes first, and the rest
+    when it ends: a batch of thousands of devices moves the portal's progress bar as it goes, and a
+    task that dies leaves only its last group to check at the carrier."""
     with engine.begin() as conn:
         if owner is not None:  # first statement: the lease row stays locked until the batch is handed over
             _own(conn, bulk_id, owner)
@@ -418,8 +431,25 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
                            for (dc, request, device), result in zip(entries, grouped))
         return results
 
-    def progress(item, _outcome) -> None:
+    def close(conn, part: list[DeviceResult]):  # one recording transaction, run again if it loses a deadlock
+        # compare-and-set: a device change another recorder settled meanwhile is not recorded again
+        recorded = repo.record_results(conn, bulk, part, {r.device_change_id: logs[r.device_change_id].records
+                                                          for r in part if r.device_change_id in logs},
+                                       processed_by=processed_by, only_from=[DeviceChangeStatus.PROCESSING.value])
+        handler.record(conn, recorded, processed_by=processed_by)
+        rev_step.record(conn, recorded)
+        repo.resolve_in_flight(conn, stale_rows, recorded)
+        # progress for the portal's bar, in the transaction that records the results
+        return recorded, repo.refresh_progress(conn, bulk)
+
+    recorder = _GroupRecorder(lambda part: run_in_transaction(
+        engine, lambda conn: close(conn, part), what=f"bulk change {bulk_id}: recording a batch"),
+        journal, every=record_every, interval_s=record_interval_s)
+
+    def progress(item, outcome) -> None:
         done[0] += len(item) if isinstance(item, list) else 1
+        if outcome.error is None and outcome.value is not None:
+            recorder.add(outcome.value if isinstance(outcome.value, list) else [outcome.value])
         if on_progress is not None:
             on_progress(min(done[0], len(open_changes)), len(open_changes))
 
@@ -432,20 +462,16 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         if keeper is not None:
             keeper.__exit__()
     results = [r for r in results if r is not None]
+    recorded_ids = recorder.recorded_ids()
     journal.flush()  # the answers still queued, before the results that rely on them
-    log.info("bulk change %s: %d carrier attempts journaled in %d log transactions", bulk_id, journal.intents,
-             journal.round_trips)
-
-    def close(conn):  # the batch's closing transaction, run again if it loses a deadlock (db.retry)
-        # compare-and-set: a device change another recorder settled meanwhile is not recorded again
-        recorded = repo.record_results(conn, bulk, results, {i: c.records for i, c in logs.items()},
-                                       processed_by=processed_by, only_from=[DeviceChangeStatus.PROCESSING.value])
-        handler.record(conn, recorded, processed_by=processed_by)
-        rev_step.record(conn, recorded)
-        repo.resolve_in_flight(conn, stale_rows, recorded)
-        # progress for the portal's bar, in the transaction that records the batch
-        return recorded, repo.refresh_progress(conn, bulk)
-    results, progress = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: recording a batch")
+    log.info("bulk change %s: %d carrier attempts journaled in %d log transactions; %d results recorded "
+             "while the batch ran, in %d groups", bulk_id, journal.intents, journal.round_trips,
+             len(recorded_ids), recorder.groups)
+    last, progress = run_in_transaction(engine, lambda conn: close(conn, [r for r in results
+                                                                          if r.device_change_id not in recorded_ids]),
+                                        what=f"bulk change {bulk_id}: recording a batch")
+    results = recorder.recorded + last
+    progress = progress or recorder.progress
     if taken_over():
         raise NotOwner(keeper.lost)
     if any(r.carrier_request_id and not r.status.is_settled for r in results):
@@ -460,6 +486,64 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     calls = sum(len(c.records) for c in logs.values())
     return BatchSummary(bulk_id, counts, skipped, calls, progress)
+
+
+class _GroupRecorder:
+    """Records a batch's results in groups while the batch runs (``process_batch``).
+
+    ``add`` is called from the batch's worker threads as each device finishes; once ``every``
+    results wait, or ``interval_s`` has passed since the last group, the thread that added the last
+    one records the group (the journal's queued answers first: a result's log rows go before it),
+    while the other threads go on calling the carrier. One group at a time; a group whose recording
+    fails is left for the batch's closing transaction (logged, never lost)."""
+
+    def __init__(self, record: Callable[[list[DeviceResult]], tuple[list[DeviceResult], dict]], journal,
+                 *, every: int, interval_s: float, clock: Callable[[], float] = time.monotonic):
+        self._record, self._journal, self._clock = record, journal, clock
+        self.every, self.interval_s = max(1, int(every)), float(interval_s)
+        self._lock = threading.Lock()
+        self._busy = threading.Lock()
+        self._waiting: list[DeviceResult] = []
+        self._last = clock()
+        self.recorded: list[DeviceResult] = []  # what the groups recorded (compare-and-set winners)
+        self._taken: set[int] = set()           # device change ids the groups handled
+        self.progress: dict[str, int] = {}
+        self.groups = 0
+
+    def add(self, results: list[DeviceResult]) -> None:
+        with self._lock:
+            self._waiting.extend(r for r in results if r is not None)
+            due = len(self._waiting) >= self.every or (self._waiting and self._clock() - self._last >= self.interval_s)
+        if due and self._busy.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._busy.release()
+
+    def _flush(self) -> None:
+        with self._lock:
+            part, self._waiting = self._waiting, []
+            self._last = self._clock()
+        if not part:
+            return
+        try:
+            self._journal.flush()
+            recorded, progress = self._record(part)
+        except Exception as exc:  # noqa: BLE001  the batch's closing transaction records them
+            log.warning("could not record %d results while the batch ran (recorded at its end): %s",
+                        len(part), sanitize_text(f"{type(exc).__name__}: {exc}", limit=500))
+            return
+        with self._lock:
+            self.recorded.extend(recorded)
+            self._taken.update(r.device_change_id for r in part)
+            self.progress = progress
+            self.groups += 1
+
+    def recorded_ids(self) -> set[int]:
+        """Device change ids a group recorded or found settled by another recorder (compare-and-set
+        losers): the closing transaction records only the others. Call after the batch's threads ended."""
+        with self._lock:
+            return set(self._taken)
 
 
 def _run_all(handler_cls, open_changes, work, work_group, max_parallel, progress, results) -> None:

@@ -63,6 +63,7 @@ _PAIR_VALUE_KEYS = frozenset(("value", "values", "val", "fieldvalue"))
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
+_registered: frozenset[str] = frozenset()  # _secrets as of the last registration (read without the lock)
 _personal_keys: set[str] = set()
 _listeners: list[Callable[[str], None]] = []
 _forms_cache: dict[str, tuple[str, ...]] = {}
@@ -101,6 +102,8 @@ def register_secret(value: Any) -> None:
         if text in _secrets:
             return
         _secrets.add(text)
+        global _registered
+        _registered = frozenset(_secrets)
         listeners = list(_listeners)
     for listener in listeners:
         try:
@@ -116,6 +119,7 @@ def register_personal_key(key: str) -> None:
         with _lock:
             _personal_keys.add(_norm(key))
         _keyed_norm.cache_clear()
+        _scrub_cached.cache_clear()
 
 
 def add_secret_listener(listener: Callable[[str], None]) -> None:
@@ -197,18 +201,23 @@ def _remove_known(text: str, secrets: Iterable[str]) -> str:
     pattern = _known_pattern(values)
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
-    # text cut by someone else: a secret's beginning at the very end, its end at the very start
+    # text cut by someone else: a secret's beginning at the very end, its end at the very start.
+    # A prefix of n >= _MIN_EDGE characters at the end means the text's last _MIN_EDGE characters
+    # occur in the secret (minus its last character): checked first, so the loops over every prefix
+    # length run only for a text that may end (or start) with a piece of this secret.
     for secret in values:
         if len(secret) <= _MIN_EDGE:
             continue
-        for n in range(len(secret) - 1, _MIN_EDGE - 1, -1):
-            if text.endswith(secret[:n]):
-                text = text[: len(text) - n] + REDACTED
-                break
-        for n in range(len(secret) - 1, _MIN_EDGE - 1, -1):
-            if text.startswith(secret[-n:]):
-                text = REDACTED + text[n:]
-                break
+        if text[-_MIN_EDGE:] in secret[:-1]:
+            for n in range(len(secret) - 1, _MIN_EDGE - 1, -1):
+                if text.endswith(secret[:n]):
+                    text = text[: len(text) - n] + REDACTED
+                    break
+        if text[:_MIN_EDGE] in secret[1:]:
+            for n in range(len(secret) - 1, _MIN_EDGE - 1, -1):
+                if text.startswith(secret[-n:]):
+                    text = REDACTED + text[n:]
+                    break
     return text
 
 
@@ -309,11 +318,15 @@ def _sub_pairs(text: str) -> str:
             return m[0]
         return f"{m['q']}{m['key']}{m['q']}{m['sep']}{m['vq']}{REDACTED}{m['end']}"
 
-    text = _JSON_STR_PAIR.sub(str_pair, text)
-    text = _JSON_SCALAR_PAIR.sub(lambda m: f"{m['q']}{m['key']}{m['q']}{m['sep']}\"{REDACTED}\""
-                                 if _keyed(m["key"]) and m["val"] not in ("true", "false") else m[0], text)
-    text = _QUERY_PAIR.sub(lambda m: f"{m['key']}={REDACTED}" if _keyed(m["key"]) else m[0], text)
-    text = _HEADER_LINE.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}" if _keyed(m["key"]) else m[0], text)
+    # each pattern needs its separator in the text: one scan in C skips a regex pass that cannot match
+    if ":" in text and ('"' in text or "'" in text):
+        text = _JSON_STR_PAIR.sub(str_pair, text)
+        text = _JSON_SCALAR_PAIR.sub(lambda m: f"{m['q']}{m['key']}{m['q']}{m['sep']}\"{REDACTED}\""
+                                     if _keyed(m["key"]) and m["val"] not in ("true", "false") else m[0], text)
+    if "=" in text:
+        text = _QUERY_PAIR.sub(lambda m: f"{m['key']}={REDACTED}" if _keyed(m["key"]) else m[0], text)
+    if ":" in text:
+        text = _HEADER_LINE.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}" if _keyed(m["key"]) else m[0], text)
     return text
 
 
@@ -378,6 +391,18 @@ def _patterns(out: str) -> str:
     return out
 
 
+# The same text is scrubbed several times on its way (a request text when the call is made, again
+# in its log row; every row's constant description): results for texts up to _CACHE_TEXT characters
+# are kept per set of secrets in force. A new secret changes the set (a new key); a new personal
+# key clears the cache.
+_CACHE_TEXT = 2048
+
+
+@lru_cache(maxsize=4096)
+def _scrub_cached(text: str, secrets: frozenset) -> str:
+    return _scrub_string(text, secrets)
+
+
 def sanitize_text(text: Any, secrets: Iterable[str] | None = (), *, limit: int | None = None) -> str:
     """``text`` with secrets removed and personal data masked, then cut to ``limit`` characters."""
     if text is None:
@@ -386,7 +411,12 @@ def sanitize_text(text: Any, secrets: Iterable[str] | None = (), *, limit: int |
         text = str(text)
     if not text:
         return text
-    out = _scrub_string(text, tuple(secrets or ()))
+    extra = tuple(secrets or ())
+    if len(text) <= _CACHE_TEXT:
+        known = _registered
+        out = _scrub_cached(text, known if known.issuperset(extra) else known | frozenset(extra))
+    else:
+        out = _scrub_string(text, extra)
     if limit is not None and len(out) > limit:
         out = out[:limit]
     return out

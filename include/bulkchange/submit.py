@@ -300,9 +300,11 @@ def _label(row: dict[str, Any]) -> str:
 
 
 def submit(engine: Engine, sub: Submission, *, process_now: bool = True, dry_run: bool = False,
-           batch_size: int = 100, max_parallel: int = 10, batch_concurrency: int = 1,
-           rate_limit_per_s: float | None = None, credentials_problem: str | None = None) -> SubmitResult:
-    """Insert the bulk change (or, with ``dry_run``, only report what would happen)."""
+           batch_size: int | None = 100, max_parallel: int = 10, batch_concurrency: int = 1,
+           rate_limit_per_s: float | None = None, credentials_problem: str | None = None,
+           max_batches: int | None = None) -> SubmitResult:
+    """Insert the bulk change (or, with ``dry_run``, only report what would happen). ``batch_size``
+    None: chosen from the rate limit as the processing run will (``batch_sizing``)."""
     sp = check_against_db(engine, sub)
     bulk = _bulk_for(sub, sp)
     changes = _in_memory_changes(sub, sp)
@@ -311,7 +313,7 @@ def submit(engine: Engine, sub: Submission, *, process_now: bool = True, dry_run
         report = dryrun.evaluate(conn, bulk, changes, batch_size=batch_size, max_parallel=max_parallel,
                                  batch_concurrency=batch_concurrency, rate_limit_per_s=rate_limit_per_s,
                                  credentials_problem=credentials_problem if dry_run else None,
-                                 label=lambda dc: _label(sub.devices[dc.id - 1]))
+                                 label=lambda dc: _label(sub.devices[dc.id - 1]), max_batches=max_batches)
         problems = [{"device": r["device"], "reason": r["reason"]} for r in report.rejected]
         problems.extend({"device": _label(row), "reason": row["problem"]} for row in sub.devices if row.get("problem"))
         if dry_run:

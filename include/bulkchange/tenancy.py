@@ -18,6 +18,8 @@ device change, before the change type's own rules.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,15 +105,32 @@ ALIASES = {"CustomerRatePlan": "CustomerRatePlanId", "CustomerRatePool": "Custom
            "CustomerRatePoolId": "CustomerPoolId", "AMOPCustomerId": "SiteId"}
 
 
+_REFERENCE_NAMES = tuple(REFERENCE_FIELDS) + tuple(ALIASES)
+
+
+_BLOCK_NAMES = ("RevService", "RevServiceProductCreateModel")
+
+
+@lru_cache(maxsize=512)
+def _names_on(cls: type, names: tuple[str, ...] = _REFERENCE_NAMES) -> tuple[str, ...]:
+    """The reference names a request class can hold. A pydantic model (extra keys ignored) has only
+    its fields and class attributes: asking it for the others costs an AttributeError each, for
+    every device, twice (prepare and the batch). Any other class: every name."""
+    fields = getattr(cls, "model_fields", None)
+    if not isinstance(fields, dict) or getattr(cls, "model_config", {}).get("extra") == "allow":
+        return names
+    return tuple(n for n in names if n in fields or hasattr(cls, n))
+
+
 def references(request: Any) -> list[tuple[str, str]]:
     """(field, id) of every tenant-owned id a parsed change request refers to, including the
     ``RevCustomerId`` inside its ``RevService`` / ``RevServiceProductCreateModel`` blocks."""
     out: list[tuple[str, str]] = []
-    for name in list(REFERENCE_FIELDS) + list(ALIASES):
+    for name in _names_on(type(request)):
         value = getattr(request, name, None)
         if value not in (None, "") and not isinstance(value, (dict, list, bool)):
             out.append((ALIASES.get(name, name), str(value).strip()))
-    for block in ("RevService", "RevServiceProductCreateModel"):
+    for block in _names_on(type(request), _BLOCK_NAMES):
         data = getattr(request, block, None)
         if isinstance(data, dict):
             for key, value in data.items():

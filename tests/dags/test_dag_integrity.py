@@ -26,7 +26,8 @@ def test_process_dag_shape(dagbag):
     assert dag.task_dict["approve"].defaults == ["Reject"]  # a timeout rejects
     assert dag.task_dict["wait_for_carrier"].mode == "reschedule"
     assert dag.task_dict["finalize"].trigger_rule == "all_done"
-    assert dag.params["batch_size"] == 100 and dag.params["max_parallel"] == 10
+    # no batch size by default: prepare sizes batches from the account's rate (bulkchange.batch_sizing)
+    assert dag.params["batch_size"] is None and dag.params["max_parallel"] == 10
     batch = dag.task_dict["process_batch"]
     assert batch.partial_kwargs.get("map_index_template") == "{{ task.batch_label }}"
     for task in dag.tasks:

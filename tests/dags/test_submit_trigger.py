@@ -66,7 +66,7 @@ def api(serialized):
     ({"devices": ["123"]}, "devices", "'123' does not match"),
     ({"change_request": "Suspend"}, "change_request", "'Suspend' is not of type 'object'"),
     ({"dry_run": "yes"}, "dry_run", "'yes' is not of type 'boolean'"),
-    ({"batch_size": 5000}, "batch_size", "5000 is greater than the maximum of 1000"),
+    ({"batch_size": 5001}, "batch_size", "5001 is greater than the maximum of 5000"),
 ])
 def test_rest_api_answers_400_naming_the_field(api, over, field, text):
     r = api.post("/api/v2/dags/bulk_change_submit/dagRuns", json={"logical_date": None, "conf": {**GOOD, **over}})

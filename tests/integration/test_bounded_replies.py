@@ -192,3 +192,33 @@ def test_content_length_over_the_cap_is_refused_unread():
     thread.join(10)
     srv.close()
     assert len(sent) < 64  # MiB: the client never read the declared gigabyte
+
+
+def test_a_shorter_deadline_sent_after_a_longer_one_still_ends_its_call(nasty):
+    """The deadline thread sleeps until the earliest deadline and is woken only when a new call's
+    deadline is earlier: a 2 s call sent while a 120 s one drips must end at its own deadline."""
+    import requests
+
+    from bulkchange.carriers.http import DeadlineExceeded, bounded_session
+
+    session = bounded_session()
+    errors: dict[str, BaseException] = {}
+
+    def call(name, timeout):
+        try:
+            session.put(f"{nasty.url}/devices/{DRIP}", json={}, timeout=timeout)
+        except requests.RequestException as exc:
+            errors[name] = exc
+
+    long_call = threading.Thread(target=call, args=("long", 120), daemon=True)
+    long_call.start()
+    deadline = time.monotonic() + 30
+    while not nasty.sent.get(DRIP) and time.monotonic() < deadline:  # the long call is being dripped to
+        time.sleep(0.05)
+    assert nasty.sent.get(DRIP)
+    short_call = threading.Thread(target=call, args=("short", 2), daemon=True)
+    short_call.start()
+    short_call.join(timeout=60)  # a bound for a hung test, far from the 2 s deadline; not a timing check
+    assert not short_call.is_alive() and isinstance(errors.get("short"), DeadlineExceeded), errors
+    assert long_call.is_alive()  # still within its own deadline, dripping
+    session.close()

@@ -144,3 +144,40 @@ def test_json_patch_values_of_personal_fields_are_masked():
     assert "Maria Gonzalez" not in json.dumps(clean) and "maria@example.com" not in json.dumps(clean)
     assert [op["value"] for op in clean[2:]] == ["CC-17", "ACTIVE"]  # not personal: kept
     assert "Gonzalez" not in sanitize_text(json.dumps(ops))
+
+
+def _edges_reference(text: str, values) -> str:
+    """The cut-text rule as first written (every prefix / suffix length tried): the quick check in
+    sanitize._remove_known must give exactly this."""
+    from bulkchange.sanitize import _MIN_EDGE, REDACTED as R
+
+    for secret in values:
+        if len(secret) <= _MIN_EDGE:
+            continue
+        for n in range(len(secret) - 1, _MIN_EDGE - 1, -1):
+            if text.endswith(secret[:n]):
+                text = text[: len(text) - n] + R
+                break
+        for n in range(len(secret) - 1, _MIN_EDGE - 1, -1):
+            if text.startswith(secret[-n:]):
+                text = R + text[n:]
+                break
+    return text
+
+
+def test_secret_pieces_at_the_edges_of_cut_text_match_the_reference_rule():
+    import random
+
+    from bulkchange import sanitize
+
+    rng = random.Random(16)
+    secrets = ["abcabcab-42", "zzzzzzzz", "k3y-Value-9x", "aaaa1aaaa"]
+    pattern = sanitize._known_pattern(frozenset(secrets))
+    for _ in range(3000):
+        secret = rng.choice(secrets)
+        middle = "".join(rng.choice("abcz -19xK") for _ in range(rng.randint(0, 12)))
+        head = secret[-rng.randint(1, len(secret)):] if rng.random() < 0.5 else ""
+        tail = secret[:rng.randint(1, len(secret))] if rng.random() < 0.5 else ""
+        text = head + middle + tail
+        expected = _edges_reference(pattern.sub(sanitize.REDACTED, text), frozenset(secrets))
+        assert sanitize._remove_known(text, secrets) == expected, text

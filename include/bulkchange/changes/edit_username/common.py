@@ -179,8 +179,12 @@ class EditUsernameBase(ChangeHandler):
         done = {r.device_change_id for r in results if r.status == DeviceChangeStatus.PROCESSED}
         s = t.rev_service
         groups: dict[tuple[str, ...], list[dict]] = {}
-        for dc_id, (service_id, columns) in self.rev_rows.items():
-            if dc_id in done and columns:
+        # by the results' ids, not over rev_rows: the batch records groups while its threads still add
+        for dc_id in sorted(done):
+            if dc_id not in self.rev_rows:
+                continue
+            service_id, columns = self.rev_rows[dc_id]
+            if columns:
                 groups.setdefault(tuple(sorted(columns)), []).append(
                     {"s_id": service_id, **{f"v_{c}": columns[c] for c in columns}})
         for cols, rows in groups.items():

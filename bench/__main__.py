@@ -34,11 +34,12 @@ import time
 from pathlib import Path
 
 from bench import harness
+from bulkchange.settings import get_settings
 
 RATE, LATENCY_MS = 50.0, 50
 # R4 (dag.test) sets BULKCHANGE_BATCH_CONCURRENCY=1 in this process; R4S's components get the
 # deployment's value as it was when the bench started.
-SCHEDULER_BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
+SCHEDULER_BATCH_CONCURRENCY = get_settings().batch_concurrency
 
 
 def _scaled(n: int, scale: float, minimum: int = 4) -> int:
@@ -227,7 +228,7 @@ def r4s(scale, workdir, api_root, control, r1_result):
                               "AND task_id = 'process_batch'")[0][0]
     assert status == "PROCESSED", status
     run_s = (end - start).total_seconds()
-    shared = bool(os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL"))  # the components inherit it
+    shared = get_settings().rate_limit_redis_url is not None  # the components inherit it
     concurrency = SCHEDULER_BATCH_CONCURRENCY
     return {"devices": n, "batch_tasks": tasks, "run_s": round(run_s, 2), "trigger_to_final_s": round(wall, 2),
             "batch_concurrency": concurrency,

@@ -11,33 +11,27 @@ BULKCHANGE_SQS_DLQ_URL with the reason. The report of each run is in the log and
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.timeouts import TASK_TIMEOUT
-from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
+from bulkchange_plugins.dag_common import dag_args
 from bulkchange_plugins.sqs import LegacyQueueSensor
+from bulkchange.settings import get_settings
 
-AWS_CONN_ID = os.environ.get("BULKCHANGE_AWS_CONN_ID", "aws_default")
-EVERY_MINUTES = int(os.environ.get("BULKCHANGE_SQS_EVERY_MINUTES", "1"))
+settings = get_settings()
+AWS_CONN_ID = settings.aws_conn_id
+EVERY_MINUTES = settings.sqs_every_minutes
 
 
 @dag(
     dag_id="bulk_change_sqs",
     description="Legacy portals' SQS queue: claim each named bulk change once and launch its processing",
     schedule=timedelta(minutes=EVERY_MINUTES),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
     max_active_runs=1,
-    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
-                  "retries": 1, "retry_delay": timedelta(seconds=20),
-                  "on_failure_callback": failure_notifier()},
-    on_failure_callback=dag_failure_notifier(),
-    tags=["bulkchange"],
+    **dag_args(retries=1, retry_delay=timedelta(seconds=20)),
     doc_md=__doc__,
 )
 def bulk_change_sqs():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +45,7 @@ from bulkchange.models import (
 )
 from bulkchange.rules import RuleError, iccid_problem
 from bulkchange.sanitize import sanitize_text
+from bulkchange.settings import get_settings
 from bulkchange.tenancy import attach_references, identifier_problem, reference_problem
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def held_message(bulk_id: int) -> str:
 # How long a run's hold on a bulk change lasts without renewal. A live run renews it (prepare, every
 # batch task while it works, every poll of wait_for_carrier); a run that died holds the bulk change
 # until then, after which another run may take it over.
-LEASE_TTL = timedelta(minutes=float(os.environ.get("BULKCHANGE_LEASE_MINUTES", "15")))
+LEASE_TTL = get_settings().lease_ttl
 
 
 class NotOwner(RuntimeError):

@@ -25,14 +25,12 @@ from bulkchange_plugins.timeouts import BATCH_TIMEOUT
 from bulkchange_plugins.operators import CarrierBatchOperator
 from bulkchange.settings import get_settings
 
-settings = get_settings()
-# How many batch tasks of one run may call the carrier at once. Each gets 1/N of the account's
-# rate limit so one run never exceeds the account's requests/s.
-BATCH_CONCURRENCY = settings.batch_concurrency
-# How long a run waits for asynchronous carrier requests before leaving them to reconciliation.
-WAIT_FOR_CARRIER_S = settings.wait_for_carrier_seconds
-# An approval request not answered within this long is rejected (docs/operations.md, approvals).
-APPROVAL_TIMEOUT_HOURS = settings.approval_timeout_hours
+# How many batch tasks of one run may call the carrier at once (each gets 1/N of the account's rate
+# limit so one run never exceeds the account's requests/s); how long a run waits for asynchronous
+# carrier requests before leaving them to reconciliation; an approval request not answered within
+# this long is rejected (docs/operations.md, approvals).
+BATCH_CONCURRENCY, WAIT_FOR_CARRIER_S, APPROVAL_TIMEOUT_HOURS = (
+    get_settings().batch_concurrency, get_settings().wait_for_carrier_seconds, get_settings().approval_timeout_hours)
 
 
 @dag(

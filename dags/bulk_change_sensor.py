@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import PokeReturnValue, dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.dag_common import dag_args
+from bulkchange_plugins.dag_common import dag_args, launch_processing, processing_launch
 from bulkchange.settings import get_settings
 
 settings = get_settings()
@@ -27,9 +26,7 @@ STALE_CLAIM_MINUTES = settings.stale_claim_minutes
 @dag(
     dag_id="bulk_change_sensor",
     description="Claim NEW bulk changes from the AMOP database and launch bulk_change_process for each",
-    schedule=timedelta(minutes=SCHEDULE_MINUTES),
-    max_active_runs=1,
-    **dag_args(retries=1, retry_delay=timedelta(seconds=20)),
+    **dag_args(every_minutes=SCHEDULE_MINUTES, retries=1, retry_delay=timedelta(seconds=20)),
     doc_md=__doc__,
 )
 def bulk_change_sensor():
@@ -64,15 +61,10 @@ def bulk_change_sensor():
             again = repo.reclaim_stale(engine, utcnow() - timedelta(minutes=STALE_CLAIM_MINUTES), CLAIM_LIMIT)
             print(f"re-launching stale claims {again}")
             won.extend(i for i in again if i not in won)
-        return [{"conf": {"bulk_change_id": i}, "trigger_run_id": f"bulk_change_{i}"} for i in won]
+        return [processing_launch(i) for i in won]
 
     launches = claim(wait_for_new_bulk_changes())
-    TriggerDagRunOperator.partial(
-        task_id="launch_processing",
-        trigger_dag_id="bulk_change_process",
-        skip_when_already_exists=True,
-        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
-    ).expand_kwargs(launches)
+    launch_processing(launches)
 
 
 bulk_change_sensor()

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
-from bulkchange_plugins.dag_common import dag_args
+from bulkchange_plugins.dag_common import dag_args, launch_processing, processing_launch
 from bulkchange.settings import get_settings
 
 BATCH_CONCURRENCY = get_settings().batch_concurrency
@@ -151,17 +150,10 @@ def bulk_change_submit():
         """The processing run to launch (none for a dry run or when the sensor is to pick it up)."""
         if not result.get("claimed"):
             return []
-        bulk_id = result["bulk_change_id"]
-        return [{"conf": {"bulk_change_id": bulk_id, "batch_size": params["batch_size"],
-                          "max_parallel": params["max_parallel"]},
-                 "trigger_run_id": f"bulk_change_{bulk_id}"}]
+        return [processing_launch(result["bulk_change_id"], batch_size=params["batch_size"],
+                                  max_parallel=params["max_parallel"])]
 
-    TriggerDagRunOperator.partial(
-        task_id="launch_processing",
-        trigger_dag_id="bulk_change_process",
-        skip_when_already_exists=True,
-        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
-    ).expand_kwargs(launches(submit()))
+    launch_processing(launches(submit()))
 
 
 bulk_change_submit()

@@ -23,9 +23,7 @@ EVERY_MINUTES = get_settings().customer_rate_plan_every_minutes
 @dag(
     dag_id="customer_rate_plan_scheduler",
     description="Apply future-dated customer rate plan changes when their effective date comes",
-    schedule=timedelta(minutes=EVERY_MINUTES),
-    max_active_runs=1,
-    **dag_args(retries=2, retry_delay=timedelta(seconds=60)),
+    **dag_args(every_minutes=EVERY_MINUTES, retries=2, retry_delay=timedelta(seconds=60)),
     doc_md=__doc__,
 )
 def customer_rate_plan_scheduler():

@@ -31,9 +31,7 @@ RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Tel
 @dag(
     dag_id="device_status_reconcile",
     description="Settle asynchronous carrier work and record device status drift per service provider",
-    schedule=timedelta(minutes=EVERY_MINUTES),
-    max_active_runs=1,
-    **dag_args(retries=2, retry_delay=timedelta(seconds=60)),
+    **dag_args(every_minutes=EVERY_MINUTES, retries=2, retry_delay=timedelta(seconds=60)),
     doc_md=__doc__,
     params={
         "service_provider_ids": Param([], type="array", items={"type": "integer"},

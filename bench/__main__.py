@@ -37,16 +37,17 @@ from pathlib import Path
 
 from bench import harness
 from bulkchange.batch_sizing import MAX_BATCH_SIZE
+from bulkchange.settings import get_settings
 
 RATE, LATENCY_MS = 50.0, 50
 # R4 (dag.test) sets BULKCHANGE_BATCH_CONCURRENCY=1 in this process; R4S's components get the
 # deployment's value as it was when the bench started.
-SCHEDULER_BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
+SCHEDULER_BATCH_CONCURRENCY = get_settings().batch_concurrency
 
 
 def _settings() -> str:
     """The deployment settings R4S runs with (they change its figure)."""
-    shared = "rate shared through Redis" if os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL") else "per-task rate share"
+    shared = "rate shared through Redis" if get_settings().rate_limit_redis_url else "per-task rate share"
     return f"BULKCHANGE_BATCH_CONCURRENCY={SCHEDULER_BATCH_CONCURRENCY}, {shared}"
 
 
@@ -240,7 +241,7 @@ def r4s(scale, workdir, api_root, control, r1_result):
         chosen = json.loads(chosen) if isinstance(chosen, str) else chosen
     assert status == "PROCESSED", status
     run_s = (end - start).total_seconds()
-    shared = bool(os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL"))  # the components inherit it
+    shared = get_settings().rate_limit_redis_url is not None  # the components inherit it
     concurrency = SCHEDULER_BATCH_CONCURRENCY
     return {"devices": n, "batch_tasks": tasks, "run_s": round(run_s, 2), "trigger_to_final_s": round(wall, 2),
             "batch_concurrency": concurrency, "batch_size": (chosen or {}).get("batch_size"),

@@ -12,8 +12,7 @@ process only those; earlier log rows are kept.
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -22,39 +21,26 @@ import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONP
 from bulkchange.batch_sizing import MAX_BATCH_SIZE, override_from_conf
 from bulkchange_plugins.approval import ANSWER_KEY as APPROVAL_ANSWER_KEY
 from bulkchange_plugins.approval import BulkChangeApprovalOperator
-from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
-from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
+from bulkchange_plugins.dag_common import dag_args
+from bulkchange_plugins.timeouts import BATCH_TIMEOUT
 from bulkchange_plugins.operators import CarrierBatchOperator
+from bulkchange.settings import get_settings
 
-# How many batch tasks of one run may call the carrier at once. Each gets 1/N of the account's
-# rate limit so one run never exceeds the account's requests/s.
-BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
-# How long a run waits for asynchronous carrier requests before leaving them to reconciliation.
-WAIT_FOR_CARRIER_S = int(os.environ.get("BULKCHANGE_WAIT_FOR_CARRIER_SECONDS", "1800"))
-# An approval request not answered within this long is rejected (docs/operations.md, approvals).
-APPROVAL_TIMEOUT_HOURS = float(os.environ.get("BULKCHANGE_APPROVAL_TIMEOUT_HOURS", "72"))
-
-default_args = {
-    "owner": "bulkchange",
-    "execution_timeout": TASK_TIMEOUT,
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "on_failure_callback": failure_notifier(),
-}
+# How many batch tasks of one run may call the carrier at once (each gets 1/N of the account's rate
+# limit so one run never exceeds the account's requests/s); how long a run waits for asynchronous
+# carrier requests before leaving them to reconciliation; an approval request not answered within
+# this long is rejected (docs/operations.md, approvals).
+BATCH_CONCURRENCY, WAIT_FOR_CARRIER_S, APPROVAL_TIMEOUT_HOURS = (
+    get_settings().batch_concurrency, get_settings().wait_for_carrier_seconds, get_settings().approval_timeout_hours)
 
 
 @dag(
     dag_id="bulk_change_process",
     description="Apply one bulk change: validate, call the carrier in batches, roll up (conf: bulk_change_id)",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
     max_active_runs=16,
-    default_args=default_args,
-    on_failure_callback=dag_failure_notifier(),
+    **dag_args(retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True),
     render_template_as_native_obj=True,
-    tags=["bulkchange"],
     doc_md=__doc__,
     params={
         "bulk_change_id": Param(None, type="integer", minimum=1, title="Bulk change id",
@@ -167,7 +153,7 @@ def bulk_change_process():
         from bulkchange import approval  # irreversible or large: held at the approval gate
 
         queued, words = approval.queued_words(engine, bulk)
-        check = approval.assess(bulk, queued, words, approval.ApprovalRule.from_env())
+        check = approval.assess(bulk, queued, words, approval.ApprovalRule.from_settings(get_settings()))
         if check.required and result.batches:
             print("waiting for approval: " + "; ".join(check.reasons))
             # nobody renews the hold while a person decides: hold it for the whole approval window

@@ -8,34 +8,25 @@ trigger skips it, so nothing runs twice.
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import PokeReturnValue, dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.timeouts import TASK_TIMEOUT
-from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
+from bulkchange_plugins.dag_common import dag_args, launch_processing, processing_launch
+from bulkchange.settings import get_settings
 
-SCHEDULE_MINUTES = int(os.environ.get("BULKCHANGE_SENSOR_EVERY_MINUTES", "2"))
-CLAIM_LIMIT = int(os.environ.get("BULKCHANGE_CLAIM_LIMIT", "50"))
+settings = get_settings()
+SCHEDULE_MINUTES = settings.sensor_every_minutes
+CLAIM_LIMIT = settings.claim_limit
 # A claim whose processing has not started after this long lost its launch: launch it again.
-STALE_CLAIM_MINUTES = int(os.environ.get("BULKCHANGE_STALE_CLAIM_MINUTES", "30"))
+STALE_CLAIM_MINUTES = settings.stale_claim_minutes
 
 
 @dag(
     dag_id="bulk_change_sensor",
     description="Claim NEW bulk changes from the AMOP database and launch bulk_change_process for each",
-    schedule=timedelta(minutes=SCHEDULE_MINUTES),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
-                  "retries": 1, "retry_delay": timedelta(seconds=20),
-                  "on_failure_callback": failure_notifier()},
-    on_failure_callback=dag_failure_notifier(),
-    tags=["bulkchange"],
+    **dag_args(every_minutes=SCHEDULE_MINUTES, retries=1, retry_delay=timedelta(seconds=20)),
     doc_md=__doc__,
 )
 def bulk_change_sensor():
@@ -70,15 +61,10 @@ def bulk_change_sensor():
             again = repo.reclaim_stale(engine, utcnow() - timedelta(minutes=STALE_CLAIM_MINUTES), CLAIM_LIMIT)
             print(f"re-launching stale claims {again}")
             won.extend(i for i in again if i not in won)
-        return [{"conf": {"bulk_change_id": i}, "trigger_run_id": f"bulk_change_{i}"} for i in won]
+        return [processing_launch(i) for i in won]
 
     launches = claim(wait_for_new_bulk_changes())
-    TriggerDagRunOperator.partial(
-        task_id="launch_processing",
-        trigger_dag_id="bulk_change_process",
-        skip_when_already_exists=True,
-        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
-    ).expand_kwargs(launches)
+    launch_processing(launches)
 
 
 bulk_change_sensor()

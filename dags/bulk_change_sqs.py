@@ -11,33 +11,22 @@ BULKCHANGE_SQS_DLQ_URL with the reason. The report of each run is in the log and
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.timeouts import TASK_TIMEOUT
-from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
+from bulkchange_plugins.dag_common import dag_args, launch_processing, processing_launch
 from bulkchange_plugins.sqs import LegacyQueueSensor
+from bulkchange.settings import get_settings
 
-AWS_CONN_ID = os.environ.get("BULKCHANGE_AWS_CONN_ID", "aws_default")
-EVERY_MINUTES = int(os.environ.get("BULKCHANGE_SQS_EVERY_MINUTES", "1"))
+AWS_CONN_ID, EVERY_MINUTES = get_settings().aws_conn_id, get_settings().sqs_every_minutes
 
 
 @dag(
     dag_id="bulk_change_sqs",
     description="Legacy portals' SQS queue: claim each named bulk change once and launch its processing",
-    schedule=timedelta(minutes=EVERY_MINUTES),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
-                  "retries": 1, "retry_delay": timedelta(seconds=20),
-                  "on_failure_callback": failure_notifier()},
-    on_failure_callback=dag_failure_notifier(),
-    tags=["bulkchange"],
+    **dag_args(every_minutes=EVERY_MINUTES, retries=1, retry_delay=timedelta(seconds=20)),
     doc_md=__doc__,
 )
 def bulk_change_sqs():
@@ -67,16 +56,11 @@ def bulk_change_sqs():
         client = SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
         report = handle(AmopHook().get_engine(), client, queue_url(), dead_letter_url() or None, messages)
         ti.xcom_push(key="report", value=report)
-        return [{"conf": {"bulk_change_id": i}, "trigger_run_id": f"bulk_change_{i}"} for i in report["launch"]]
+        return [processing_launch(i) for i in report["launch"]]
 
     launches = handle_messages()
     read_queue >> launches
-    TriggerDagRunOperator.partial(
-        task_id="launch_processing",
-        trigger_dag_id="bulk_change_process",
-        skip_when_already_exists=True,
-        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
-    ).expand_kwargs(launches)
+    launch_processing(launches)
 
 
 bulk_change_sqs()

@@ -21,18 +21,16 @@ keep only the report (``submit`` log and XCom, table ``DeviceBulkChangeDryRun``)
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
 from bulkchange.batch_sizing import MAX_BATCH_SIZE, override_from_conf
-from bulkchange_plugins.timeouts import TASK_TIMEOUT
-from bulkchange_plugins.notifiers import failure_notifier
+from bulkchange_plugins.dag_common import dag_args, launch_processing, processing_launch
+from bulkchange.settings import get_settings
 
-BATCH_CONCURRENCY = int(os.environ.get("BULKCHANGE_BATCH_CONCURRENCY", "2"))
+BATCH_CONCURRENCY = get_settings().batch_concurrency
 CHANGE_TYPES = ["StatusUpdate", "CarrierRatePlanChange", "CustomerRatePlanChange", "CustomerAssignment",
                 "Archival", "ActivateNewService", "CreateRevService", "ChangeICCIDAndIMEI",
                 "EditUsernameCostCenter"]
@@ -60,13 +58,8 @@ see the dry run, which names irreversible actions.
     dag_id="bulk_change_submit",
     description="Create a bulk change from the trigger form: devices, change type, change request",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
     max_active_runs=4,
-    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
-                  "retries": 2, "retry_delay": timedelta(seconds=20),
-                  "on_failure_callback": failure_notifier()},
-    tags=["bulkchange"],
+    **dag_args(retries=2, retry_delay=timedelta(seconds=20), run_failure_email=False),
     doc_md=__doc__,
     params={
         "service_provider_id": Param(None, type="integer", minimum=1, title="Service provider id",
@@ -163,17 +156,10 @@ def bulk_change_submit():
         """The processing run to launch (none for a dry run or when the sensor is to pick it up)."""
         if not result.get("claimed"):
             return []
-        bulk_id = result["bulk_change_id"]
-        return [{"conf": {"bulk_change_id": bulk_id, "batch_size": params["batch_size"],
-                          "max_parallel": params["max_parallel"]},
-                 "trigger_run_id": f"bulk_change_{bulk_id}"}]
+        return [processing_launch(result["bulk_change_id"], batch_size=params["batch_size"],
+                                  max_parallel=params["max_parallel"])]
 
-    TriggerDagRunOperator.partial(
-        task_id="launch_processing",
-        trigger_dag_id="bulk_change_process",
-        skip_when_already_exists=True,
-        map_index_template="bulk change {{ task.conf['bulk_change_id'] }}",
-    ).expand_kwargs(launches(submit()))
+    launch_processing(launches(submit()))
 
 
 bulk_change_submit()

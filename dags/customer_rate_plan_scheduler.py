@@ -9,30 +9,21 @@ status notifications. Idempotent; trigger it by hand to apply due changes now.
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.timeouts import TASK_TIMEOUT
-from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
+from bulkchange_plugins.dag_common import dag_args
+from bulkchange.settings import get_settings
 
-EVERY_MINUTES = int(os.environ.get("BULKCHANGE_CUSTOMER_RATE_PLAN_EVERY_MINUTES", "60"))
+EVERY_MINUTES = get_settings().customer_rate_plan_every_minutes
 
 
 @dag(
     dag_id="customer_rate_plan_scheduler",
     description="Apply future-dated customer rate plan changes when their effective date comes",
-    schedule=timedelta(minutes=EVERY_MINUTES),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
-                  "retries": 2, "retry_delay": timedelta(seconds=60),
-                  "on_failure_callback": failure_notifier()},
-    on_failure_callback=dag_failure_notifier(),
-    tags=["bulkchange"],
+    **dag_args(every_minutes=EVERY_MINUTES, retries=2, retry_delay=timedelta(seconds=60)),
     doc_md=__doc__,
 )
 def customer_rate_plan_scheduler():

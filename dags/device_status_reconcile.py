@@ -15,31 +15,23 @@ Idempotent: a second run right after the first changes nothing. ``dry_run`` writ
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401
-from bulkchange_plugins.timeouts import BATCH_TIMEOUT, TASK_TIMEOUT
-from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
+from bulkchange_plugins.dag_common import dag_args
+from bulkchange_plugins.timeouts import BATCH_TIMEOUT
+from bulkchange.settings import get_settings
 
-EVERY_MINUTES = int(os.environ.get("BULKCHANGE_RECONCILE_EVERY_MINUTES", "15"))
+EVERY_MINUTES = get_settings().reconcile_every_minutes
 RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Telegence", "Teal"}
 
 
 @dag(
     dag_id="device_status_reconcile",
     description="Settle asynchronous carrier work and record device status drift per service provider",
-    schedule=timedelta(minutes=EVERY_MINUTES),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"owner": "bulkchange", "execution_timeout": TASK_TIMEOUT,
-                  "retries": 2, "retry_delay": timedelta(seconds=60),
-                  "on_failure_callback": failure_notifier()},
-    on_failure_callback=dag_failure_notifier(),
-    tags=["bulkchange"],
+    **dag_args(every_minutes=EVERY_MINUTES, retries=2, retry_delay=timedelta(seconds=60)),
     doc_md=__doc__,
     params={
         "service_provider_ids": Param([], type="array", items={"type": "integer"},

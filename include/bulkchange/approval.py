@@ -18,7 +18,6 @@ bulk change ERROR with who said no and why (``reject``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -27,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from bulkchange.models import BulkChange, ChangeType, DeviceChangeStatus, Integration
 from bulkchange.rules import RuleError, carrier_status
+from bulkchange.settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,14 @@ class ApprovalRule:
     timeout_hours: float = 72.0
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> "ApprovalRule":
+        return cls(max_devices=settings.approval_max_devices, irreversible=settings.approval_irreversible,
+                   timeout_hours=settings.approval_timeout_hours)
+
+    @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "ApprovalRule":
-        env = os.environ if env is None else env
-        return cls(max_devices=int(env.get("BULKCHANGE_APPROVAL_MAX_DEVICES", "1000")),
-                   irreversible=env.get("BULKCHANGE_APPROVAL_IRREVERSIBLE", "true").strip().lower()
-                   not in ("0", "false", "no", "off"),
-                   timeout_hours=float(env.get("BULKCHANGE_APPROVAL_TIMEOUT_HOURS", "72")))
+        """The rule of the settings (``env``: variables to read instead of the process environment)."""
+        return cls.from_settings(get_settings() if env is None else Settings.from_env(env))
 
 
 @dataclass

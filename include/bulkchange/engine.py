@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import operator
-import os
 import random
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Callable, Generic, Sequence, TypeVar
 import tenacity
 
 from bulkchange.carriers.base import NextStep, next_step
+from bulkchange.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,8 @@ def max_parallel_from_env(default: int = DEFAULT_MAX_PARALLEL) -> int:
     Unset or blank -> ``default``; not an integer, zero or negative -> 1 (the legacy code fell
     back to sequential processing rather than failing the run on a bad setting).
     """
-    raw = os.environ.get("MAX_PARALLEL_REQUESTS")
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        return 1
-    return value if value > 0 else 1
+    value = get_settings().max_parallel_requests
+    return default if value is None else value
 
 
 # --------------------------------------------------------------------------------------------

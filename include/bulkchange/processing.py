@@ -16,7 +16,6 @@ so every step is idempotent:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from bulkchange.models import (
 )
 from bulkchange.rules import RuleError, iccid_problem
 from bulkchange.sanitize import sanitize_text
+from bulkchange.settings import get_settings
 from bulkchange.tenancy import attach_references, identifier_problem, reference_problem
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ DEFAULT_BATCH_SIZE = 100
 # A batch records its results (and the bulk change's progress counts) every RECORD_EVERY devices or
 # RECORD_INTERVAL_S seconds while it runs (process_batch): with batches sized by time
 # (batch_sizing), a task may hold thousands of devices.
-RECORD_EVERY = int(os.environ.get("BULKCHANGE_RECORD_EVERY", "200"))
-RECORD_INTERVAL_S = float(os.environ.get("BULKCHANGE_RECORD_INTERVAL_SECONDS", "5"))
+RECORD_EVERY = get_settings().record_every
+RECORD_INTERVAL_S = get_settings().record_interval_seconds
 DEFAULT_PROCESSED_BY = "bulk_change_process"
 
 
@@ -73,7 +73,7 @@ def held_message(bulk_id: int) -> str:
 # How long a run's hold on a bulk change lasts without renewal. A live run renews it (prepare, every
 # batch task while it works, every poll of wait_for_carrier); a run that died holds the bulk change
 # until then, after which another run may take it over.
-LEASE_TTL = timedelta(minutes=float(os.environ.get("BULKCHANGE_LEASE_MINUTES", "15")))
+LEASE_TTL = get_settings().lease_ttl
 
 
 class NotOwner(RuntimeError):

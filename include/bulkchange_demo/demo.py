@@ -41,6 +41,7 @@ from bulkchange.db import seed
 from bulkchange.db.connect import make_engine
 from bulkchange.db.seed import create_schema
 from bulkchange.models import ChangeType, Integration
+from bulkchange.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var" / "demo"
@@ -138,7 +139,7 @@ def seed_amop(url: str, n: int) -> int:
 
 def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]:
     home = VAR / "airflow"
-    env = dict(os.environ)
+    env = dict(os.environ)  # the children inherit this process's environment, then the demo's setup
     env.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -170,7 +171,7 @@ def airflow_env(amop_url: str, jasper_url: str, api_port: int) -> dict[str, str]
         "AIRFLOW_CONN_AIRFLOW_API": json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{api_port}"}),
         "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'plugins'}",
         # standalone starts its components as `airflow ...` from PATH
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
     })
     return env
 
@@ -275,7 +276,7 @@ def wait_until_ready(api: AirflowApi, proc: subprocess.Popen, dag_ids: list[str]
 def unpause_for_demo(api: AirflowApi, dag_ids: list[str]) -> list[str]:
     """Unpause the DAGs the demo uses; the legacy SQS entry only when a queue is configured."""
     wanted = list(dag_ids)
-    if os.environ.get("DEVICE_BULK_CHANGE_QUEUE_URL"):
+    if get_settings().device_bulk_change_queue_url:
         wanted.append("bulk_change_sqs")
     for dag_id in wanted:
         api.set_paused(dag_id, False)
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nAirflow UI: http://127.0.0.1:{api_port} (no login needed in this demo setup); "
                   f"Bulk changes page: http://127.0.0.1:{api_port}/plugin/bulk-changes")
             print(f"Bulk change {bulk_id} is NEW; the sensor DAG picks it up within "
-                  f"{os.environ.get('BULKCHANGE_SENSOR_EVERY_MINUTES', '2')} minutes. Ctrl-C stops everything.")
+                  f"{get_settings().sensor_every_minutes} minutes. Ctrl-C stops everything.")
             signal.pause()
             return 0
         print("== triggering bulk_change_sensor")

@@ -2,26 +2,14 @@
 
 ``make_iccid(n)`` produces the same ICCIDs as ``bulkchange.db.seed.make_iccid(n)`` (19 digits, prefix
 ``8901260``, Luhn check digit last), so a simulator seeded with ``demo_devices(N)`` holds the devices an
-AMOP database seeded with ``make_iccid(1..N)`` refers to. This module imports nothing from ``bulkchange``.
+AMOP database seeded with ``make_iccid(1..N)`` refers to. The check digit is the core's
+(``bulkchange.rules``, imports nothing beyond the models): one Luhn function for both sides.
 """
 from __future__ import annotations
 
+from bulkchange.rules import luhn_check_digit, luhn_valid
 
-def luhn_check_digit(body: str) -> str:
-    """The Luhn digit that makes ``body + digit`` valid."""
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:  # the digit left of the (future) check digit is doubled
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return str((10 - total % 10) % 10)
-
-
-def luhn_valid(number: str) -> bool:
-    return len(number) > 1 and number.isdigit() and luhn_check_digit(number[:-1]) == number[-1]
+__all__ = ["demo_devices", "luhn_check_digit", "luhn_valid", "make_iccid", "make_imei"]
 
 
 def make_iccid(n: int, prefix: str = "8901260") -> str:

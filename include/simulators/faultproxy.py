@@ -29,6 +29,7 @@ workload gets the same faults whatever the interleaving of parallel requests.
 Every request is recorded (``requests()``): method, path, query, request body text, fault (None:
 passed through), ``forwarded`` (whether the carrier saw it), ``upstream_status`` (the carrier's
 answer, None if not forwarded) and ``status`` (what the client got; None for a dropped connection).
+``fault_counts()`` sums them up: requests per fault drawn.
 Stdlib only (``http.server``, ``http.client``); one thread per client connection, keep-alive kept.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -141,6 +143,12 @@ class FaultProxy:
                 and (path_contains is None or path_contains in r["path"])
                 and (fault is None or r["fault"] == fault)
                 and (forwarded is None or r["forwarded"] == forwarded)]
+
+    def fault_counts(self) -> Counter:
+        """How many recorded requests got each fault (``{"error_5xx": 12, ...}``; requests passed
+        through untouched are not counted, a fault never drawn counts 0)."""
+        with self._lock:
+            return Counter(r["fault"] for r in self._records if r["fault"])
 
     def clear(self) -> None:
         with self._lock:

@@ -15,15 +15,16 @@ The database: ``--url``, else ``BULKCHANGE_AMOP_URL``, else the Airflow connecti
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
 def amop_url(explicit: str | None):
     if explicit:
         return explicit
-    if os.environ.get("BULKCHANGE_AMOP_URL"):
-        return os.environ["BULKCHANGE_AMOP_URL"]
+    from bulkchange.settings import get_settings
+
+    if (url := get_settings().amop_url) is not None:
+        return url.get_secret_value()
     from bulkchange_plugins.hooks import AmopHook  # imports Airflow: only when no URL is given
 
     return AmopHook().get_url()

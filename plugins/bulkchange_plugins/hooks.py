@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from bulkchange.db.connect import make_engine
 from bulkchange.engine import CallPolicy, RetryPolicy
 from bulkchange.models import Integration
 from bulkchange.sanitize import sanitize_text
+from bulkchange.settings import get_settings as deployment_settings
 from bulkchange.shared_limiter import make_rate_limiter
 
 _ENGINES: dict[str, Any] = {}
@@ -155,7 +155,8 @@ class CarrierHook(BaseHook):
         in-process bucket at the rate divided by ``rate_share`` (the batch tasks of one run allowed
         to call this account at once)."""
         extra = settings.extra
-        redis_url = extra.get("rate_limit_redis_url") or os.environ.get("BULKCHANGE_RATE_LIMIT_REDIS_URL") or None
+        shared = deployment_settings().rate_limit_redis_url
+        redis_url = extra.get("rate_limit_redis_url") or (shared.get_secret_value() if shared else None)
         return CallPolicy(
             rate_limiter=make_rate_limiter(str(extra.get("rate_limit_key") or self.carrier_conn_id),
                                            settings.rate_limit_per_s or self.default_rate_per_s,

@@ -1,5 +1,5 @@
 """Notifications: failure emails, completion summaries and the status webhook, configured from the
-environment (read at parse time from the environment only: no DB, no network at import).
+environment through ``bulkchange.settings`` (read when used: no DB, no network at import).
 
 * Email backend: ``BULKCHANGE_EMAIL_BACKEND`` = ``smtp`` (default; the SMTP provider's
   ``SmtpNotifier`` through connection ``BULKCHANGE_SMTP_CONN_ID``, default ``smtp_default``) or
@@ -16,40 +16,41 @@ The content comes from the Airflow-free core, ``bulkchange.notify``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Sequence
 from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
+from bulkchange.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 
 def alert_recipients() -> list[str]:
-    raw = os.environ.get("BULKCHANGE_ALERT_EMAILS", "ops@example.com")
+    raw = get_settings().alert_emails
     return [a.strip() for a in raw.split(",") if a.strip()]
 
 
 def summary_recipients() -> list[str]:
-    raw = os.environ.get("BULKCHANGE_SUMMARY_EMAILS", "")
+    raw = get_settings().summary_emails
     if raw.strip().lower() == "none":
         return []
     return [a.strip() for a in raw.split(",") if a.strip()] or alert_recipients()
 
 
 def email_backend() -> str:
-    backend = os.environ.get("BULKCHANGE_EMAIL_BACKEND", "smtp").strip().lower()
+    backend = get_settings().email_backend.lower()
     if backend not in ("smtp", "ses"):
         raise ValueError(f"BULKCHANGE_EMAIL_BACKEND must be smtp or ses, got {backend!r}")
     return backend
 
 
 def smtp_conn_id() -> str:
-    return os.environ.get("BULKCHANGE_SMTP_CONN_ID", "smtp_default")
+    return get_settings().smtp_conn_id
 
 
 def aws_conn_id() -> str:
-    return os.environ.get("BULKCHANGE_AWS_CONN_ID", "aws_default")
+    return get_settings().aws_conn_id
 
 
 def email_notifier(to: Sequence[str], subject: str, html_content: str) -> BaseNotifier:
@@ -58,11 +59,11 @@ def email_notifier(to: Sequence[str], subject: str, html_content: str) -> BaseNo
         from airflow.providers.amazon.aws.notifications.ses import SesNotifier
 
         return SesNotifier(aws_conn_id=aws_conn_id(), to=list(to), subject=subject, html_content=html_content,
-                           mail_from=os.environ.get("BULKCHANGE_EMAIL_FROM") or "bulkchange@example.com")
+                           mail_from=get_settings().email_from or "bulkchange@example.com")
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
     return SmtpNotifier(to=list(to), subject=subject, html_content=html_content, smtp_conn_id=smtp_conn_id(),
-                        from_email=os.environ.get("BULKCHANGE_EMAIL_FROM") or None)
+                        from_email=get_settings().email_from or None)
 
 
 def send_email(to: Sequence[str], subject: str, html_content: str) -> None:
@@ -157,7 +158,7 @@ def webhook_sender():
 
     from bulkchange.notify import WebhookSender
 
-    conn_id = os.environ.get("BULKCHANGE_WEBHOOK_CONN_ID", "bulkchange_webhook")
+    conn_id = get_settings().webhook_conn_id
     try:
         conn = BaseHook.get_connection(conn_id)
     except Exception:  # noqa: BLE001  not configured
@@ -179,11 +180,11 @@ def send_pending_notifications(engine, bulk_ids: Sequence[int] | None = None) ->
     from bulkchange import notify
 
     try:
+        settings = get_settings()
         result = notify.dispatch(
             engine, bulk_ids=bulk_ids, webhook=webhook_sender(), send_email=send_email,
             recipients=summary_recipients(),
-            max_failures=int(os.environ.get("BULKCHANGE_SUMMARY_MAX_FAILURES", "20")),
-            max_rounds=int(os.environ.get("BULKCHANGE_NOTIFY_MAX_ROUNDS", "5")),
+            max_failures=settings.summary_max_failures, max_rounds=settings.notify_max_rounds,
             run_url=lambda bulk_id: run_url("bulk_change_process", f"bulk_change_{bulk_id}"))
     except Exception as exc:  # noqa: BLE001
         log.exception("sending notifications failed; they stay pending")

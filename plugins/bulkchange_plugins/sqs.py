@@ -13,21 +13,22 @@ queue with the reason, then deleted; without a dead-letter queue configured it s
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from airflow.providers.amazon.aws.sensors.sqs import SqsSensor
 from airflow.sdk.exceptions import AirflowSkipException
 
+from bulkchange.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 
 def queue_url() -> str:
-    return os.environ.get("DEVICE_BULK_CHANGE_QUEUE_URL", "").strip()
+    return get_settings().device_bulk_change_queue_url
 
 
 def dead_letter_url() -> str:
-    return os.environ.get("BULKCHANGE_SQS_DLQ_URL", "").strip()
+    return get_settings().sqs_dlq_url
 
 
 class LegacyQueueSensor(SqsSensor):

@@ -10,8 +10,7 @@ failed (and retried or swept) instead of holding its slot forever. docs/configur
 """
 from __future__ import annotations
 
-import os
-from datetime import timedelta
+from bulkchange.settings import get_settings
 
-TASK_TIMEOUT = timedelta(minutes=int(os.environ.get("BULKCHANGE_TASK_TIMEOUT_MINUTES", "30")))
-BATCH_TIMEOUT = timedelta(minutes=int(os.environ.get("BULKCHANGE_BATCH_TIMEOUT_MINUTES", "120")))
+TASK_TIMEOUT = get_settings().task_timeout
+BATCH_TIMEOUT = get_settings().batch_timeout

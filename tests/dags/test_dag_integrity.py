@@ -76,3 +76,24 @@ def test_every_task_has_an_execution_timeout(dagbag):
 def test_every_dag_says_what_it_does_in_one_line(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.description and "\n" not in dag.description and len(dag.description) <= 120, dag_id
+
+
+def test_every_dag_has_the_shared_arguments_and_reads_its_settings(dagbag, monkeypatch):
+    """The arguments every DAG shares (bulkchange_plugins.dag_common) hold on each, and a DAG's
+    settings are read when its file is parsed (a changed environment shows in the next parse)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    assert len(dagbag.dags) == 6
+    for dag_id, dag in dagbag.dags.items():
+        assert set(dag.tags) == {"bulkchange"} and dag.catchup is False, dag_id
+        assert dag.start_date.date().isoformat() == "2026-01-01", dag_id
+        assert all(task.owner == "bulkchange" for task in dag.tasks), dag_id
+        if dag.schedule is not None:  # the scheduled ones: one run at a time
+            assert dag.max_active_runs == 1, dag_id
+    assert dagbag.dags["bulk_change_sensor"].schedule.total_seconds() == 2 * 60
+    monkeypatch.setenv("BULKCHANGE_SENSOR_EVERY_MINUTES", "7")
+    monkeypatch.setenv("BULKCHANGE_BATCH_CONCURRENCY", "5")
+    again = DagBag(dag_folder=str(DAGS))
+    assert again.dags["bulk_change_sensor"].schedule.total_seconds() == 7 * 60
+    batch = again.dags["bulk_change_process"].task_dict["process_batch"]
+    assert batch.max_active_tis_per_dagrun == 5

@@ -1,4 +1,9 @@
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
+from sqlalchemy import select
 
 from bulkchange.carriers.jasper import JasperClient
 from bulkchange.db import schema as t
@@ -70,3 +75,39 @@ class Fleet:
 @pytest.fixture
 def fleet_factory(amop_engine, jasper):
     return lambda n, **kw: Fleet(amop_engine, jasper, n, **kw)
+
+
+@dataclass
+class JasperOutcome:
+    """A Jasper bulk change after its run, beside the carrier's state (the simulator's devices)."""
+
+    device_changes: dict[str, Any]  # ICCID -> device change row (Id, ICCID, Status, StatusDetails)
+    devices: dict[str, Any]  # ICCID -> Device row (ICCID, Status, CarrierRatePlan)
+    log_rows: Counter  # device change id -> DeviceBulkChangeLog rows of a carrier attempt
+    # (iccid, carrier status, carrier rate plan, device change status, Device status, Device rate plan,
+    #  details) of every device whose device change, Device status or rate plan disagrees with the carrier
+    mismatches: list[tuple]
+
+
+def jasper_outcome(engine, control, bulk_id: int, iccids, *, changed_status: str = "DEACTIVATED") -> JasperOutcome:
+    """Read the run's outcome and compare it with the carrier: a device change is PROCESSED exactly
+    when the carrier shows ``changed_status``, and the Device row holds the carrier's status and plan."""
+    dc_table, log = t.m2m_device_change, t.device_bulk_change_log
+    with engine.connect() as conn:
+        dcs = {r.ICCID: r for r in conn.execute(
+            select(dc_table.c.Id, dc_table.c.ICCID, dc_table.c.Status, dc_table.c.StatusDetails)
+            .where(dc_table.c.BulkChangeId == bulk_id))}
+        devices = {r.ICCID: r for r in conn.execute(select(t.device.c.ICCID, t.device.c.Status,
+                                                           t.device.c.CarrierRatePlan))}
+        rows = Counter(conn.execute(select(log.c.M2MDeviceChangeId).where(
+            log.c.BulkChangeId == bulk_id, log.c.AttemptNumber.is_not(None))).scalars())
+    mismatches = []
+    for iccid in iccids:
+        carrier = control.device(iccid)
+        dc, dev = dcs[iccid], devices[iccid]
+        changed = carrier["status"] == changed_status
+        if (dc.Status == "PROCESSED") != changed or dev.Status != carrier["status"] \
+                or dev.CarrierRatePlan != carrier["ratePlan"]:
+            mismatches.append((iccid, carrier["status"], carrier["ratePlan"], dc.Status, dev.Status,
+                               dev.CarrierRatePlan, dc.StatusDetails))
+    return JasperOutcome(dcs, devices, rows, mismatches)

@@ -305,23 +305,31 @@ def test_two_checkers_settling_the_same_devices_record_them_once(amop_engine, fl
     assert {dc.status for dc in changes(amop_engine, bulk_id).values()} == {DeviceChangeStatus.PROCESSED}
 
 
-def test_jasper_effective_date_with_an_offset_is_sent_as_the_same_instant(amop_engine, fleet_factory, make_client,
-                                                                          jasper):
-    """EffectiveDate written in +05:00 and -08:00 zones, on the other side of midnight UTC from its
-    local date: the carrier gets the same instant (in UTC) and schedules it there, not hours off."""
-    fleet = fleet_factory(2)
+def cross_midnight_bulk(engine, iccids):
+    """A rate plan change to P-0 of two devices, two days ahead, each EffectiveDate written in a zone
+    where its local date is on the other side of midnight UTC: ``(bulk_id, {iccid: (instant in UTC,
+    zone written in)})``."""
     base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0) + timedelta(days=2)
-    cases = {fleet.iccids[0]: (base.replace(hour=22), timezone(timedelta(hours=5))),   # next local day
-             fleet.iccids[1]: (base.replace(hour=0), timezone(timedelta(hours=-8)))}   # previous local day
+    cases = {iccids[0]: (base.replace(hour=22), timezone(timedelta(hours=5))),   # local 03:30 the next day
+             iccids[1]: (base.replace(hour=0), timezone(timedelta(hours=-8)))}   # local 16:30 the day before
     requests = []
     for iccid, (when, zone) in cases.items():
         local = when.astimezone(zone)
         assert local.date() != when.date()
         requests.append({"ICCID": iccid, "ChangeRequest": {"CarrierRatePlan": "P-0",
                                                            "EffectiveDate": local.isoformat()}})
-    with amop_engine.begin() as conn:
+    with engine.begin() as conn:
         bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.CARRIER_RATE_PLAN_CHANGE,
                                        requests=requests)
+    return bulk_id, cases
+
+
+def test_jasper_effective_date_with_an_offset_is_sent_as_the_same_instant(amop_engine, fleet_factory, make_client,
+                                                                          jasper):
+    """EffectiveDate written in +05:00 and -08:00 zones, on the other side of midnight UTC from its
+    local date: the carrier gets the same instant (in UTC) and schedules it there, not hours off."""
+    fleet = fleet_factory(2)
+    bulk_id, cases = cross_midnight_bulk(amop_engine, fleet.iccids)
     summary = run(amop_engine, bulk_id, make_client())
     assert summary["counts"] == {"PENDING_CARRIER": 2}
     for iccid, (when, _) in cases.items():
@@ -340,18 +348,7 @@ def test_jasper_future_dated_change_across_midnight_utc_lands_at_its_instant(amo
     from bulkchange.changes.carrier_rate_plan import jasper as carrier_rate_plan
 
     fleet = fleet_factory(2)
-    base = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0) + timedelta(days=2)
-    cases = {fleet.iccids[0]: (base.replace(hour=22), timezone(timedelta(hours=5))),   # local 03:30 the next day
-             fleet.iccids[1]: (base.replace(hour=0), timezone(timedelta(hours=-8)))}   # local 16:30 the day before
-    requests = []
-    for iccid, (when, zone) in cases.items():
-        local = when.astimezone(zone)
-        assert local.date() != when.date()
-        requests.append({"ICCID": iccid, "ChangeRequest": {"CarrierRatePlan": "P-0",
-                                                           "EffectiveDate": local.isoformat()}})
-    with amop_engine.begin() as conn:
-        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.CARRIER_RATE_PLAN_CHANGE,
-                                       requests=requests)
+    bulk_id, cases = cross_midnight_bulk(amop_engine, fleet.iccids)
     client = make_client()
     assert run(amop_engine, bulk_id, client)["counts"] == {"PENDING_CARRIER": 2}
     for iccid, (when, _) in cases.items():

@@ -63,10 +63,9 @@ def test_chaos_500_lines_suspend_then_restore(amop_engine, ts, simulator, monkey
                 assert Counter(dc.status.value for dc in changes.values()) == {"PROCESSED": N}
         finally:
             client.close()
-        seen = proxy.requests()
+        seen, faults = proxy.requests(), proxy.fault_counts()
     print(f"\n{N} ThingSpace lines suspend + restore: {time.monotonic() - started:.1f}s, {len(seen)} requests, "
-          f"faults {dict(Counter(r['fault'] for r in seen if r['fault']))}")
-    faults = Counter(r["fault"] for r in seen)
+          f"faults {dict(faults)}")
     assert all(faults[f] for f in ("error_5xx", *FAULT_MIX)), faults
     assert not faults["upstream_unreachable"]
     # the lost answers hit every kind of call, the logins and the actions both before and after

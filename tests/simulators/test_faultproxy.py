@@ -72,6 +72,22 @@ def test_faults_after_forwarding_lose_the_answer_of_an_applied_change(proxy, sim
     assert (seen["fault"], seen["forwarded"], seen["upstream_status"]) == (fault, True, 200)
 
 
+def test_fault_counts_sum_up_the_recorded_faults(proxy, simulator, jasper):
+    proxy.configure(error_5xx=1.0)
+    put_status(proxy, simulator, ICCIDS[0])
+    put_status(proxy, simulator, ICCIDS[1])
+    proxy.configure(error_5xx=0.0, applied_502=1.0)
+    put_status(proxy, simulator, ICCIDS[2])
+    proxy.off()
+    put_status(proxy, simulator, ICCIDS[3])  # passed through: not a fault
+    assert len(proxy.requests()) == 4
+    counts = proxy.fault_counts()
+    assert counts == {"error_5xx": 2, "applied_502": 1}
+    assert counts["garbage"] == 0  # a fault never drawn counts 0
+    proxy.clear()
+    assert proxy.fault_counts() == {}
+
+
 def test_a_dropped_connection_does_not_break_the_next_request(proxy, simulator, jasper):
     s = session()
     proxy.configure(drop_before=1.0)

@@ -187,7 +187,7 @@ class BoundedSession(requests.Session):
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict:
         """requests' own merge, with what it reads from the environment (proxy variables, NO_PROXY,
         REQUESTS_CA_BUNDLE) read once per scheme and host for the session's life instead of on every
-        request: requests walks the whole ``os.environ`` (hundreds of variables in an Airflow task)
+        request: requests walks the whole process environment (hundreds of variables in an Airflow task)
         twice per request for it, a measurable part of a batch's CPU per device. A session lives for
         one task, whose environment does not change."""
         if not self.trust_env or (proxies and any(proxies.values())):

@@ -16,8 +16,6 @@
 """
 from __future__ import annotations
 
-import os
-
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.edit_username.common import USERNAME_LABEL, EditUsernameBase, device_updates, edit_result
@@ -25,15 +23,15 @@ from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, EditUsernameRequest
 from bulkchange.rules import RuleError
 from bulkchange.sanitize import mask_name, register_personal_key
+from bulkchange.settings import get_settings
 
 
 def jasper_settings() -> tuple[str, str, str]:
     """(username field, update path, audit trail path) from the legacy settings' names."""
-    field = os.environ.get("JASPER_DEVICE_USERNAME_FIELD") or "accountCustom1"
+    settings = get_settings()
+    field = settings.jasper_device_username_field
     register_personal_key(field)  # the username is a person's name: masked in logs and mails
-    return (field,
-            os.environ.get("JASPER_DEVICE_USERNAME_UPDATE_PATH") or "/devices/{iccid}",
-            os.environ.get("JASPER_DEVICE_AUDIT_TRAIL_PATH") or "/devices/{iccid}/auditTrails")
+    return field, settings.jasper_device_username_update_path, settings.jasper_device_audit_trail_path
 
 
 class JasperEditUsername(EditUsernameBase):

@@ -12,6 +12,11 @@ Scheduled (default every 15 minutes) and triggerable by hand with conf, e.g.
    Reconciliation), every rate plan difference a DeviceRatePlanHistory row, and updates the device,
    so a drift is recorded once.
 
+Its carrier calls share the account's rate limit with running batches: with the shared (Redis)
+bucket they draw from the same bucket as the batch tasks (same connection, same key); without it a
+service provider whose bulk change is being processed is skipped until the next run ("waiting for
+its turn"), since each task's in-process limiter knows nothing of the others.
+
 ``summarize`` returns the drift summary (carrier status -> our status counts, and carrier plan -> our
 plan counts) as XCom and logs it.
 Idempotent: a second run right after the first changes nothing. ``dry_run`` writes nothing.
@@ -83,6 +88,18 @@ def device_status_reconcile():
         if problem:
             print(f"skipped: {problem}")
             return {"service_provider_id": service_provider_id, "skipped": problem}
+        if not hook.rate_limit_shared():
+            # Without the shared (Redis) bucket each task holds its own share of the account's rate and
+            # the batches of a running bulk change hold all of it: reconciliation waits for its turn
+            # (the next scheduled run) instead of adding its calls to theirs.
+            with engine.connect() as conn:
+                running = repo.bulk_changes_in_progress(conn, service_provider_id)
+            if running:
+                why = (f"waiting for its turn: bulk change(s) {running} of this carrier account are being "
+                       f"processed and the account's rate limit is not shared (BULKCHANGE_RATE_LIMIT_REDIS_URL "
+                       f"unset), so reconciling now would add its calls to theirs")
+                print(f"skipped: {why}")
+                return {"service_provider_id": service_provider_id, "skipped": why}
         settled = []
         with carrier_clients(service_provider_id, integration, revio=bool(waiting) and not params["dry_run"]) as clients:
             if not params["dry_run"]:

@@ -896,6 +896,15 @@ def bulk_changes_waiting(conn: Connection, service_provider_ids: Sequence[int] |
     return sorted(ids)
 
 
+def bulk_changes_in_progress(conn: Connection, service_provider_id: int) -> list[int]:
+    """Bulk changes of the service provider a live run is processing now (PROCESSING under a hold
+    that has not expired): their batch tasks are calling the carrier account."""
+    b = t.device_bulk_change
+    q = select(b.c.Id).where(b.c.ServiceProviderId == service_provider_id, b.c.Status == BulkStatus.PROCESSING.value,
+                             b.c.LeaseExpiresDate > utcnow()).order_by(b.c.Id)
+    return [int(i) for i in conn.execute(q).scalars()]
+
+
 def open_iccids(conn: Connection, service_provider_id: int) -> set[str]:
     """ICCIDs with a device change in flight (not settled) for this service provider."""
     settled = [s.value for s in SETTLED_DEVICE_STATUSES]

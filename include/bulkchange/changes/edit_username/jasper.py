@@ -24,12 +24,12 @@ from bulkchange.changes.edit_username.common import USERNAME_LABEL, EditUsername
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, EditUsernameRequest
 from bulkchange.rules import RuleError
-from bulkchange.sanitize import mask_name, register_personal_key
+from bulkchange.sanitize import JASPER_USERNAME_FIELD, mask_name, register_personal_key
 
 
 def jasper_settings() -> tuple[str, str, str]:
     """(username field, update path, audit trail path) from the legacy settings' names."""
-    field = os.environ.get("JASPER_DEVICE_USERNAME_FIELD") or "accountCustom1"
+    field = os.environ.get("JASPER_DEVICE_USERNAME_FIELD") or JASPER_USERNAME_FIELD
     register_personal_key(field)  # the username is a person's name: masked in logs and mails
     return (field,
             os.environ.get("JASPER_DEVICE_USERNAME_UPDATE_PATH") or "/devices/{iccid}",

@@ -4,7 +4,8 @@ simulator, and afterwards no personal value is found in any DeviceBulkChangeLog 
 application logged, while the non-personal fields of the same bodies (ICCID, number, plan, zip code
 the carrier picks a number by, cost centers) stay readable for the audit.
 
-POND and Teal bodies carry no personal field (contracts/pond.md, contracts/teal.md): nothing to mask."""
+POND and Teal bodies carry no personal field (their clients' and simulators' request and answer shapes:
+SIM, package and eSIM ids, statuses, plans): nothing to mask there."""
 import json
 import logging
 import time

@@ -516,10 +516,15 @@ def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integr
     the inventory with a history row (statuses: DeviceStatusHistory; rate plans:
     DeviceRatePlanHistory), so it is recorded once: the next run finds the inventory agreeing with
     the carrier. Devices with a change in flight are left alone."""
+    iccids = None
+    if integration.family == Integration.POND:  # no device list at the carrier: the SIMs on record are read
+        with engine.connect() as conn:
+            iccids = [iccid for _, iccid, *_ in repo.provider_devices(conn, service_provider_id, integration) if iccid]
+    listing = carrier_listing(client, integration, iccids)
+    # read after the listing: a device change that started meanwhile is in flight (left alone)
     with engine.connect() as conn:
         ours = repo.provider_devices(conn, service_provider_id, integration, rate_plans=True)
         busy = repo.open_iccids(conn, service_provider_id)
-    listing = carrier_listing(client, integration, [iccid for _, iccid, *_ in ours if iccid])
     states, unread = listing.states, listing.unread
     settled_late = [] if dry_run else settle_lost_answers(engine, service_provider_id, integration, states)
     drift: dict[str, int] = {}

@@ -73,7 +73,7 @@ _PERSONAL_KEY = re.compile(
     # place-of-use attribute (PrimaryPlaceOfUseFirstName, PrimaryPlaceOfUseAddressLine1, ...)
     r"|^.*(firstname|lastname|middlename|fullname|surname|emailaddress|email)$|^primaryplaceofuse")
 # Fields that hold a person's name by our own mapping, not by their name: the ThingSpace custom field
-# an EditUsernameCostCenter ContactName is written to (changes/edit_username.py) and the default
+# an EditUsernameCostCenter ContactName is written to (changes/edit_username/thingspace.py) and the default
 # Jasper field the username goes to (JASPER_DEVICE_USERNAME_FIELD registers another one).
 THINGSPACE_CONTACT_NAME_FIELD = "CustomField1"
 JASPER_USERNAME_FIELD = "accountCustom1"

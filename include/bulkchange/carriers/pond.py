@@ -114,7 +114,7 @@ class PondClient(HttpCarrierClient):
 
 def sim_state(sim: dict) -> tuple[str | None, str | None]:
     """(status, rate plan) of a SIM as ``GET sims/{iccid}`` shows it, in the words the StatusUpdate
-    handler leaves in ``Device`` (changes/status_update_pond.py): ``ACTIVE`` = services enabled with an
+    handler leaves in ``Device`` (changes/status_update/pond.py): ``ACTIVE`` = services enabled with an
     ACTIVE package; ``SUSPENDED`` = services disabled, a package still live (ACTIVE or PENDING);
     ``TERMINATED`` = services disabled, every package terminated; ``INVENTORY`` = services disabled,
     no package ever. Services enabled without an ACTIVE package match none of them: status None (not

@@ -7,10 +7,18 @@ Scheduled (default every 15 minutes) and triggerable by hand with conf, e.g.
    MSISDN -> PROCESSED with MSISDN and IP written; Telegence activations: active -> PROCESSED with
    the new subscriber number; Teal operation results; ``max_checks`` polls without success or a
    carrier failure -> API_FAILED with the reason) and rolls their bulk changes up;
-2. compares the carrier's device states with the Device table; every difference becomes a
-   DeviceStatusHistory row (source Reconciliation) and updates Device.
+2. compares the carrier's device states and carrier rate plans with the inventory (POND: each SIM on
+   record is read); every status difference becomes a DeviceStatusHistory row (source
+   Reconciliation), every rate plan difference a DeviceRatePlanHistory row, and updates the device,
+   so a drift is recorded once.
 
-``summarize`` returns the drift summary (carrier status -> our status counts) as XCom and logs it.
+Its carrier calls share the account's rate limit with running batches: with the shared (Redis)
+bucket they draw from the same bucket as the batch tasks (same connection, same key); without it a
+service provider whose bulk change is being processed is skipped until the next run ("waiting for
+its turn"), since each task's in-process limiter knows nothing of the others.
+
+``summarize`` returns the drift summary (carrier status -> our status counts, and carrier plan -> our
+plan counts) as XCom and logs it.
 Idempotent: a second run right after the first changes nothing. ``dry_run`` writes nothing.
 """
 from __future__ import annotations
@@ -25,7 +33,7 @@ from bulkchange_plugins.timeouts import BATCH_TIMEOUT
 from bulkchange.settings import get_settings
 
 EVERY_MINUTES = get_settings().reconcile_every_minutes
-RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Telegence", "Teal"}
+RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Telegence", "Teal", "Pond"}
 
 
 @dag(
@@ -67,10 +75,23 @@ def device_status_reconcile():
             (_, integ_name), = repo.service_providers(conn, [service_provider_id])
             waiting = repo.bulk_changes_waiting(conn, [service_provider_id])
         integration = Integration.from_name(integ_name)
-        problem = carrier_hook(service_provider_id, integration).credentials_problem(integration)
+        hook = carrier_hook(service_provider_id, integration)
+        problem = hook.credentials_problem(integration)
         if problem:
             print(f"skipped: {problem}")
             return {"service_provider_id": service_provider_id, "skipped": problem}
+        if not hook.rate_limit_shared():
+            # Without the shared (Redis) bucket each task holds its own share of the account's rate and
+            # the batches of a running bulk change hold all of it: reconciliation waits for its turn
+            # (the next scheduled run) instead of adding its calls to theirs.
+            with engine.connect() as conn:
+                running = repo.bulk_changes_in_progress(conn, service_provider_id)
+            if running:
+                why = (f"waiting for its turn: bulk change(s) {running} of this carrier account are being "
+                       f"processed and the account's rate limit is not shared (BULKCHANGE_RATE_LIMIT_REDIS_URL "
+                       f"unset), so reconciling now would add its calls to theirs")
+                print(f"skipped: {why}")
+                return {"service_provider_id": service_provider_id, "skipped": why}
         settled = []
         with carrier_clients(service_provider_id, integration, revio=bool(waiting) and not params["dry_run"]) as clients:
             if not params["dry_run"]:
@@ -82,7 +103,8 @@ def device_status_reconcile():
                     settled.append(s.as_dict())
             result = reconcile.reconcile_provider_statuses(engine, service_provider_id, integration, clients.carrier,
                                                            dry_run=bool(params["dry_run"]))
-        print(f"status drift {result['drift']} ({result['updated']} Device rows updated)")
+        print(f"status drift {result['drift']} ({result['updated']} devices updated); rate plan drift "
+              f"{result['rate_plan_drift']} ({result['rate_plans_updated']} devices updated)")
         result["settled"] = settled
         if settled:  # webhooks and completion summaries of the bulk changes that moved
             from bulkchange_plugins.notifiers import send_pending_notifications
@@ -93,7 +115,8 @@ def device_status_reconcile():
     @task
     def summarize(results, params=None) -> dict:
         drift: dict[str, dict[str, int]] = {}
-        updated = settled = 0
+        plan_drift: dict[str, dict[str, int]] = {}
+        updated = plans_updated = settled = 0
         for r in results:
             if r.get("skipped"):
                 continue
@@ -101,8 +124,14 @@ def device_status_reconcile():
             for pair, n in r["drift"].items():
                 per[pair] = per.get(pair, 0) + n
             updated += r["updated"]
+            per_plan = plan_drift.setdefault(r["integration"], {})
+            for pair, n in r.get("rate_plan_drift", {}).items():
+                per_plan[pair] = per_plan.get(pair, 0) + n
+            plans_updated += r.get("rate_plans_updated", 0)
             settled += sum(sum(s["settled"].values()) for s in r.get("settled", []))
-        summary = {"drift": drift, "devices_updated": updated, "device_changes_settled": settled,
+        summary = {"drift": drift, "devices_updated": updated,
+                   "rate_plan_drift": {k: v for k, v in plan_drift.items() if v}, "rate_plans_updated": plans_updated,
+                   "device_changes_settled": settled,
                    "providers": len(results), "skipped": [r["service_provider_id"] for r in results if r.get("skipped")]}
         print(f"drift summary: {summary}")
         if not params["dry_run"]:

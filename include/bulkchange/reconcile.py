@@ -9,8 +9,10 @@
   the carrier's part (``WAITING_CHECKERS``: ThingSpace requests and lines, Telegence activation
   requests, Teal operation results); counting, failing after ``max_checks`` and recording are shared.
 * ``reconcile_provider_statuses`` compares every device the carrier reports for one service
-  provider with the Device table; each difference becomes a DeviceStatusHistory row with source
-  "Reconciliation" and updates Device. Devices with a change in flight are left alone, so
+  provider (POND: every SIM on record, read one by one) with the inventory, status and carrier
+  rate plan; each status difference becomes a DeviceStatusHistory row with source
+  "Reconciliation", each rate plan difference a DeviceRatePlanHistory row, and both update the
+  inventory, so a drift is recorded once. Devices with a change in flight are left alone, so
   reconciliation never fights a running bulk change; a second run right after changes nothing.
 """
 from __future__ import annotations
@@ -405,13 +407,28 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
 PAGE_ATTEMPTS = 3  # tries of one device-list page (each with the client's own retries) before it is reported
 
 
-def _thingspace_states(client: Any, unread: list[dict]) -> dict[str, str]:
-    """Every device of the account, each page retried on its own; a page that still fails is put in
-    ``unread`` (with the ICCID it starts after) and the listing ends there: the devices read so far
-    are still reconciled."""
-    from bulkchange.carriers.thingspace import device_id, device_state
+@dataclass
+class CarrierListing:
+    """What the carrier says of the account's devices: ICCID -> status and ICCID -> rate plan, plus
+    subscriber number digits -> status / rate plan for Mobility lines on record without their SIM
+    (Telegence). ``plan_aliases``: other names the carrier gives a plan (Teal: its name beside its
+    uuid), any of which on our side counts as the same plan. ``unread``: what could not be read (a
+    ThingSpace page after its retries, a POND SIM); then nothing is called missing at the carrier."""
 
-    states: dict[str, str] = {}
+    states: dict[str, str] = field(default_factory=dict)
+    plans: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, str] = field(default_factory=dict)
+    number_plans: dict[str, str] = field(default_factory=dict)
+    plan_aliases: dict[str, set[str]] = field(default_factory=dict)
+    unread: list[dict] = field(default_factory=list)
+
+
+def _thingspace_listing(client: Any, out: CarrierListing) -> None:
+    """Every device of the account, each page retried on its own; a page that still fails is put in
+    ``out.unread`` (with the ICCID it starts after) and the listing ends there: the devices read so
+    far are still reconciled."""
+    from bulkchange.carriers.thingspace import device_id, device_plan, device_state
+
     after, pages = None, 0
     while True:
         for attempt in range(1, PAGE_ATTEMPTS + 1):
@@ -420,84 +437,168 @@ def _thingspace_states(client: Any, unread: list[dict]) -> dict[str, str]:
                 break
             except CarrierError as exc:
                 if attempt == PAGE_ATTEMPTS:
-                    unread.append({"page": pages + 1, "after_iccid": after, "error": str(exc),
-                                   "attempts": PAGE_ATTEMPTS})
-                    return states
+                    out.unread.append({"page": pages + 1, "after_iccid": after, "error": str(exc),
+                                       "attempts": PAGE_ATTEMPTS})
+                    return
         pages += 1
         for d in devices:
-            if device_id(d, "iccid"):
-                states[device_id(d, "iccid")] = device_state(d)
+            iccid = device_id(d, "iccid")
+            if iccid:
+                out.states[iccid] = device_state(d)
+                plan = device_plan(d)
+                if plan:
+                    out.plans[iccid] = plan
         if not more or not devices:
-            return states
+            return
         after = device_id(devices[-1], "iccid")
 
 
-def carrier_states(client: Any, integration: Integration, unread: list[dict] | None = None, *,
-                   numbers: dict[str, str] | None = None) -> dict[str, str]:
-    """ICCID -> the carrier's status for every device of the account. ``unread`` (ThingSpace)
-    collects device-list pages that failed even after their retries; ``numbers`` (Telegence) gets
-    subscriber number digits -> status, for Mobility lines on record without their SIM."""
+def _pond_listing(client: Any, iccids: list[str], out: CarrierListing) -> None:
+    """POND lists no devices: each SIM on record is read (``GET sims/{iccid}``, through the
+    account's rate limit like every call). A SIM POND does not know is missing; one that cannot be
+    read goes to ``out.unread``."""
+    from bulkchange.carriers.base import PermanentError
+    from bulkchange.carriers.pond import sim_state
+
+    for iccid in iccids:
+        try:
+            sim = client.get_sim(iccid)
+        except PermanentError as exc:
+            if exc.status_code == 404:
+                continue
+            out.unread.append({"iccid": iccid, "error": str(exc)})
+            continue
+        except CarrierError as exc:
+            out.unread.append({"iccid": iccid, "error": str(exc)})
+            continue
+        status, plan = sim_state(sim)
+        if status:
+            out.states[iccid] = status
+        if plan:
+            out.plans[iccid] = plan
+
+
+def carrier_listing(client: Any, integration: Integration, iccids: list[str] | None = None) -> CarrierListing:
+    """The carrier's status and rate plan of every device of the account (POND: of ``iccids``, the
+    SIMs on record). The rate plan is what ``Device.CarrierRatePlan`` holds after a change: Jasper
+    ``ratePlan``, ThingSpace ``servicePlan``, Telegence ``singleUserCode``, Teal ``planUuid`` (its
+    ``planName`` also matches), POND the type of the ACTIVE package."""
+    out = CarrierListing()
     family = integration.family
     if family == Integration.THINGSPACE:
-        return _thingspace_states(client, unread if unread is not None else [])
-    if family == Integration.JASPER:
-        return {d["iccid"]: d["status"] for d in client.iter_devices()}
-    if family == Integration.TELEGENCE:
+        _thingspace_listing(client, out)
+    elif family == Integration.JASPER:
+        for d in client.iter_devices():
+            out.states[d["iccid"]] = d["status"]
+            if d.get("ratePlan"):
+                out.plans[d["iccid"]] = str(d["ratePlan"])
+    elif family == Integration.TELEGENCE:
         from bulkchange.carriers.telegence import characteristic
 
-        states = {}
         for line in client.iter_services():
             sim, status = characteristic(line, "sim"), characteristic(line, "subscriberStatus")
+            plan = characteristic(line, "singleUserCode")
             number = line.get("subscriberNumber") or characteristic(line, "subscriberNumber")
             if sim and status:
-                states[str(sim)] = str(status)
-            if number and status and numbers is not None:  # Mobility lines known by number only
-                numbers[repo.msisdn_key(str(number))] = str(status)
-        return states
-    if family == Integration.TEAL:
-        return {str(e["iccid"]): str(e["deviceStatus"]) for e in client.iter_esims()
-                if e.get("iccid") and e.get("deviceStatus")}
-    raise NotImplementedError(f"status reconciliation is not available for {integration.value}")
+                out.states[str(sim)] = str(status)
+                if plan:
+                    out.plans[str(sim)] = str(plan)
+            if number and status:  # Mobility lines known by number only
+                out.numbers[repo.msisdn_key(str(number))] = str(status)
+                if plan:
+                    out.number_plans[repo.msisdn_key(str(number))] = str(plan)
+    elif family == Integration.TEAL:
+        for e in client.iter_esims():
+            if e.get("iccid") and e.get("deviceStatus"):
+                iccid = str(e["iccid"])
+                out.states[iccid] = str(e["deviceStatus"])
+                if e.get("planUuid"):
+                    out.plans[iccid] = str(e["planUuid"])
+                    if e.get("planName"):
+                        out.plan_aliases[iccid] = {str(e["planName"])}
+    elif family == Integration.POND:
+        _pond_listing(client, list(iccids or []), out)
+    else:
+        raise NotImplementedError(f"status reconciliation is not available for {integration.value}")
+    return out
+
+
+def carrier_states(client: Any, integration: Integration, unread: list[dict] | None = None, *,
+                   numbers: dict[str, str] | None = None, iccids: list[str] | None = None) -> dict[str, str]:
+    """ICCID -> the carrier's status for every device of the account (``carrier_listing``)."""
+    listing = carrier_listing(client, integration, iccids)
+    if unread is not None:
+        unread.extend(listing.unread)
+    if numbers is not None:
+        numbers.update(listing.numbers)
+    return listing.states
+
+
+def _same_plan(ours: str | None, theirs: str, aliases: set[str]) -> bool:
+    mine = (ours or "").strip().lower()
+    return mine == theirs.strip().lower() or mine in {a.strip().lower() for a in aliases}
 
 
 def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integration: Integration, client: Any, *,
                                 dry_run: bool = False) -> dict[str, Any]:
-    unread: list[dict] = []
-    numbers: dict[str, str] = {}
-    states = carrier_states(client, integration, unread, numbers=numbers)
+    """Status and rate plan drift of one service provider's devices. Each difference is written to
+    the inventory with a history row (statuses: DeviceStatusHistory; rate plans:
+    DeviceRatePlanHistory), so it is recorded once: the next run finds the inventory agreeing with
+    the carrier. Devices with a change in flight are left alone."""
+    iccids = None
+    if integration.family == Integration.POND:  # no device list at the carrier: the SIMs on record are read
+        with engine.connect() as conn:
+            iccids = [iccid for _, iccid, *_ in repo.provider_devices(conn, service_provider_id, integration) if iccid]
+    listing = carrier_listing(client, integration, iccids)
+    # read after the listing: a device change that started meanwhile is in flight (left alone)
     with engine.connect() as conn:
-        ours = repo.provider_devices(conn, service_provider_id, integration)
+        ours = repo.provider_devices(conn, service_provider_id, integration, rate_plans=True)
         busy = repo.open_iccids(conn, service_provider_id)
+    states, unread = listing.states, listing.unread
     settled_late = [] if dry_run else settle_lost_answers(engine, service_provider_id, integration, states)
     drift: dict[str, int] = {}
-    changes = []
+    plan_drift: dict[str, int] = {}
+    changes, plan_changes = [], []
     missing = skipped = 0
     settled_iccids = {r["iccid"] for r in settled_late}
-    for dev_id, iccid, msisdn, status in ours:
+    for dev_id, iccid, msisdn, status, plan in ours:
+        key = iccid
         theirs = states.get(iccid) if iccid else None
+        their_plan = listing.plans.get(iccid) if iccid else None
         if theirs is None and msisdn:
-            theirs = numbers.get(repo.msisdn_key(msisdn))
+            theirs = listing.numbers.get(repo.msisdn_key(msisdn))
+            their_plan = listing.number_plans.get(repo.msisdn_key(msisdn))
             iccid = iccid or msisdn  # how the drift report and history name a line without a SIM on record
         if theirs is None:
             missing += 0 if unread else 1  # an incomplete listing cannot say a device is missing
             continue
         if iccid in settled_iccids:
             continue  # its device change now records the carrier's state
-        if (status or "").lower() == str(theirs).lower():
+        status_differs = (status or "").lower() != str(theirs).lower()
+        plan_differs = bool(their_plan) and not _same_plan(plan, their_plan,
+                                                           listing.plan_aliases.get(key or "", set()))
+        if not status_differs and not plan_differs:
             continue
-        if iccid in busy:
+        if key in busy or iccid in busy:
             skipped += 1
             continue
-        key = f"{theirs} -> {status}"
-        drift[key] = drift.get(key, 0) + 1
-        changes.append((dev_id, iccid, status, theirs))
-    if changes and not dry_run:
+        if status_differs:
+            pair = f"{theirs} -> {status}"
+            drift[pair] = drift.get(pair, 0) + 1
+            changes.append((dev_id, iccid, status, theirs))
+        if plan_differs:
+            pair = f"{their_plan} -> {plan}"
+            plan_drift[pair] = plan_drift.get(pair, 0) + 1
+            plan_changes.append((dev_id, iccid, plan, their_plan))
+    if (changes or plan_changes) and not dry_run:
         with engine.begin() as conn:
             repo.record_reconciled_statuses(conn, changes, changed_by=RECONCILER, integration=integration,
                                             service_provider_id=service_provider_id)
+            repo.record_reconciled_rate_plans(conn, plan_changes, changed_by=RECONCILER, integration=integration)
     return {"service_provider_id": service_provider_id, "integration": integration.value,
             "carrier_devices": len(states), "our_devices": len(ours), "drift": drift,
             "updated": 0 if dry_run else len(changes), "dry_run": dry_run,
+            "rate_plan_drift": plan_drift, "rate_plans_updated": 0 if dry_run else len(plan_changes),
             "missing_at_carrier": missing, "skipped_in_flight": skipped,
             "unread_pages": unread, "settled_after_lost_answer": settled_late}
 

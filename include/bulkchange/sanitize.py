@@ -17,8 +17,18 @@ through ``sanitize_text`` (text) or ``sanitize_value`` (JSON-like structures). T
    header lines, ``Bearer``/``Basic`` credentials in any case, ``https://user:pass@host``) is
    handled by patterns.
 3. **Personal data**: subscriber names, addresses, contacts (``ContactName``, ``firstName``,
-   Telegence ``relatedParty``, ThingSpace ``primaryPlaceOfUse``, Rev.io ``contacts``, e-mail
-   addresses, ...) are masked the same way by key.
+   Telegence ``relatedParty`` and the ``contactName`` characteristic, ThingSpace
+   ``primaryPlaceOfUse`` and the ``PrimaryPlaceOfUse*`` extended attributes, Rev.io ``contacts`` and
+   customer / contact fields, e-mail addresses, contact phones, street addresses, ...) are masked
+   the same way by key (also as ``{"name"|"key"|"label"|"field": <key>, "value": ...}`` pairs and
+   JSON Patch paths). Keys ending in a name or e-mail word (``subscriberEmail``,
+   ``billingContactLastName``) count too. Fields that hold a person's name only by our own mapping
+   are declared here as well (``PERSONAL_FIELD_NAMES``: the ThingSpace custom field the ContactName
+   goes to, the Jasper username field), and a record's field that is personal only in that record
+   (a Rev.io service's ``description``, which may hold the user's name) by ``PERSONAL_IN_RECORD``.
+   The line's own identifiers (ICCID, MSISDN / subscriber number, IMEI, IP), plan codes, zip codes
+   the carrier uses to pick a number, cost centers and statuses are not personal: they stay readable
+   for the audit.
 
 Scrub first, truncate after: ``sanitize_text(text, limit=n)`` cuts the *scrubbed* text, so a
 secret straddling the cut cannot leave its prefix behind; text that was cut before it got here is
@@ -53,18 +63,34 @@ _NOT_SECRET_KEY = re.compile(r"^(tokentype|expiresin|tokenexpiry|tokenexpires|to
 _PERSONAL_KEY = re.compile(
     r"^(contactname|username|contact|contacts|contactperson|firstname|lastname|middlename|fullname|givenname|"
     r"familyname|surname|subscribername|subscriberfirstname|subscriberlastname|endusername|personname|"
-    r"relatedparty|primaryplaceofuse|placeofuse|ppu|billingaddress|serviceaddress|shippingaddress|"
+    r"customername|relatedparty|primaryplaceofuse|placeofuse|ppu|billingaddress|serviceaddress|"
+    r"shippingaddress|mailingaddress|"
     r"address|addresses|streetaddress|street|street1|street2|addressline|addressline1|addressline2|"
-    r"addressline3|email|emailaddress|emails|mail|dateofbirth|birthdate|dob|ssn|socialsecuritynumber|"
-    r"taxid|nationalid|passportnumber|driverslicense|homephone|contactphone|contactemail|"
-    r"contactnumber)$")
+    r"addressline3|address1|address2|address3|email|emailaddress|emails|mail|dateofbirth|birthdate|dob|ssn|"
+    r"socialsecuritynumber|taxid|nationalid|passportnumber|driverslicense|phone|phones|telephone|homephone|"
+    r"workphone|mobilephone|cellphone|contactphone|fax|faxnumber|contactemail|contactnumber)$"
+    # a name or e-mail word at the end (subscriberEmail, billingContactLastName), any ThingSpace
+    # place-of-use attribute (PrimaryPlaceOfUseFirstName, PrimaryPlaceOfUseAddressLine1, ...)
+    r"|^.*(firstname|lastname|middlename|fullname|surname|emailaddress|email)$|^primaryplaceofuse")
+# Fields that hold a person's name by our own mapping, not by their name: the ThingSpace custom field
+# an EditUsernameCostCenter ContactName is written to (changes/edit_username/thingspace.py) and the default
+# Jasper field the username goes to (JASPER_DEVICE_USERNAME_FIELD registers another one).
+THINGSPACE_CONTACT_NAME_FIELD = "CustomField1"
+JASPER_USERNAME_FIELD = "accountCustom1"
+PERSONAL_FIELD_NAMES = (THINGSPACE_CONTACT_NAME_FIELD, JASPER_USERNAME_FIELD)
+# (keys a record has, all of them) -> its keys that are personal in such a record: a Rev.io service
+# (customer_id and service_type_id) has its ``description`` set to the user's name when the service
+# provider pushes usernames to the service description (PushUsernameUpdate SERVICE_DESCRIPTION / BOTH).
+PERSONAL_IN_RECORD: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
+    (frozenset({"customerid", "servicetypeid"}), frozenset({"description"})),
+)
 _PAIR_NAME_KEYS = frozenset(("name", "label", "key", "field", "fieldname", "characteristic"))
 _PAIR_VALUE_KEYS = frozenset(("value", "values", "val", "fieldvalue"))
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _registered: frozenset[str] = frozenset()  # _secrets as of the last registration (read without the lock)
-_personal_keys: set[str] = set()
+_personal_keys: set[str] = set()  # filled below with PERSONAL_FIELD_NAMES, then by register_personal_key
 _listeners: list[Callable[[str], None]] = []
 _forms_cache: dict[str, tuple[str, ...]] = {}
 
@@ -74,6 +100,9 @@ _NORM_TABLE = str.maketrans("", "", " \t\n_.-:")
 
 def _norm(key: Any) -> str:
     return str(key).translate(_NORM_TABLE).lower()
+
+
+_personal_keys.update(_norm(k) for k in PERSONAL_FIELD_NAMES)
 
 
 @lru_cache(maxsize=4096)
@@ -240,8 +269,10 @@ def _clean_value(value: Any, extra: tuple[str, ...], _depth: int = 0) -> Any:
             if pointer is not None and pointer.startswith("/"):
                 pair_name = pointer.rstrip("/").rsplit("/", 1)[-1].replace("~1", "/").replace("~0", "~")
         masked_pair = pair_name is not None and _keyed(pair_name)
+        present = {nk for _, _, nk in normed}
+        in_record = frozenset().union(*(personal for keys, personal in PERSONAL_IN_RECORD if keys <= present))
         for k, v, nk in normed:
-            if _keyed_norm(nk) or (masked_pair and nk in _PAIR_VALUE_KEYS):
+            if _keyed_norm(nk) or nk in in_record or (masked_pair and nk in _PAIR_VALUE_KEYS):
                 out[k] = _mask(v)
             else:
                 out[k] = _clean_value(v, extra, _depth + 1)

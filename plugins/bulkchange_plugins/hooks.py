@@ -155,13 +155,20 @@ class CarrierHook(BaseHook):
         in-process bucket at the rate divided by ``rate_share`` (the batch tasks of one run allowed
         to call this account at once)."""
         extra = settings.extra
-        shared = deployment_settings().rate_limit_redis_url
-        redis_url = extra.get("rate_limit_redis_url") or (shared.get_secret_value() if shared else None)
+        redis_url = shared_rate_limit_url(settings)
         return CallPolicy(
             rate_limiter=make_rate_limiter(str(extra.get("rate_limit_key") or self.carrier_conn_id),
                                            settings.rate_limit_per_s or self.default_rate_per_s,
                                            share=rate_share, redis_url=redis_url),
             retry=RetryPolicy(max_attempts=settings.max_attempts))
+
+    def rate_limit_shared(self) -> bool:
+        """True when the account's rate limit is one bucket every process draws from (Redis), so a
+        task that calls the account beside running batches takes its calls out of the same rate."""
+        try:
+            return bool(shared_rate_limit_url(self.get_settings()))
+        except Exception:  # noqa: BLE001 - no usable connection: nothing is shared (credentials_problem says why)
+            return False
 
     def get_client(self, integration: Integration | None = None, *, rate_share: int = 1):
         """A client whose calls share one limiter for the account's ``rate_limit_per_s``
@@ -237,6 +244,13 @@ class CarrierHook(BaseHook):
             widgets[name] = kind(lazy_gettext(field["label"]), widget=widget, validators=[Optional()],
                                  description=field["description"], default=schema.get("default"))
         return widgets
+
+
+def shared_rate_limit_url(settings: CarrierSettings) -> str | None:
+    """The Redis URL of the account's shared rate-limit bucket (connection extra
+    ``rate_limit_redis_url``, else env ``BULKCHANGE_RATE_LIMIT_REDIS_URL``), or None: in-process shares."""
+    shared = deployment_settings().rate_limit_redis_url
+    return settings.extra.get("rate_limit_redis_url") or (shared.get_secret_value() if shared else None)
 
 
 def _connection_type(conn_type: str | None) -> dict:

@@ -110,3 +110,25 @@ class PondClient(HttpCarrierClient):
     def update_service_status(self, iccid: str, enable: bool, *, log: CallLog | None = None) -> dict:
         return self._call("PUT", self._path("service_status_path", iccid=iccid), json_body={"enable": enable},
                           log=log, description="Update Pond Status: Pond API") or {}
+
+
+def sim_state(sim: dict) -> tuple[str | None, str | None]:
+    """(status, rate plan) of a SIM as ``GET sims/{iccid}`` shows it, in the words the StatusUpdate
+    handler leaves in ``Device`` (changes/status_update/pond.py): ``ACTIVE`` = services enabled with an
+    ACTIVE package; ``SUSPENDED`` = services disabled, a package still live (ACTIVE or PENDING);
+    ``TERMINATED`` = services disabled, every package terminated; ``INVENTORY`` = services disabled,
+    no package ever. Services enabled without an ACTIVE package match none of them: status None (not
+    compared). The rate plan is the package type of the newest ACTIVE package (None without one)."""
+    packages = [p for p in (sim or {}).get("packages") or [] if isinstance(p, dict)]
+    active = [p for p in packages if p.get("status") == ACTIVE]
+    enabled = str((sim or {}).get("serviceStatus") or "").upper() == "ENABLED"
+    if enabled:
+        status = ACTIVE if active else None
+    elif any(p.get("status") in (ACTIVE, PENDING) for p in packages):
+        status = "SUSPENDED"
+    else:
+        status = TERMINATED if packages else "INVENTORY"
+    newest = max(active, key=lambda p: (str(p.get("activatedDate") or p.get("createdDate") or ""),
+                                        str(p.get("packageId"))), default=None)
+    plan = str(newest["packageTypeId"]) if newest and newest.get("packageTypeId") is not None else None
+    return status, plan

@@ -896,6 +896,15 @@ def bulk_changes_waiting(conn: Connection, service_provider_ids: Sequence[int] |
     return sorted(ids)
 
 
+def bulk_changes_in_progress(conn: Connection, service_provider_id: int) -> list[int]:
+    """Bulk changes of the service provider a live run is processing now (PROCESSING under a hold
+    that has not expired): their batch tasks are calling the carrier account."""
+    b = t.device_bulk_change
+    q = select(b.c.Id).where(b.c.ServiceProviderId == service_provider_id, b.c.Status == BulkStatus.PROCESSING.value,
+                             b.c.LeaseExpiresDate > utcnow()).order_by(b.c.Id)
+    return [int(i) for i in conn.execute(q).scalars()]
+
+
 def open_iccids(conn: Connection, service_provider_id: int) -> set[str]:
     """ICCIDs with a device change in flight (not settled) for this service provider."""
     settled = [s.value for s in SETTLED_DEVICE_STATUSES]
@@ -980,13 +989,37 @@ def record_reconciled_statuses(conn: Connection, changes: Sequence[tuple[int, st
             processed_by=changed_by, now=now)
 
 
-def provider_devices(conn: Connection, service_provider_id: int,
-                     integration: Integration | None = None) -> list[tuple[int, str | None, str | None, str | None]]:
-    """(id, ICCID, MSISDN, status) of the provider's live devices in its inventory."""
+def provider_devices(conn: Connection, service_provider_id: int, integration: Integration | None = None, *,
+                     rate_plans: bool = False) -> list[tuple]:
+    """(id, ICCID, MSISDN, status) of the provider's live devices in its inventory; with
+    ``rate_plans`` (id, ICCID, MSISDN, status, carrier rate plan)."""
     d = provider_inventory(integration) if integration is not None else t.device
-    q = select(d.c.Id, d.c.ICCID, d.c.MSISDN, d.c.Status).where(d.c.ServiceProviderId == service_provider_id,
-                                                                d.c.IsDeleted == False)  # noqa: E712
-    return [(int(i), iccid, msisdn, status) for i, iccid, msisdn, status in conn.execute(q)]
+    cols = [d.c.Id, d.c.ICCID, d.c.MSISDN, d.c.Status] + ([d.c.CarrierRatePlan] if rate_plans else [])
+    q = select(*cols).where(d.c.ServiceProviderId == service_provider_id, d.c.IsDeleted == False)  # noqa: E712
+    return [(int(row[0]), *row[1:]) for row in conn.execute(q)]
+
+
+def record_reconciled_rate_plans(conn: Connection, changes: Sequence[tuple[int, str, str | None, str]], *,
+                                 changed_by: str, integration: Integration) -> None:
+    """Carrier rate plan drift found at the carrier: (device id, ICCID or number, our plan, carrier
+    plan), written to the provider's inventory (``CarrierRatePlan``) with a DeviceRatePlanHistory row
+    each, as ``record_reconciled_statuses`` does for statuses: the inventory then agrees with the
+    carrier, so the next run records nothing again while the plan stays."""
+    if not changes:
+        return
+    now = utcnow()
+    d = provider_inventory(integration)
+    mobility = d is t.mobility_device
+    conn.execute(update(d).where(d.c.Id == bindparam("d_id")).values(
+        CarrierRatePlan=bindparam("new_plan"), ModifiedDate=now),
+        [{"d_id": dev_id, "new_plan": new} for dev_id, _, _, new in changes])
+    numbers = _mobility_numbers(conn, [c[0] for c in changes]) if mobility else {}
+    conn.execute(insert(t.device_rate_plan_history), [
+        {"DeviceId": None if mobility else dev_id, "MobilityDeviceId": dev_id if mobility else None,
+         "ICCID": iccid if not mobility or iccid != numbers.get(dev_id) else None,
+         "MSISDN": numbers.get(dev_id), "PreviousRatePlan": old, "CurrentRatePlan": new, "ChangedBy": changed_by,
+         "Source": "Reconciliation", "ChangedDate": now}
+        for dev_id, iccid, old, new in changes])
 
 
 def service_providers(conn: Connection, ids: Sequence[int] | None = None) -> list[tuple[int, str]]:

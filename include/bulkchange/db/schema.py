@@ -268,6 +268,23 @@ device_status_history = Table(
     Index("IX_DeviceStatusHistory_Device", "DeviceId"),
 )
 
+# added (0014): carrier rate plan drift that reconciliation found (the carrier's plan differed from
+# CarrierRatePlan); one row per drift, as DeviceStatusHistory holds status drift
+device_rate_plan_history = Table(
+    "DeviceRatePlanHistory", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("DeviceId", BigInteger),
+    Column("MobilityDeviceId", BigInteger),
+    Column("ICCID", String(32)),
+    Column("MSISDN", String(32)),
+    Column("PreviousRatePlan", String(128)),
+    Column("CurrentRatePlan", String(128)),
+    Column("ChangedBy", String(128)),
+    Column("Source", String(64)),
+    Column("ChangedDate", DateTime, nullable=False),
+    Index("IX_DeviceRatePlanHistory_Device", "DeviceId"),
+)
+
 device_bulk_change_log = Table(
     "DeviceBulkChangeLog", metadata,
     Column("Id", Id, primary_key=True, autoincrement=True),

@@ -163,7 +163,8 @@ class EditUsernameBase(ChangeHandler):
         for key, value in root.items():
             if service.get(key) != value:
                 ops.append({"op": "replace", "path": f"/{key}", "value": value})
-                labelled.append(ops[-1])
+                # the description holds the ContactName here: labelled so the scrubber masks it
+                labelled.append({**ops[-1], "field": "ContactName"})
         columns = {k: v for k, v in device_updates(request).items()}
         with self._lock:
             self.rev_rows[dc.id] = (int(service_id), columns)

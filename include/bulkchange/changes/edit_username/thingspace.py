@@ -15,8 +15,11 @@ from bulkchange.changes.base import failed_result
 from bulkchange.changes.edit_username.common import EditUsernameBase, device_updates, edit_result
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, EditUsernameRequest
+from bulkchange.sanitize import THINGSPACE_CONTACT_NAME_FIELD
 
-THINGSPACE_CUSTOM_FIELDS = {"ContactName": "CustomField1", "CostCenter2": "CustomField2", "CostCenter3": "CustomField3"}
+# the ContactName's field is personal data: sanitize masks its values wherever they show
+THINGSPACE_CUSTOM_FIELDS = {"ContactName": THINGSPACE_CONTACT_NAME_FIELD, "CostCenter2": "CustomField2",
+                            "CostCenter3": "CustomField3"}
 
 
 def _thingspace_put(client: Any, path: str, body: dict, description: str, log: CallLog) -> str:

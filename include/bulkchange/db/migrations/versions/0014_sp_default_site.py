@@ -5,7 +5,7 @@
 processed when they have none (legacy ``usp_Device_Bulk_Change_Set_Default_Site``). Nullable: no
 default site, nothing assigned.
 
-Revision ID: 0014_service_provider_default_site
+Revision ID: 0014_sp_default_site
 Revises: 0013_mobility_inventory
 Create Date: 2026-11-30
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_service_provider_default_site"
+revision = "0014_sp_default_site"
 down_revision = "0013_mobility_inventory"
 branch_labels = None
 depends_on = None

@@ -9,6 +9,9 @@ builds requests with ``sdksio-verizon-apis-sdk`` and parses our answers with it)
   ``POST /m2m/v1/session/logout``. A session expires after ``session_idle_s`` without use.
 * ``POST /m2m/v1/devices/actions/{activate,suspend,restore,deactivate}`` -> ``{requestId}`` at once;
   the devices change ``action_delay_s`` later. Activation assigns an MDN/MSISDN and an IP address.
+* ``POST /m2m/v1/devices/actions/add`` ``{state: preactive, devicesToAdd, accountName}`` (up to 200
+  devices, each with its ICCID and IMEI) -> at once, per device ``[{deviceIds, response}]``
+  (``Success`` / ``Error. Device already exists.``); the devices are ``preactive``.
 * ``POST /m2m/v1/devices/actions/list``: one device (``deviceId``) or the account's devices, at most
   ``maxNumberOfDevices`` (<= 100) per page, ``largestDeviceIdSeen`` paging, ``hasMoreData``.
 * ``POST /m2m/v1/devices/history/actions/list`` ``{deviceId, earliest, latest}`` (SDK

@@ -185,6 +185,62 @@ class RuleError(ValueError):
     """A device change that fails a rule; the message is the reason recorded on the device."""
 
 
+# --- ThingSpace onboarding (legacy_behaviour.md 3.1 and 4) ----------------------------------------
+# "pending activation" adds the device at the carrier (devices/actions/add, preactive) and to our
+# inventory; "inventory" adds it to our inventory only. Neither is a state change of a line, so
+# neither is in STATUS_ALIASES / TRANSITIONS: the portal's ICCID/IMEI pair rules below decide.
+TS_PENDING_ACTIVATION = "pending activation"
+TS_INVENTORY = "inventory"
+_TS_ONBOARDING = {"pendingactivation": TS_PENDING_ACTIVATION, "pendingactivate": TS_PENDING_ACTIVATION,
+                  "inventory": TS_INVENTORY}
+# device statuses the portal's pair rules do not count as "known" (M2MController: unknown, inventory)
+_TS_NOT_KNOWN = ("unknown", "inventory")
+
+
+def thingspace_onboarding(requested: str | None) -> str | None:
+    """``pending activation`` / ``inventory`` when a ThingSpace UpdateStatus asks for onboarding, else None."""
+    return _TS_ONBOARDING.get(re.sub(r"[\s_\-]+", "", requested or "").lower())
+
+
+def thingspace_pair_problem(target: str, iccid: str, imei: str | None, by_iccid, by_imei) -> str | None:
+    """The legacy portal's ThingSpace rules for an ICCID/IMEI line (M2MController
+    BuildStatusUpdateChangeDetailsThingSpace), with its messages; None when the line may go on.
+
+    ``by_iccid``: the tenant's device with this ICCID (or None); ``by_imei``: the tenant's device
+    with this IMEI (or None). Each has ``iccid``, ``imei``, ``status``.
+
+    * inventory: the device must not be in the inventory yet ("Invalid ICCID");
+    * pending activation, ICCID only: the device must be known with an IMEI (that IMEI is used),
+      else "ICCID: <iccid> does not pending activate.";
+    * pending activation, ICCID and IMEI: a known device (status other than unknown / inventory)
+      holding the IMEI or the ICCID must be that same pair and not active, else
+      "IMEI: <imei> already exists." / "ICCID: <iccid> already exists." (the legacy's substring test:
+      "deactive" contains "active", so a deactivated pair is refused too).
+    """
+    if target == TS_INVENTORY:
+        if by_iccid is not None:
+            return (f"Invalid ICCID: device {iccid} is already in the inventory (status {by_iccid.status}); "
+                    "inventory adds new devices only")
+        return None
+    if not imei:
+        if by_iccid is not None and (by_iccid.imei or "").strip():
+            return None
+        return f"ICCID: {iccid} does not pending activate."
+
+    def known(dev) -> bool:
+        return dev is not None and (dev.status or "").strip().lower() not in _TS_NOT_KNOWN
+
+    def active(dev) -> bool:
+        return "active" in (dev.status or "").lower()
+
+    problems = []
+    if known(by_imei) and (active(by_imei) or iccid not in (by_imei.iccid or "")):
+        problems.append(f"IMEI: {imei} already exists.")
+    if known(by_iccid) and (active(by_iccid) or imei not in (by_iccid.imei or "")):
+        problems.append(f"ICCID: {iccid} already exists.")
+    return " ".join(problems) or None
+
+
 def carrier_status(integration: Integration, requested: str) -> str:
     """Map a requested status to the carrier's vocabulary or raise RuleError."""
     family = integration.family

@@ -9,6 +9,9 @@ builds requests with ``sdksio-verizon-apis-sdk`` and parses our answers with it)
   ``POST /m2m/v1/session/logout``. A session expires after ``session_idle_s`` without use.
 * ``POST /m2m/v1/devices/actions/{activate,suspend,restore,deactivate}`` -> ``{requestId}`` at once;
   the devices change ``action_delay_s`` later. Activation assigns an MDN/MSISDN and an IP address.
+* ``POST /m2m/v1/devices/actions/add`` ``{state: preactive, devicesToAdd, accountName}`` (up to 200
+  devices, each with its ICCID and IMEI) -> at once, per device ``[{deviceIds, response}]``
+  (``Success`` / ``Error. Device already exists.``); the devices are ``preactive``.
 * ``POST /m2m/v1/devices/actions/list``: one device (``deviceId``) or the account's devices, at most
   ``maxNumberOfDevices`` (<= 100) per page, ``largestDeviceIdSeen`` paging, ``hasMoreData``.
 * ``POST /m2m/v1/devices/history/actions/list`` ``{deviceId, earliest, latest}`` (SDK
@@ -112,6 +115,8 @@ BODY_FIELDS: dict[str, frozenset[str]] = {
                        "latest", "servicePlan", "maxNumberOfDevices", "largestDeviceIdSeen"}),
     "history": frozenset({"deviceId", "earliest", "latest"}),                    # DeviceProvisioningHistoryListRequest
     "login": frozenset({"username", "password"}),                                # LogInRequest
+    "add": frozenset({"state", "devicesToAdd", "accountName", "customFields", "groupName", "skuNumber",
+                      "smsrOid"}),                                                 # AddDevicesRequest
 }
 DEVICE_FIELDS = frozenset({"deviceIds", "ipAddress"})                            # AccountDeviceList
 DEVICE_ID_FIELDS = frozenset({"id", "kind"})                                     # DeviceId
@@ -122,7 +127,8 @@ _STR_FIELDS = frozenset({"accountName", "servicePlan", "mdnZipCode", "carrierIpP
                          "currentState", "earliest", "latest", "largestDeviceIdSeen", "username", "password"})
 _BOOL_FIELDS = frozenset({"withBilling", "etfWaiver", "deleteAfterDeactivation", "assignNonGeoMdn",
                           "removeCostCenter", "publicIpRestriction"})
-_LIST_FIELDS = frozenset({"devices", "customFields", "customFieldsToUpdate", "deviceIds", "deviceIdsTo"})
+_LIST_FIELDS = frozenset({"devices", "customFields", "customFieldsToUpdate", "deviceIds", "deviceIdsTo",
+                          "devicesToAdd"})
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 # the account's service plans when none are set (GET /m2m/v1/plans/{aname}); seeded devices add theirs
 DEFAULT_SERVICE_PLANS = ("M2M-5GB", "M2MPlan5GB", "M2M-1GB", "M2M-UNLIMITED")
@@ -228,12 +234,13 @@ class ThingSpaceSimulator(SimulatedCarrier):
                 if expected and value is not None and not isinstance(value, expected):
                     raise self.error(400, f"{name} must be a JSON {expected.__name__}",
                                      code(f"INPUT_INVALID.{name}.Invalid"))
-            for n, dev in enumerate(body.get("devices") or []):
+            devices_key = "devicesToAdd" if kind == "add" else "devices"
+            for n, dev in enumerate(body.get(devices_key) or []):
                 if isinstance(dev, dict):
-                    self._known(dev, DEVICE_FIELDS, f"devices[{n}].")
+                    self._known(dev, DEVICE_FIELDS, f"{devices_key}[{n}].")
                     for m, ident in enumerate(dev.get("deviceIds") or []):
                         if isinstance(ident, dict):
-                            self._known(ident, DEVICE_ID_FIELDS, f"devices[{n}].deviceIds[{m}].")
+                            self._known(ident, DEVICE_ID_FIELDS, f"{devices_key}[{n}].deviceIds[{m}].")
             for name in ("deviceIds", "deviceIdsTo"):
                 for m, ident in enumerate(body.get(name) or [] if kind == "deviceId" else []):
                     if isinstance(ident, dict):
@@ -388,6 +395,10 @@ class ThingSpaceSimulator(SimulatedCarrier):
 
         for action in ACTIONS:
             self._add_action_route(action)
+
+        @self.route("POST", "/m2m/v1/devices/actions/add", name="thingspace:add")
+        def add_devices(call: Call):
+            return self._add_devices(call)
         self._add_plan_and_identifier_routes()  # CarrierRatePlanChange, ChangeICCIDAndIMEI
         self._add_field_routes()  # cost center and custom fields (EditUsernameCostCenter)
 
@@ -496,6 +507,69 @@ class ThingSpaceSimulator(SimulatedCarrier):
         if kind == "iccid":
             return value if value in self.devices else None
         return self._by_id.get((kind, value))
+
+    # ---------------------------------------------------------------- add devices
+    # ``POST /m2m/v1/devices/actions/add`` (SDK AddDevicesRequest ``{state, devicesToAdd, accountName,
+    # customFields, groupName, skuNumber, smsrOid}``) answers at once, per device (SDK AddDevicesResult,
+    # a list): ``[{deviceIds, response}]``. Documented: at most 200 devices (``INPUT_INVALID.NumberofDevices``),
+    # the state the devices start in is pre-active (AMOP sends ``preactive``), the response is
+    # ``Success`` or an error. **Assumed** (stricter): ``state`` must be ``preactive``
+    # (``INPUT_INVALID.State.Invalid``), ``accountName`` is required, every device names its ICCID and
+    # its IMEI (``INPUT_INVALID.Device.Identifier.Invalid``), a device the account already has answers
+    # ``Error. Device already exists.`` (the words AMOP compares), an ICCID or IMEI another account or
+    # another device holds answers ``Error. Device belongs to another account.``; added devices are
+    # ``preactive`` with no MDN.
+    MAX_DEVICES_PER_ADD = 200
+    ADD_ALREADY_EXISTS = "Error. Device already exists."
+    ADD_ELSEWHERE = "Error. Device belongs to another account."
+
+    def _add_devices(self, call: Call):
+        body = self.check_body(call.body, "add")
+        if not body.get("accountName"):
+            raise self.error(400, "accountName is required", code("INPUT_INVALID.accountName.Required"))
+        aname = self._account(body.get("accountName"))
+        if str(body.get("state") or "").lower() != "preactive":
+            raise self.error(400, f"state must be preactive, got {body.get('state')!r}",
+                             code("INPUT_INVALID.State.Invalid"))
+        devices = body.get("devicesToAdd")
+        if not isinstance(devices, list) or not devices:
+            raise self.error(400, "devicesToAdd is required", code("INPUT_INVALID.Devices.Required"))
+        if len(devices) > self.MAX_DEVICES_PER_ADD:
+            raise self.error(400, f"At most {self.MAX_DEVICES_PER_ADD} devices per add request",
+                             code("INPUT_INVALID.NumberofDevices"))
+        wanted = []
+        for entry in devices:
+            ids = entry.get("deviceIds") if isinstance(entry, dict) else None
+            if not isinstance(ids, list) or not ids:
+                raise self.error(400, "Every device needs deviceIds", code("INPUT_INVALID.Device.Identifier.Invalid"))
+            by_kind: dict[str, str] = {}
+            for ident in ids:
+                self._find(ident)  # id and kind present, kind known
+                by_kind[str(ident["kind"]).lower()] = str(ident["id"])
+            iccid, imei = by_kind.get("iccid", ""), by_kind.get("imei", "")
+            if not (iccid.isdigit() and len(iccid) in (19, 20)) or not (imei.isdigit() and len(imei) in (15, 16)):
+                raise self.error(400, "Every device to add needs its ICCID (19-20 digits) and its IMEI (15-16 digits)",
+                                 code("INPUT_INVALID.Device.Identifier.Invalid"))
+            wanted.append((iccid, imei))
+        call.iccids = [iccid for iccid, _ in wanted]
+        answer = []
+        for iccid, imei in wanted:
+            dev = self.devices.get(iccid)
+            holder = self._by_id.get(("imei", imei))
+            if dev is not None and dev["accountName"] == aname and (holder in (None, iccid)):
+                response = self.ADD_ALREADY_EXISTS
+            elif dev is not None or holder not in (None, iccid):
+                response = self.ADD_ELSEWHERE
+            else:
+                dev = self.normalize_device({"iccid": iccid, "imei": imei, "accountName": aname,
+                                             "state": "preactive"})
+                self.devices[iccid] = dev
+                self._sorted = None
+                self._index(dev)
+                response = "Success"
+            answer.append({"deviceIds": [{"id": iccid, "kind": "iccid"}, {"id": imei, "kind": "imei"}],
+                           "response": response})
+        return answer
 
     def _add_action_route(self, action: str) -> None:
         @self.route("POST", f"/m2m/v1/devices/actions/{action}", name=f"thingspace:{action}")

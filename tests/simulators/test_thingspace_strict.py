@@ -26,6 +26,7 @@ SDK_MODELS = {  # our field lists -> the published SDK model that names them
     "list": "account_device_list_request.AccountDeviceListRequest",
     "history": "device_provisioning_history_list_request.DeviceProvisioningHistoryListRequest",
     "login": "log_in_request.LogInRequest",
+    "add": "add_devices_request.AddDevicesRequest",
 }
 
 
@@ -138,3 +139,52 @@ def test_every_pair_the_pipeline_sends_is_accepted_by_the_simulator(api, ts):
     assert too_loose == [], f"the pipeline would send what the carrier refuses: {too_loose}"
     assert sent and refused_by_pipeline
     assert answers[("preactive", "suspend")] == "Failure" and answers[("suspend", "active")] == "Success"
+
+
+def test_add_devices_built_with_the_sdk_and_its_refusals(api, ts):
+    """POST /devices/actions/add (contract rule 20): the SDK's AddDevicesRequest is accepted and its
+    answer parses as a list of AddDevicesResult; an existing device answers "Error. Device already
+    exists."; malformed requests are refused as the carrier would and add nothing."""
+    from verizon.models.account_device_list import AccountDeviceList
+    from verizon.models.add_devices_request import AddDevicesRequest
+    from verizon.models.add_devices_result import AddDevicesResult
+    from verizon.models.device_id import DeviceId
+
+    from simulators.devices import make_imei
+
+    new, known, elsewhere = make_iccid(97_001), make_iccid(97_002), make_iccid(97_003)
+    imeis = [make_imei(97_001 + i) for i in range(4)]
+    ts.seed_devices([{"iccid": known, "imei": imeis[1], "state": "preactive", "accountName": ACCOUNT},
+                     {"iccid": elsewhere, "imei": imeis[2], "state": "active", "accountName": ACCOUNT}])
+
+    def pair(iccid, imei):
+        return AccountDeviceList(device_ids=[DeviceId(id=iccid, kind="iccid"), DeviceId(id=imei, kind="imei")])
+
+    resp = api.post("/devices/actions/add", AddDevicesRequest(
+        state="preactive", devices_to_add=[pair(new, imeis[0]), pair(known, imeis[1]),
+                                           pair(make_iccid(97_004), imeis[2])], account_name=ACCOUNT))
+    assert resp.status_code == 200, resp.text
+    results = [AddDevicesResult.from_dictionary(r) for r in resp.json()]
+    assert [r.response for r in results] == ["Success", "Error. Device already exists.",
+                                            "Error. Device belongs to another account."]
+    assert (ts.device(new)["state"], ts.device(new)["imei"], ts.device(new)["msisdn"]) == ("preactive", imeis[0], None)
+
+    def refused(body, code_part, status=400):
+        r = post(api, "/devices/actions/add", body)
+        assert r.status_code == status and code_part in r.json()["errorCode"], r.text
+
+    fresh = make_iccid(97_005)
+    ok = {"state": "preactive", "accountName": ACCOUNT,
+          "devicesToAdd": [{"deviceIds": [{"id": fresh, "kind": "iccid"}, {"id": imeis[3], "kind": "imei"}]}]}
+    refused({**ok, "state": "active"}, "INPUT_INVALID.State.Invalid")
+    refused({k: v for k, v in ok.items() if k != "accountName"}, "accountName.Required")
+    refused({**ok, "accountName": "9999999999-99999"}, "REQUEST_FAILED.AccountNotFound")
+    refused({**ok, "devicesToAdd": [{"deviceIds": [{"id": fresh, "kind": "iccid"}]}]},
+            "INPUT_INVALID.Device.Identifier.Invalid")  # no IMEI
+    refused({**ok, "devicesToAdd": [{"deviceIds": [{"id": "123", "kind": "iccid"}, {"id": imeis[3], "kind": "imei"}]}]},
+            "INPUT_INVALID.Device.Identifier.Invalid")
+    refused({**ok, "devices": ok["devicesToAdd"]}, "INPUT_INVALID.devices.Unrecognized")
+    refused({**ok, "devicesToAdd": [{"deviceIds": [{"id": fresh, "kind": "iccid", "x": 1}]}]}, "Unrecognized")
+    refused({**ok, "devicesToAdd": ok["devicesToAdd"] * 201}, "INPUT_INVALID.NumberofDevices")
+    refused({**ok, "devicesToAdd": []}, "INPUT_INVALID.Devices.Required")
+    assert fresh not in {d["iccid"] for d in ts.devices(limit=1000)["devices"]}

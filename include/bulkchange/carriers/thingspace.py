@@ -271,6 +271,37 @@ class ThingSpaceClient(HttpCarrierClient):
             raise UnknownOutcome(f"ThingSpace {action} answered without a requestId")
         return str(request_id)
 
+    # ``POST /m2m/v1/devices/actions/add`` takes at most 200 devices (carrier_apis.md section 2)
+    MAX_DEVICES_PER_ADD = 200
+    # the per-device answers AMOP counted as added (legacy_behaviour.md 3.1, "pending activation")
+    ADD_OK = ("success", "error. device already exists.")
+
+    def add_devices(self, devices: list[tuple[str, str]], *, log: CallLog | None = None) -> dict[str, str]:
+        """Add devices ``[(iccid, imei)]`` to the account in the pre-active state (SDK AddDevicesRequest,
+        ``state`` ``preactive``); returns ICCID -> the carrier's per-device ``response`` (``Success``,
+        ``Error. Device already exists.`` or another error). The answer is synchronous; a device the
+        answer does not name maps to None. Adding is idempotent at the carrier (an existing device
+        answers "already exists"), so it is retried like a read."""
+        if not 0 < len(devices) <= self.MAX_DEVICES_PER_ADD:
+            raise ValueError(f"1..{self.MAX_DEVICES_PER_ADD} devices per ThingSpace add, got {len(devices)}")
+        body = {"devicesToAdd": [{"deviceIds": [{"id": iccid, "kind": "iccid"}, {"id": imei, "kind": "imei"}]}
+                                 for iccid, imei in devices],
+                "accountName": self.account_name, "state": "preactive"}
+        answer = self._call("POST", "/m2m/v1/devices/actions/add", json_body=body, log=log,
+                            description="ThingSpace Add Devices: ThingSpace API") or []
+        out: dict[str, str] = {}
+        for entry in answer if isinstance(answer, list) else [answer]:
+            if isinstance(entry, dict):
+                iccid = device_id(entry, "iccid")
+                if iccid:
+                    out[iccid] = str(entry.get("response") or "")
+        return out
+
+    @classmethod
+    def added(cls, response: str | None) -> bool:
+        """True when the per-device answer of an add means the account has the device."""
+        return (response or "").strip().lower() in cls.ADD_OK
+
     def provisioning_history(self, iccid: str, earliest: float, latest: float, *,
                              log: CallLog | None = None) -> list[dict]:
         """``POST /m2m/v1/devices/history/actions/list``: the line's completed provisioning events

@@ -82,7 +82,7 @@ DEV_DEVICE_STATUSES: dict[Integration, list[tuple[str, int | None]]] = {
     Integration.JASPER: [(s, None) for s in ("ACTIVATED", "ACTIVATION_READY", "DEACTIVATED", "INVENTORY",
                                               "PURGED", "RETIRED", "TEST_READY")],
     Integration.THINGSPACE: [("active", 8), ("pending activation", 15), ("suspend", None), ("deactive", None),
-                             ("preactive", None)],
+                             ("preactive", None), ("inventory", None)],
     Integration.TELEGENCE: [("a", None), ("s", None), ("c", None), ("inventory", None), ("Unknown", None)],
     Integration.TEAL: [(s, None) for s in ("ONLINE", "STOPPED", "WAITING")],
     Integration.POND: [(s, None) for s in ("ACTIVE", "SUSPENDED", "TERMINATED")],

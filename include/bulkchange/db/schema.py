@@ -57,6 +57,9 @@ service_provider = Table(
     Column("WriteIsEnabled", Boolean, nullable=False, default=True),
     Column("IsActive", Boolean, nullable=False, default=True),
     Column("Settings", UnicodeText),  # JSON, non-secret provider settings
+    # added (0014): the site (AMOP customer) devices the provider onboards get (legacy
+    # usp_Device_Bulk_Change_Set_Default_Site); NULL = none
+    Column("DefaultSiteId", Integer),
 )
 
 device_status = Table(

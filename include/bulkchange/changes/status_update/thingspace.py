@@ -7,7 +7,12 @@ from bulkchange.changes.base import failed_result, request_field
 from bulkchange.changes.status_update.common import StatusUpdateHandler, processed, waiting
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
-from bulkchange.rules import RuleError
+from bulkchange.rules import (
+    TS_PENDING_ACTIVATION,
+    RuleError,
+    thingspace_onboarding,
+    thingspace_pair_problem,
+)
 from bulkchange.sanitize import sanitize_text
 
 
@@ -57,7 +62,41 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
     device_status_reconcile settles activations (bulkchange.settle).
     """
 
-    group_size = 200  # devices per action request (the API takes up to 10,000)
+    group_size = 200  # devices per action request (the API takes up to 10,000; an add up to 200)
+
+    @classmethod
+    def load_context(cls, conn, bulk) -> dict:
+        """The tenant's devices holding the IMEIs the bulk change's onboarding rows name (pair rules)."""
+        from bulkchange.db import onboarding, repository as repo
+        from bulkchange.models import RequestParseError, parse_change_request
+
+        imeis = []
+        for dc in repo.load_device_changes(conn, bulk, statuses=repo.UNSETTLED):
+            try:
+                request = parse_change_request(bulk.change_type, dc.change_request)
+            except RequestParseError:
+                continue  # refused with its reason by validation
+            if thingspace_onboarding(request.UpdateStatus):
+                imeis.append(_imei(dc, request))
+        return {"imei_holders": onboarding.load_devices_by_imei(conn, bulk, [i for i in imeis if i])}
+
+    def validate(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None) -> None:
+        """Onboarding ("pending activation", "inventory") is no move of a line: the portal's ICCID/IMEI
+        pair rules decide; every other status goes through the common checks."""
+        target = thingspace_onboarding(request.UpdateStatus)
+        if not target:
+            return super().validate(dc, request, device)
+        imei = _imei(dc, request)
+        problem = thingspace_pair_problem(target, dc.iccid, imei, device,
+                                          self.context.get("imei_holders", {}).get(imei) if imei else None)
+        if problem:
+            raise RuleError(problem)
+
+    def apply(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None, *,
+              verify_first: bool, log: CallLog) -> DeviceResult:
+        if thingspace_onboarding(request.UpdateStatus):
+            return self._onboard([(dc, request, device)], log)[0]
+        return super().apply(dc, request, device, verify_first=verify_first, log=log)
 
     def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
         if thingspace_action(device.status, target) == "activate":
@@ -87,7 +126,7 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
             return failed_result(dc, device, exc, f"ThingSpace {action}")
         return waiting(dc, device, waiting_status(action),
                        f"ThingSpace accepted {action} (request {request_id}); waiting for the carrier",
-                       carrier_request_id=request_id)
+                       carrier_request_id=request_id, extra=_default_site_extra(action, request))
 
     def _read_first(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str,
                     log: CallLog, why: str) -> DeviceResult | None:
@@ -109,7 +148,13 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
         """Devices that need the same action with the same plan go in one request."""
         results: dict[int, DeviceResult] = {}
         groups: dict[tuple, list] = {}
+        onboarding = [e for e in entries if thingspace_onboarding(e[1].UpdateStatus)]
+        if onboarding:
+            for (dc, _, _), result in zip(onboarding, self._onboard(onboarding, log)):
+                results[dc.id] = result
         for dc, request, device in entries:
+            if dc.id in results:
+                continue
             check = self.transition(device, request)
             if check.already_there:
                 results[dc.id] = self.apply(dc, request, device, verify_first=False, log=log)
@@ -140,9 +185,81 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
                 for dc, _, device in members:
                     results[dc.id] = failed_result(dc, device, exc, f"ThingSpace {action} of {len(iccids)} devices")
                 continue
-            for dc, _, device in members:
+            for dc, request, device in members:
                 results[dc.id] = waiting(
                     dc, device, waiting_status(action), carrier_request_id=request_id,
+                    extra=_default_site_extra(action, request),
                     details=(f"ThingSpace accepted {action} of {len(iccids)} devices (request {request_id}, "
                              f"logged on device change {first_id}); waiting for the carrier"))
         return [results[dc.id] for dc, _, _ in entries]
+
+    # -- onboarding: "pending activation" (carrier add + inventory) and "inventory" (inventory only) --
+    def _onboard(self, entries, log: CallLog) -> list[DeviceResult]:
+        """One add request for the "pending activation" entries (legacy: POST devices/actions/add,
+        state preactive, ICCID + IMEI, account name; "Success" and "Error. Device already exists."
+        both count as added), none for the "inventory" ones; each device then goes into our
+        inventory (``record``)."""
+        results: dict[int, DeviceResult] = {}
+        to_add = [(dc, request, device) for dc, request, device in entries
+                  if thingspace_onboarding(request.UpdateStatus) == TS_PENDING_ACTIVATION]
+        answers: dict[str, str] = {}
+        failure: Exception | None = None
+        if to_add:
+            try:
+                answers = self.client.add_devices([(dc.iccid, _imei(dc, request, device))
+                                                   for dc, request, device in to_add], log=log)
+            except CarrierError as exc:
+                failure = exc
+        what = "ThingSpace add" + (f" of {len(to_add)} devices" if len(to_add) > 1 else "")
+        for dc, request, device in entries:
+            target = thingspace_onboarding(request.UpdateStatus)
+            imei = _imei(dc, request, device)
+            if target == TS_PENDING_ACTIVATION:
+                if failure is not None:
+                    results[dc.id] = failed_result(dc, device, failure, what)
+                    continue
+                answer = answers.get(dc.iccid)
+                if not self.client.added(answer):
+                    results[dc.id] = DeviceResult(
+                        device_change_id=dc.id, status=DeviceChangeStatus.API_FAILED, iccid=dc.iccid,
+                        device_id=device.id if device else None,
+                        previous_device_status=device.status if device else None,
+                        details=sanitize_text(f"{what} refused by carrier: "
+                                              f"{answer or 'the answer does not name the device'}"))
+                    continue
+                done = f"ThingSpace add: {answer}; added to the inventory as {target}"
+            else:
+                done = f"inventory only (no carrier call): added to the inventory as {target}"
+            results[dc.id] = DeviceResult(
+                device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, iccid=dc.iccid,
+                device_id=device.id if device else None, previous_device_status=device.status if device else None,
+                new_device_status=target, details=done,
+                device_updates={"IMEI": imei} if device is not None and imei else {},
+                extra={"onboard": {"iccid": dc.iccid, "imei": imei, "status": target}, "default_site": True})
+        return [results[dc.id] for dc, _, _ in entries]
+
+    def record(self, conn, results: list[DeviceResult], *, processed_by: str) -> None:
+        """Onboarded devices the inventory does not have yet are inserted; then the processed devices
+        of an onboarding or of an activation without IsIgnoreCurrentStatus get the service
+        provider's default site (legacy usp_Device_Bulk_Change_Set_Default_Site)."""
+        from bulkchange.db import onboarding
+
+        ok = [r for r in results if r.status in (DeviceChangeStatus.PROCESSED, DeviceChangeStatus.PENDING_ACTIVATION)]
+        onboarding.add_to_inventory(conn, self.bulk, [
+            onboarding.OnboardedDevice(r.device_change_id, r.extra["onboard"]["iccid"], r.extra["onboard"]["imei"],
+                                       r.extra["onboard"]["status"])
+            for r in ok if r.device_id is None and r.extra.get("onboard")], processed_by=processed_by)
+        onboarding.set_default_site(conn, self.bulk, [r.iccid for r in ok if r.extra.get("default_site") and r.iccid])
+
+
+def _imei(dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None = None) -> str | None:
+    """The IMEI of an onboarding row: the request's (legacy ThingSpace Request.IMEI), else the device
+    change's, else (ICCID only, pair rules) the one on record."""
+    return (request_field(request, "IMEI") or (dc.imei or "").strip() or None
+            or (device.imei if device is not None else None))
+
+
+def _default_site_extra(action: str, request: StatusUpdateRequest) -> dict:
+    """An activation without IsIgnoreCurrentStatus is the legacy "pending activate" path: its devices
+    get the default site too."""
+    return {"default_site": True} if action == "activate" and not request.IsIgnoreCurrentStatus else {}

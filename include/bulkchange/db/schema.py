@@ -243,6 +243,10 @@ telegence_device = Table(
     Column("ModifiedDate", DateTime),
     Column("IsActive", Boolean, nullable=False, default=True),
     Column("IsDeleted", Boolean, nullable=False, default=False),
+    # legacy (TelegenceNewServiceActivation_Staging -> usp_Telegence_Update_NewServiceActivations_FromStaging):
+    # the carrier rate pool and data group an ActivateNewService request names for the new line (0014)
+    Column("CarrierRatePool", String(128)),
+    Column("CarrierDataGroup", String(128)),
     # added (0013)
     Index("IX_TelegenceDevice_SP_SubscriberNumber", "ServiceProviderId", "SubscriberNumber"),
 )

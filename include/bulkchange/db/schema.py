@@ -269,6 +269,31 @@ device_status_history = Table(
     Index("IX_DeviceStatusHistory_Device", "DeviceId"),
 )
 
+# What a customer assignment changed on each device, with its effective date (legacy
+# usp_DeviceBulkChange_UpdateDeviceHistory @bulkChangeId, @effectiveDate, run at the end of a
+# CustomerAssignment; its text is not public, so this keeps what its inputs say: per device of the
+# bulk change, the customer and customer rate plan/pool assigned and from when). Added in 0015.
+device_assignment_history = Table(
+    "DeviceAssignmentHistory", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("BulkChangeId", BigInteger, nullable=False),
+    Column("DeviceChangeId", BigInteger, nullable=False),
+    Column("PortalTypeId", Integer, nullable=False),  # 0 M2M: DeviceId is Device.Id; 2 Mobility: MobilityDevice.Id
+    Column("DeviceId", BigInteger),
+    Column("ICCID", String(32)),
+    Column("ServiceProviderId", Integer, nullable=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("SiteId", Integer),
+    Column("RevCustomerId", String(64)),
+    Column("CustomerRatePlanId", Integer),
+    Column("CustomerPoolId", Integer),
+    Column("EffectiveDate", DateTime, nullable=False),
+    Column("ChangedBy", String(128)),
+    Column("CreatedDate", DateTime, nullable=False),
+    Index("IX_DeviceAssignmentHistory_Device", "PortalTypeId", "DeviceId"),
+    Index("IX_DeviceAssignmentHistory_BulkChange", "BulkChangeId"),
+)
+
 device_bulk_change_log = Table(
     "DeviceBulkChangeLog", metadata,
     Column("Id", Id, primary_key=True, autoincrement=True),

@@ -106,18 +106,22 @@ def removed_offerings(request: ActivateNewServiceRequest) -> list[str]:
 def settled(client: Any, base: dict, request: ActivateNewServiceRequest, number: str, how: str,
             log: CallLog) -> DeviceResult:
     """PROCESSED with what the carrier reports for the new line (raises CarrierError if it cannot be
-    read). First the request's ``removeOfferingCode`` SOCs are taken off the line (legacy PNSA: one
-    PATCH, logged "Telegence Update Mobility Configuration"); a refusal leaves the line as it is and
-    is said in the details, the activation itself stands (as the legacy did)."""
-    remove = removed_offerings(request)
-    note = ""
-    if remove:
-        try:
-            client.remove_offerings(number, remove, log=log)
-            note = f"; offering code(s) {', '.join(remove)} removed"
-        except CarrierError as exc:
-            note = f"; offering code(s) {', '.join(remove)} NOT removed: {exc}"
+    read). The request's ``removeOfferingCode`` SOCs the line carries are taken off it (legacy PNSA:
+    one PATCH, logged "Telegence Update Mobility Configuration"), so a settle repeated after a lost
+    answer sends nothing twice; a SOC the line does not carry is said, not sent. A refusal leaves the
+    line as it is and is said in the details: the activation itself stands (as the legacy did)."""
     line = client.get_service(number, log=log)
+    remove = removed_offerings(request)
+    carried = set(offering_codes(line))
+    present, absent = [c for c in remove if c in carried], [c for c in remove if c not in carried]
+    note = f"; offering code(s) {', '.join(absent)} not on the line, nothing to remove" if absent else ""
+    if present:
+        try:
+            client.remove_offerings(number, present, log=log)
+            note += f"; offering code(s) {', '.join(present)} removed"
+        except CarrierError as exc:
+            note += f"; offering code(s) {', '.join(present)} NOT removed: {exc}"
+        line = client.get_service(number, log=log)
     updates: dict[str, Any] = {}
     plan = characteristic(line, "singleUserCode")
     if plan:

@@ -65,6 +65,7 @@ class Integration(str, Enum):
     ROGERS = "Rogers"
     TEAL = "Teal"
     POND = "Pond"
+    EBONDING = "eBonding"  # known so its bulk changes get a clear refusal (docs/change-types.md, eBonding)
 
     @classmethod
     def from_name(cls, name: str) -> "Integration":
@@ -91,6 +92,7 @@ INTEGRATION_IDS: dict[Integration, int] = {
     Integration.TEAL: 12,
     Integration.POND: 13,
     Integration.ROGERS: 14,
+    Integration.EBONDING: 15,  # a development seed number: the legacy one is unknown (dispatch is by Name)
 }
 
 

@@ -37,6 +37,10 @@ lists of at most 200 lines answered with ids and statuses pending / reserved / r
   half of ``activation_delay_s`` and ``active`` (a new subscriber number; the line then carries the
   request's ``IMEI`` and ``offeringCodeN`` features, listed as characteristics of the line) after all of it, or
   ``rejected`` then when the SIM is unknown, already has a line, or is listed in ``reject_iccids``;
+  a line also carries the SOCs ``plan_offerings`` lists for its plan (the plan's bundled features);
+* a PATCH item ``{"name": "removeOfferingCode", "value": <SOC>}`` (one per SOC, as the legacy sent
+  them after an activation) takes that offering code off the line; a SOC the line does not carry is
+  refused (400) and nothing of the PATCH is applied;
 * error bodies ``{"id": <uuid>, "description": <message>}`` for every error (401, 400, 404, 429);
 * no rate limit is documented; the framework's knobs apply;
 * strict by choice (unpublished; each switchable in ``TelegenceKnobs``): a JSON body must be sent as
@@ -68,11 +72,12 @@ IPPROVISIONING = "/sp/mobility/ipprovisioning/api/v1"
 STATUSES = ("A", "S", "C")
 PATCH_FIELDS = frozenset({"effectiveDate", "serviceCharacteristic"})
 ACTIVATION_ITEM_FIELDS = frozenset({"service", "relatedParty", "billingAccount"})
+REMOVE_SOC = "removeOfferingCode"  # legacy PNSA: a PATCH item per SOC to take off a line (may repeat)
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # current -> statuses a PATCH may set (assumed)
 ALLOWED = {"A": frozenset({"A", "S", "C"}), "S": frozenset({"S", "A", "C"}), "C": frozenset({"C"})}
 EDITABLE = frozenset({"subscriberStatus", "statusReasonCode", "singleUserCode", "contactName", "IMEI",
-                      "serviceZipCode", "technologyType", "reasonCode", "sim"})
+                      "serviceZipCode", "technologyType", "reasonCode", "sim", REMOVE_SOC})
 LINE_FIELDS = ("subscriberStatus", "statusEffectiveDate", "statusReasonCode", "subscriberActivationDate",
                "singleUserCode", "serviceZipCode", "billingAccountNumber", "contactName", "sim", "IMEI",
                "staticIPAddress")
@@ -86,6 +91,9 @@ class TelegenceKnobs(Knobs):
                                             "else 415 (assumed)")
     refuse_unknown_fields: bool = Field(True, description="unknown top-level body fields and a malformed "
                                         "effectiveDate are refused (assumed)")
+    plan_offerings: dict[str, list[str]] = Field(
+        default_factory=dict, description="SOCs (offering codes) a line activated on this plan (singleUserCode) "
+        "carries besides the request's own offeringCodeN: the plan's bundled features (assumed)")
     schedule_future_dates: bool = Field(True, description="a PATCH whose effectiveDate is after today (UTC) takes "
                                         "effect at 00:00 UTC of that date, not at once (assumed)")
 
@@ -274,6 +282,13 @@ class TelegenceSimulator(SimulatedCarrier):
         unknown = sorted(set(changes) - EDITABLE)
         if unknown or not changes:
             raise self.error(400, f"characteristics not editable: {', '.join(unknown) or '(none given)'}")
+        removed = [str(i.get("value") or "") for i in body["serviceCharacteristic"] if i.get("name") == REMOVE_SOC]
+        changes.pop(REMOVE_SOC, None)
+        on_line = {v: k for k, v in dev.items() if k.startswith("offeringCode") and v}
+        missing = [code for code in removed if code not in on_line]
+        if missing:  # assumed (AT&T publishes no error list): removing a SOC the line lacks is refused
+            raise self.error(400, f"offering code(s) {', '.join(repr(c) for c in missing)} not on line "
+                                  f"{dev.get('msisdn')}")
         target = changes.get("subscriberStatus")
         if target is not None:
             if target not in STATUSES:
@@ -290,6 +305,10 @@ class TelegenceSimulator(SimulatedCarrier):
                 if k == "reasonCode":
                     continue
                 dev[k] = v if v is None else str(v)
+            for code in removed:
+                key = next((k for k, v in dev.items() if k.startswith("offeringCode") and v == code), None)
+                if key is not None:
+                    del dev[key]
 
         if starts is not None and starts > time.time() and self.knobs.schedule_future_dates:
             # a future effectiveDate: the change takes effect at 00:00 UTC of that date; the answer is the
@@ -373,9 +392,13 @@ class TelegenceSimulator(SimulatedCarrier):
                 record["status"], record["statusReason"] = "rejected", "Activation rejected (injected)"
             else:
                 number = self._new_number()
+                offerings = dict(record.get("offerings", {}))
+                for code in self.knobs.plan_offerings.get(str(record["singleUserCode"]), []):
+                    if code not in offerings.values():
+                        offerings[f"offeringCode{len(offerings) + 1}"] = code
                 dev.update(msisdn=number, subscriberStatus="A", subscriberActivationDate=_today(),
                            statusEffectiveDate=_today(), singleUserCode=record["singleUserCode"],
-                           serviceZipCode=record["serviceZipCode"], **record.get("offerings", {}))
+                           serviceZipCode=record["serviceZipCode"], **offerings)
                 if record.get("IMEI"):
                     dev["IMEI"] = str(record["IMEI"])
                 self.by_number[number] = dev["iccid"]

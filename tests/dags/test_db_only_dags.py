@@ -152,3 +152,45 @@ def test_db_only_change_types_on_every_carrier(dagbag, sqlite_engine, simulator,
         assert all(applied(devices[i]) for i in iccids), change_type
         assert len(logs) == 9 and not any(r["HasErrors"] for r in logs), change_type
     assert {name: len(c.log.entries) for name, c in simulator.carriers.items()} == before
+
+
+def test_assignment_history_and_site_check_and_ebonding_refusal_through_bulk_change_process(
+        dagbag, sqlite_engine, monkeypatch):
+    """Through bulk_change_process: a CustomerAssignment leaves one DeviceAssignmentHistory row per
+    device it changed and refuses a SiteId of another tenant with the reason; an eBonding service
+    provider's rate plan change is refused at pre-flight with the eBonding reason on every device."""
+    from airflow.sdk import DagRunState
+
+    from bulkchange.db.assignment_history import load_assignment_history
+
+    monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
+    monkeypatch.delenv(f"AIRFLOW_CONN_CARRIER_SP_{SP}", raising=False)
+    iccids = _fleet(sqlite_engine, 4, Integration.POND, 98_700)
+    with sqlite_engine.begin() as conn:
+        seed.add_tenant_references(conn, tenant_id=77, sites=[7001])  # another tenant's site
+    bulk_id = _bulk(sqlite_engine, ChangeType.CUSTOMER_ASSIGNMENT,
+                    [{"ICCID": i, "ChangeRequest": {"SiteId": 7001 if n == 3 else 50 + n, "CustomerRatePlanId": 9}}
+                     for n, i in enumerate(iccids)])
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 5})
+    assert run.state == DagRunState.SUCCESS
+    status, counts, devices, logs = _state(sqlite_engine, bulk_id)
+    assert (status, counts) == ("PROCESSED_WITH_ERRORS", {"PROCESSED": 3, "ERROR": 1})
+    assert any("SiteId 7001 belongs to another tenant" in (r["ErrorText"] or "") for r in logs)
+    with sqlite_engine.connect() as conn:
+        history = load_assignment_history(conn, bulk_id)
+    assert sorted((h["ICCID"], h["SiteId"], h["CustomerRatePlanId"]) for h in history) == [
+        (iccids[n], 50 + n, 9) for n in range(3)]
+    assert devices[iccids[3]].SiteId is None
+
+    eb_sp, eb_iccids = SP + 1, [seed.make_iccid(98_800 + n) for n in range(2)]
+    with sqlite_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=eb_sp, name="ebonding", integration=Integration.EBONDING, tenant_id=5)
+        seed.add_devices(conn, [{"ICCID": i, "Status": "ACTIVE"} for i in eb_iccids], sp_id=eb_sp, tenant_id=5)
+        eb_bulk = seed.add_bulk_change(conn, sp_id=eb_sp, tenant_id=5, change_type=ChangeType.CARRIER_RATE_PLAN_CHANGE,
+                                       requests=[{"ICCID": i, "ChangeRequest": {"CarrierRatePlan": "EB-1"}}
+                                                 for i in eb_iccids])
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": eb_bulk, "batch_size": 5})
+    status, counts, _, logs = _state(sqlite_engine, eb_bulk)
+    assert (status, counts) == ("ERROR", {"ERROR": 2})
+    assert len(logs) == 2 and all("eBonding bulk changes that reach the carrier are not processed"
+                                  in (r["ErrorText"] or r["ResponseText"] or "") for r in logs)

@@ -183,9 +183,11 @@ def test_telegence_activate_new_service_settled_by_reconciliation(dagbag, amop_e
     tg = telegence(simulator, monkeypatch, amop_engine)
     iccids = [seed.make_iccid(450_000 + i) for i in range(N)]
     tg.seed_devices([{"iccid": i} for i in iccids])
+    tg.configure(plan_offerings={"IOTSOC8": ["VMAIL"]})  # the plan brings a SOC the request takes off
     request = {"TelegenceActivationRequest": {"service": {"serviceCharacteristic": [
         {"name": "singleUserCode", "value": "IOTSOC8"}, {"name": "serviceZipCode", "value": "30004"},
-        {"name": "offeringCode1", "value": "NOROAM"}]}}}
+        {"name": "offeringCode1", "value": "NOROAM"}, {"name": "removeOfferingCode", "value": "VMAIL"}]}},
+        "CarrierRatePool": "POOL-9", "CarrierDataGroup": "DG-9"}
     with amop_engine.begin() as conn:
         seed.add_devices(conn, [{"ICCID": i, "Status": "inventory"} for i in iccids], sp_id=6, tenant_id=1)
         bulk_id = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
@@ -206,12 +208,16 @@ def test_telegence_activate_new_service_settled_by_reconciliation(dagbag, amop_e
     for i in iccids[::5]:
         line = tg.request("GET", f"/lines/{dcs[i].MSISDN}")
         assert line["iccid"] == i and line["offeringCode1"] == "NOROAM"
+        assert "VMAIL" not in line.values()  # removed after the activation (legacy remove-SOC PATCH)
         assert (dev[i].MSISDN, dev[i].Status, dev[i].CarrierRatePlan) == (dcs[i].MSISDN, "A", "IOTSOC8")
     with amop_engine.connect() as conn:
         bulk_status = conn.execute(select(t.device_bulk_change.c.Status)
                                    .where(t.device_bulk_change.c.Id == bulk_id)).scalar()
         features = conn.execute(select(func.count()).select_from(t.telegence_device_mobility_feature)).scalar()
-    assert bulk_status == "PROCESSED" and features == N
+        pools = set(conn.execute(select(t.telegence_device.c.CarrierRatePool, t.telegence_device.c.CarrierDataGroup)
+                                 .where(t.telegence_device.c.ServiceProviderId == 6)).all())
+    assert bulk_status == "PROCESSED" and features == N  # NOROAM only: VMAIL was taken off
+    assert pools == {("POOL-9", "DG-9")}
 
 
 def test_telegence_and_thingspace_edit_username(dagbag, amop_engine, simulator, monkeypatch):

@@ -259,3 +259,49 @@ def test_portal_processing_activation_and_its_assignment_from_the_sqs_message(am
     assert held[iccids[1]].Status == "ERROR" and "activation failed" in held[iccids[1]].StatusDetails
     assert state.Status == "NEW" and state.ProcessChanges in (True, 1)  # released whatever the portal set
     assert repo.claim_new_bulk_changes(amop_engine) == [addition]
+
+
+def test_remove_offering_codes_are_taken_off_the_new_line_and_its_features(amop_engine, tg, tg_client):
+    """Legacy PNSA: once a line is active, its request's ``removeOfferingCode`` SOCs are taken off it
+    with one PATCH (logged "Telegence Update Mobility Configuration") and are not among its feature
+    rows; a SOC the line does not carry is said and not sent, the activation stands. Each line's
+    CarrierRatePool / CarrierDataGroup are stored on its TelegenceDevice row."""
+    iccids = inventory(amop_engine, tg, 3, 74_000)
+    tg.configure(plan_offerings={"IOTSOC5": ["OLDFEAT", "VMAIL"]})  # the plan's bundled SOCs
+    pools = [("POOL-A", "DG-1"), ("POOL-B", None), (None, None)]
+    rows = [{"ICCID": i, "ChangeRequest": activation(CarrierRatePool=pool, CarrierDataGroup=group)}
+            for i, (pool, group) in zip(iccids, pools)]
+    # the last one asks to remove a SOC its line will not carry (the carrier would refuse that PATCH)
+    rows[2]["ChangeRequest"]["TelegenceActivationRequest"]["service"]["serviceCharacteristic"][-1]["value"] = "NOPE"
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=SP, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       portal_type=MOBILITY, requests=rows)
+    plan = processing.prepare(amop_engine, bulk_id)
+    for b in plan.batches:
+        processing.process_batch(amop_engine, bulk_id, b.device_change_ids, client=tg_client)
+    processing.finalize(amop_engine, bulk_id)
+    assert settle(amop_engine, bulk_id, tg_client).bulk_status == "PROCESSED"
+    lg, td = t.device_bulk_change_log, t.telegence_device
+    with amop_engine.connect() as conn:
+        dcs = {r.ICCID: r for r in conn.execute(select(DC).where(DC.c.BulkChangeId == bulk_id))}
+        features = conn.execute(select(t.telegence_device_mobility_feature.c.ICCID,
+                                       t.telegence_device_mobility_feature.c.OfferingCode)).all()
+        logged = conn.execute(select(lg.c.MobilityDeviceChangeId, lg.c.LogEntryDescription, lg.c.RequestText,
+                                     lg.c.HasErrors).where(lg.c.BulkChangeId == bulk_id)).all()
+        lines = {r.SubscriberNumber: r for r in conn.execute(select(td).where(td.c.ServiceProviderId == SP))}
+    assert {dc.Status for dc in dcs.values()} == {"PROCESSED"}
+    socs = {i: sorted(v for k, v in tg.request("GET", f"/lines/{dcs[i].MSISDN}").items()
+                      if k.startswith("offeringCode")) for i in iccids}
+    assert socs[iccids[0]] == socs[iccids[1]] == ["DATA5G", "SMSPACK", "VMAIL"]  # OLDFEAT taken off
+    assert socs[iccids[2]] == ["DATA5G", "OLDFEAT", "SMSPACK", "VMAIL"]  # nothing removed there
+    assert sorted(c for i, c in features if i == iccids[0]) == ["DATA5G", "SMSPACK", "VMAIL"]
+    assert sorted(c for i, c in features if i == iccids[2]) == ["DATA5G", "OLDFEAT", "SMSPACK", "VMAIL"]
+    assert "offering code(s) OLDFEAT removed" in dcs[iccids[0]].StatusDetails
+    assert "offering code(s) NOPE not on the line, nothing to remove" in dcs[iccids[2]].StatusDetails
+    removals = [e for e in logged if e.LogEntryDescription == "Telegence Update Mobility Configuration: Telegence API"]
+    assert sorted(e.MobilityDeviceChangeId for e in removals) == sorted(dcs[i].Id for i in iccids[:2])
+    assert all("removeOfferingCode" in (e.RequestText or "") and not e.HasErrors for e in removals)
+    patches = tg.calls(method="PATCH")
+    assert len(patches) == 2 and all(p["status"] == 200 for p in patches)  # one per line that had the SOC
+    stored = [(lines[dcs[i].MSISDN].CarrierRatePool, lines[dcs[i].MSISDN].CarrierDataGroup) for i in iccids]
+    assert stored == pools

@@ -134,3 +134,44 @@ def test_create_rev_service_and_future_dated_plan(amop_engine, revio, make_revio
     assert apply_due(amop_engine, now=when + timedelta(seconds=1)).bulk_changes == {bulk_id: "PROCESSED_WITH_ERRORS"}
     dev, chg = by_iccid(amop_engine)
     assert all(dev[i]["CustomerRatePlanId"] == 3 and chg[i]["Status"] == "PROCESSED" for i in iccids)
+
+
+def test_assignment_writes_device_history_and_refuses_a_site_of_another_tenant(amop_engine):
+    """Legacy ``usp_DeviceBulkChange_UpdateDeviceHistory``: every device the assignment changed gets
+    its history row (customer, customer rate plan/pool, effective date: now, or the future date of a
+    scheduled plan); a SiteId of another tenant is refused with the reason, in the log too, and
+    leaves neither a Device change nor a history row."""
+    from bulkchange.db.assignment_history import load_assignment_history
+
+    iccids = fleet(amop_engine, 4, start=96_000)
+    with amop_engine.begin() as conn:
+        seed.add_tenant_references(conn, tenant_id=99, sites=[5001])  # another tenant's site
+    later = (utcnow() + timedelta(days=2)).replace(microsecond=0)
+    before = utcnow()
+    bulk_id = bulk(amop_engine, ChangeType.CUSTOMER_ASSIGNMENT, [
+        {"ICCID": iccids[0], "ChangeRequest": {"SiteId": 42, "CustomerRatePlanId": 12}},
+        {"ICCID": iccids[1], "ChangeRequest": {"RevCustomerId": "4711", "SiteId": 43, "CustomerPoolId": 7,
+                                               "EffectiveDate": later.isoformat() + "Z"}},
+        {"ICCID": iccids[2], "ChangeRequest": {"SiteId": 5001}},
+        {"ICCID": iccids[3], "ChangeRequest": {"SiteId": 44, "CustomerRatePlanId": 0}},
+    ])
+    out = run(amop_engine, bulk_id)
+    assert out["counts"] == {"PROCESSED": 2, "SCHEDULED": 1, "ERROR": 1}
+    devices, changes_ = by_iccid(amop_engine)
+    refused = changes_[iccids[2]]
+    assert refused["Status"] == "ERROR" and "SiteId 5001 belongs to another tenant" in refused["StatusDetails"]
+    with amop_engine.connect() as conn:
+        history = load_assignment_history(conn, bulk_id)
+        logged = conn.execute(select(t.device_bulk_change_log.c.ErrorText).where(
+            t.device_bulk_change_log.c.M2MDeviceChangeId == refused["Id"])).scalars().all()
+    assert any("SiteId 5001 belongs to another tenant" in (e or "") for e in logged)
+    assert devices[iccids[2]]["SiteId"] is None
+    got = {h["ICCID"]: h for h in history}
+    assert sorted(got) == sorted([iccids[0], iccids[1], iccids[3]])  # the refused device has none
+    h0, h1, h3 = got[iccids[0]], got[iccids[1]], got[iccids[3]]
+    assert (h0["SiteId"], h0["RevCustomerId"], h0["CustomerRatePlanId"], h0["CustomerPoolId"]) == (42, None, 12, None)
+    assert h0["EffectiveDate"] >= before.replace(microsecond=0) and h0["DeviceId"] == devices[iccids[0]]["Id"]
+    assert (h1["SiteId"], h1["RevCustomerId"], h1["CustomerPoolId"], h1["EffectiveDate"]) == (43, "4711", 7, later)
+    assert (h3["SiteId"], h3["CustomerRatePlanId"]) == (44, None)  # 0 = none
+    assert {h["BulkChangeId"] for h in history} == {bulk_id} and {h["TenantId"] for h in history} == {4}
+    assert {h["DeviceChangeId"] for h in history} == {changes_[i]["Id"] for i in got}

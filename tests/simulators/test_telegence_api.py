@@ -153,6 +153,25 @@ def test_activation_is_pending_then_active_with_a_new_number(api, tg):
     assert api("GET", f"{ACTIVATION}/nope").status_code == 404
 
 
+def test_remove_offering_code_takes_the_soc_off_the_line(api, tg):
+    """A line activated on a plan carries the plan's bundled SOCs besides the request's own; a PATCH of
+    ``removeOfferingCode`` items takes them off; a SOC the line does not carry is refused whole."""
+    tg.configure(activation_delay_s=3600, plan_offerings={"IOT5GB": ["VOICEMAIL", "INTLROAM"]})
+    r = api("POST", ACTIVATION, json=[_activation(SPARE[0]["iccid"], offeringCode1="DATA5G")])
+    assert tg.run_scheduled(3600) >= 1
+    number = api("GET", f"{ACTIVATION}/{r.json()[0]['id']}").json()["service"]["subscriberNumber"]
+    socs = lambda: sorted(v for k, v in chars(api("GET", f"{LINECONFIG}/{number}").json()).items()  # noqa: E731
+                          if k.startswith("offeringCode"))
+    assert socs() == ["DATA5G", "INTLROAM", "VOICEMAIL"]
+    refused = api("PATCH", f"{LINECONFIG}/{number}", json={"serviceCharacteristic": [
+        {"name": "removeOfferingCode", "value": "VOICEMAIL"}, {"name": "removeOfferingCode", "value": "NOPE"}]})
+    assert refused.status_code == 400 and "'NOPE' not on line" in refused.json()["description"]
+    assert socs() == ["DATA5G", "INTLROAM", "VOICEMAIL"]  # nothing of the refused PATCH applied
+    ok = api("PATCH", f"{LINECONFIG}/{number}", json={"effectiveDate": "2026-01-01", "serviceCharacteristic": [
+        {"name": "removeOfferingCode", "value": "VOICEMAIL"}, {"name": "removeOfferingCode", "value": "INTLROAM"}]})
+    assert ok.status_code == 200 and socs() == ["DATA5G"]
+
+
 def test_activation_rejects_lines_that_exist_and_injected_sims(api, tg):
     tg.configure(activation_delay_s=0.0, reject_iccids=[SPARE[2]["iccid"]])
     r = api("POST", ACTIVATION, json=[_activation(LINES[0]["iccid"]), _activation(SPARE[2]["iccid"]),

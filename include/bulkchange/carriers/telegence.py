@@ -53,6 +53,12 @@ def characteristic(service: dict | None, name: str) -> Any:
     return None
 
 
+def offering_codes(service: dict | None) -> list[str]:
+    """The SOCs (``offeringCodeN`` characteristics) a line carries."""
+    return [str(i.get("value")) for i in (service or {}).get("serviceCharacteristic") or []
+            if isinstance(i, dict) and str(i.get("name", "")).startswith("offeringCode") and i.get("value")]
+
+
 def chars(**values: Any) -> list[dict]:
     return [{"name": k, "value": v} for k, v in values.items() if v not in (None, "")]
 
@@ -102,6 +108,20 @@ class TelegenceClient(HttpCarrierClient):
         checkable = bool(shown) and body["effectiveDate"] <= today
         return self._call("PATCH", f"{self.service_path}/{path_segment(number)}", json_body=body, log=log,
                           description=description, verify=verify if checkable else None) or {}
+
+    def remove_offerings(self, number: str, codes: list[str], *, log: CallLog | None = None) -> dict:
+        """PATCH one ``removeOfferingCode`` item per SOC (legacy PNSA, after a new activation). An
+        unknown outcome is settled by reading the line: done when none of the SOCs is on it any more."""
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        body = {"effectiveDate": today,
+                "serviceCharacteristic": [{"name": "removeOfferingCode", "value": c} for c in codes]}
+
+        def verify() -> dict | None:
+            line = self.get_service(number, log=log)
+            return None if set(offering_codes(line)) & set(codes) else line
+
+        return self._call("PATCH", f"{self.service_path}/{path_segment(number)}", json_body=body, log=log,
+                          description="Telegence Update Mobility Configuration: Telegence API", verify=verify) or {}
 
     def set_status(self, number: str, status: str, *, reason_code: str | None = None,
                    log: CallLog | None = None) -> dict:

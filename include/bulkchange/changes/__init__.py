@@ -63,7 +63,21 @@ class UnsupportedChange(LookupError):
     pass
 
 
+# Carriers whose carrier-side flows are deliberately not ported: a bulk change that would call them is
+# refused at pre-flight (and at submission) with this reason; DB-only change types still run.
+OUT_OF_SCOPE: dict[Integration, str] = {
+    Integration.EBONDING: (
+        "eBonding bulk changes that reach the carrier are not processed by this pipeline: the legacy handed "
+        "an eBonding status update on to the eBonding service's own queue (eBondingDeviceStatusChangeQueueUrl) "
+        "and sent rate plan changes over the eBonding SOAP router, neither of which is ported; submit it "
+        "through the eBonding integration. Nothing was sent to the carrier"),
+}
+
+
 def get_handler(change_type: ChangeType, integration: Integration) -> type[ChangeHandler]:
+    if integration in OUT_OF_SCOPE and (change_type, None) not in HANDLERS:
+        raise UnsupportedChange(f"change type {change_type.value} on carrier {integration.value}: "
+                                f"{OUT_OF_SCOPE[integration]}")
     handler = HANDLERS.get((change_type, integration.family)) or HANDLERS.get((change_type, None))
     if handler is None:
         raise UnsupportedChange(

@@ -17,6 +17,12 @@ Per device change, in this order (legacy ADBC §3.5 / §3.7, each device with it
    ``EffectiveDate`` queued; the device change then waits as ``SCHEDULED`` (the customer and the
    Rev.io service are already done) and ``customer_rate_plan_scheduler`` settles it on the date.
 
+4. **Device history** (CustomerAssignment only; legacy ``usp_DeviceBulkChange_UpdateDeviceHistory``
+   with the bulk change and its effective date): one ``DeviceAssignmentHistory`` row per device the
+   assignment changed (PROCESSED, or SCHEDULED with its customer written): the customer (``SiteId``,
+   ``RevCustomerId``), the customer rate plan / pool and the ``EffectiveDate`` (now when none), in
+   the transaction that records the device change. Refused and failed devices leave none.
+
 A retried task finds the Rev.io service an earlier attempt created (search before create) and
 the DB writes happen in the batch's transaction, so nothing is done twice.
 """
@@ -32,6 +38,7 @@ from bulkchange.changes.base import device_not_found
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange, Scheduled, check_plan_fields, describe, plan_updates
 from bulkchange.changes.revio_service import rev_plan
 from bulkchange.db import repository as repo
+from bulkchange.db.assignment_history import record_assignment_history
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import (
     BulkChange,
@@ -114,11 +121,18 @@ class CustomerAssignment(CustomerRatePlanChange):
                         f"{describe(plan)}")
             # the customer is written now (record); the device change settles on the effective date
             return DeviceResult(status=DeviceChangeStatus.SCHEDULED, **base, device_updates=customer,
-                                details="; ".join(done))
+                                details="; ".join(done), extra=self._history(request, customer))
         if plan:
             done.append(f"customer rate plan updated: {describe(plan)}")
         return DeviceResult(status=DeviceChangeStatus.PROCESSED, **base, device_updates={**customer, **plan},
-                            details="; ".join(done))
+                            details="; ".join(done), extra=self._history(request, customer))
+
+    def _history(self, request: CustomerAssignmentRequest, customer: dict[str, Any]) -> dict[str, Any]:
+        """What the device history row of this device says (step 4 of the module docstring)."""
+        return {"history": {"SiteId": customer.get("SiteId"), "RevCustomerId": customer.get("RevCustomerId"),
+                            "CustomerRatePlanId": request.CustomerRatePlanId or None,
+                            "CustomerPoolId": request.CustomerPoolId or None,
+                            "EffectiveDate": request.EffectiveDate}}
 
     def record(self, conn: Connection, results: list[DeviceResult], *, processed_by: str) -> None:
         super().record(conn, results, processed_by=processed_by)  # queue the future-dated plans
@@ -126,6 +140,14 @@ class CustomerAssignment(CustomerRatePlanChange):
                  and r.device_id is not None]
         if early:
             repo._apply_device_updates(conn, early, utcnow())
+        if self.bulk.change_type == ChangeType.CUSTOMER_ASSIGNMENT:
+            record_assignment_history(conn, [
+                {"BulkChangeId": self.bulk.id, "DeviceChangeId": r.device_change_id,
+                 "PortalTypeId": int(self.bulk.portal_type.value), "DeviceId": r.device_id, "ICCID": r.iccid,
+                 "ServiceProviderId": self.bulk.service_provider_id, "TenantId": self.bulk.tenant_id,
+                 **r.extra["history"]}
+                for r in results if r.status in (DeviceChangeStatus.PROCESSED, DeviceChangeStatus.SCHEDULED)
+                and "history" in r.extra], changed_by=processed_by, now=utcnow())
 
 
 class CreateRevService(CustomerAssignment):

@@ -57,7 +57,7 @@ service_provider = Table(
     Column("WriteIsEnabled", Boolean, nullable=False, default=True),
     Column("IsActive", Boolean, nullable=False, default=True),
     Column("Settings", UnicodeText),  # JSON, non-secret provider settings
-    # added (0014): the site (AMOP customer) devices the provider onboards get (legacy
+    # added (0016): the site (AMOP customer) devices the provider onboards get (legacy
     # usp_Device_Bulk_Change_Set_Default_Site); NULL = none
     Column("DefaultSiteId", Integer),
 )
@@ -249,6 +249,10 @@ telegence_device = Table(
     Column("ModifiedDate", DateTime),
     Column("IsActive", Boolean, nullable=False, default=True),
     Column("IsDeleted", Boolean, nullable=False, default=False),
+    # legacy (TelegenceNewServiceActivation_Staging -> usp_Telegence_Update_NewServiceActivations_FromStaging):
+    # the carrier rate pool and data group an ActivateNewService request names for the new line (0017)
+    Column("CarrierRatePool", String(128)),
+    Column("CarrierDataGroup", String(128)),
     # added (0013)
     Index("IX_TelegenceDevice_SP_SubscriberNumber", "ServiceProviderId", "SubscriberNumber"),
 )
@@ -271,7 +275,7 @@ device_status_history = Table(
     Index("IX_DeviceStatusHistory_Device", "DeviceId"),
 )
 
-# added (0014): carrier rate plan drift that reconciliation found (the carrier's plan differed from
+# added (0015): carrier rate plan drift that reconciliation found (the carrier's plan differed from
 # CarrierRatePlan); one row per drift, as DeviceStatusHistory holds status drift
 device_rate_plan_history = Table(
     "DeviceRatePlanHistory", metadata,
@@ -286,6 +290,31 @@ device_rate_plan_history = Table(
     Column("Source", String(64)),
     Column("ChangedDate", DateTime, nullable=False),
     Index("IX_DeviceRatePlanHistory_Device", "DeviceId"),
+)
+
+# What a customer assignment changed on each device, with its effective date (legacy
+# usp_DeviceBulkChange_UpdateDeviceHistory @bulkChangeId, @effectiveDate, run at the end of a
+# CustomerAssignment; its text is not public, so this keeps what its inputs say: per device of the
+# bulk change, the customer and customer rate plan/pool assigned and from when). Added in 0018.
+device_assignment_history = Table(
+    "DeviceAssignmentHistory", metadata,
+    Column("Id", Id, primary_key=True, autoincrement=True),
+    Column("BulkChangeId", BigInteger, nullable=False),
+    Column("DeviceChangeId", BigInteger, nullable=False),
+    Column("PortalTypeId", Integer, nullable=False),  # 0 M2M: DeviceId is Device.Id; 2 Mobility: MobilityDevice.Id
+    Column("DeviceId", BigInteger),
+    Column("ICCID", String(32)),
+    Column("ServiceProviderId", Integer, nullable=False),
+    Column("TenantId", Integer, nullable=False),
+    Column("SiteId", Integer),
+    Column("RevCustomerId", String(64)),
+    Column("CustomerRatePlanId", Integer),
+    Column("CustomerPoolId", Integer),
+    Column("EffectiveDate", DateTime, nullable=False),
+    Column("ChangedBy", String(128)),
+    Column("CreatedDate", DateTime, nullable=False),
+    Index("IX_DeviceAssignmentHistory_Device", "PortalTypeId", "DeviceId"),
+    Index("IX_DeviceAssignmentHistory_BulkChange", "BulkChangeId"),
 )
 
 device_bulk_change_log = Table(

@@ -50,11 +50,12 @@ from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
-from bulkchange.carriers.telegence import MAX_ACTIVATIONS, characteristic
+from bulkchange.carriers.telegence import MAX_ACTIVATIONS, characteristic, offering_codes
 from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.changes.status_update.telegence import activation_outcome
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
+from bulkchange.db.new_service import store_carrier_pool_and_group
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import (
     SETTLED_DEVICE_STATUSES,
@@ -93,10 +94,34 @@ def activation_line(request: ActivateNewServiceRequest, iccid: str, billing_acco
     return item
 
 
+def removed_offerings(request: ActivateNewServiceRequest) -> list[str]:
+    """The SOCs the request's ``removeOfferingCode`` items ask to take off the new line, in order."""
+    service = request.TelegenceActivationRequest.get("service")
+    items = service.get("serviceCharacteristic") if isinstance(service, dict) else None
+    codes = [str(i.get("value")).strip() for i in items or [] if isinstance(i, dict)
+             and i.get("name") in DROPPED_CHARACTERISTICS and str(i.get("value") or "").strip()]
+    return list(dict.fromkeys(codes))
+
+
 def settled(client: Any, base: dict, request: ActivateNewServiceRequest, number: str, how: str,
             log: CallLog) -> DeviceResult:
-    """PROCESSED with what the carrier reports for the new line (raises CarrierError if it cannot be read)."""
+    """PROCESSED with what the carrier reports for the new line (raises CarrierError if it cannot be
+    read). The request's ``removeOfferingCode`` SOCs the line carries are taken off it (legacy PNSA:
+    one PATCH, logged "Telegence Update Mobility Configuration"), so a settle repeated after a lost
+    answer sends nothing twice; a SOC the line does not carry is said, not sent. A refusal leaves the
+    line as it is and is said in the details: the activation itself stands (as the legacy did)."""
     line = client.get_service(number, log=log)
+    remove = removed_offerings(request)
+    carried = set(offering_codes(line))
+    present, absent = [c for c in remove if c in carried], [c for c in remove if c not in carried]
+    note = f"; offering code(s) {', '.join(absent)} not on the line, nothing to remove" if absent else ""
+    if present:
+        try:
+            client.remove_offerings(number, present, log=log)
+            note += f"; offering code(s) {', '.join(present)} removed"
+        except CarrierError as exc:
+            note += f"; offering code(s) {', '.join(present)} NOT removed: {exc}"
+        line = client.get_service(number, log=log)
     updates: dict[str, Any] = {}
     plan = characteristic(line, "singleUserCode")
     if plan:
@@ -108,13 +133,13 @@ def settled(client: Any, base: dict, request: ActivateNewServiceRequest, number:
         updates["CustomerRatePlanId"] = request.CustomerRatePlan
     if request.CustomerRatePool:
         updates["CustomerPoolId"] = request.CustomerRatePool
-    features = sorted(str(i.get("value")) for i in line.get("serviceCharacteristic") or []
-                      if isinstance(i, dict) and str(i.get("name", "")).startswith("offeringCode") and i.get("value"))
+    features = sorted(offering_codes(line))
     return DeviceResult(status=DeviceChangeStatus.PROCESSED, new_device_status=ACTIVE, msisdn=number,
                         device_updates=updates,
-                        extra={"features": features, "number": number},
+                        extra={"features": features, "number": number,
+                               "carrier_rate_pool": request.CarrierRatePool, "carrier_data_group": request.CarrierDataGroup},
                         details=f"{how}: subscriber {number}, plan {plan or '?'}, "
-                                f"{len(features)} feature(s)", **base)
+                                f"{len(features)} feature(s){note}", **base)
 
 
 def _ip_field(request: ActivateNewServiceRequest, name: str) -> Any:
@@ -312,6 +337,9 @@ def record_settled(conn: Connection, bulk: BulkChange, results: list[DeviceResul
                 for r in activated for code in r.extra.get("features") or []]
         if rows:
             conn.execute(insert(f), rows)
+        store_carrier_pool_and_group(conn, bulk.service_provider_id, [
+            (r.msisdn, r.extra.get("carrier_rate_pool"), r.extra.get("carrier_data_group"))
+            for r in activated if r.msisdn], modified_by="ActivateNewService", now=now)
     _linked_assignment(conn, bulk, done)
 
 

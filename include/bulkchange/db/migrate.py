@@ -12,6 +12,8 @@ Command line: ``./run db`` (``bulkchange_plugins.dbcli``), docs/database.md.
 from __future__ import annotations
 
 import io
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -173,6 +175,20 @@ def ensure_schema(bind: Engine | Connection) -> str:
     return _in_transaction(bind, run)
 
 
+@contextmanager
+def _quiet_alembic():
+    """Alembic's progress lines ("Context impl MSSQLImpl", "Running upgrade ...") are not part of an
+    offline script: where the process has logging set up to print on stdout (an Airflow process, a
+    test session), they would land in the middle of the script the DBA reviews."""
+    log = logging.getLogger("alembic")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def offline_sql(*, from_revision: str | None = None, to_revision: str = "head", downgrade: bool = False,
                 dialect_name: str = "mssql") -> str:
     """The migration script for a DBA to review and run (Alembic offline mode), as text.
@@ -182,19 +198,21 @@ def offline_sql(*, from_revision: str | None = None, to_revision: str = "head", 
     or the baseline to keep the legacy tables)."""
     out = io.StringIO()
     cfg = alembic_config(dialect_name=dialect_name, output=out)
-    if downgrade:
-        rng = f"{from_revision or 'head'}:{to_revision}"
-        command.downgrade(cfg, rng, sql=True)
-    else:
-        rng = f"{from_revision}:{to_revision}" if from_revision else to_revision
-        command.upgrade(cfg, rng, sql=True)
+    with _quiet_alembic():
+        if downgrade:
+            rng = f"{from_revision or 'head'}:{to_revision}"
+            command.downgrade(cfg, rng, sql=True)
+        else:
+            rng = f"{from_revision}:{to_revision}" if from_revision else to_revision
+            command.upgrade(cfg, rng, sql=True)
     return _header(f"{'downgrade' if downgrade else 'upgrade'} {rng}", dialect_name) + out.getvalue()
 
 
 def offline_stamp_sql(revision: str = BASELINE, *, dialect_name: str = "mssql") -> str:
     """The script that records ``revision`` as applied without running it (creates the version table)."""
     out = io.StringIO()
-    command.stamp(alembic_config(dialect_name=dialect_name, output=out), revision, sql=True)
+    with _quiet_alembic():
+        command.stamp(alembic_config(dialect_name=dialect_name, output=out), revision, sql=True)
     return _header(f"stamp {revision}", dialect_name) + out.getvalue()
 
 

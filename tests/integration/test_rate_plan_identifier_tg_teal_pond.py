@@ -183,7 +183,7 @@ def test_telegence_imei_and_sim_change(amop_engine, tg, tg_client):
     assert characteristic(tg_client.get_service(numbers[iccids[2]]), "sim") == new_sim
     assert devices[numbers[iccids[2]]].ICCID == new_sim and dcs[iccids[2]].Status == "PROCESSED"
     assert dcs[iccids[3]].Status == "ERROR" and "Luhn" in dcs[iccids[3]].StatusDetails
-    assert dcs[iccids[4]].Status == "ERROR" and "already belongs to another device" in dcs[iccids[4]].StatusDetails
+    assert dcs[iccids[4]].Status == "ERROR" and "already exists." in dcs[iccids[4]].StatusDetails
     assert tg.calls(method="PATCH", iccid=iccids[3]) == [] and tg.calls(method="PATCH", iccid=iccids[4]) == []
 
 

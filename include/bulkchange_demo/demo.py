@@ -6,9 +6,10 @@
 3. Run Airflow (``airflow standalone``: scheduler, dag-processor, api-server, triggerer;
    LocalExecutor; SQLite metadata DB) with the project's DAGs and demo connections.
 4. Trigger bulk_change_sensor, which claims the bulk change and launches bulk_change_process.
-5. Wait for the bulk change to reach a final status and print a per-status summary. A request
-   for "Deactivated" (not Suspend: the legacy rule): the half of the fleet with a communication plan first moves to the
-   cheapest rate plan covering its usage, and the summary counts those switches from the log rows.
+5. Wait for the bulk change to reach a final status and print a per-status summary. The request
+   asks "Deactivated" (a Suspend would not switch plans: the legacy rule): the half of the fleet
+   with a communication plan first moves to the cheapest rate plan covering its usage, and the
+   summary counts those switches from the log rows.
 
 ``--serve`` does steps 1-3 and keeps Airflow up (UI on the printed URL) until Ctrl-C.
 Everything lives under ``var/demo/`` and is recreated on every run.

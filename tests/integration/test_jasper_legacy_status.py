@@ -87,6 +87,9 @@ def test_an_active_service_line_keeps_the_customer(amop_engine, fleet_factory, m
     _with_site(amop_engine)
     rev = make_revio()
     rev.create_service({"customer_id": 9, "provider_id": 3, "number": "5550001", "number2": fleet.iccids[0]})
+    # a live line of the customer asked for changes no customer: it does not hold the device
+    rev.create_service({"customer_id": int(ACCOUNT), "provider_id": 3, "number": "5550002",
+                        "number2": fleet.iccids[1]})
     bulk_id = fleet.bulk("Suspend", AccountNumber=ACCOUNT)
     summary = run_all(amop_engine, bulk_id, make_client(), rev)
     assert summary["counts"] == {"PROCESSED": 2}  # the status change itself succeeded, as in the legacy

@@ -13,7 +13,7 @@ from typing import Sequence
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from bulkchange.db.repository import inventory_table
+from bulkchange.db.tables import inventory_table
 from bulkchange.models import BulkChange, utcnow
 
 # Statuses of a SIM in stock: the legacy's ThingSpace "unknown" / "inventory", and Jasper's names for

@@ -138,14 +138,14 @@ RATE_PLANS = (("IOT-SUSPEND-0", 0, 0.50), ("IOT-SUSPEND-500", 500, 1.00), ("IOT-
 
 
 def fleet_calls(n: int) -> int:
-    """Carrier calls the seeded fleet's Suspend needs: one status call per device, plus the rate
+    """Carrier calls the seeded fleet's deactivation needs: one status call per device, plus the rate
     plan switch of every device with a communication plan."""
     return n + len(range(0, n, COMM_PLAN_EVERY))
 
 
 def seed_fleet(engine, control: SimulatorControl, n: int, *, start: int = 1) -> int:
     """n ACTIVATED Jasper devices (every COMM_PLAN_EVERY-th with a communication plan, so the
-    deactivation's cheapest-plan-first rule runs) and a NEW Suspend bulk change."""
+    deactivation's cheapest-plan-first rule runs) and a NEW "Deactivated" bulk change (the legacy applied the rule to that request only, not to Suspend)."""
     iccids = [seed.make_iccid(start + i) for i in range(n)]
     comm = {x: ("IOT-COMM" if i % COMM_PLAN_EVERY == 0 else None) for i, x in enumerate(iccids)}
     control.reset()  # the simulator's default account has RATE_PLANS and IOT-COMM
@@ -162,7 +162,7 @@ def seed_fleet(engine, control: SimulatorControl, n: int, *, start: int = 1) -> 
         seed.add_devices(conn, [{"ICCID": x, "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB",
                                  "CommunicationPlan": comm[x], "DataUsageMB": 0} for x in iccids], sp_id=1, tenant_id=1)
         return seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
-                                    requests=[{"ICCID": x, "ChangeRequest": {"UpdateStatus": "Suspend"}}
+                                    requests=[{"ICCID": x, "ChangeRequest": {"UpdateStatus": "Deactivated"}}
                                               for x in iccids])
 
 

@@ -390,15 +390,35 @@ class ChangeIdentifierRequest(_Lenient):
     OldIMEI: str | None = None
     ServicePlan: str | None = None
     ZipCode: str | None = None
+    # The legacy follow-up after a successful swap (PCI ``UpdateCustomerRatePlan``): with
+    # ``AddCustomerRatePlan`` the device also gets this customer rate plan and/or pool. Ids as the
+    # portal sends them (strings of integers); 0 or empty = not given; without AddCustomerRatePlan both
+    # are ignored, as the legacy did.
+    AddCustomerRatePlan: bool = False
+    CustomerRatePlan: int | None = None
+    CustomerRatePool: int | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _keys(cls, data: Any) -> Any:
-        data = _by_field_name(cls, data, {"ICCIDTo": "NewICCID", "IMEITo": "NewIMEI"})
+        data = _by_field_name(cls, data, {"ICCIDTo": "NewICCID", "IMEITo": "NewIMEI",
+                                          "CustomerRatePlanId": "CustomerRatePlan", "CustomerPoolId": "CustomerRatePool",
+                                          "CustomerRatePoolId": "CustomerRatePool"})
         if isinstance(data, dict):
             for k in ("NewICCID", "NewIMEI", "OldICCID", "OldIMEI"):
                 if isinstance(data.get(k), int) and not isinstance(data.get(k), bool):
                     data[k] = str(data[k])
+            add = data.get("AddCustomerRatePlan")
+            add = add if isinstance(add, bool) else str(add or "").strip().lower() in ("true", "1", "yes")
+            for k, name in (("CustomerRatePlan", "Customer Rate Plan"), ("CustomerRatePool", "Customer Rate Pool")):
+                value = data.get(k)
+                if not add or value is None:
+                    data[k] = None
+                    continue
+                text = str(value).strip()
+                if isinstance(value, bool) or not text.lstrip("-").isdigit():
+                    raise ValueError(f"{name} Id not valid: {value}")  # the legacy's words
+                data[k] = int(text) or None  # 0 = not given
         return data
 
     @model_validator(mode="after")

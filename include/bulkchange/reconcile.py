@@ -286,6 +286,8 @@ WAITING_CHECKERS: dict[Any, str] = {
 SETTLED_RECORDERS: dict[Any, str] = {
     (ChangeType.ACTIVATE_NEW_SERVICE, Integration.TELEGENCE):
         "bulkchange.changes.activate_new_service.telegence:record_settled",
+    (ChangeType.CHANGE_ICCID_AND_IMEI, Integration.THINGSPACE):
+        "bulkchange.changes.change_identifier.common:record_settled",
 }
 
 

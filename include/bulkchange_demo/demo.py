@@ -1,14 +1,15 @@
-"""The main job on the embedded default: a 1,000-device Jasper suspend, end to end, for real.
+"""The main job on the embedded default: a 1,000-device Jasper deactivation, end to end, for real.
 
 1. Start the carrier simulators on loopback (Jasper with 1,000 seeded devices).
 2. Create the AMOP database (SQLite), a Jasper service provider, its devices and rate plans, and
-   a StatusUpdate bulk change to Suspend, inserted as NEW the way the portal writes it.
+   a StatusUpdate bulk change to Deactivated, inserted as NEW the way the portal writes it.
 3. Run Airflow (``airflow standalone``: scheduler, dag-processor, api-server, triggerer;
    LocalExecutor; SQLite metadata DB) with the project's DAGs and demo connections.
 4. Trigger bulk_change_sensor, which claims the bulk change and launches bulk_change_process.
-5. Wait for the bulk change to reach a final status and print a per-status summary. Jasper's
-   Suspend is DEACTIVATED: the half of the fleet with a communication plan first moves to the
-   cheapest rate plan covering its usage, and the summary counts those switches from the log rows.
+5. Wait for the bulk change to reach a final status and print a per-status summary. The request
+   asks "Deactivated" (a Suspend would not switch plans: the legacy rule): the half of the fleet
+   with a communication plan first moves to the cheapest rate plan covering its usage, and the
+   summary counts those switches from the log rows.
 
 ``--serve`` does steps 1-3 and keeps Airflow up (UI on the printed URL) until Ctrl-C.
 Everything lives under ``var/demo/`` and is recreated on every run.
@@ -131,7 +132,7 @@ def seed_amop(url: str, n: int) -> int:
         bulk_id = seed.add_bulk_change(
             conn, sp_id=SP_ID, tenant_id=TENANT_ID, change_type=ChangeType.STATUS_UPDATE, created_by="demo",
             requests=[{"ICCID": d["ICCID"], "MSISDN": d["MSISDN"],
-                       "ChangeRequest": {"UpdateStatus": "Suspend", "IsIgnoreCurrentStatus": False}}
+                       "ChangeRequest": {"UpdateStatus": "Deactivated", "IsIgnoreCurrentStatus": False}}
                       for d in devices])
     engine.dispose()
     return bulk_id
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== creating the AMOP database and a NEW bulk change")
     bulk_id = seed_amop(amop_url, args.devices)
-    print(f"   {amop_url}: bulk change {bulk_id}, StatusUpdate -> Suspend, {args.devices} devices")
+    print(f"   {amop_url}: bulk change {bulk_id}, StatusUpdate -> Deactivated, {args.devices} devices")
 
     api_port = port_or_free(args.port)
     if api_port != args.port:

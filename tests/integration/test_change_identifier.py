@@ -65,7 +65,7 @@ def test_jasper_imei_change_and_the_refusals(amop_engine, fleet_factory, make_cl
     assert summary["counts"] == {"PROCESSED": 4, "ERROR": 4}
     dcs = changes(amop_engine, bulk_id)
     assert "Luhn" in dcs[fleet.iccids[4]].status_details
-    assert "already belongs to another device" in dcs[fleet.iccids[5]].status_details
+    assert "already exists." in dcs[fleet.iccids[5]].status_details
     assert f"device change {dcs[fleet.iccids[0]].id}" in dcs[fleet.iccids[6]].status_details
     assert "OldIMEI" in dcs[fleet.iccids[7]].status_details
     rows = device_rows(amop_engine)
@@ -142,9 +142,9 @@ def test_new_iccid_of_another_device_or_malformed_is_refused(amop_engine, fleet_
     summary = run(amop_engine, bulk_id, make_client())
     assert summary["counts"] == {"ERROR": 4} and jasper.calls() == []
     dcs = changes(amop_engine, bulk_id)
-    assert "already belongs to another device" in dcs[fleet.iccids[0]].status_details
+    assert "already exists." in dcs[fleet.iccids[0]].status_details
     assert "NewICCID" in dcs[fleet.iccids[1]].status_details and "check digit" in dcs[fleet.iccids[1]].status_details
-    assert "already belongs to another device" in dcs[fleet.iccids[2]].status_details
+    assert "already exists." in dcs[fleet.iccids[2]].status_details
     assert "already the device's ICCID" in dcs[fleet.iccids[3]].status_details
     with amop_engine.begin() as conn:  # and both identifiers in one change is a request error
         b2 = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.CHANGE_ICCID_AND_IMEI,

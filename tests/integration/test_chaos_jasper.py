@@ -32,7 +32,7 @@ DEVICE_PATH = re.compile(r"/devices/([^/]+)$")
     ("sqlite", 0.10), pytest.param("postgres", 0.20, marks=pytest.mark.postgres)], indirect=["amop_engine"])
 def test_chaos_every_final_status_is_true_to_the_carrier(amop_engine, fleet_factory, simulator, jasper, error_5xx):
     fleet = fleet_factory(N, comm_plan="COMM-1", start=75_000)
-    bulk_id = fleet.bulk("Suspend")
+    bulk_id = fleet.bulk("Deactivated")
     jasper.configure(rate_limit=0, max_concurrency=0)  # every fault comes from the proxy
     started = time.monotonic()
     with FaultProxy(simulator.base_url, seed=int(error_5xx * 100), retry_after="0.05", error_5xx=error_5xx,

@@ -16,7 +16,7 @@ N = 300
 
 def test_fault_mix_leaves_no_device_disagreeing_with_the_carrier(amop_engine, fleet_factory, simulator, jasper):
     fleet = fleet_factory(N, comm_plan="COMM-1", start=74_000)
-    bulk_id = fleet.bulk("Suspend")
+    bulk_id = fleet.bulk("Deactivated")
     jasper.configure(seed=12, error_rate=0.10, applied_error_rate=0.05, malformed_rate=0.02,
                      timeout_rate=0.02, timeout_s=1.5, max_concurrency=8)
     policy = CallPolicy(RateLimiter(None), RetryPolicy(max_attempts=3, base_delay=0.02, max_delay=0.5))

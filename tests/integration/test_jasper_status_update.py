@@ -104,7 +104,7 @@ def test_deactivation_moves_plan_first_for_devices_with_a_communication_plan(amo
 def test_failed_plan_change_skips_the_status_call(amop_engine, fleet_factory, make_client, jasper):
     fleet = fleet_factory(2, comm_plan="COMM-1")
     jasper.configure(fail_iccids={fleet.iccids[0]: 400})
-    bulk_id = fleet.bulk("Suspend")
+    bulk_id = fleet.bulk("Deactivated")
     _, summary = run_all(amop_engine, bulk_id, make_client())
     assert summary["counts"] == {"API_FAILED": 1, "PROCESSED": 1}
     failed = changes(amop_engine, bulk_id)[fleet.iccids[0]]
@@ -137,7 +137,7 @@ def test_retries_exhausted_fail_the_device_with_the_evidence(amop_engine, fleet_
     device unchanged, and the device fails with that evidence; one log row per attempt."""
     fleet = fleet_factory(2)
     jasper.configure(error_rate=1.0, fault_methods=["PUT"])
-    _, summary = run_all(amop_engine, fleet.bulk("Suspend"), make_client(attempts=3))
+    _, summary = run_all(amop_engine, fleet.bulk("Deactivated"), make_client(attempts=3))
     assert summary["status"] == "ERROR" and summary["counts"] == {"API_FAILED": 2}
     dc = changes(amop_engine, summary["bulk_change_id"])[fleet.iccids[0]]
     assert "failed after 3 attempt(s)" in dc.status_details
@@ -159,7 +159,7 @@ def test_an_outcome_that_cannot_be_checked_is_never_resent(amop_engine, fleet_fa
     sent again, and the device says the outcome is unknown."""
     fleet = fleet_factory(2)
     jasper.configure(error_rate=1.0)
-    _, summary = run_all(amop_engine, fleet.bulk("Suspend"), make_client(attempts=3))
+    _, summary = run_all(amop_engine, fleet.bulk("Deactivated"), make_client(attempts=3))
     assert summary["counts"] == {"API_FAILED": 2}
     dc = changes(amop_engine, summary["bulk_change_id"])[fleet.iccids[0]]
     assert dc.status_details.startswith("OUTCOME UNKNOWN:")
@@ -169,7 +169,7 @@ def test_an_outcome_that_cannot_be_checked_is_never_resent(amop_engine, fleet_fa
 def test_applied_but_answered_502_is_processed_from_the_carrier(amop_engine, fleet_factory, make_client, jasper):
     fleet = fleet_factory(3, comm_plan="COMM-1")
     jasper.configure(applied_error_rate=1.0, fault_methods=["PUT"])
-    _, summary = run_all(amop_engine, fleet.bulk("Suspend"), make_client(attempts=3))
+    _, summary = run_all(amop_engine, fleet.bulk("Deactivated"), make_client(attempts=3))
     assert summary["counts"] == {"PROCESSED": 3}
     for iccid in fleet.iccids:
         assert [c["method"] for c in jasper.calls(iccid=iccid)] == ["PUT", "GET", "PUT", "GET"]  # plan, status
@@ -279,7 +279,7 @@ def test_a_rate_plan_applied_before_a_failed_status_call_is_written(amop_engine,
     fleet = fleet_factory(2, comm_plan="COMM-1")
     client = StatusRefused(simulator.url_for("jasper"), "acct", KEY, timeout=10)
     try:
-        _, summary = run_all(amop_engine, fleet.bulk("Suspend"), client)
+        _, summary = run_all(amop_engine, fleet.bulk("Deactivated"), client)
     finally:
         client.close()
     assert summary["counts"] == {"API_FAILED": 2}

@@ -65,7 +65,7 @@ def _in_flight_plan_rows(engine, bulk_id) -> int:
 def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(amop_engine, fleet_factory,
                                                                               simulator, jasper):
     fleet = fleet_factory(N, comm_plan="COMM-1", start=76_000)  # DataUsageMB 200: plan P-1G -> P-500 first
-    bulk_id = fleet.bulk("Suspend")
+    bulk_id = fleet.bulk("Deactivated")
     plan = processing.prepare(amop_engine, bulk_id, batch_size=N)
     ids = plan.batches[0].device_change_ids
     jasper.configure(latency_ms=400)

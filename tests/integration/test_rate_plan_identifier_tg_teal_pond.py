@@ -160,9 +160,12 @@ def test_telegence_future_dated_change_across_midnight_utc_lands_on_its_utc_day(
 
 def test_telegence_imei_and_sim_change(amop_engine, tg, tg_client):
     iccids, numbers = tg_fleet(amop_engine, tg, 6, 62_000)
+    with amop_engine.begin() as conn:
+        seed.add_test_references(conn, tenant_id=1)  # the customer rate plan / pool the follow-up names
     new_sim = seed.make_iccid(62_500)
     rows = [{"ICCID": iccids[0], "ChangeRequest": {"NewIMEI": "490154203237518"}},
-            {"ICCID": iccids[1], "ChangeRequest": {"NewIMEI": "352099001761481"}},
+            {"ICCID": iccids[1], "ChangeRequest": {"NewIMEI": "352099001761481", "AddCustomerRatePlan": True,
+                                                   "CustomerRatePlan": "12", "CustomerRatePool": "7"}},
             {"ICCID": iccids[2], "ChangeRequest": {"NewICCID": new_sim}},
             {"ICCID": iccids[3], "ChangeRequest": {"NewIMEI": "490154203237519"}},  # bad Luhn
             {"ICCID": iccids[4], "ChangeRequest": {"NewICCID": iccids[5]}}]  # belongs to another device
@@ -179,11 +182,14 @@ def test_telegence_imei_and_sim_change(amop_engine, tg, tg_client):
         {"name": "technologyType", "value": "LTE"}]
     assert devices[numbers[iccids[0]]].IMEI == "490154203237518"
     assert devices[numbers[iccids[1]]].IMEI == "352099001761481"
+    # the legacy follow-up step after the change: the customer rate plan / pool asked with it
+    assert (devices[numbers[iccids[1]]].CustomerRatePlanId, devices[numbers[iccids[1]]].CustomerPoolId) == (12, 7)
+    assert (devices[numbers[iccids[0]]].CustomerRatePlanId, devices[numbers[iccids[0]]].CustomerPoolId) == (None, None)
     # the SIM moved on the same Device row; the device change keeps the ICCID it was asked for
     assert characteristic(tg_client.get_service(numbers[iccids[2]]), "sim") == new_sim
     assert devices[numbers[iccids[2]]].ICCID == new_sim and dcs[iccids[2]].Status == "PROCESSED"
     assert dcs[iccids[3]].Status == "ERROR" and "Luhn" in dcs[iccids[3]].StatusDetails
-    assert dcs[iccids[4]].Status == "ERROR" and "already belongs to another device" in dcs[iccids[4]].StatusDetails
+    assert dcs[iccids[4]].Status == "ERROR" and "already exists." in dcs[iccids[4]].StatusDetails
     assert tg.calls(method="PATCH", iccid=iccids[3]) == [] and tg.calls(method="PATCH", iccid=iccids[4]) == []
 
 

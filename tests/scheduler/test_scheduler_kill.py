@@ -7,7 +7,7 @@
   done by hand: the restarted scheduler notices the dead task (orphan reset or task heartbeat
   timeout) and Airflow retries it.
 
-Each runs a 100-device Jasper deactivation ("Suspend" on devices with a communication plan: the
+Each runs a 100-device Jasper deactivation ("Deactivated" on devices with a communication plan: the
 rate plan is changed first, then the status) as one batch task, slowed by the account's rate limit
 and the carrier's latency so the kill comes while that batch has calls at the carrier. The kill
 waits for the simulator's call log (some but not all of the batch's calls seen) and for a rate-plan
@@ -109,7 +109,7 @@ def _fleet_and_run(s: Setup) -> tuple[int, list[str], str]:
                          sp_id=SP_ID, tenant_id=TENANT_ID)
         bulk_id = seed.add_bulk_change(conn, sp_id=SP_ID, tenant_id=TENANT_ID, change_type=ChangeType.STATUS_UPDATE,
                                        created_by="portal",
-                                       requests=[{"ICCID": i, "ChangeRequest": {"UpdateStatus": "Suspend"}}
+                                       requests=[{"ICCID": i, "ChangeRequest": {"UpdateStatus": "Deactivated"}}
                                                  for i in iccids])
     run_id = f"bulk_change_{bulk_id}"
     s.cluster.airflow("dags", "trigger", "bulk_change_process", "--run-id", run_id,

@@ -9,7 +9,14 @@ for. Validation before any carrier call: the new ICCID follows the ICCID rules (
 Luhn), a new IMEI is 15 digits with a valid Luhn check digit, it differs from the current value,
 ``OldICCID`` / ``OldIMEI`` (when given) match the device, and the new value belongs to no other
 device (any service provider: identifiers are global) nor to another device change of the same
-bulk change.
+bulk change. The legacy rule for a known identifier (legacy_behaviour.md section 4): a new ICCID
+held only by a spare SIM of the same service provider and tenant (status unknown / inventory, see
+``db.sim_swap``) is not "taken": the swap goes ahead and, once the carrier confirms it, the spare's
+row is retired; any other holder is refused with the legacy's "ICCID: <iccid> already exists.".
+
+After a confirmed swap, the legacy's follow-up step: with ``AddCustomerRatePlan`` the device also
+gets the request's ``CustomerRatePlan`` / ``CustomerRatePool`` (``settled_updates``), in the same
+transaction as its new identifier.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.changes.base import ChangeHandler, device_not_found
 from bulkchange.db.repository import DeviceRow, change_table, inventory_table
+from bulkchange.db.sim_swap import identifier_holders, retire_taken_over_spares
 from bulkchange.models import (
     BulkChange,
     ChangeIdentifierRequest,
@@ -72,20 +80,17 @@ class IdentifierHandler(ChangeHandler):
             if wanted and wanted[1]:
                 first_request.setdefault(wanted, int(dc_id))
         d = inventory_table(bulk.portal_type)
-        taken: dict[tuple[str, str], int] = {}
-        for kind, column in (("ICCID", d.c.ICCID), ("IMEI", d.c.IMEI)):
-            values = sorted({v for k, v in first_request if k == kind})
-            for chunk in _chunks(values):
-                for dev_id, value in conn.execute(select(d.c.Id, column).where(
-                        column.in_(chunk), d.c.IsDeleted == False)):  # noqa: E712
-                    taken.setdefault((kind, value), int(dev_id))
+        holders: dict[tuple[str, str], list[tuple[int, bool]]] = {}
+        for kind in ("ICCID", "IMEI"):
+            found = identifier_holders(conn, bulk, kind, [v for k, v in first_request if k == kind])
+            holders.update({(kind, value): rows for value, rows in found.items()})
         imeis: dict[str, str | None] = {}
         for chunk in _chunks(sorted(set(iccids))):
             for iccid, imei in conn.execute(select(d.c.ICCID, d.c.IMEI).where(
                     d.c.ICCID.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
                     d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)):  # noqa: E712
                 imeis[iccid] = imei
-        return {"first_request": first_request, "taken": taken, "imeis": imeis}
+        return {"first_request": first_request, "holders": holders, "imeis": imeis}
 
     def device_imei(self, device: DeviceRow) -> str | None:
         return (self.context.get("imeis") or {}).get(device.iccid)
@@ -111,10 +116,11 @@ class IdentifierHandler(ChangeHandler):
                 raise RuleError(f"OldIMEI {request.OldIMEI!r} is not the device's IMEI {current!r}")
             if new == current:
                 raise RuleError(f"NewIMEI {new} is already the device's IMEI")
-        holder = (self.context.get("taken") or {}).get((kind, new))
-        if holder is not None and holder != device.id:
-            raise RuleError(f"New{kind} {new} already belongs to another device; an {kind} is moved only to a "
-                            "device that has none")
+        others = [spare for dev_id, spare in (self.context.get("holders") or {}).get((kind, new), [])
+                  if dev_id != device.id]
+        if others and not (kind == "ICCID" and all(others)):
+            raise RuleError(f"{kind}: {new} already exists. (only a spare SIM of this service provider's "
+                            "inventory, status unknown or inventory, may be taken over)")
         first = (self.context.get("first_request") or {}).get((kind, new))
         if first is not None and first != dc.id:
             raise RuleError(f"New{kind} {new} is also requested by device change {first} of this bulk change")
@@ -122,6 +128,31 @@ class IdentifierHandler(ChangeHandler):
     @staticmethod
     def moved(dc: DeviceChange, device: DeviceRow, request: ChangeIdentifierRequest, details: str,
               **kw: Any) -> DeviceResult:
-        return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, details=details,
+        updates, follow_up = settled_updates(request)
+        return DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, details=details + follow_up,
                             device_id=device.id, iccid=device.iccid, previous_device_status=device.status,
-                            device_updates={request.kind: request.new_value}, **kw)
+                            device_updates=updates, **kw)
+
+    def record(self, conn: Connection, results: list[DeviceResult], *, processed_by: str) -> None:
+        record_settled(conn, self.bulk, results)
+
+
+def settled_updates(request: ChangeIdentifierRequest) -> tuple[dict[str, Any], str]:
+    """The device's columns once the carrier confirmed the change (its new identifier and, the legacy
+    follow-up, the customer rate plan / pool asked with AddCustomerRatePlan) and the words for it."""
+    updates: dict[str, Any] = {request.kind: request.new_value}
+    said = []
+    if request.CustomerRatePlan is not None:
+        updates["CustomerRatePlanId"] = request.CustomerRatePlan
+        said.append(f"customer rate plan {request.CustomerRatePlan}")
+    if request.CustomerRatePool is not None:
+        updates["CustomerPoolId"] = request.CustomerRatePool
+        said.append(f"customer rate pool {request.CustomerRatePool}")
+    return updates, (f"; {' and '.join(said)} set" if said else "")
+
+
+def record_settled(conn: Connection, bulk: BulkChange, results: list[DeviceResult]) -> None:
+    """In the transaction recording confirmed swaps: retire the spare rows whose ICCID a device took."""
+    retire_taken_over_spares(conn, bulk, [(r.device_id, r.device_updates["ICCID"]) for r in results
+                                          if r.status == DeviceChangeStatus.PROCESSED and r.device_id is not None
+                                          and r.device_updates.get("ICCID")])

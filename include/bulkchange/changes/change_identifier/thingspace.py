@@ -11,7 +11,7 @@ from typing import Any
 
 from bulkchange.carriers.base import CallLog, CarrierError, PermanentError
 from bulkchange.changes.base import failed_result
-from bulkchange.changes.change_identifier.common import IdentifierHandler
+from bulkchange.changes.change_identifier.common import IdentifierHandler, settled_updates
 from bulkchange.db.repository import DeviceRow
 from bulkchange.models import ChangeIdentifierRequest, DeviceChange, DeviceChangeStatus, DeviceResult
 
@@ -61,6 +61,7 @@ def check_thingspace(client: Any, w: Any) -> DeviceResult | str:
                         f"{fault or 'Failure'}")
     if status == "success":
         how = w.report().source if w.report() is not None else f"request {request_id}"
-        return w.result(DeviceChangeStatus.PROCESSED, device_updates={request.kind: request.new_value},
-                        details=f"{request.kind} changed to {request.new_value} ({how})")
+        updates, follow_up = settled_updates(request)
+        return w.result(DeviceChangeStatus.PROCESSED, device_updates=updates,
+                        details=f"{request.kind} changed to {request.new_value} ({how}){follow_up}")
     return "identifier change request still pending"

@@ -13,6 +13,11 @@ request are settled at once, off the request, by ``settle_reported`` (the poll's
 ``reconcile.settle_bulk``). The poll stays the fallback: a callback that never comes changes nothing
 but the speed.
 
+The endpoint runs in the api-server's process, never in a task's. It reads the connections through
+the same hooks as the tasks (the task SDK's ``BaseHook.get_connection``): in the api-server, which
+``airflow.api_fastapi.main`` marks a server context, that looks in the environment
+(``AIRFLOW_CONN_*``) and in the metadata DB (connections made in the UI), without a task supervisor.
+
 Register an account (once, and again whenever the URL or the secret changes):
 
     python -m bulkchange_plugins.carrier_callbacks register <service_provider_id> [--url URL]

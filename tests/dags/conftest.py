@@ -1,12 +1,94 @@
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PROCESS_LOGS = pytest.StashKey[list]()  # (name, path) of the logs of the processes a test started
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test shows the end of the logs of the processes it started (``PROCESS_LOGS``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for name, path in item.stash.get(PROCESS_LOGS, []):
+            text = Path(path).read_text(errors="replace") if Path(path).exists() else "(no log)"
+            report.sections.append((f"{name} log ({path})", text[-8000:]))
+
+
+class ApiServerProcess:
+    """Airflow's api-server as production serves it (uvicorn running ``airflow.api_fastapi.main:app``,
+    which marks the process a server context: connections come from the environment and the metadata
+    DB), in a process of its own, as in production. Under dag.test() tasks run in the test's process:
+    an endpoint served by a thread of that process would share the task SDK's process-wide state with
+    them (a task's ``SUPERVISOR_COMMS``), which no deployment does.
+
+    The loopback port is bound here (``url`` is known before ``start``) and handed to uvicorn as a file
+    descriptor; the output goes to ``log_path``."""
+
+    def __init__(self, log_path: Path):
+        from simulators.server import bind_socket
+
+        self.log_path = Path(log_path)
+        self._sock = bind_socket("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        """Start with the environment as it is now (the test's connections included) and wait, bounded,
+        for Airflow's health route to answer."""
+        import requests
+
+        fd = self._sock.fileno()
+        launcher = ("import uvicorn; uvicorn.run('airflow.api_fastapi.main:app', fd=%d, access_log=False, "
+                    "log_config=None, log_level='info')" % fd)
+        path = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", launcher], env=env, pass_fds=[fd], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the api-server exited with {self.proc.returncode}:\n{self.log()[-8000:]}")
+            try:  # the socket listens already: a request waits in its backlog until uvicorn serves
+                if requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the api-server did not answer within {timeout:.0f}s:\n{self.log()[-8000:]}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own process group (start_new_session)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._sock.close()
+
+
+@pytest.fixture
+def api_server(airflow_db, tmp_path, request):
+    """An ``ApiServerProcess`` not started yet (set the test's connections, then ``start()``); stopped
+    after the test, its log shown if the test fails."""
+    server = ApiServerProcess(tmp_path / "api-server.log")
+    request.node.stash.setdefault(PROCESS_LOGS, []).append(("api-server", server.log_path))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

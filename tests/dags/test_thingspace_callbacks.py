@@ -1,7 +1,8 @@
 """ThingSpace callbacks end to end under dag.test(): the simulator posts each request's results over
-HTTP to the callback endpoint of our Airflow plugin (Airflow's own api-server app, served by uvicorn on
-a loopback port), which stores them in ThingSpaceCallBackResponseLog and settles the waiting device
-changes at once; polling stays the fallback when no callback comes.
+HTTP to the callback endpoint of our Airflow plugin, served by Airflow's own api-server in a process of
+its own as in production (tests/dags/conftest.py ``ApiServerProcess``; its log is shown when a test
+fails), which stores them in ThingSpaceCallBackResponseLog and settles the waiting device changes at
+once; polling stays the fallback when no callback comes.
 
 * activations settle from the callback alone (bulk_change_process does not poll activations, and no
   device_status_reconcile runs here);
@@ -9,11 +10,11 @@ changes at once; polling stays the fallback when no callback comes.
   fail (so no poll can have settled them);
 * a callback without the account's secret, or with another one, is refused, logged without the
   secret, and changes nothing;
+* the endpoint finds the account's connection kept in the metadata DB (made in the UI), as the
+  api-server reads connections;
 * with the carrier's callbacks lost, polling settles everything as before.
 """
 import json
-import logging
-import threading
 import time
 
 import pytest
@@ -34,35 +35,6 @@ CALLBACK_SECRET = "cb-shared-secret-18-XYZ"
 SP = 4
 
 
-@pytest.fixture(scope="module")
-def api_server(airflow_db):
-    """Airflow's api-server app with the project's plugins, on a bound loopback port."""
-    import uvicorn
-
-    from airflow import plugins_manager
-    from simulators.server import bind_socket
-
-    for fn in (plugins_manager.get_fastapi_plugins, plugins_manager._get_plugins):
-        getattr(fn, "cache_clear", lambda: None)()
-    from airflow.api_fastapi.app import create_app, purge_cached_app
-
-    purge_cached_app()
-    app = create_app()
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the api-server did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
-    purge_cached_app()
-
-
 @pytest.fixture
 def ts(simulator, amop_engine, api_server, monkeypatch):
     control = simulator.control("thingspace")
@@ -72,7 +44,7 @@ def ts(simulator, amop_engine, api_server, monkeypatch):
     carrier.clients["cb-key"] = SECRETS[0]
     carrier.users["cb-user"] = SECRETS[1]
     carrier.account_names.add(ACCOUNT)
-    url = f"{api_server}/carrier-callbacks/thingspace/{SP}"
+    url = f"{api_server.url}/carrier-callbacks/thingspace/{SP}"
     monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(amop_engine))
     monkeypatch.setenv(f"AIRFLOW_CONN_CARRIER_SP_{SP}", json.dumps({
         "conn_type": "thingspace", "host": simulator.url_for("thingspace"), "login": "cb-key",
@@ -81,6 +53,7 @@ def ts(simulator, amop_engine, api_server, monkeypatch):
                   "callback_url": url, "callback_secret": CALLBACK_SECRET}}))
     with amop_engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=SP, name="verizon", integration=Integration.THINGSPACE, tenant_id=1)
+    api_server.start()  # with the connections above
     from bulkchange_plugins.carrier_callbacks import register
 
     assert register(SP) == {"accountName": ACCOUNT, "serviceName": "CarrierService"}
@@ -146,12 +119,21 @@ def details(engine, bulk_id):
         return dict(conn.execute(select(dc.ICCID, dc.StatusDetails).where(dc.BulkChangeId == bulk_id)).all())
 
 
+def refusals_logged(api_server):
+    return [line for line in api_server.log().splitlines() if "bulkchange.callbacks" in line and "refused" in line]
+
+
+def assert_no_secret_in(text, *more):
+    for secret in (CALLBACK_SECRET, *SECRETS, *more):
+        assert secret not in text
+
+
 def polls_fail(control):
     """The carrier's reads (request status) answer 503: only a callback can settle anything."""
     control.configure(error_rate=1.0, error_statuses=[503], fault_methods=["GET"])
 
 
-def test_activations_settle_from_the_callbacks_alone(dagbag, amop_engine, simulator, ts):
+def test_activations_settle_from_the_callbacks_alone(dagbag, amop_engine, simulator, ts, api_server):
     iccids, _ = fleet(amop_engine, ts, "preactive", 500_000, 30)
     bulk_id = status_bulk(amop_engine, iccids, "Active", Request={"servicePlan": "M2M-5GB", "mdnZipCode": "30004"})
     run_process(dagbag, bulk_id)  # the run does not poll activations: it may end WAITING_FOR_CARRIER
@@ -177,6 +159,7 @@ def test_activations_settle_from_the_callbacks_alone(dagbag, amop_engine, simula
     assert CALLBACK_SECRET not in texts and "password" not in texts and "cb-user" not in texts
     delivered = [d for d in ts.request("GET", "/deliveries")]
     assert len(delivered) == 30 and all(d["delivered"] and d["url"] == ts.url for d in delivered)
+    assert_no_secret_in(api_server.log())
 
 
 def test_suspends_and_identifier_changes_settle_from_the_callbacks(dagbag, amop_engine, simulator, ts):
@@ -204,7 +187,7 @@ def test_suspends_and_identifier_changes_settle_from_the_callbacks(dagbag, amop_
 
 
 def test_a_callback_without_the_secret_is_refused_logged_and_changes_nothing(dagbag, amop_engine, simulator, ts,
-                                                                            caplog):
+                                                                            api_server):
     ts.configure(drop_callbacks=True)  # the carrier's own callbacks are lost: the forged ones are all there is
     iccids, _ = fleet(amop_engine, ts, "preactive", 530_000, 3)
     bulk_id = status_bulk(amop_engine, iccids, "Active", Request={"servicePlan": "M2M-5GB", "mdnZipCode": "30004"})
@@ -216,13 +199,12 @@ def test_a_callback_without_the_secret_is_refused_logged_and_changes_nothing(dag
     forged = {"requestId": request_id, "deviceIds": [{"id": iccids[0], "kind": "iccid"}], "status": "Failed",
               "faultResponse": {"faultcode": "UnifiedWebService.REQUEST_FAILED.Forged", "faultstring": "forged"},
               "username": "bulkchange"}
-    caplog.set_level(logging.WARNING, logger="bulkchange.callbacks")
     wrong = requests.post(ts.url, json={**forged, "password": "not-the-secret-42"}, timeout=30)
     missing = requests.post(ts.url, json=forged, timeout=30)
     assert (wrong.status_code, missing.status_code) == (401, 401)
-    refusals = [r.getMessage() for r in caplog.records if r.name == "bulkchange.callbacks"]
-    assert len(refusals) == 2 and all(f"service provider {SP}" in m and "refused" in m for m in refusals)
-    assert not any("not-the-secret-42" in m or CALLBACK_SECRET in m for m in refusals)
+    refusals = refusals_logged(api_server)  # logged before the answer
+    assert len(refusals) == 2 and all(f"service provider {SP}" in m and "(401)" in m for m in refusals)
+    assert_no_secret_in(api_server.log(), "not-the-secret-42")
     huge = requests.post(ts.url, data=b'{"requestId": "' + b"7" * 70_000 + b'"}', timeout=30,
                          headers={"Content-Type": "application/json"})
     assert huge.status_code == 413  # not read, whatever it holds
@@ -235,6 +217,42 @@ def test_a_callback_without_the_secret_is_refused_logged_and_changes_nothing(dag
     assert wait_for(amop_engine, bulk_id, ("WAITING_FOR_CARRIER", {"PENDING_ACTIVATION": 2, "API_FAILED": 1})) == \
         ("WAITING_FOR_CARRIER", {"PENDING_ACTIVATION": 2, "API_FAILED": 1})
     assert "Forged" in details(amop_engine, bulk_id)[iccids[0]]
+    assert_no_secret_in(api_server.log(), "not-the-secret-42")
+
+
+def test_the_endpoint_reads_the_connections_kept_in_the_metadata_db(amop_engine, simulator, api_server,
+                                                                  monkeypatch):
+    """Connections made in the UI live in the metadata DB: the endpoint, in the api-server's process,
+    reads them there as well as from the environment (the task SDK's BaseHook in a server context)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    for name in ("AIRFLOW_CONN_AMOP_DB", f"AIRFLOW_CONN_CARRIER_SP_{SP}"):
+        monkeypatch.delenv(name, raising=False)
+    with amop_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=SP, name="verizon", integration=Integration.THINGSPACE, tenant_id=1)
+    ids = ["amop_db", f"carrier_sp_{SP}"]
+    kept = [Connection.from_json(amop_conn_json(amop_engine), conn_id=ids[0]),
+            Connection(conn_id=ids[1], conn_type="thingspace", host=simulator.url_for("thingspace"), login="cb-key",
+                       password=SECRETS[0], extra=json.dumps({"account_name": ACCOUNT,
+                                                              "callback_secret": CALLBACK_SECRET}))]
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id.in_(ids)).delete(synchronize_session=False)
+        session.add_all(kept)
+    try:
+        api_server.start()
+        url = f"{api_server.url}/carrier-callbacks/thingspace/{SP}"
+        body = {"requestId": "req-kept-in-the-db", "deviceIds": [{"id": seed.make_iccid(560_000), "kind": "iccid"}],
+                "status": "Success", "username": "bulkchange"}
+        # 401, not 403: the secret was found (and this one is not it)
+        assert requests.post(url, json={**body, "password": "not-the-secret-42"}, timeout=30).status_code == 401
+        assert requests.post(url, json={**body, "password": CALLBACK_SECRET}, timeout=30).status_code == 200
+        assert [(r.RequestId, r.ServiceProviderId) for r in callback_rows(amop_engine)] == \
+            [("req-kept-in-the-db", SP)]
+        assert_no_secret_in(api_server.log(), "not-the-secret-42")
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id.in_(ids)).delete(synchronize_session=False)
 
 
 def test_lost_callbacks_settle_by_polling(dagbag, amop_engine, simulator, ts):

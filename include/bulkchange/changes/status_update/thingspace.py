@@ -45,6 +45,58 @@ def waiting_status(action: str) -> DeviceChangeStatus:
     return DeviceChangeStatus.PENDING_ACTIVATION if action == "activate" else DeviceChangeStatus.PENDING_CARRIER
 
 
+# The subscriber's primary place of use a ThingSpace change request may carry (legacy portal:
+# ``Request.thingSpacePPU`` {FirstName, LastName, AddressLine, City, State, ZipCode, Country}).
+PPU_KEY = "thingSpacePPU"
+PPU_FIELDS = ("FirstName", "LastName", "AddressLine", "City", "State", "ZipCode", "Country")
+# what the carrier requires of the address besides the name (SDK ``Address``; contract rule 21)
+PPU_ADDRESS_REQUIRED = ("AddressLine", "City", "State", "ZipCode", "Country")
+
+
+def place_of_use(request: StatusUpdateRequest) -> dict | None:
+    """The request's ``thingSpacePPU`` (keys matched case-insensitively, values as trimmed strings)
+    when it names the subscriber's first and last name, else None: as in the legacy, only then is the
+    activation the PPU variant."""
+    data = {str(k).lower(): v for k, v in (request.Request or {}).items()}.get(PPU_KEY.lower())
+    if not isinstance(data, dict):
+        return None
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    ppu = {f: (str(lowered[f.lower()]).strip() or None) if lowered.get(f.lower()) is not None else None
+           for f in PPU_FIELDS}
+    return ppu if ppu["FirstName"] and ppu["LastName"] else None
+
+
+def carrier_place_of_use(ppu: dict) -> dict:
+    """The activation's ``primaryPlaceOfUse`` as the legacy built it (ThingSpaceCommon
+    GetThingspaceActivateDeviceBody): the name, and the address line, city, state, ZIP and country."""
+    address = {"addressLine1": ppu["AddressLine"], "city": ppu["City"], "state": ppu["State"],
+               "zip": ppu["ZipCode"], "country": ppu["Country"]}
+    return {"customerName": {"firstName": ppu["FirstName"], "lastName": ppu["LastName"]},
+            "address": {k: v for k, v in address.items() if v}}
+
+
+def _ppu_key(ppu: dict | None) -> str | None:
+    import json
+
+    return json.dumps(ppu, sort_keys=True) if ppu else None
+
+
+def _mdn_zip_code(request: StatusUpdateRequest, ppu: dict | None) -> str | None:
+    """``mdnZipCode``, else (legacy) the primary place of use's ZIP code."""
+    return request_field(request, "mdnZipCode", "ZipCode", "MdnZipCode") or (ppu or {}).get("ZipCode")
+
+
+def _place_of_use_extra(action: str, ppu: dict | None) -> dict:
+    """What ``record`` writes in Device for an accepted PPU activation: "First Last" as the username
+    and the primary place of use (legacy JSON of ``thingSpacePPU``) as the description."""
+    import json
+
+    if action != "activate" or not ppu:
+        return {}
+    return {"place_of_use": {"username": f"{ppu['FirstName']} {ppu['LastName']}",
+                             "description": json.dumps(ppu)}}
+
+
 def _forced_same_state(request: StatusUpdateRequest, device: DeviceRow, target: str) -> bool:
     """IsIgnoreCurrentStatus on a device our copy shows at the target already: ThingSpace refuses the
     action when the line is there (suspend a suspended line, activate an active one), so the line is read
@@ -100,9 +152,15 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
 
     def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
         if thingspace_action(device.status, target) == "activate":
+            ppu = place_of_use(request)
             if not (request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode")
-                    and request_field(request, "mdnZipCode", "ZipCode")):
+                    and _mdn_zip_code(request, ppu)):
                 raise RuleError("ThingSpace activation needs Request.servicePlan and Request.mdnZipCode")
+            missing = [f for f in PPU_ADDRESS_REQUIRED if ppu and not ppu[f]]
+            if missing:
+                raise RuleError(f"ThingSpace activation with the subscriber's name (Request.{PPU_KEY}) needs the "
+                                f"primary place of use's {', '.join(missing)} too: the carrier requires the full "
+                                f"address with the name")
 
     def move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str, *,
              verify_first: bool, log: CallLog) -> DeviceResult:
@@ -114,19 +172,22 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
         action = thingspace_action(device.status, target)
         from bulkchange.carriers.thingspace import UnknownOutcome
 
+        ppu = place_of_use(request) if action == "activate" else None
         try:
             request_id = self.client.action(
                 action, [device.iccid], log=log,
                 service_plan=request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
-                mdn_zip_code=request_field(request, "mdnZipCode", "ZipCode"),
-                reason_code=request_field(request, "reasonCode"))
+                mdn_zip_code=_mdn_zip_code(request, ppu),
+                reason_code=request_field(request, "reasonCode"),
+                primary_place_of_use=carrier_place_of_use(ppu) if ppu else None)
         except UnknownOutcome as exc:
             return unknown_outcome_result(dc, device, action, exc)
         except CarrierError as exc:
             return failed_result(dc, device, exc, f"ThingSpace {action}")
         return waiting(dc, device, waiting_status(action),
                        f"ThingSpace accepted {action} (request {request_id}); waiting for the carrier",
-                       carrier_request_id=request_id, extra=_default_site_extra(action, request))
+                       carrier_request_id=request_id,
+                       extra={**_default_site_extra(action, request), **_place_of_use_extra(action, ppu)})
 
     def _read_first(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str,
                     log: CallLog, why: str) -> DeviceResult | None:
@@ -166,17 +227,21 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
                     results[dc.id] = first
                     continue
             action = thingspace_action(device.status, check.target)
+            # the primary place of use applies to every device of a request: one request per subscriber
+            ppu = place_of_use(request) if action == "activate" else None
             key = (action, request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
-                   request_field(request, "mdnZipCode", "ZipCode"), request_field(request, "reasonCode"))
+                   _mdn_zip_code(request, ppu), request_field(request, "reasonCode"), _ppu_key(ppu))
             groups.setdefault(key, []).append((dc, request, device))
         first_id = entries[0][0].id
-        for (action, plan, zip_code, reason), members in groups.items():
+        for (action, plan, zip_code, reason, _), members in groups.items():
             iccids = [device.iccid for _, _, device in members]
+            ppu = place_of_use(members[0][1]) if action == "activate" else None
             from bulkchange.carriers.thingspace import UnknownOutcome
 
             try:
                 request_id = self.client.action(action, iccids, service_plan=plan, mdn_zip_code=zip_code,
-                                                reason_code=reason, log=log)
+                                                reason_code=reason, log=log,
+                                                primary_place_of_use=carrier_place_of_use(ppu) if ppu else None)
             except UnknownOutcome as exc:
                 for dc, _, device in members:
                     results[dc.id] = unknown_outcome_result(dc, device, action, exc, len(iccids))
@@ -188,7 +253,7 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
             for dc, request, device in members:
                 results[dc.id] = waiting(
                     dc, device, waiting_status(action), carrier_request_id=request_id,
-                    extra=_default_site_extra(action, request),
+                    extra={**_default_site_extra(action, request), **_place_of_use_extra(action, ppu)},
                     details=(f"ThingSpace accepted {action} of {len(iccids)} devices (request {request_id}, "
                              f"logged on device change {first_id}); waiting for the carrier"))
         return [results[dc.id] for dc, _, _ in entries]
@@ -241,7 +306,8 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
     def record(self, conn, results: list[DeviceResult], *, processed_by: str) -> None:
         """Onboarded devices the inventory does not have yet are inserted; then the processed devices
         of an onboarding or of an activation without IsIgnoreCurrentStatus get the service
-        provider's default site (legacy usp_Device_Bulk_Change_Set_Default_Site)."""
+        provider's default site (legacy usp_Device_Bulk_Change_Set_Default_Site); an accepted
+        activation with the subscriber's name writes the username and description."""
         from bulkchange.db import onboarding
 
         ok = [r for r in results if r.status in (DeviceChangeStatus.PROCESSED, DeviceChangeStatus.PENDING_ACTIVATION)]
@@ -250,6 +316,10 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
                                        r.extra["onboard"]["status"])
             for r in ok if r.device_id is None and r.extra.get("onboard")], processed_by=processed_by)
         onboarding.set_default_site(conn, self.bulk, [r.iccid for r in ok if r.extra.get("default_site") and r.iccid])
+        # an accepted PPU activation: the legacy wrote these once the request was Pending or Success
+        onboarding.record_place_of_use(conn, self.bulk, [
+            (r.device_id, r.extra["place_of_use"]["username"], r.extra["place_of_use"]["description"])
+            for r in ok if r.device_id is not None and r.extra.get("place_of_use")])
 
 
 def _imei(dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None = None) -> str | None:

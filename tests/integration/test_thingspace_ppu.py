@@ -6,6 +6,7 @@ import json
 from sqlalchemy import select
 
 from bulkchange.db import repository as repo
+from bulkchange.models import ChangeType
 from bulkchange.db import schema as t
 from tests.integration.test_thingspace_status_update import (  # noqa: F401
     SECRETS,
@@ -95,3 +96,48 @@ def test_ppu_without_the_full_address_is_refused_before_any_call(amop_engine, ts
     (reason,) = reasons
     assert "thingSpacePPU" in reason and "City, Country" in reason
     assert not any(p in reason for p in PERSONAL)
+
+
+def test_active_without_ignore_current_status_adds_the_device_first_then_activates(amop_engine, ts, ts_client):
+    """Legacy "active" without IsIgnoreCurrentStatus (a new ICCID/IMEI pair): POST devices/actions/add,
+    then the activation of the devices the carrier added; with IsIgnoreCurrentStatus, or an ICCID-only
+    line, the activation alone."""
+    from bulkchange.db import seed
+
+    known = make_fleet(amop_engine, ts, 2, "preactive")  # in our inventory and at the carrier
+    new, elsewhere = seed.make_iccid(61_500), seed.make_iccid(61_501)
+    ts.seed_devices([{"iccid": elsewhere, "state": "preactive", "accountName": "0000000000-00009"}])
+    plan = {"servicePlan": "M2M-5GB", "mdnZipCode": "30004"}
+    with amop_engine.begin() as conn:
+        bulk_id = seed.add_bulk_change(conn, sp_id=4, tenant_id=1, change_type=ChangeType.STATUS_UPDATE, requests=[
+            {"ICCID": new, "ChangeRequest": {"UpdateStatus": "Active", "Request": {**plan, "IMEI": "356938035643809"}}},
+            {"ICCID": elsewhere, "ChangeRequest": {"UpdateStatus": "Active",
+                                                   "Request": {**plan, "IMEI": "356938035643810"}}},
+            {"ICCID": known[0], "ChangeRequest": {"UpdateStatus": "Active", "IsIgnoreCurrentStatus": True,
+                                                  "Request": {**plan, "IMEI": "356938035643811"}}},
+            {"ICCID": known[1], "ChangeRequest": {"UpdateStatus": "Active", "Request": plan}}])
+    summary = process(amop_engine, bulk_id, ts_client)
+    assert summary["counts"] == {"PENDING_ACTIVATION": 3, "API_FAILED": 1}, summary
+
+    calls = [c for c in ts.calls(method="POST") if c["path"].endswith(("/actions/add", "/actions/activate"))]
+    adds = [c for c in calls if c["path"].endswith("/add")]
+    assert len(adds) == 1 and calls.index(adds[0]) == 0  # the add goes first
+    assert sorted(d["deviceIds"][0]["id"] for d in adds[0]["body"]["devicesToAdd"]) == sorted([new, elsewhere])
+    activated = sorted(d["deviceIds"][0]["id"] for c in calls[1:] for d in c["body"]["devices"])
+    assert activated == sorted([new, known[0], known[1]])  # not the device the carrier refused to add
+
+    with amop_engine.connect() as conn:
+        b = repo.load_bulk_change(conn, bulk_id)
+        by_iccid = {dc.iccid: dc for dc in repo.load_device_changes(conn, b)}
+        row = conn.execute(select(t.device.c.Id, t.device.c.IMEI, t.device.c.Status)
+                           .where(t.device.c.ICCID == new)).one()
+    assert "belongs to another account" in by_iccid[elsewhere].status_details
+    assert by_iccid[new].device_id == row.Id and (row.IMEI, row.Status) == ("356938035643809", "pending activation")
+    assert "ThingSpace add: Success" in by_iccid[new].status_details
+
+    s = settle_until_done(amop_engine, bulk_id, ts_client)
+    assert s.settled == {"PROCESSED": 3} and s.bulk_status == "PROCESSED_WITH_ERRORS"
+    with amop_engine.connect() as conn:
+        status, msisdn = conn.execute(select(t.device.c.Status, t.device.c.MSISDN)
+                                      .where(t.device.c.ICCID == new)).one()
+    assert status == "active" and msisdn and ts.device(new)["state"] == "active"

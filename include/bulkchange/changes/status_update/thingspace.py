@@ -34,10 +34,10 @@ def unknown_outcome_result(dc: DeviceChange, device: DeviceRow, action: str, exc
     import time
 
     what = f"ThingSpace {action}" + (f" of {group} devices" if group > 1 else "")
-    return waiting(dc, device, waiting_status(action),
-                   sanitize_text(f"{what}: outcome unknown ({exc}); the carrier is checked for the "
-                                 f"request before anything is sent again"),
-                   carrier_request_id=f"{UNKNOWN_PREFIX}{action}:{int(time.time())}")
+    return DeviceResult(status=waiting_status(action), **_result_fields(dc, device),
+                        details=sanitize_text(f"{what}: outcome unknown ({exc}); the carrier is checked for the "
+                                              f"request before anything is sent again"),
+                        carrier_request_id=f"{UNKNOWN_PREFIX}{action}:{int(time.time())}")
 
 
 def waiting_status(action: str) -> DeviceChangeStatus:
@@ -128,7 +128,7 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
                 request = parse_change_request(bulk.change_type, dc.change_request)
             except RequestParseError:
                 continue  # refused with its reason by validation
-            if thingspace_onboarding(request.UpdateStatus):
+            if thingspace_onboarding(request.UpdateStatus) or _adds_first(request, dc):
                 imeis.append(_imei(dc, request))
         return {"imei_holders": onboarding.load_devices_by_imei(conn, bulk, [i for i in imeis if i])}
 
@@ -136,6 +136,11 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
         """Onboarding ("pending activation", "inventory") is no move of a line: the portal's ICCID/IMEI
         pair rules decide; every other status goes through the common checks."""
         target = thingspace_onboarding(request.UpdateStatus)
+        if not target and _adds_first(request, dc):
+            # legacy "active" without IsIgnoreCurrentStatus: a new ICCID/IMEI pair, added then activated
+            # (the portal's pair rules as for a pending activation; the device may not be ours yet)
+            target = TS_PENDING_ACTIVATION
+            self._check_activation(request)
         if not target:
             return super().validate(dc, request, device)
         imei = _imei(dc, request)
@@ -148,19 +153,26 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
               verify_first: bool, log: CallLog) -> DeviceResult:
         if thingspace_onboarding(request.UpdateStatus):
             return self._onboard([(dc, request, device)], log)[0]
+        if _adds_first(request, dc):
+            return self.apply_group([(dc, request, device)], log=log)[0]
         return super().apply(dc, request, device, verify_first=verify_first, log=log)
 
     def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
         if thingspace_action(device.status, target) == "activate":
-            ppu = place_of_use(request)
-            if not (request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode")
-                    and _mdn_zip_code(request, ppu)):
-                raise RuleError("ThingSpace activation needs Request.servicePlan and Request.mdnZipCode")
-            missing = [f for f in PPU_ADDRESS_REQUIRED if ppu and not ppu[f]]
-            if missing:
-                raise RuleError(f"ThingSpace activation with the subscriber's name (Request.{PPU_KEY}) needs the "
-                                f"primary place of use's {', '.join(missing)} too: the carrier requires the full "
-                                f"address with the name")
+            self._check_activation(request)
+
+    @staticmethod
+    def _check_activation(request: StatusUpdateRequest) -> None:
+        """What an activation needs: a plan, a ZIP for the MDN, a primary place of use with its address."""
+        ppu = place_of_use(request)
+        if not (request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode")
+                and _mdn_zip_code(request, ppu)):
+            raise RuleError("ThingSpace activation needs Request.servicePlan and Request.mdnZipCode")
+        missing = [f for f in PPU_ADDRESS_REQUIRED if ppu and not ppu[f]]
+        if missing:
+            raise RuleError(f"ThingSpace activation with the subscriber's name (Request.{PPU_KEY}) needs the "
+                            f"primary place of use's {', '.join(missing)} too: the carrier requires the full "
+                            f"address with the name")
 
     def move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str, *,
              verify_first: bool, log: CallLog) -> DeviceResult:
@@ -213,8 +225,25 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
         if onboarding:
             for (dc, _, _), result in zip(onboarding, self._onboard(onboarding, log)):
                 results[dc.id] = result
+        # "active" without IsIgnoreCurrentStatus with an IMEI: added first; only the added are activated
+        adds_first = [e for e in entries if e[0].id not in results and _adds_first(e[1], e[0])]
+        added: dict[int, dict] = {}
+        if adds_first:
+            for (dc, request, device), result in zip(adds_first, self._add(adds_first, log)):
+                if isinstance(result, DeviceResult):
+                    results[dc.id] = result
+                else:
+                    added[dc.id] = {"onboard": {"iccid": dc.iccid, "imei": _imei(dc, request, device),
+                                                "status": TS_PENDING_ACTIVATION}, "default_site": True,
+                                    "added": result}
         for dc, request, device in entries:
             if dc.id in results:
+                continue
+            if dc.id in added:
+                ppu = place_of_use(request)
+                key = ("activate", request_field(request, "servicePlan", "RatePlanCode", "ServicePlanCode"),
+                       _mdn_zip_code(request, ppu), None, _ppu_key(ppu))
+                groups.setdefault(key, []).append((dc, request, device))
                 continue
             check = self.transition(device, request)
             if check.already_there:
@@ -234,7 +263,7 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
             groups.setdefault(key, []).append((dc, request, device))
         first_id = entries[0][0].id
         for (action, plan, zip_code, reason, _), members in groups.items():
-            iccids = [device.iccid for _, _, device in members]
+            iccids = [device.iccid if device is not None else dc.iccid for dc, _, device in members]
             ppu = place_of_use(members[0][1]) if action == "activate" else None
             from bulkchange.carriers.thingspace import UnknownOutcome
 
@@ -251,10 +280,14 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
                     results[dc.id] = failed_result(dc, device, exc, f"ThingSpace {action} of {len(iccids)} devices")
                 continue
             for dc, request, device in members:
-                results[dc.id] = waiting(
-                    dc, device, waiting_status(action), carrier_request_id=request_id,
-                    extra={**_default_site_extra(action, request), **_place_of_use_extra(action, ppu)},
-                    details=(f"ThingSpace accepted {action} of {len(iccids)} devices (request {request_id}, "
+                onboard = added.get(dc.id, {})
+                first = f"ThingSpace add: {onboard['added']}; then " if onboard else ""
+                results[dc.id] = DeviceResult(
+                    status=waiting_status(action), carrier_request_id=request_id,
+                    **_result_fields(dc, device),
+                    extra={**_default_site_extra(action, request), **_place_of_use_extra(action, ppu),
+                           **{k: v for k, v in onboard.items() if k != "added"}},
+                    details=(f"{first}ThingSpace accepted {action} of {len(iccids)} devices (request {request_id}, "
                              f"logged on device change {first_id}); waiting for the carrier"))
         return [results[dc.id] for dc, _, _ in entries]
 
@@ -267,30 +300,14 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
         results: dict[int, DeviceResult] = {}
         to_add = [(dc, request, device) for dc, request, device in entries
                   if thingspace_onboarding(request.UpdateStatus) == TS_PENDING_ACTIVATION]
-        answers: dict[str, str] = {}
-        failure: Exception | None = None
-        if to_add:
-            try:
-                answers = self.client.add_devices([(dc.iccid, _imei(dc, request, device))
-                                                   for dc, request, device in to_add], log=log)
-            except CarrierError as exc:
-                failure = exc
-        what = "ThingSpace add" + (f" of {len(to_add)} devices" if len(to_add) > 1 else "")
+        outcomes = dict(zip((dc.id for dc, _, _ in to_add), self._add(to_add, log))) if to_add else {}
         for dc, request, device in entries:
             target = thingspace_onboarding(request.UpdateStatus)
             imei = _imei(dc, request, device)
             if target == TS_PENDING_ACTIVATION:
-                if failure is not None:
-                    results[dc.id] = failed_result(dc, device, failure, what)
-                    continue
-                answer = answers.get(dc.iccid)
-                if not self.client.added(answer):
-                    results[dc.id] = DeviceResult(
-                        device_change_id=dc.id, status=DeviceChangeStatus.API_FAILED, iccid=dc.iccid,
-                        device_id=device.id if device else None,
-                        previous_device_status=device.status if device else None,
-                        details=sanitize_text(f"{what} refused by carrier: "
-                                              f"{answer or 'the answer does not name the device'}"))
+                answer = outcomes[dc.id]
+                if isinstance(answer, DeviceResult):
+                    results[dc.id] = answer
                     continue
                 done = f"ThingSpace add: {answer}; added to the inventory as {target}"
             else:
@@ -302,6 +319,29 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
                 device_updates={"IMEI": imei} if device is not None and imei else {},
                 extra={"onboard": {"iccid": dc.iccid, "imei": imei, "status": target}, "default_site": True})
         return [results[dc.id] for dc, _, _ in entries]
+
+    def _add(self, entries, log: CallLog) -> list:
+        """One add request (``POST devices/actions/add``, state preactive, ICCID + IMEI) for these
+        entries; per entry the carrier's answer when the account has the device ("Success" or "Error.
+        Device already exists.", as the legacy counted them), else the API_FAILED result with the reason."""
+        what = "ThingSpace add" + (f" of {len(entries)} devices" if len(entries) > 1 else "")
+        try:
+            answers = self.client.add_devices([(dc.iccid, _imei(dc, request, device))
+                                               for dc, request, device in entries], log=log)
+        except CarrierError as exc:
+            return [failed_result(dc, device, exc, what) for dc, _, device in entries]
+        out: list = []
+        for dc, _, device in entries:
+            answer = answers.get(dc.iccid)
+            if self.client.added(answer):
+                out.append(answer)
+            else:
+                out.append(DeviceResult(
+                    status=DeviceChangeStatus.API_FAILED,
+                    **_result_fields(dc, device),
+                    details=sanitize_text(f"{what} refused by carrier: "
+                                          f"{answer or 'the answer does not name the device'}")))
+        return out
 
     def record(self, conn, results: list[DeviceResult], *, processed_by: str) -> None:
         """Onboarded devices the inventory does not have yet are inserted; then the processed devices
@@ -320,6 +360,29 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
         onboarding.record_place_of_use(conn, self.bulk, [
             (r.device_id, r.extra["place_of_use"]["username"], r.extra["place_of_use"]["description"])
             for r in ok if r.device_id is not None and r.extra.get("place_of_use")])
+
+
+def _adds_first(request: StatusUpdateRequest, dc: DeviceChange) -> bool:
+    """Legacy "active" without IsIgnoreCurrentStatus (the portal's new ICCID/IMEI pair): the device is
+    added at the carrier first, then activated. Only with an IMEI in the request (``Request.IMEI`` or
+    the device change's IMEI): an ICCID-only line is activated directly (the portal set
+    IsIgnoreCurrentStatus for it)."""
+    from bulkchange.models import Integration
+    from bulkchange.rules import carrier_status
+
+    if request.IsIgnoreCurrentStatus or (request.UpdateStatus or "").strip().lower() in ("restore", "resume"):
+        return False
+    try:
+        target = carrier_status(Integration.THINGSPACE, request.UpdateStatus)
+    except RuleError:
+        return False
+    return target == "active" and bool(request_field(request, "IMEI") or (dc.imei or "").strip())
+
+
+def _result_fields(dc: DeviceChange, device: DeviceRow | None) -> dict:
+    """The result fields of a device change whose device may not be in the inventory yet."""
+    return dict(device_change_id=dc.id, iccid=dc.iccid, device_id=device.id if device else None,
+                previous_device_status=device.status if device else None)
 
 
 def _imei(dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow | None = None) -> str | None:

@@ -129,6 +129,14 @@ _BOOL_FIELDS = frozenset({"withBilling", "etfWaiver", "deleteAfterDeactivation",
                           "removeCostCenter", "publicIpRestriction"})
 _LIST_FIELDS = frozenset({"devices", "customFields", "customFieldsToUpdate", "deviceIds", "deviceIdsTo",
                           "devicesToAdd"})
+# ``primaryPlaceOfUse`` (SDK ``PlaceOfUse``): both parts required; ``Address`` and ``CustomerName`` with
+# their required fields; every value a string (contract rule 21)
+PLACE_FIELDS = frozenset({"address", "customerName"})
+ADDRESS_FIELDS = frozenset({"addressLine1", "addressLine2", "city", "state", "zip", "zip4", "country", "phone",
+                            "phoneType", "emailAddress"})
+ADDRESS_REQUIRED = ("addressLine1", "city", "state", "zip", "country")
+CUSTOMER_NAME_FIELDS = frozenset({"title", "firstName", "middleName", "lastName", "suffix"})
+CUSTOMER_NAME_REQUIRED = ("firstName", "lastName")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 # the account's service plans when none are set (GET /m2m/v1/plans/{aname}); seeded devices add theirs
 DEFAULT_SERVICE_PLANS = ("M2M-5GB", "M2MPlan5GB", "M2M-1GB", "M2M-UNLIMITED")
@@ -222,6 +230,36 @@ class ThingSpaceSimulator(SimulatedCarrier):
             return None
         return self.media_type_refusal(request, code=code("INPUT_INVALID.ContentType.Invalid"))
 
+    def check_place_of_use(self, place: Any) -> None:
+        """``primaryPlaceOfUse`` as the SDK's ``PlaceOfUse`` declares it: an object with ``address``
+        (``addressLine1``, ``city``, ``state``, ``zip``, ``country`` required) and ``customerName``
+        (``firstName``, ``lastName`` required), every value a non-empty string; else 400."""
+        prefix = "primaryPlaceOfUse"
+
+        def part(value: Any, name: str, fields: frozenset[str], required: tuple[str, ...]) -> None:
+            where = f"{prefix}.{name}"
+            if value is None:
+                raise self.error(400, f"{where} is required", code(f"INPUT_INVALID.{where}.Required"))
+            if not isinstance(value, dict):
+                raise self.error(400, f"{where} must be a JSON object", code(f"INPUT_INVALID.{where}.Invalid"))
+            if self.knobs.refuse_unknown_fields:
+                self._known(value, fields, f"{where}.")
+            for key, item in value.items():
+                if item is not None and not isinstance(item, str):
+                    raise self.error(400, f"{where}.{key} must be a JSON string",
+                                     code(f"INPUT_INVALID.{where}.{key}.Invalid"))
+            for key in required:
+                if not (value.get(key) or "").strip():
+                    raise self.error(400, f"{where}.{key} is required",
+                                     code(f"INPUT_INVALID.{where}.{key}.Required"))
+
+        if not isinstance(place, dict):
+            raise self.error(400, f"{prefix} must be a JSON object", code(f"INPUT_INVALID.{prefix}.Invalid"))
+        if self.knobs.refuse_unknown_fields:
+            self._known(place, PLACE_FIELDS, f"{prefix}.")
+        part(place.get("address"), "address", ADDRESS_FIELDS, ADDRESS_REQUIRED)
+        part(place.get("customerName"), "customerName", CUSTOMER_NAME_FIELDS, CUSTOMER_NAME_REQUIRED)
+
     def check_body(self, body: Any, kind: str) -> dict:
         """The request body as the SDK's model ``kind`` allows it, else the carrier's 400."""
         if not isinstance(body, dict):
@@ -247,6 +285,8 @@ class ThingSpaceSimulator(SimulatedCarrier):
                         self._known(ident, DEVICE_ID_FIELDS, f"{name}[{m}].")
             if isinstance(body.get("deviceId"), dict):
                 self._known(body["deviceId"], DEVICE_ID_FIELDS, "deviceId.")
+        if "primaryPlaceOfUse" in body:
+            self.check_place_of_use(body["primaryPlaceOfUse"])
         when = body.get("takeEffect")
         if when is not None and not (isinstance(when, str) and _RFC3339.match(when)):
             raise self.error(400, f"takeEffect must be an RFC 3339 date-time with an offset, got {when!r}",

@@ -28,8 +28,14 @@ def test_onboarding_statements_run_and_compile_for_sql_server(sqlite_engine):
         assert list(added) == [new]
         assert onboarding.set_default_site(conn, bulk, [new, known]) == 2
         assert onboarding.set_default_site(conn, bulk, [new, known]) == 0  # only devices with no site
+        known_id = conn.execute(select(t.device.c.Id).where(t.device.c.ICCID == known)).scalar_one()
+        onboarding.record_place_of_use(conn, bulk, [(known_id, "Ford Prefectus", '{"FirstName": "Ford"}')])
+        assert conn.execute(select(t.device.c.Username, t.device.c.DeviceDescription)
+                            .where(t.device.c.Id == known_id)).one() == ("Ford Prefectus", '{"FirstName": "Ford"}')
     dialect = mssql.dialect()
-    ours = [s for k, s in CAPTURED_STATEMENTS.items() if "SiteId" in k or "DefaultSiteId" in k or '"IMEI" IN' in k]
+    ours = [s for k, s in CAPTURED_STATEMENTS.items() if "SiteId" in k or "DefaultSiteId" in k or '"IMEI" IN' in k
+            or "DeviceDescription" in k]
+    assert any("DeviceDescription" in k for k in CAPTURED_STATEMENTS)
     assert ours
     for stmt in ours:
         assert str(stmt.compile(dialect=dialect))

@@ -188,3 +188,47 @@ def test_add_devices_built_with_the_sdk_and_its_refusals(api, ts):
     refused({**ok, "devicesToAdd": ok["devicesToAdd"] * 201}, "INPUT_INVALID.NumberofDevices")
     refused({**ok, "devicesToAdd": []}, "INPUT_INVALID.Devices.Required")
     assert fresh not in {d["iccid"] for d in ts.devices(limit=1000)["devices"]}
+
+
+def test_nested_place_of_use_fields_are_the_sdk_models_fields():
+    from simulators.thingspace import ADDRESS_FIELDS, ADDRESS_REQUIRED, CUSTOMER_NAME_FIELDS, CUSTOMER_NAME_REQUIRED, \
+        PLACE_FIELDS
+
+    assert set(PLACE_FIELDS) == sdk_names("place_of_use.PlaceOfUse")
+    assert set(ADDRESS_FIELDS) == sdk_names("address.Address")
+    assert set(CUSTOMER_NAME_FIELDS) == sdk_names("customer_name.CustomerName")
+    from verizon.models.address import Address
+    from verizon.models.customer_name import CustomerName
+
+    # the required fields are those the SDK does not list as optional
+    assert set(ADDRESS_REQUIRED) == {Address._names[n] for n in Address._names if n not in Address._optionals}
+    assert set(CUSTOMER_NAME_REQUIRED) == {CustomerName._names[n] for n in CustomerName._names
+                                           if n not in CustomerName._optionals}
+
+
+def test_a_malformed_primary_place_of_use_is_refused_and_a_full_one_accepted(api, ts):
+    """Contract rule 21: primaryPlaceOfUse as the SDK's PlaceOfUse declares it, else 400 and nothing happens."""
+    iccid = make_iccid(95_101)
+    ts.seed_devices([{"iccid": iccid, "state": "preactive", "accountName": ACCOUNT}])
+    name = {"firstName": "Ford", "lastName": "Prefectus"}
+    address = {"addressLine1": "42 Betelgeuse Way", "city": "Atlanta", "state": "GA", "zip": "30004",
+               "country": "USA"}
+    activate = {"accountName": ACCOUNT, "devices": one(iccid), "servicePlan": "M2M-5GB", "mdnZipCode": "30004"}
+
+    def refused(place, code_part):
+        resp = post(api, "/devices/actions/activate", {**activate, "primaryPlaceOfUse": place})
+        assert resp.status_code == 400, resp.text
+        assert code_part in resp.json()["errorCode"], resp.json()
+
+    refused("Ford Prefectus", "primaryPlaceOfUse.Invalid")
+    refused({"customerName": name}, "primaryPlaceOfUse.address.Required")
+    refused({"address": address}, "primaryPlaceOfUse.customerName.Required")
+    refused({"address": address, "customerName": {"firstName": "Ford"}}, "customerName.lastName.Required")
+    refused({"address": {**address, "country": ""}, "customerName": name}, "address.country.Required")
+    refused({"address": {**address, "zip": 30004}, "customerName": name}, "address.zip.Invalid")
+    refused({"address": address, "customerName": {**name, "nickname": "F"}}, "nickname.Unrecognized")
+    refused({"address": address, "customerName": name, "placeName": "home"}, "placeName.Unrecognized")
+    assert ts.run_scheduled(60) == 0 and ts.device(iccid)["state"] == "preactive"  # nothing was accepted
+    resp = post(api, "/devices/actions/activate", {**activate, "primaryPlaceOfUse": {
+        "address": {**address, "zip4": "0001", "phone": "4045550100"}, "customerName": {**name, "title": "Mr"}}})
+    assert resp.status_code == 200 and resp.json()["requestId"], resp.text

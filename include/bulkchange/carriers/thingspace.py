@@ -240,13 +240,19 @@ class ThingSpaceClient(HttpCarrierClient):
 
     def action(self, action: str, iccids: list[str], *, service_plan: str | None = None,
                mdn_zip_code: str | None = None, reason_code: str | None = None,
-               log: CallLog | None = None) -> str:
-        """activate / suspend / restore / deactivate; returns the carrier's requestId."""
+               primary_place_of_use: dict | None = None, log: CallLog | None = None) -> str:
+        """activate / suspend / restore / deactivate; returns the carrier's requestId. An activation
+        with ``primary_place_of_use`` (``{customerName, address}``, ``place_of_use``) is the PPU
+        variant: the carrier records the subscriber and the address for every device of the request."""
         if not 0 < len(iccids) <= MAX_DEVICES_PER_ACTION:
             raise ValueError(f"1..{MAX_DEVICES_PER_ACTION} devices per ThingSpace action, got {len(iccids)}")
         body: dict[str, Any] = {"devices": self._devices(iccids), "accountName": self.account_name}
         if action == "activate":
             body.update(servicePlan=service_plan, mdnZipCode=mdn_zip_code)
+            if primary_place_of_use:
+                body["primaryPlaceOfUse"] = primary_place_of_use
+        elif primary_place_of_use:
+            raise ValueError(f"a primary place of use goes with an activation, not a {action}")
         if action == "deactivate":
             body["reasonCode"] = reason_code or "FF"
         return self._post_action_once(f"/m2m/v1/devices/actions/{path_segment(action)}", body, action, log)

@@ -100,3 +100,17 @@ def set_default_site(conn: Connection, bulk: BulkChange, iccids: Sequence[str]) 
             d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False, d.c.SiteId.is_(None))  # noqa: E712
             .values(SiteId=site_id, ModifiedDate=now)).rowcount
     return changed
+
+
+def record_place_of_use(conn: Connection, bulk: BulkChange, devices: Sequence[tuple[int, str, str]]) -> None:
+    """``[(device id, username, description)]``: a ThingSpace activation with the subscriber's name
+    writes "First Last" in ``Username`` and the primary place of use (JSON) in ``DeviceDescription``
+    (legacy ``UpdateThingSpaceDeviceInformation`` / ``usp_DeviceBulkChange_ThingSpace_InformationChange``)."""
+    if not devices:
+        return
+    d = t.device
+    conn.execute(update(d).where(d.c.Id == bindparam("d_id"), d.c.ServiceProviderId == bulk.service_provider_id)
+                 .values(Username=bindparam("v_username"), DeviceDescription=bindparam("v_description"),
+                         ModifiedDate=utcnow()),
+                 [{"d_id": device_id, "v_username": username, "v_description": description}
+                  for device_id, username, description in devices])

@@ -170,6 +170,9 @@ device = Table(
     Column("CustomerRatePlanId", Integer),
     Column("CustomerPoolId", Integer),
     Column("Username", String(256)),
+    # added (0019): legacy Device.DeviceDescription; a ThingSpace activation with the subscriber's
+    # name writes its primary place of use here (JSON), as the legacy did
+    Column("DeviceDescription", UnicodeText),
     Column("CostCenter1", String(128)),
     Column("CostCenter2", String(128)),
     Column("CostCenter3", String(128)),

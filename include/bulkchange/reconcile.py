@@ -131,6 +131,12 @@ class WaitingCheck:
         return self.shared.get(request_id, lambda: client.request_status(request_id, log=self.log)) \
             if request_id else {}
 
+    def request_outcome(self, client: Any) -> tuple[str, str | None]:
+        """(the request's status, lower-cased; this device's fault in it or None), from
+        ``request_answer``: one reading of a ThingSpace request result for every checker."""
+        answer = self.request_answer(client)
+        return str(answer.get("status", "")).lower(), _fault_for(answer, self.dc.iccid)
+
 
 def _fault_for(answer: dict, iccid: str | None) -> str | None:
     for dev in answer.get("devices") or []:
@@ -190,9 +196,7 @@ def check_thingspace(client: Any, w: WaitingCheck) -> DeviceResult | str:
                             msisdn=msisdn,
                             ip_address=current.get("ipAddress"),
                             details=f"active at the carrier with MSISDN {msisdn} after {w.checks} check(s)")
-    answer = w.request_answer(client)
-    fault = _fault_for(answer, dc.iccid)
-    status = str(answer.get("status", "")).lower()
+    status, fault = w.request_outcome(client)
     if fault and any(f in fault for f in ALREADY_THERE_FAULTS):
         current = client.get_device(dc.iccid, log=w.log)
         if _ts_at_target(current, w)[0]:

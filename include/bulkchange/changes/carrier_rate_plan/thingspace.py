@@ -82,13 +82,9 @@ class ThingSpaceCarrierRatePlan(CarrierPlanCheck, ChangeHandler):
 
 def check_thingspace(client: Any, w: Any) -> DeviceResult | str:
     """The plan-change request's outcome for this device."""
-    from bulkchange.reconcile import _fault_for
-
     plan = requested_plan(w.request)
     request_id = w.dc.carrier_request_id
-    answer = w.request_answer(client)  # from the callback when ThingSpace sent one, else polled
-    fault = _fault_for(answer, w.dc.iccid)
-    status = str(answer.get("status", "")).lower()
+    status, fault = w.request_outcome(client)  # from the callback when ThingSpace sent one, else polled
     if fault or status == "failure":
         return w.result(DeviceChangeStatus.API_FAILED,
                         f"ThingSpace plan change to {plan} (request {request_id}) failed: {fault or 'Failure'}")

@@ -48,13 +48,9 @@ class ThingSpaceChangeIdentifier(IdentifierHandler):
 
 def check_thingspace(client: Any, w: Any) -> DeviceResult | str:
     """The device id change request's outcome; on success the Device's identifier moves."""
-    from bulkchange.reconcile import _fault_for
-
     request: ChangeIdentifierRequest = w.request
     request_id = w.dc.carrier_request_id
-    answer = w.request_answer(client)  # from the callback when ThingSpace sent one, else polled
-    fault = _fault_for(answer, w.dc.iccid)
-    status = str(answer.get("status", "")).lower()
+    status, fault = w.request_outcome(client)  # from the callback when ThingSpace sent one, else polled
     if fault or status == "failure":
         return w.result(DeviceChangeStatus.API_FAILED,
                         f"ThingSpace {request.kind} change to {request.new_value} (request {request_id}) failed: "

@@ -8,9 +8,9 @@ from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 
 
-def _prepared(engine, fleet_factory, n, **kw):
+def _prepared(engine, fleet_factory, n, status="Suspend", **kw):
     fleet = fleet_factory(n, **kw)
-    bulk_id = fleet.bulk("Suspend")
+    bulk_id = fleet.bulk(status)
     plan = processing.prepare(engine, bulk_id, batch_size=n)
     assert len(plan.batches) == 1
     return bulk_id, plan.batches[0].device_change_ids
@@ -46,7 +46,8 @@ def test_progress_moves_after_the_interval_inside_one_batch(amop_engine, fleet_f
 
 def test_groups_recorded_while_threads_run_record_each_device_once(amop_engine, fleet_factory, make_client, jasper):
     n = 60
-    bulk_id, ids = _prepared(amop_engine, fleet_factory, n, comm_plan="COMM-1")  # rate plan, then status
+    # "Deactivated": the rate plan first, then the status (two calls per device, from several threads)
+    bulk_id, ids = _prepared(amop_engine, fleet_factory, n, "Deactivated", comm_plan="COMM-1")
     summary = processing.process_batch(amop_engine, bulk_id, ids, client=make_client(), max_parallel=8,
                                        record_every=7, record_interval_s=3600)
     assert summary.counts == {"PROCESSED": n} and summary.calls == 2 * n

@@ -194,7 +194,7 @@ def r4s(scale, workdir, api_root, control, r1_result):
     """The R1 workload under a real scheduler: the processing run's duration in Airflow's metadata."""
     if not harness.pg_reachable():
         return {"skipped": "PostgreSQL not reachable"}
-    from bulkchange.db import repository as repo
+    from bulkchange.db import bulk_changes
     from bulkchange_demo.demo import wait_for
     from tests.scheduler.harness import AirflowCluster
 
@@ -222,7 +222,7 @@ def r4s(scale, workdir, api_root, control, r1_result):
             def final():
                 cluster.check_alive()
                 with engine.connect() as conn:
-                    return repo.load_bulk_change(conn, bulk_id).status.is_final
+                    return bulk_changes.load_bulk_change(conn, bulk_id).status.is_final
 
             wait_for(final, 3 * bound + 300, 1, f"bulk change {bulk_id} to finish under the scheduler")
             wall = time.perf_counter() - t0
@@ -231,7 +231,7 @@ def r4s(scale, workdir, api_root, control, r1_result):
         finally:
             cluster.stop()
         with engine.connect() as conn:
-            status = repo.load_bulk_change(conn, bulk_id).status.value
+            status = bulk_changes.load_bulk_change(conn, bulk_id).status.value
         (start, end), = cluster.query("SELECT start_date, end_date FROM dag_run WHERE dag_id = 'bulk_change_process'")
         tasks = cluster.query("SELECT count(*) FROM task_instance WHERE dag_id = 'bulk_change_process' "
                               "AND task_id = 'process_batch'")[0][0]

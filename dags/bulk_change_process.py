@@ -62,7 +62,7 @@ def bulk_change_process():
     @task
     def prepare(params=None, ti=None, dag_run=None) -> list[dict]:
         from bulkchange import processing
-        from bulkchange.db import repository as repo
+        from bulkchange.db import bulk_changes, progress
         from bulkchange.limits import LimitError, check_conf
         from bulkchange_plugins.hooks import AmopHook, carrier_hook
 
@@ -76,8 +76,8 @@ def bulk_change_process():
         engine = AmopHook().get_engine()
         with engine.connect() as conn:
             try:
-                bulk = repo.load_bulk_change(conn, int(bulk_id))
-            except repo.BulkChangeNotFound as exc:
+                bulk = bulk_changes.load_bulk_change(conn, int(bulk_id))
+            except bulk_changes.BulkChangeNotFound as exc:
                 raise AirflowFailException(str(exc)) from exc
         from bulkchange import authz
 
@@ -102,7 +102,7 @@ def bulk_change_process():
         from bulkchange_plugins.airflow_api import write_run_note
 
         with engine.connect() as conn:
-            head = run_notes.head_for(bulk, repo.load_progress(conn, bulk.id)["TotalCount"], params)
+            head = run_notes.head_for(bulk, progress.load_progress(conn, bulk.id)["TotalCount"], params)
         ti.xcom_push(key="run_note_head", value=head)
         write_run_note(ti.dag_id, ti.run_id, head)  # the grid shows what this run is
         if params.get("dry_run"):
@@ -192,7 +192,7 @@ def bulk_change_process():
         """Asynchronous carriers (ThingSpace suspend/restore/deactivate): poll their requests without
         holding a worker slot. Activations are left to device_status_reconcile."""
         from bulkchange import processing, reconcile
-        from bulkchange.db import repository as repo
+        from bulkchange.db import bulk_changes, device_changes
         from bulkchange.models import DeviceChangeStatus
         from bulkchange_plugins.hooks import AmopHook, carrier_clients
 
@@ -202,15 +202,16 @@ def bulk_change_process():
         engine = AmopHook().get_engine()
         try:  # each poll renews the hold; a run whose bulk change was taken over stops polling
             processing.take_ownership(engine, int(params["bulk_change_id"]), owner)
-        except (processing.NotOwner, repo.BulkChangeNotFound) as exc:
+        except (processing.NotOwner, bulk_changes.BulkChangeNotFound) as exc:
             print(f"not waiting: {exc}")
             return PokeReturnValue(is_done=True)
         with engine.connect() as conn:
             try:
-                bulk = repo.load_bulk_change(conn, int(params["bulk_change_id"] or 0))
-            except repo.BulkChangeNotFound:
+                bulk = bulk_changes.load_bulk_change(conn, int(params["bulk_change_id"] or 0))
+            except bulk_changes.BulkChangeNotFound:
                 return PokeReturnValue(is_done=True)
-            waiting = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.PENDING_CARRIER.value])
+            waiting = device_changes.load_device_changes(conn, bulk,
+                                                         statuses=[DeviceChangeStatus.PENDING_CARRIER.value])
         if not waiting:
             return PokeReturnValue(is_done=True)
         with carrier_clients(bulk.service_provider_id, bulk.integration) as clients:
@@ -239,7 +240,7 @@ def bulk_change_process():
             return report
 
         from bulkchange import approval
-        from bulkchange.db.repository import BulkChangeNotFound
+        from bulkchange.db.bulk_changes import BulkChangeNotFound
         from bulkchange_plugins.notifiers import send_pending_notifications
 
         engine = AmopHook().get_engine()

@@ -32,20 +32,20 @@ STALE_CLAIM_MINUTES = settings.stale_claim_minutes
 def bulk_change_sensor():
     @task.sensor(poke_interval=15, timeout=SCHEDULE_MINUTES * 60 - 10, mode="reschedule", soft_fail=True)
     def wait_for_new_bulk_changes() -> PokeReturnValue:
-        from bulkchange.db import repository as repo
+        from bulkchange.db import claims
         from bulkchange_plugins.hooks import AmopHook
 
         from bulkchange.models import utcnow
 
         cutoff = utcnow() - timedelta(minutes=STALE_CLAIM_MINUTES)
         with AmopHook().get_engine().connect() as conn:
-            ids = repo.find_new_bulk_change_ids(conn, CLAIM_LIMIT)
-            stale = repo.find_stale_claims(conn, cutoff, CLAIM_LIMIT)
+            ids = claims.find_new_bulk_change_ids(conn, CLAIM_LIMIT)
+            stale = claims.find_stale_claims(conn, cutoff, CLAIM_LIMIT)
         return PokeReturnValue(is_done=bool(ids or stale), xcom_value={"new": ids, "stale": stale})
 
     @task
     def claim(candidates: dict) -> list[dict]:
-        from bulkchange.db import repository as repo
+        from bulkchange.db import claims
         from bulkchange.models import utcnow
         from bulkchange_plugins.hooks import AmopHook
 
@@ -53,12 +53,12 @@ def bulk_change_sensor():
         won = []
         for bulk_id in candidates["new"]:
             with engine.begin() as conn:
-                if repo.claim_bulk_change(conn, bulk_id):
+                if claims.claim_bulk_change(conn, bulk_id):
                     won.append(bulk_id)
         print(f"claimed {won} of NEW candidates {candidates['new']}")
         if candidates["stale"]:
             # the run id is deterministic: a run that does exist is skipped, a lost one is created
-            again = repo.reclaim_stale(engine, utcnow() - timedelta(minutes=STALE_CLAIM_MINUTES), CLAIM_LIMIT)
+            again = claims.reclaim_stale(engine, utcnow() - timedelta(minutes=STALE_CLAIM_MINUTES), CLAIM_LIMIT)
             print(f"re-launching stale claims {again}")
             won.extend(i for i in again if i not in won)
         return [processing_launch(i) for i in won]

@@ -52,12 +52,12 @@ RECONCILABLE = {"Jasper", "POD19", "TMobileJasper", "Rogers", "ThingSpace", "Tel
 def device_status_reconcile():
     @task
     def scope(params=None) -> list[dict]:
-        from bulkchange.db import repository as repo
+        from bulkchange.db import bulk_changes
         from bulkchange_plugins.hooks import AmopHook
 
         wanted = params.get("service_provider_ids") or None
         with AmopHook().get_engine().connect() as conn:
-            providers = repo.service_providers(conn, wanted)
+            providers = bulk_changes.service_providers(conn, wanted)
         chosen = [{"service_provider_id": sp_id} for sp_id, integ in providers if integ in RECONCILABLE]
         print(f"reconciling service providers {[c['service_provider_id'] for c in chosen]}")
         return chosen
@@ -66,14 +66,14 @@ def device_status_reconcile():
           execution_timeout=BATCH_TIMEOUT)
     def reconcile_provider(service_provider_id: int, params=None) -> dict:
         from bulkchange import reconcile
-        from bulkchange.db import repository as repo
+        from bulkchange.db import bulk_changes, claims, device_changes
         from bulkchange.models import Integration
         from bulkchange_plugins.hooks import AmopHook, carrier_clients, carrier_hook
 
         engine = AmopHook().get_engine()
         with engine.connect() as conn:
-            (_, integ_name), = repo.service_providers(conn, [service_provider_id])
-            waiting = repo.bulk_changes_waiting(conn, [service_provider_id])
+            (_, integ_name), = bulk_changes.service_providers(conn, [service_provider_id])
+            waiting = device_changes.bulk_changes_waiting(conn, [service_provider_id])
         integration = Integration.from_name(integ_name)
         hook = carrier_hook(service_provider_id, integration)
         problem = hook.credentials_problem(integration)
@@ -85,7 +85,7 @@ def device_status_reconcile():
             # the batches of a running bulk change hold all of it: reconciliation waits for its turn
             # (the next scheduled run) instead of adding its calls to theirs.
             with engine.connect() as conn:
-                running = repo.bulk_changes_in_progress(conn, service_provider_id)
+                running = claims.bulk_changes_in_progress(conn, service_provider_id)
             if running:
                 why = (f"waiting for its turn: bulk change(s) {running} of this carrier account are being "
                        f"processed and the account's rate limit is not shared (BULKCHANGE_RATE_LIMIT_REDIS_URL "

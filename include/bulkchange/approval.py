@@ -162,7 +162,7 @@ def assess(bulk: BulkChange, devices: int, words: dict[str, int], rule: Approval
 
 def queued_words(engine: Engine, bulk: BulkChange, chunk: int = 5000) -> tuple[int, dict[str, int]]:
     """(device changes queued for this run, their UpdateStatus words), read in keyset chunks."""
-    from bulkchange.db.repository import change_table
+    from bulkchange.db.tables import change_table
 
     tbl = change_table(bulk.portal_type)
     queued = [DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value]
@@ -222,17 +222,17 @@ def rejection_reason(answer: dict[str, Any] | None, timeout_hours: float) -> str
 def reject(engine: Engine, bulk_id: int, reason: str, *, processed_by: str) -> int:
     """Every device change the run would have sent becomes ERROR with ``reason`` (and a log row);
     the bulk change rolls up (ERROR when nothing else was processed) with the reason. Returns how many."""
-    from bulkchange.db import repository as repo
+    from bulkchange.db import bulk_changes, device_changes, progress, tables
     from bulkchange.models import BulkStatus
 
     with engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        tbl = repo.change_table(bulk.portal_type)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        tbl = tables.change_table(bulk.portal_type)
         ids = [int(i) for i in conn.execute(select(tbl.c.Id).where(
-            tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(list(repo.UNSETTLED)))).scalars()]
-        repo.reject_device_changes(conn, bulk, [(i, reason) for i in ids], processed_by=processed_by,
-                                   description="Approval: not approved")
-        status, counts = repo.rollup(conn, bulk)
+            tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(list(device_changes.UNSETTLED)))).scalars()]
+        device_changes.reject_device_changes(conn, bulk, [(i, reason) for i in ids], processed_by=processed_by,
+                                             description="Approval: not approved")
+        status, counts = progress.rollup(conn, bulk)
         if status in (BulkStatus.ERROR, BulkStatus.PROCESSED_WITH_ERRORS):
-            repo.set_bulk_status(conn, bulk.id, status, error_message=reason[:1000])
+            bulk_changes.set_bulk_status(conn, bulk.id, status, error_message=reason[:1000])
     return len(ids)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.batch_sizing import calls_per_device, choose_batch_size
 from bulkchange.changes import get_handler
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, inventory, progress
 from bulkchange.models import (
     BulkChange,
     DeviceChange,
@@ -163,7 +163,7 @@ def evaluate(conn: Connection, bulk: BulkChange, changes: list[DeviceChange], *,
     from bulkchange.tenancy import attach_references
 
     attach_references(conn, handler, bulk, changes)
-    devices = repo.load_devices(conn, bulk, changes)
+    devices = inventory.load_devices(conn, bulk, changes)
     seen = dict(seen or {})
     accepted: list[DeviceChange] = []
     words: dict[str, int] = {}
@@ -218,8 +218,8 @@ def dry_run_bulk_change(engine: Engine, bulk_id: int, *, batch_size: int | None 
     from bulkchange.processing import _already_queued_identifiers
 
     with engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        all_changes = repo.load_device_changes(conn, bulk)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        all_changes = device_changes.load_device_changes(conn, bulk)
         candidates = [dc for dc in all_changes if dc.status == DeviceChangeStatus.NEW
                       or (retry_failed and dc.status in FAILED_DEVICE_STATUSES)]
         queued = [dc.id for dc in all_changes
@@ -234,7 +234,7 @@ def dry_run_bulk_change(engine: Engine, bulk_id: int, *, batch_size: int | None 
         report.devices = len(all_changes)
         report.would_retry = sum(1 for dc in candidates if dc.status in FAILED_DEVICE_STATUSES)
         report.already_settled = sum(1 for dc in all_changes if dc.status.is_settled) - report.would_retry
-        report.report_id = repo.insert_dry_run_report(
+        report.report_id = progress.insert_dry_run_report(
             conn, report.as_dict(), bulk_change_id=bulk.id, service_provider_id=bulk.service_provider_id,
             change_type=bulk.change_type, requested_by=requested_by)
     return report

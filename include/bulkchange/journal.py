@@ -13,7 +13,7 @@ reached the carrier. With the journal:
   (``flush``). A task killed in between leaves the row ``IN_FLIGHT``: exactly what is known.
 
 A device change whose last carrier row is ``unknown`` (in flight, or an answer lost) is checked at
-the carrier before anything is sent again (``repository.unsettled_call_ids``; ``process_batch``).
+the carrier before anything is sent again (``device_changes.unsettled_call_ids``; ``process_batch``).
 
 **Group commit.** One short transaction writes every intent waiting at that moment plus every
 answer queued since the last write: while one thread's write is in progress the others' intents
@@ -62,11 +62,11 @@ class CallJournal(Journal):
 
     @classmethod
     def for_batch(cls, engine: Engine, bulk: BulkChange, *, processed_by: str) -> "CallJournal":
-        from bulkchange.db import repository as repo
+        from bulkchange.db import device_changes
 
         def write(intents, ends, finished):
-            return repo.journal_write(engine, bulk, processed_by=processed_by, intents=intents,
-                                      completions=ends, finished=finished)
+            return device_changes.journal_write(engine, bulk, processed_by=processed_by, intents=intents,
+                                                completions=ends, finished=finished)
         return cls(write)
 
     # -- Journal ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ true/false/1/0), ``RequestId`` (text).
 
 ``decide`` claims the bulk change with the same conditional UPDATE the sensor uses (NEW ->
 PENDING), or, for a bulk change the legacy portal set PROCESSING when it enqueued it and that no
-one has started (``repo.claim_portal_enqueued``), PROCESSING -> PENDING; so a message that arrives
+one has started (``claims.claim_portal_enqueued``), PROCESSING -> PENDING; so a message that arrives
 twice, or a bulk change the sensor already claimed, launches processing once.
 ``AdditionBulkChangeId`` (an ActivateNewService's linked customer assignment, as the legacy
 portal sends it) is honoured: the assignment is held (``ProcessChanges = 0``) and named in each
@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, tables
 from bulkchange.models import BulkStatus
 
 LAUNCH = "launch"
@@ -138,20 +138,20 @@ class Decision:
 def decide(conn: Connection, msg: LegacyMessage) -> Decision:
     """Claim the bulk change (inside the caller's transaction) or say why not."""
     bulk_id = msg.bulk_change_id
-    row = repo.bulk_change_summary_row(conn, bulk_id)
+    row = bulk_changes.bulk_change_summary_row(conn, bulk_id)
     if row is None:
         return Decision(DEAD_LETTER, f"bulk change {bulk_id} does not exist", bulk_id)
-    if repo.claim_bulk_change(conn, bulk_id):
+    if claims.claim_bulk_change(conn, bulk_id):
         return Decision(LAUNCH, f"bulk change {bulk_id} claimed (NEW -> PENDING)" + _addition(conn, msg), bulk_id)
-    if repo.claim_portal_enqueued(conn, bulk_id):
+    if claims.claim_portal_enqueued(conn, bulk_id):
         return Decision(LAUNCH, f"bulk change {bulk_id} claimed (PROCESSING as the portal enqueued it -> PENDING)"
                         + _addition(conn, msg), bulk_id)
-    if not repo.load_bulk_change(conn, bulk_id).process_changes:
+    if not bulk_changes.load_bulk_change(conn, bulk_id).process_changes:
         # acknowledged, not launched: the sensor picks it up once the portal releases it
         from bulkchange.processing import held_message
 
         return Decision(ACK, held_message(bulk_id), bulk_id)
-    status = repo.bulk_change_summary_row(conn, bulk_id)["Status"]
+    status = bulk_changes.bulk_change_summary_row(conn, bulk_id)["Status"]
     if msg.is_retry_new_activate_thingspace_device or status == BulkStatus.WAITING_FOR_CARRIER.value:
         return Decision(ACK, f"bulk change {bulk_id} is {status}: follow-ups are done by "
                              f"device_status_reconcile", bulk_id)
@@ -173,19 +173,19 @@ def _addition(conn: Connection, msg: LegacyMessage) -> str:
     from bulkchange.db import schema as t
     from bulkchange.models import ChangeType
 
-    bulk = repo.load_bulk_change(conn, msg.bulk_change_id)
+    bulk = bulk_changes.load_bulk_change(conn, msg.bulk_change_id)
     try:
-        addition = repo.load_bulk_change(conn, addition_id)
-    except repo.BulkChangeNotFound:
+        addition = bulk_changes.load_bulk_change(conn, addition_id)
+    except bulk_changes.BulkChangeNotFound:
         return f"; AdditionBulkChangeId {addition_id} does not exist: ignored"
     if (addition.service_provider_id, addition.tenant_id) != (bulk.service_provider_id, bulk.tenant_id):
         return f"; AdditionBulkChangeId {addition_id} belongs to another service provider or tenant: ignored"
     if bulk.change_type != ChangeType.ACTIVATE_NEW_SERVICE:
         return f"; AdditionBulkChangeId {addition_id} ignored: only an ActivateNewService has a linked assignment"
     bc = t.device_bulk_change
-    held = conn.execute(update(bc).where(bc.c.Id == addition_id, repo.never_started(bc))
+    held = conn.execute(update(bc).where(bc.c.Id == addition_id, claims.never_started(bc))
                         .values(ProcessChanges=False)).rowcount
-    tbl = repo.change_table(bulk.portal_type)
+    tbl = tables.change_table(bulk.portal_type)
     linked = []
     for dc_id, raw in conn.execute(select(tbl.c.Id, tbl.c.ChangeRequest).where(tbl.c.BulkChangeId == bulk.id)):
         try:

@@ -503,7 +503,7 @@ class DeviceResult(BaseModel):
     ip_address: str | None = None
     carrier_request_id: str | None = None
     # Any other Device columns the change sets once applied (customer rate plan, username, cost
-    # centers, a moved ICCID/IMEI ...): column name -> value, written by repository.record_results.
+    # centers, a moved ICCID/IMEI ...): column name -> value, written by device_changes.record_results.
     device_updates: dict[str, Any] = Field(default_factory=dict)
     # Carrier data the change type's own record step stores (e.g. Telegence features); not a column.
     extra: dict[str, Any] = Field(default_factory=dict)

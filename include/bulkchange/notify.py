@@ -1,9 +1,9 @@
 """Notifications about bulk changes: what they say and when they are sent. Airflow-free.
 
 Every bulk change status change queues its notifications in the ``DeviceBulkChangeNotification``
-outbox, in the same transaction as the change (``repository.set_bulk_status`` and
-``claim_bulk_change``): a webhook POST for every change (the legacy "ADM webhook", but one message
-per status change instead of the first 100 rows on every pass) and a completion summary email
+outbox, in the same transaction as the change (``bulk_changes.set_bulk_status`` and
+``claims.claim_bulk_change``): a webhook POST for every change (the legacy "ADM webhook", but one
+message per status change instead of the first 100 rows on every pass) and a completion summary email
 when the status is final (plus, for EditUsernameCostCenter, the username-updated report,
 ``username_report_email``). ``dispatch`` sends what is pending: whichever process runs it
 first (the processing run's finalize, the reconciliation run) claims each row with one
@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bulkchange.carriers.base import CarrierError, NextStep, TransientError, classify_response, next_step
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, outbox, progress, tables
 from bulkchange.engine import CallPolicy, RetryPolicy
 from bulkchange.models import (
     FAILED_DEVICE_STATUSES,
@@ -130,9 +130,9 @@ class BulkContext:
 
 def load_context(engine: Engine, bulk_id: int, max_failures: int = DEFAULT_MAX_FAILURES) -> BulkContext:
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        return BulkContext(bulk, repo.bulk_change_summary_row(conn, bulk_id) or {},
-                           repo.status_counts(conn, bulk), repo.first_failures(conn, bulk, max_failures))
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return BulkContext(bulk, bulk_changes.bulk_change_summary_row(conn, bulk_id) or {},
+                           progress.status_counts(conn, bulk), bulk_changes.first_failures(conn, bulk, max_failures))
 
 
 def summary_email(ctx: BulkContext, status: str | None = None, *, run_url: str | None = None) -> tuple[str, str]:
@@ -178,7 +178,7 @@ def summary_email(ctx: BulkContext, status: str | None = None, *, run_url: str |
 def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500) -> tuple[str, str]:
     """(subject, html) of the username-updated report (legacy "Username Update Report"): the devices
     whose username or cost centers this bulk change set, with the new values."""
-    tbl = repo.change_table(bulk.portal_type)
+    tbl = tables.change_table(bulk.portal_type)
     applied = [DeviceChangeStatus.PROCESSED.value, DeviceChangeStatus.REV_IO_FAILED.value]
     with engine.connect() as conn:
         rows = conn.execute(select(tbl.c.ICCID, tbl.c.MSISDN, tbl.c.ChangeRequest, tbl.c.Status, tbl.c.ProcessedDate)
@@ -206,7 +206,7 @@ def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500)
 
 
 # --- webhook -------------------------------------------------------------------------------------
-def webhook_payload(ctx: BulkContext, n: repo.Notification) -> dict[str, Any]:
+def webhook_payload(ctx: BulkContext, n: outbox.Notification) -> dict[str, Any]:
     """The JSON posted for one status change. ``status`` is the change being notified;
     ``counts`` are the device change counts when the message is sent."""
     bulk = ctx.bulk
@@ -304,7 +304,7 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
     """Send the pending notifications (of these bulk changes, or all). Never raises for a failed send."""
     stale = utcnow() - stale_after
     with engine.connect() as conn:
-        pending = repo.pending_notifications(conn, bulk_ids=bulk_ids, stale_before=stale, limit=limit)
+        pending = outbox.pending_notifications(conn, bulk_ids=bulk_ids, stale_before=stale, limit=limit)
     result = DispatchResult()
     contexts: dict[int, BulkContext | None] = {}
     held: set[int] = set()
@@ -315,16 +315,16 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
             raw_send(to, sanitize_text(subject), sanitize_text(body))
     for n in pending:
         key = (n.bulk_change_id, n.channel, n.to_status)
-        if n.channel == repo.NOTIFY_WEBHOOK and n.bulk_change_id in held:
+        if n.channel == outbox.NOTIFY_WEBHOOK and n.bulk_change_id in held:
             continue
         with engine.begin() as conn:
-            if not repo.claim_notification(conn, n.id, stale_before=stale):
+            if not outbox.claim_notification(conn, n.id, stale_before=stale):
                 continue  # another sender has it
-        if n.channel == repo.NOTIFY_WEBHOOK and webhook is None:
+        if n.channel == outbox.NOTIFY_WEBHOOK and webhook is None:
             _finish(engine, n.id, "SKIPPED", "no webhook configured")
             result.skipped.append(key)
             continue
-        if n.channel in (repo.NOTIFY_EMAIL, repo.NOTIFY_USERNAME) and (send_email is None or not recipients):
+        if n.channel in (outbox.NOTIFY_EMAIL, outbox.NOTIFY_USERNAME) and (send_email is None or not recipients):
             _finish(engine, n.id, "SKIPPED", "no summary email recipients configured")
             result.skipped.append(key)
             continue
@@ -332,9 +332,9 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
             if n.bulk_change_id not in contexts:
                 contexts[n.bulk_change_id] = load_context(engine, n.bulk_change_id, max_failures)
             ctx = contexts[n.bulk_change_id]
-            if n.channel == repo.NOTIFY_WEBHOOK:
+            if n.channel == outbox.NOTIFY_WEBHOOK:
                 webhook.send(sanitize_value(webhook_payload(ctx, n)), notification_id=n.id)
-            elif n.channel == repo.NOTIFY_USERNAME:  # EditUsernameCostCenter's username-updated report
+            elif n.channel == outbox.NOTIFY_USERNAME:  # EditUsernameCostCenter's username-updated report
                 subject, body = username_report_email(engine, ctx.bulk)
                 send_email(list(recipients), subject, body)
             else:
@@ -342,12 +342,13 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
                                               run_url=run_url(n.bulk_change_id) if run_url else None)
                 send_email(list(recipients), subject, body)
         except Exception as exc:  # noqa: BLE001  a notification never fails the bulk change
-            permanent = (isinstance(exc, WebhookError) and exc.permanent) or isinstance(exc, repo.BulkChangeNotFound)
+            permanent = ((isinstance(exc, WebhookError) and exc.permanent)
+                         or isinstance(exc, bulk_changes.BulkChangeNotFound))
             state = "FAILED" if permanent or n.attempts + 1 >= max_rounds else "PENDING"
             error = sanitize_text(f"{type(exc).__name__}: {exc}")[:2000]
             _finish(engine, n.id, state, error)
             result.failed.append(key + (error,))
-            if n.channel == repo.NOTIFY_WEBHOOK:
+            if n.channel == outbox.NOTIFY_WEBHOOK:
                 held.add(n.bulk_change_id)
             log.warning("%s notification %s of bulk change %s (%s) not sent, now %s: %s", n.channel, n.id,
                         n.bulk_change_id, n.to_status, state, error)
@@ -360,4 +361,4 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
 
 def _finish(engine: Engine, notification_id: int, state: str, error: str | None) -> None:
     with engine.begin() as conn:
-        repo.finish_notification(conn, notification_id, state, error=error)
+        outbox.finish_notification(conn, notification_id, state, error=error)

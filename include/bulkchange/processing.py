@@ -28,7 +28,7 @@ from bulkchange.batch_sizing import calls_per_device, choose_batch_size
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes import UnsupportedChange, get_handler
 from bulkchange.changes.revio_service import RevioServiceStep, check_rev_request
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes, inventory, progress as progress_db
 from bulkchange.db.retry import run_in_transaction
 from bulkchange.engine import run_batch
 from bulkchange.journal import CallJournal
@@ -85,22 +85,22 @@ def run_owner(run_id: str) -> str:
     return f"{DEFAULT_PROCESSED_BY}:{run_id}"
 
 
-def owned_message(bulk_id: int, lease: repo.Lease, me: str) -> str:
+def owned_message(bulk_id: int, lease: claims.Lease, me: str) -> str:
     until = f"{lease.expires:%Y-%m-%d %H:%M:%S} UTC" if lease.expires else "no expiry"
     return (f"bulk change {bulk_id} is being processed by another run ({lease.owner}, hold renewed while it "
             f"works, expires {until}): {me} stops here and changes nothing. If that run is dead, trigger "
             f"again after the hold expires")
 
 
-def take_ownership(engine: Engine, bulk_id: int, owner: str, *, until: datetime | None = None) -> repo.Lease:
+def take_ownership(engine: Engine, bulk_id: int, owner: str, *, until: datetime | None = None) -> claims.Lease:
     """Take (or renew, for the same run) the bulk change for ``owner``; NotOwner if another live
     run holds it. ``until``: how long to hold it (default: now + LEASE_TTL)."""
     with engine.begin() as conn:
         return _own(conn, bulk_id, owner, until=until)
 
 
-def _own(conn, bulk_id: int, owner: str, *, until: datetime | None = None) -> repo.Lease:
-    lease = repo.acquire_lease(conn, bulk_id, owner, until or utcnow() + LEASE_TTL)
+def _own(conn, bulk_id: int, owner: str, *, until: datetime | None = None) -> claims.Lease:
+    lease = claims.acquire_lease(conn, bulk_id, owner, until or utcnow() + LEASE_TTL)
     if lease.owner != owner:
         raise NotOwner(owned_message(bulk_id, lease, owner))
     return lease
@@ -180,22 +180,23 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int | None = DEFAULT_BA
     with engine.begin() as conn:
         if owner is not None:
             _own(conn, bulk_id, owner)
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         if not bulk.process_changes:
             raise BulkChangeHeld(held_message(bulk_id))
         if bulk.status == BulkStatus.NEW:
             # Launched by hand without the sensor: claim it so the sensor cannot launch it again.
-            repo.claim_bulk_change(conn, bulk_id)
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+            claims.claim_bulk_change(conn, bulk_id)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
 
         problem = preflight_problem(bulk, credentials_problem)
         if problem:
-            open_ids = [dc.id for dc in repo.load_device_changes(conn, bulk, statuses=repo.UNSETTLED)]
-            repo.reject_device_changes(conn, bulk, [(i, problem) for i in open_ids],
-                                       processed_by=processed_by, description="Pre-flight: not processed")
-            status, counts = repo.rollup(conn, bulk)
+            open_ids = [dc.id for dc in device_changes.load_device_changes(conn, bulk,
+                                                                           statuses=device_changes.UNSETTLED)]
+            device_changes.reject_device_changes(conn, bulk, [(i, problem) for i in open_ids],
+                                                 processed_by=processed_by, description="Pre-flight: not processed")
+            status, counts = progress_db.rollup(conn, bulk)
             if status != BulkStatus.PROCESSING:
-                repo.set_bulk_status(conn, bulk_id, status, error_message=problem)
+                bulk_changes.set_bulk_status(conn, bulk_id, status, error_message=problem)
             log.error("bulk change %s stopped before any carrier call: %s", bulk_id, problem)
             return PrepareResult(bulk_id, [], rejected=len(open_ids), preflight_error=problem, counts=counts)
 
@@ -203,9 +204,9 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int | None = DEFAULT_BA
         handler = handler_cls(bulk, None, handler_cls.load_context(conn, bulk))
         # one change at a time per device: queuing is serialized per service provider, so of two
         # bulk changes on the same device the one queued second sees the first (busy_devices)
-        repo.lock_service_provider(conn, bulk.service_provider_id)
-        new = repo.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.NEW.value])
-        devices = repo.load_devices(conn, bulk, new)
+        device_changes.lock_service_provider(conn, bulk.service_provider_id)
+        new = device_changes.load_device_changes(conn, bulk, statuses=[DeviceChangeStatus.NEW.value])
+        devices = inventory.load_devices(conn, bulk, new)
         attach_references(conn, handler, bulk, new)
         seen = _already_queued_identifiers(conn, bulk)
         rejected: list[tuple[int, str]] = []
@@ -222,15 +223,16 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int | None = DEFAULT_BA
             rejected.extend(busy)
             taken = {i for i, _ in busy}
             accepted = [i for i in accepted if i not in taken]
-        repo.reject_device_changes(conn, bulk, rejected, processed_by=processed_by)
-        repo.mark_device_changes(conn, bulk, accepted, DeviceChangeStatus.PENDING, details="validated, queued",
-                                 processed_by=processed_by, only_statuses=[DeviceChangeStatus.NEW.value])
-        todo = [dc.id for dc in repo.load_device_changes(
+        device_changes.reject_device_changes(conn, bulk, rejected, processed_by=processed_by)
+        device_changes.mark_device_changes(conn, bulk, accepted, DeviceChangeStatus.PENDING,
+                                           details="validated, queued", processed_by=processed_by,
+                                           only_statuses=[DeviceChangeStatus.NEW.value])
+        todo = [dc.id for dc in device_changes.load_device_changes(
             conn, bulk, statuses=[DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value])]
-        counts = repo.status_counts(conn, bulk)
-        repo.write_progress(conn, bulk_id, counts)
+        counts = progress_db.status_counts(conn, bulk)
+        progress_db.write_progress(conn, bulk_id, counts)
         if not todo:
-            status, counts = repo.rollup(conn, bulk)
+            status, counts = progress_db.rollup(conn, bulk)
     choice = choose_batch_size(len(todo), rate_limit_per_s=rate_limit_per_s,
                                calls_per_device=calls_per_device(handler_cls), batch_concurrency=batch_concurrency,
                                override=batch_size, max_batches=max_batches)
@@ -244,7 +246,7 @@ def prepare(engine: Engine, bulk_id: int, *, batch_size: int | None = DEFAULT_BA
                          batch_size=batch_size, notes=notes)
 
 
-def busy_reason(iccid: str, busy: repo.BusyDevice) -> str:
+def busy_reason(iccid: str, busy: device_changes.BusyDevice) -> str:
     return (f"device {iccid} has an unsettled change in bulk change {busy.bulk_change_id} (device change "
             f"{busy.device_change_id}, {busy.status}): one change at a time per device; not processed, "
             f"retry this device once bulk change {busy.bulk_change_id} has finished")
@@ -252,16 +254,16 @@ def busy_reason(iccid: str, busy: repo.BusyDevice) -> str:
 
 def _busy_elsewhere(conn, bulk: BulkChange, changes: list[DeviceChange]) -> list[tuple[int, str]]:
     """(id, reason) of the device changes whose device another bulk change has in flight."""
-    busy = repo.busy_devices(conn, bulk, [dc.iccid for dc in changes if dc.iccid],
-                             msisdns=[dc.msisdn for dc in changes if not dc.iccid and dc.msisdn])
+    busy = device_changes.busy_devices(conn, bulk, [dc.iccid for dc in changes if dc.iccid],
+                                       msisdns=[dc.msisdn for dc in changes if not dc.iccid and dc.msisdn])
     return [(dc.id, busy_reason(_identity(dc), busy[_identity(dc)])) for dc in changes if _identity(dc) in busy]
 
 
 def _already_queued_identifiers(conn, bulk: BulkChange) -> dict[str, int]:
     """Identifiers of device changes that passed validation earlier (for duplicate detection on re-runs)."""
-    done = repo.load_device_changes(conn, bulk, statuses=[s.value for s in DeviceChangeStatus
-                                                          if s not in (DeviceChangeStatus.NEW,
-                                                                       DeviceChangeStatus.ERROR)])
+    done = device_changes.load_device_changes(conn, bulk, statuses=[s.value for s in DeviceChangeStatus
+                                                                    if s not in (DeviceChangeStatus.NEW,
+                                                                                 DeviceChangeStatus.ERROR)])
     return {_identity(dc): dc.id for dc in done if _identity(dc)}
 
 
@@ -282,7 +284,7 @@ def identity_problem(handler, bulk: BulkChange, dc: DeviceChange) -> str | None:
             f"needs the SIM's ICCID (MSISDN {dc.msisdn} alone does not identify the device for it)")
 
 
-def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: repo.DeviceIndex,
+def _validate(handler, bulk: BulkChange, dc: DeviceChange, devices: inventory.DeviceIndex,
               seen: dict[str, int]) -> str | None:
     problem = identity_problem(handler, bulk, dc) or identifier_problem(dc, devices.find(dc))
     if problem:
@@ -352,25 +354,25 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     with engine.begin() as conn:
         if owner is not None:  # first statement: the lease row stays locked until the batch is handed over
             _own(conn, bulk_id, owner)
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         handler_cls = get_handler(bulk.change_type, bulk.integration)
         context = handler_cls.load_context(conn, bulk)
-        open_changes = repo.load_device_changes(
+        open_changes = device_changes.load_device_changes(
             conn, bulk, ids=device_change_ids,
             statuses=[DeviceChangeStatus.PENDING.value, DeviceChangeStatus.PROCESSING.value])
-        devices = repo.load_devices(conn, bulk, open_changes)
+        devices = inventory.load_devices(conn, bulk, open_changes)
         refs_holder = type("Refs", (), {})()
         attach_references(conn, refs_holder, bulk, open_changes)
         interrupted = {dc.id for dc in open_changes if dc.status == DeviceChangeStatus.PROCESSING}
         # ... and those whose last carrier attempt on record is unknown (its answer lost, or left in
         # flight by a task that died): the carrier is asked before anything is sent again
-        check_first = interrupted | repo.unsettled_call_ids(conn, bulk, [dc.id for dc in open_changes])
+        check_first = interrupted | device_changes.unsettled_call_ids(conn, bulk, [dc.id for dc in open_changes])
         # rows an earlier attempt left IN_FLIGHT (it died mid-call): closed with what the check finds
-        stale_rows = repo.in_flight_log_ids(conn, bulk, sorted(check_first))
+        stale_rows = device_changes.in_flight_log_ids(conn, bulk, sorted(check_first))
         # Hand them to the carrier: from here on an outcome may exist at the carrier before we know it.
-        repo.mark_device_changes(conn, bulk, [dc.id for dc in open_changes if dc.id not in interrupted],
-                                 DeviceChangeStatus.PROCESSING, processed_by=processed_by,
-                                 details="sent to carrier", only_statuses=[DeviceChangeStatus.PENDING.value])
+        device_changes.mark_device_changes(conn, bulk, [dc.id for dc in open_changes if dc.id not in interrupted],
+                                           DeviceChangeStatus.PROCESSING, processed_by=processed_by,
+                                           details="sent to carrier", only_statuses=[DeviceChangeStatus.PENDING.value])
     skipped = len(device_change_ids) - len(open_changes)
     handler = handler_cls(bulk, client, context)
     handler.revio_client, handler.revio_problem = revio_client, revio_problem  # for Rev.io-editing handlers
@@ -433,14 +435,15 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
 
     def close(conn, part: list[DeviceResult]):  # one recording transaction, run again if it loses a deadlock
         # compare-and-set: a device change another recorder settled meanwhile is not recorded again
-        recorded = repo.record_results(conn, bulk, part, {r.device_change_id: logs[r.device_change_id].records
-                                                          for r in part if r.device_change_id in logs},
-                                       processed_by=processed_by, only_from=[DeviceChangeStatus.PROCESSING.value])
+        recorded = device_changes.record_results(
+            conn, bulk, part, {r.device_change_id: logs[r.device_change_id].records
+                               for r in part if r.device_change_id in logs},
+            processed_by=processed_by, only_from=[DeviceChangeStatus.PROCESSING.value])
         handler.record(conn, recorded, processed_by=processed_by)
         rev_step.record(conn, recorded)
-        repo.resolve_in_flight(conn, stale_rows, recorded)
+        device_changes.resolve_in_flight(conn, stale_rows, recorded)
         # progress for the portal's bar, in the transaction that records the results
-        return recorded, repo.refresh_progress(conn, bulk)
+        return recorded, progress_db.refresh_progress(conn, bulk)
 
     recorder = _GroupRecorder(lambda part: run_in_transaction(
         engine, lambda conn: close(conn, part), what=f"bulk change {bulk_id}: recording a batch"),
@@ -593,14 +596,14 @@ def reset_failed(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PR
     every earlier log row are kept. Returns the ids queued. The bulk change goes back to
     PROCESSING with ``prepare``."""
     with engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         if bulk.status not in RETRYABLE_BULK_STATUSES:
             raise RetryRefused(f"bulk change {bulk_id} is {bulk.status.value}: retry its failed devices once "
                                f"its run is over (status one of "
                                f"{', '.join(s.value for s in RETRYABLE_BULK_STATUSES)})")
-        ids = repo.reset_failed_device_changes(conn, bulk, processed_by=processed_by,
-                                               interrupted_prefix=SWEPT_REASON[:60])
-        repo.refresh_progress(conn, bulk)
+        ids = progress_db.reset_failed_device_changes(conn, bulk, processed_by=processed_by,
+                                                      interrupted_prefix=SWEPT_REASON[:60])
+        progress_db.refresh_progress(conn, bulk)
     log.info("bulk change %s: %d failed device changes queued again", bulk_id, len(ids))
     return ids
 
@@ -620,22 +623,22 @@ def finalize(engine: Engine, bulk_id: int, *, processed_by: str = DEFAULT_PROCES
     def close(conn):  # run again if it loses a deadlock (db.retry)
         if owner is not None:
             _own(conn, bulk_id, owner)
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         by_reason: dict[str, int] = {}
         for status, reason in ((DeviceChangeStatus.PROCESSING, SWEPT_REASON),
                                (DeviceChangeStatus.PENDING, NOT_STARTED_REASON),
                                (DeviceChangeStatus.NEW, NOT_VALIDATED_REASON)):
-            ids = [dc.id for dc in repo.load_device_changes(conn, bulk, statuses=[status.value])]
+            ids = [dc.id for dc in device_changes.load_device_changes(conn, bulk, statuses=[status.value])]
             if ids:
                 reason = unsettled_reason or reason
-                repo.reject_device_changes(conn, bulk, [(i, reason) for i in ids], processed_by=processed_by,
-                                           description="Finalize: not processed")
+                device_changes.reject_device_changes(conn, bulk, [(i, reason) for i in ids], processed_by=processed_by,
+                                                     description="Finalize: not processed")
                 by_reason[reason] = by_reason.get(reason, 0) + len(ids)
-        status, counts = repo.rollup(conn, bulk)
+        status, counts = progress_db.rollup(conn, bulk)
         if outcome_message and status in (BulkStatus.ERROR, BulkStatus.PROCESSED_WITH_ERRORS):
-            repo.set_bulk_status(conn, bulk_id, status, error_message=outcome_message[:1000])
+            bulk_changes.set_bulk_status(conn, bulk_id, status, error_message=outcome_message[:1000])
         if owner is not None:
-            repo.release_lease(conn, bulk_id, owner)
+            claims.release_lease(conn, bulk_id, owner)
         return by_reason, status, counts
     by_reason, status, counts = run_in_transaction(engine, close, what=f"bulk change {bulk_id}: roll-up")
     return {"bulk_change_id": bulk_id, "status": status.value, "counts": counts,

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.revio_service import RevioServiceStep
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, inventory, progress
 from bulkchange.db.retry import run_in_transaction
 from bulkchange.engine import run_batch
 from bulkchange.models import (
@@ -329,12 +329,12 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
     if include_activations or only_reported:
         statuses.append(DeviceChangeStatus.PENDING_ACTIVATION.value)
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        waiting = repo.load_device_changes(conn, bulk, statuses=statuses)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        waiting = device_changes.load_device_changes(conn, bulk, statuses=statuses)
         reports = reports_for(conn, bulk, waiting)
         if only_reported:
             waiting = [dc for dc in waiting if (dc.carrier_request_id, dc.iccid) in reports]
-        devices = repo.load_devices(conn, bulk, waiting)
+        devices = inventory.load_devices(conn, bulk, waiting)
     summary = SettleSummary(bulk_id)
     if not waiting:
         return summary
@@ -389,16 +389,16 @@ def settle_bulk(engine: Engine, bulk_id: int, client: Any, *, max_checks: int = 
         # compare-and-set on the statuses loaded: a device change another checker (the processing
         # run's wait_for_carrier and device_status_reconcile may overlap) settled meanwhile is not
         # recorded twice
-        recorded = repo.record_results(conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records
-                                                             for r in results}, processed_by=processed_by,
-                                       source="BulkChange", only_from=statuses)
+        recorded = device_changes.record_results(
+            conn, bulk, results, {r.device_change_id: logs[r.device_change_id].records for r in results},
+            processed_by=processed_by, source="BulkChange", only_from=statuses)
         rev_step.record(conn, recorded)
         recorder = settled_recorder(bulk.integration, bulk.change_type)
         if recorder is not None and recorded:
             recorder(conn, bulk, recorded)
         if count_checks:
-            repo.count_carrier_checks(conn, bulk, [i for i in still if i not in not_due])
-        return recorded, repo.rollup(conn, bulk)[0]
+            device_changes.count_carrier_checks(conn, bulk, [i for i in still if i not in not_due])
+        return recorded, progress.rollup(conn, bulk)[0]
     results, status = run_in_transaction(engine, close, what=f"bulk change {bulk.id}: recording carrier checks")
     for r in results:
         if r.status.is_settled:
@@ -510,9 +510,9 @@ def carrier_listing(client: Any, integration: Integration, iccids: list[str] | N
                 if plan:
                     out.plans[str(sim)] = str(plan)
             if number and status:  # Mobility lines known by number only
-                out.numbers[repo.msisdn_key(str(number))] = str(status)
+                out.numbers[inventory.msisdn_key(str(number))] = str(status)
                 if plan:
-                    out.number_plans[repo.msisdn_key(str(number))] = str(plan)
+                    out.number_plans[inventory.msisdn_key(str(number))] = str(plan)
     elif family == Integration.TEAL:
         for e in client.iter_esims():
             if e.get("iccid") and e.get("deviceStatus"):
@@ -554,12 +554,13 @@ def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integr
     iccids = None
     if integration.family == Integration.POND:  # no device list at the carrier: the SIMs on record are read
         with engine.connect() as conn:
-            iccids = [iccid for _, iccid, *_ in repo.provider_devices(conn, service_provider_id, integration) if iccid]
+            iccids = [iccid for _, iccid, *_ in inventory.provider_devices(conn, service_provider_id, integration)
+                      if iccid]
     listing = carrier_listing(client, integration, iccids)
     # read after the listing: a device change that started meanwhile is in flight (left alone)
     with engine.connect() as conn:
-        ours = repo.provider_devices(conn, service_provider_id, integration, rate_plans=True)
-        busy = repo.open_iccids(conn, service_provider_id)
+        ours = inventory.provider_devices(conn, service_provider_id, integration, rate_plans=True)
+        busy = device_changes.open_iccids(conn, service_provider_id)
     states, unread = listing.states, listing.unread
     settled_late = [] if dry_run else settle_lost_answers(engine, service_provider_id, integration, states)
     drift: dict[str, int] = {}
@@ -572,8 +573,8 @@ def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integr
         theirs = states.get(iccid) if iccid else None
         their_plan = listing.plans.get(iccid) if iccid else None
         if theirs is None and msisdn:
-            theirs = listing.numbers.get(repo.msisdn_key(msisdn))
-            their_plan = listing.number_plans.get(repo.msisdn_key(msisdn))
+            theirs = listing.numbers.get(inventory.msisdn_key(msisdn))
+            their_plan = listing.number_plans.get(inventory.msisdn_key(msisdn))
             iccid = iccid or msisdn  # how the drift report and history name a line without a SIM on record
         if theirs is None:
             missing += 0 if unread else 1  # an incomplete listing cannot say a device is missing
@@ -598,9 +599,9 @@ def reconcile_provider_statuses(engine: Engine, service_provider_id: int, integr
             plan_changes.append((dev_id, iccid, plan, their_plan))
     if (changes or plan_changes) and not dry_run:
         with engine.begin() as conn:
-            repo.record_reconciled_statuses(conn, changes, changed_by=RECONCILER, integration=integration,
-                                            service_provider_id=service_provider_id)
-            repo.record_reconciled_rate_plans(conn, plan_changes, changed_by=RECONCILER, integration=integration)
+            inventory.record_reconciled_statuses(conn, changes, changed_by=RECONCILER, integration=integration,
+                                                 service_provider_id=service_provider_id)
+            inventory.record_reconciled_rate_plans(conn, plan_changes, changed_by=RECONCILER, integration=integration)
     return {"service_provider_id": service_provider_id, "integration": integration.value,
             "carrier_devices": len(states), "our_devices": len(ours), "drift": drift,
             "updated": 0 if dry_run else len(changes), "dry_run": dry_run,
@@ -636,11 +637,11 @@ def settle_lost_answers(engine: Engine, service_provider_id: int, integration: I
     settled: list[dict] = []
     for bulk_id, members in by_bulk.items():
         with engine.begin() as conn:
-            bulk = repo.load_bulk_change(conn, bulk_id)
+            bulk = bulk_changes.load_bulk_change(conn, bulk_id)
             if bulk.change_type != ChangeType.STATUS_UPDATE:
                 continue
-            dcs = {dc.id: dc for dc in repo.load_device_changes(conn, bulk, ids=[r.Id for r in members])}
-            devices = repo.load_devices(conn, bulk, list(dcs.values()))
+            dcs = {dc.id: dc for dc in device_changes.load_device_changes(conn, bulk, ids=[r.Id for r in members])}
+            devices = inventory.load_devices(conn, bulk, list(dcs.values()))
             results = []
             for dc in dcs.values():
                 if dc.status != DeviceChangeStatus.API_FAILED:
@@ -663,9 +664,10 @@ def settle_lost_answers(engine: Engine, service_provider_id: int, integration: I
                             f"({(dc.status_details or '')[:200]})"))
             if not results:
                 continue
-            results = repo.record_results(conn, bulk, results, {}, processed_by=RECONCILER, source="Reconciliation",
-                                          only_from=[DeviceChangeStatus.API_FAILED.value])
-            status, _ = repo.rollup(conn, bulk)
+            results = device_changes.record_results(conn, bulk, results, {}, processed_by=RECONCILER,
+                                                    source="Reconciliation",
+                                                    only_from=[DeviceChangeStatus.API_FAILED.value])
+            status, _ = progress.rollup(conn, bulk)
             settled.extend({"iccid": r.iccid, "device_change_id": r.device_change_id, "bulk_change_id": bulk_id,
                             "status": r.new_device_status, "bulk_status": status.value} for r in results)
     return settled

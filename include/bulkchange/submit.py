@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from bulkchange import dryrun
 from bulkchange.changes import UnsupportedChange, get_handler
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, progress
 from bulkchange.models import (
     BulkChange,
     BulkStatus,
@@ -240,14 +240,14 @@ def parse_submission(params: dict[str, Any]) -> Submission:
 
 
 # --- checking against the AMOP data ------------------------------------------------------------
-def _bulk_for(sub: Submission, sp: repo.ServiceProviderRow, bulk_id: int = 0) -> BulkChange:
+def _bulk_for(sub: Submission, sp: bulk_changes.ServiceProviderRow, bulk_id: int = 0) -> BulkChange:
     return BulkChange(id=bulk_id, tenant_id=sp.tenant_id, service_provider_id=sp.id,
                       service_provider_name=sp.name, integration=sp.integration, change_type=sub.change_type,
                       portal_type=sub.portal_type, status=BulkStatus.NEW, write_is_enabled=sp.write_is_enabled,
                       created_by=sub.created_by)
 
 
-def _in_memory_changes(sub: Submission, sp: repo.ServiceProviderRow) -> list[DeviceChange]:
+def _in_memory_changes(sub: Submission, sp: bulk_changes.ServiceProviderRow) -> list[DeviceChange]:
     out = []
     for n, row in enumerate(sub.devices, start=1):
         out.append(DeviceChange(
@@ -258,10 +258,10 @@ def _in_memory_changes(sub: Submission, sp: repo.ServiceProviderRow) -> list[Dev
     return out
 
 
-def check_against_db(engine: Engine, sub: Submission) -> repo.ServiceProviderRow:
+def check_against_db(engine: Engine, sub: Submission) -> bulk_changes.ServiceProviderRow:
     """The service provider, or SubmitError when the submission as a whole cannot be accepted."""
     with engine.connect() as conn:
-        sp = repo.load_service_provider(conn, sub.service_provider_id)
+        sp = bulk_changes.load_service_provider(conn, sub.service_provider_id)
     if sp is None:
         raise SubmitError("service_provider_id", sub.service_provider_id, "no such service provider")
     if not sp.is_active:
@@ -289,7 +289,7 @@ def check_against_db(engine: Engine, sub: Submission) -> repo.ServiceProviderRow
     return sp
 
 
-def needs_carrier(sub: Submission, sp: repo.ServiceProviderRow) -> bool:
+def needs_carrier(sub: Submission, sp: bulk_changes.ServiceProviderRow) -> bool:
     """Whether this change calls the carrier (so needs its connection) or only writes AMOP tables."""
     return bool(getattr(get_handler(sub.change_type, sp.integration), "needs_carrier", True))
 
@@ -317,14 +317,15 @@ def submit(engine: Engine, sub: Submission, *, process_now: bool = True, dry_run
         problems = [{"device": r["device"], "reason": r["reason"]} for r in report.rejected]
         problems.extend({"device": _label(row), "reason": row["problem"]} for row in sub.devices if row.get("problem"))
         if dry_run:
-            report.report_id = repo.insert_dry_run_report(
+            report.report_id = progress.insert_dry_run_report(
                 conn, report.as_dict(), bulk_change_id=None, service_provider_id=sp.id,
                 change_type=sub.change_type, requested_by=sub.created_by)
             return SubmitResult(None, len(sub.devices), problems, dry_run=report.as_dict() | {"text": report.text()})
         rows = [{"ICCID": row.get("ICCID"), "MSISDN": row.get("MSISDN"), "IMEI": row.get("IMEI"),
                  "EID": row.get("EID"), "ChangeRequest": json.dumps(sub.row_request(row))} for row in sub.devices]
-        bulk_id = repo.insert_bulk_change(conn, sp_id=sp.id, tenant_id=sp.tenant_id, change_type=sub.change_type,
-                                          rows=rows, portal_type=int(sub.portal_type), process_changes=True,
-                                          created_by=sub.created_by)
-        claimed = repo.claim_bulk_change(conn, bulk_id) if process_now else False
+        bulk_id = bulk_changes.insert_bulk_change(conn, sp_id=sp.id, tenant_id=sp.tenant_id,
+                                                  change_type=sub.change_type, rows=rows,
+                                                  portal_type=int(sub.portal_type), process_changes=True,
+                                                  created_by=sub.created_by)
+        claimed = claims.claim_bulk_change(conn, bulk_id) if process_now else False
     return SubmitResult(bulk_id, len(rows), problems, claimed=claimed)

@@ -2,7 +2,7 @@
 device change may use.
 
 * **Identifiers.** The device is found by ICCID among the bulk change's tenant and service provider
-  (``repository.load_devices_by_iccid``); every carrier identifier a handler sends (MSISDN, EID,
+  (``inventory.load_devices_by_iccid``); every carrier identifier a handler sends (MSISDN, EID,
   IMEI) is then read from that ``Device`` row, never from the device change. A device change that
   names an MSISDN / EID / IMEI that is not its device's (another tenant's line, a typo, a number
   the device does not have on record) is rejected before any carrier call with the reason

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.db.connect import make_engine
@@ -303,8 +303,8 @@ def stop_process_group(proc: subprocess.Popen) -> None:
 def print_summary(amop_url: str, bulk_id: int, sim_control) -> dict:
     engine = make_engine(amop_url)
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        counts = repo.status_counts(conn, bulk)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        counts = progress.status_counts(conn, bulk)
         device_status = dict(conn.execute(select(t.device.c.Status, func.count()).group_by(t.device.c.Status)).all())
         history = conn.execute(select(func.count()).select_from(t.device_status_history)
                                .where(t.device_status_history.c.BulkChangeId == bulk_id)).scalar_one()
@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def finished():
             with engine.connect() as conn:
-                bulk = repo.load_bulk_change(conn, bulk_id)
-                counts = repo.status_counts(conn, bulk)
+                bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+                counts = progress.status_counts(conn, bulk)
             line = f"   {time.monotonic() - started:5.0f}s  {bulk.status.value:<22} " + \
                 ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
             if line.split(None, 1)[1] != last[0]:

@@ -122,11 +122,11 @@ class BulkChangeFailureNotifier(BaseNotifier):
                              run_url=run_url(dag_id, run_id), log_url=getattr(ti, "log_url", None) if ti else None)
         if facts.bulk_change_id:
             try:
-                from bulkchange.db import repository as repo
+                from bulkchange.db import bulk_changes
                 from bulkchange_plugins.hooks import AmopHook
 
                 with AmopHook().get_engine().connect() as conn:
-                    bulk = repo.load_bulk_change(conn, facts.bulk_change_id)
+                    bulk = bulk_changes.load_bulk_change(conn, facts.bulk_change_id)
                 facts.carrier = bulk.integration.value
                 facts.change_type = bulk.change_type.value
                 facts.service_provider = f"{bulk.service_provider_name} ({bulk.service_provider_id})"

@@ -8,7 +8,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from bulkchange import processing
 from bulkchange.changes import needs_carrier
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes
 from bulkchange.sanitize import sanitize_exception
 from bulkchange_plugins.hooks import AmopHook, carrier_clients
 
@@ -42,7 +42,7 @@ class CarrierBatchOperator(BaseOperator):
         engine = AmopHook(self.amop_conn_id).get_engine()
         bulk_id = int(self.bulk_change_id)
         with engine.connect() as conn:
-            bulk = repo.load_bulk_change(conn, bulk_id)
+            bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         step = max(1, len(self.device_change_ids) // 5)
 
         def progress(done: int, total: int) -> None:

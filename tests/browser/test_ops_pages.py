@@ -15,7 +15,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -83,8 +83,8 @@ def test_submit_form_with_iccids_only(airflow, fleet, page):
     assert run["state"] == "success", run
     (bulk_id,) = _new_bulk_ids(airflow, before)
     with airflow.amop.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        changes = repo.load_device_changes(conn, bulk)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        changes = device_changes.load_device_changes(conn, bulk)
     assert sorted(dc.iccid for dc in changes) == sorted(fleet["form"])
     assert bulk.created_by == run["triggering_user_name"] and bulk.created_by  # the user who pressed Trigger
     page.goto(f"{airflow.base}/dags/bulk_change_submit/runs/{run['dag_run_id']}")
@@ -97,7 +97,7 @@ def test_bulk_changes_page_progress_and_retry(airflow, fleet, page):
                                        created_by="ops@example.com", requests=[
                                            {"ICCID": i, "ChangeRequest": {"UpdateStatus": "Suspend"}}
                                            for i in fleet["batch"]])
-        repo.claim_bulk_change(conn, bulk_id)
+        claims.claim_bulk_change(conn, bulk_id)
     airflow.trigger("bulk_change_process", {"bulk_change_id": bulk_id, "batch_size": 20, "max_parallel": 2},
                     run_id=f"bulk_change_{bulk_id}")
 

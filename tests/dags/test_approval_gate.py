@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bulkchange import approval
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -138,8 +138,8 @@ def _answer_when_asked(page_api, bulk_id, decision, seen: dict, reason: str = ""
 
 def _statuses(engine, bulk_id):
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        return bulk, repo.status_counts(conn, bulk)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return bulk, progress.status_counts(conn, bulk)
 
 
 def test_a_1500_device_telegence_cancel_waits_for_approval_then_runs(dagbag, page_api, telegence, sqlite_engine):

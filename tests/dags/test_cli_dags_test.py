@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -44,9 +44,9 @@ def test_airflow_dags_test_cli_processes_every_device_once(dagbag, sqlite_engine
     assert KEY not in done.stdout + done.stderr
 
     with sqlite_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         assert bulk.status.value == "PROCESSED"
-        assert repo.status_counts(conn, bulk) == {"PROCESSED": N}
+        assert progress.status_counts(conn, bulk) == {"PROCESSED": N}
         assert conn.execute(select(t.device.c.Status, func.count()).group_by(t.device.c.Status)).all() == \
             [("DEACTIVATED", N)]
         assert conn.execute(select(func.count()).select_from(t.device_status_history)).scalar_one() == N

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, select, update
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import INTEGRATION_IDS, ChangeType, Integration, utcnow
@@ -40,11 +40,11 @@ def _bulk(engine, change_type, requests):
 
 def _state(engine, bulk_id):
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         devices = {r.ICCID: r for tbl in (t.device, t.mobility_device) for r in conn.execute(select(tbl))}
         logs = conn.execute(select(t.device_bulk_change_log).where(
             t.device_bulk_change_log.c.BulkChangeId == bulk_id)).mappings().all()
-        return bulk.status.value, repo.status_counts(conn, bulk), devices, logs
+        return bulk.status.value, progress.status_counts(conn, bulk), devices, logs
 
 
 def test_customer_rate_plan_change_and_its_scheduler(dagbag, amop_engine, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -56,16 +56,16 @@ def test_sensor_then_processing_end_to_end(dagbag, amop_engine, simulator, jaspe
     sensor_run = dagbag.dags["bulk_change_sensor"].test()
     assert sensor_run.state == DagRunState.SUCCESS
     with amop_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "PENDING"  # claimed
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "PENDING"  # claimed
     # a second sensor run finds nothing to claim
-    assert repo.claim_new_bulk_changes(amop_engine) == []
+    assert claims.claim_new_bulk_changes(amop_engine) == []
 
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 15})
     assert run.state == DagRunState.SUCCESS
     with amop_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         assert bulk.status.value == "PROCESSED"
-        assert repo.status_counts(conn, bulk) == {"PROCESSED": N}
+        assert progress.status_counts(conn, bulk) == {"PROCESSED": N}
         statuses = conn.execute(select(t.device.c.Status, func.count()).group_by(t.device.c.Status)).all()
         assert statuses == [("DEACTIVATED", N)]
         assert conn.execute(select(func.count()).select_from(t.device_status_history)).scalar_one() == N
@@ -90,9 +90,9 @@ def test_missing_carrier_connection_marks_every_device(dagbag, sqlite_engine, ja
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id})
     assert run.state == DagRunState.SUCCESS  # nothing failed in Airflow: the data says why
     with sqlite_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         assert bulk.status.value == "ERROR"
-        changes = repo.load_device_changes(conn, bulk)
+        changes = device_changes.load_device_changes(conn, bulk)
         assert {c.status.value for c in changes} == {"ERROR"}
         assert all("carrier_sp_1" in c.status_details for c in changes)
     assert jasper.calls() == []

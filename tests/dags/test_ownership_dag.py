@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import DeviceChangeStatus, Integration, utcnow
@@ -43,8 +43,9 @@ def _counts(engine):
 
 def _snapshot(engine, bulk_id):
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        return bulk.status, [(dc.id, dc.status, dc.status_details) for dc in repo.load_device_changes(conn, bulk)]
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return bulk.status, [(dc.id, dc.status, dc.status_details)
+                             for dc in device_changes.load_device_changes(conn, bulk)]
 
 
 def test_second_run_of_one_bulk_change_stops_in_prepare_and_changes_nothing(dagbag, wired, jasper, smtp_server,
@@ -88,17 +89,18 @@ def test_an_expired_hold_of_a_dead_run_is_taken_over(dagbag, wired, jasper):
     bulk_id = _seed(engine, jasper, n)
     plan = processing.prepare(engine, bulk_id, batch_size=3, owner=processing.take_ownership(engine, bulk_id, FIRST).owner)
     with engine.begin() as conn:  # the dead run's first batch task took its devices and sent one of them
-        repo.mark_device_changes(conn, repo.load_bulk_change(conn, bulk_id), plan.batches[0].device_change_ids,
-                                 DeviceChangeStatus.PROCESSING, processed_by=FIRST)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_changes.mark_device_changes(conn, bulk, plan.batches[0].device_change_ids,
+                                           DeviceChangeStatus.PROCESSING, processed_by=FIRST)
         conn.execute(update(t.device_bulk_change).values(LeaseExpiresDate=utcnow() - timedelta(seconds=1)))
     jasper.seed_devices([{"iccid": seed.make_iccid(60_000), "status": "DEACTIVATED", "ratePlan": "IOT-1GB"}])
 
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 3})
     assert run.state == DagRunState.SUCCESS
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        assert bulk.status.value == "PROCESSED" and repo.status_counts(conn, bulk) == {"PROCESSED": n}
-        assert repo.load_lease(conn, bulk_id).owner is None  # released by finalize
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        assert bulk.status.value == "PROCESSED" and progress.status_counts(conn, bulk) == {"PROCESSED": n}
+        assert claims.load_lease(conn, bulk_id).owner is None  # released by finalize
     # the device the dead run had sent was confirmed at the carrier, not sent again
     assert sorted(c["iccid"] for c in jasper.calls(method="PUT")) == [seed.make_iccid(60_000 + i)
                                                                       for i in range(1, n)]
@@ -119,5 +121,5 @@ def test_more_batches_than_max_map_length_raise_the_batch_size(dagbag, wired, ja
                                                     TaskInstance.task_id == "process_batch").count()
     assert mapped == 3  # batches of 4, 4, 2 instead of 10 batches of 1
     with engine.connect() as conn:
-        assert repo.status_counts(conn, repo.load_bulk_change(conn, bulk_id)) == {"PROCESSED": n}
+        assert progress.status_counts(conn, bulk_changes.load_bulk_change(conn, bulk_id)) == {"PROCESSED": n}
     assert len(jasper.calls(method="PUT")) == n

@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -49,8 +49,8 @@ def test_pond_activation_with_rev_io_under_dag_test(dagbag, sqlite_engine, simul
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 10})
     assert run.state == DagRunState.SUCCESS
     with sqlite_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        assert bulk.status.value == "PROCESSED" and repo.status_counts(conn, bulk) == {"PROCESSED": N}
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        assert bulk.status.value == "PROCESSED" and progress.status_counts(conn, bulk) == {"PROCESSED": N}
         assert conn.execute(select(t.rev_service.c.Number2)).scalars().all().__len__() == N
         assert len(conn.execute(select(t.rev_service_product)).all()) == N
         active = conn.execute(select(t.pond_device_carrier_rate_plan.c.ICCID)

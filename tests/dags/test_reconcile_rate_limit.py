@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import BulkStatus, ChangeType, Integration
@@ -50,7 +50,7 @@ def setup(engine, simulator, monkeypatch, extra=None):
     # being processed: a live run holds it
     processing.take_ownership(engine, bulk_id, "bulk_change_process:manual__running")
     with engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
     monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(engine))
     monkeypatch.setenv(f"AIRFLOW_CONN_CARRIER_SP_{SP}", json.dumps({
         "conn_type": "http", "host": simulator.url_for("pond"), "login": USER, "password": SECRET,
@@ -82,7 +82,7 @@ def test_without_a_shared_bucket_reconciliation_waits_for_running_batches(dagbag
     assert history(sqlite_engine) == []
 
     with sqlite_engine.begin() as conn:  # the run ends: the account is free again
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
     summary = run(dagbag)
     assert summary["skipped"] == [] and summary["devices_updated"] == N, summary
     assert summary["drift"] == {"Pond": {"SUSPENDED -> ACTIVE": N}}

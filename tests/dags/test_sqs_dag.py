@@ -6,7 +6,7 @@ import random
 import pytest
 from sqlalchemy import insert, select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims as claims_db
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration, utcnow
@@ -72,7 +72,7 @@ def test_messages_claim_once_launch_and_dead_letter(dagbag, sqlite_engine, queue
     monkeypatch.setenv("AIRFLOW_CONN_AMOP_DB", amop_conn_json(sqlite_engine))
     a, b, c = _seed(sqlite_engine)
     with sqlite_engine.begin() as conn:
-        assert repo.claim_bulk_change(conn, c)  # the sensor got to c first
+        assert claims_db.claim_bulk_change(conn, c)  # the sensor got to c first
     legacy = dict(RetryNumber=0, IsRetryNewActivateThingSpaceDevice="False",
                   IsFromAutomatedUpdateDeviceStatusLambda="False")
     sqs.send_message(QueueUrl=main, MessageBody="Not used", MessageAttributes=_attrs(BulkChangeId=a, RequestId="r-a", **legacy))
@@ -99,8 +99,8 @@ def test_messages_claim_once_launch_and_dead_letter(dagbag, sqlite_engine, queue
     assert len(report["dead_lettered"]) == len(malformed) and report["left_on_queue"] == []
 
     with sqlite_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, a).status.value == "PENDING"
-        assert repo.load_bulk_change(conn, b).status.value == "PENDING"
+        assert bulk_changes.load_bulk_change(conn, a).status.value == "PENDING"
+        assert bulk_changes.load_bulk_change(conn, b).status.value == "PENDING"
         n = t.device_bulk_change_notification
         claims = conn.execute(select(n.c.BulkChangeId).where(n.c.ToStatus == "PENDING",
                                                              n.c.BulkChangeId.in_([a, b, c]))).scalars().all()

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bulkchange import legacy_queue as lq
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims
 from bulkchange.models import BulkStatus
 from tests.notify.test_outbox import _bulk
 
@@ -57,7 +57,7 @@ def test_decide_claims_once(amop_engine):
         missing = lq.decide(conn, lq.LegacyMessage(bulk_id + 100))
     assert missing.action == lq.DEAD_LETTER and "does not exist" in missing.reason
     with amop_engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.WAITING_FOR_CARRIER)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.WAITING_FOR_CARRIER)
     with amop_engine.begin() as conn:
         follow_up = lq.decide(conn, lq.LegacyMessage(bulk_id, retry_number=1,
                                                      is_retry_new_activate_thingspace_device=True))
@@ -88,7 +88,7 @@ def test_a_bulk_change_the_portal_set_processing_is_processed_once(amop_engine):
     bulk_id = _bulk(amop_engine, n=2)
     _as_the_portal_enqueues(amop_engine, bulk_id)
     message = _msg(BulkChangeId=str(bulk_id))  # body "Not used", string attributes: as the portal sends it
-    assert repo.claim_new_bulk_changes(amop_engine) == []  # the sensor takes NEW only
+    assert claims.claim_new_bulk_changes(amop_engine) == []  # the sensor takes NEW only
     with amop_engine.begin() as conn:
         first = lq.decide(conn, lq.parse_message(message))
     assert first.action == lq.LAUNCH and "PROCESSING as the portal enqueued it -> PENDING" in first.reason

@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import func, select, text
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import Integration
@@ -75,9 +75,9 @@ def test_submit_then_process_end_to_end(dagbag, amop_engine, env, jasper, capfd)
     assert set(problems) == {f"{ICCIDS[0]} (devices_csv line 3)", f"{unknown} (devices_csv line 4)"}
     assert "duplicate" in problems[f"{ICCIDS[0]} (devices_csv line 3)"] and "not found" in problems[f"{unknown} (devices_csv line 4)"]
     with amop_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "PENDING"  # claimed: the sensor leaves it
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "PENDING"  # claimed: the sensor leaves it
         # CreatedBy is the user who triggered the run (dag.test's), the form's name kept beside it
-        assert repo.load_bulk_change(conn, bulk_id).created_by == "dag_test (for ops-test)"
+        assert bulk_changes.load_bulk_change(conn, bulk_id).created_by == "dag_test (for ops-test)"
     launched = DagRun.find(dag_id="bulk_change_process", run_id=f"bulk_change_{bulk_id}")
     assert len(launched) == 1 and launched[0].conf["bulk_change_id"] == bulk_id
 
@@ -85,12 +85,12 @@ def test_submit_then_process_end_to_end(dagbag, amop_engine, env, jasper, capfd)
     done = dagbag.dags["bulk_change_process"].test(run_conf={**launched[0].conf, **OFF})
     assert done.state == DagRunState.SUCCESS
     with amop_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         assert bulk.status.value == "PROCESSED_WITH_ERRORS"
-        assert repo.status_counts(conn, bulk) == {"PROCESSED": 7, "ERROR": 2}
-        assert repo.load_progress(conn, bulk_id) == {"TotalCount": 9, "ProcessedCount": 7, "ErrorCount": 2,
-                                                     "PendingCount": 0}
-        msisdn = {c.iccid: c.msisdn for c in repo.load_device_changes(conn, bulk)}[ICCIDS[6]]
+        assert progress.status_counts(conn, bulk) == {"PROCESSED": 7, "ERROR": 2}
+        assert progress.load_progress(conn, bulk_id) == {"TotalCount": 9, "ProcessedCount": 7, "ErrorCount": 2,
+                                                         "PendingCount": 0}
+        msisdn = {c.iccid: c.msisdn for c in device_changes.load_device_changes(conn, bulk)}[ICCIDS[6]]
         assert msisdn == "15550001"
     assert sorted(c["iccid"] for c in jasper.calls(method="PUT")) == sorted(ICCIDS[:7])
     # each batch task logs the bulk change's progress; the last one sees it complete
@@ -111,7 +111,7 @@ def test_submit_without_process_now_leaves_it_new_for_the_sensor(dagbag, sqlite_
     assert run.get_task_instance("launch_processing", map_index=-1).state == "skipped"
     bulk_id = run.get_task_instance("submit").xcom_pull(task_ids="submit")["bulk_change_id"]
     with sqlite_engine.connect() as conn:
-        assert repo.find_new_bulk_change_ids(conn) == [bulk_id]
+        assert claims.find_new_bulk_change_ids(conn) == [bulk_id]
     assert jasper.calls() == []
 
 
@@ -129,7 +129,7 @@ def test_submit_dry_run_inserts_nothing_and_reports(dagbag, sqlite_engine, env, 
     assert report["carrier_calls"] == {"Jasper": 10} and report["estimated_seconds"] == 5.0
     assert _snapshot(sqlite_engine) == before
     with sqlite_engine.connect() as conn:
-        assert len(repo.load_dry_run_reports(conn)) == 1
+        assert len(progress.load_dry_run_reports(conn)) == 1
     assert jasper.calls() == []
 
 
@@ -167,7 +167,7 @@ def test_process_dry_run_changes_nothing_and_calls_no_carrier(dagbag, sqlite_eng
     assert _snapshot(sqlite_engine) == before  # status NEW, device changes NEW, no log rows
     assert jasper.calls() == []
     with sqlite_engine.connect() as conn:
-        stored = repo.load_dry_run_reports(conn, bulk_change_id=bulk_id)
+        stored = progress.load_dry_run_reports(conn, bulk_change_id=bulk_id)
     assert len(stored) == 1 and stored[0]["report"]["batch_count"] == 3
 
 
@@ -184,7 +184,7 @@ def test_retry_failed_end_to_end(dagbag, sqlite_engine, env, jasper):
     first = dag.test(run_conf={"bulk_change_id": bulk_id, "batch_size": 2, **OFF})
     assert first.state == DagRunState.SUCCESS
     with sqlite_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "PROCESSED_WITH_ERRORS"
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "PROCESSED_WITH_ERRORS"
         logs_before = conn.execute(select(t.device_bulk_change_log.c.Id)).scalars().all()
     jasper.configure(fail_iccids={})
     puts_before = len(jasper.calls(method="PUT"))
@@ -192,9 +192,9 @@ def test_retry_failed_end_to_end(dagbag, sqlite_engine, env, jasper):
     again = dag.test(run_conf={"bulk_change_id": bulk_id, "batch_size": 2, "dry_run": False, "retry_failed": True})
     assert again.state == DagRunState.SUCCESS
     with sqlite_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        assert bulk.status.value == "PROCESSED" and repo.status_counts(conn, bulk) == {"PROCESSED": 5}
-        assert repo.load_progress(conn, bulk_id)["ProcessedCount"] == 5
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        assert bulk.status.value == "PROCESSED" and progress.status_counts(conn, bulk) == {"PROCESSED": 5}
+        assert progress.load_progress(conn, bulk_id)["ProcessedCount"] == 5
         logs_after = conn.execute(select(t.device_bulk_change_log.c.Id)).scalars().all()
     assert set(logs_before) < set(logs_after)  # the earlier attempts' log rows are kept
     assert sorted(c["iccid"] for c in jasper.calls(method="PUT")[puts_before:]) == sorted([ICCIDS[1], ICCIDS[3]])

@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -89,8 +89,8 @@ def test_telegence_suspend_settles_in_the_batches(dagbag, amop_engine, simulator
     assert summary["status"] == "PROCESSED" and summary["counts"] == {"PROCESSED": N}, summary
     assert history(amop_engine, bulk_id) == [("A", "S", N)]
     with amop_engine.connect() as conn:
-        bc = repo.load_bulk_change(conn, bulk_id)
-        assert {dc.status.value for dc in repo.load_device_changes(conn, bc)} == {"PROCESSED"}
+        bc = bulk_changes.load_bulk_change(conn, bulk_id)
+        assert {dc.status.value for dc in device_changes.load_device_changes(conn, bc)} == {"PROCESSED"}
         logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)
                             .where(t.device_bulk_change_log.c.MobilityDeviceChangeId.is_not(None))).scalar_one()
     assert logs == N

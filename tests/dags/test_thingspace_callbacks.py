@@ -21,7 +21,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -90,7 +90,7 @@ def run_process(dagbag, bulk_id):
 
 def counts(engine, bulk_id):
     with engine.connect() as conn:
-        b = repo.load_bulk_change(conn, bulk_id)
+        b = bulk_changes.load_bulk_change(conn, bulk_id)
         return b.status.value, dict(conn.execute(
             select(t.m2m_device_change.c.Status, func.count()).where(t.m2m_device_change.c.BulkChangeId == bulk_id)
             .group_by(t.m2m_device_change.c.Status)).all())

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, progress as progress_db
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -71,7 +71,7 @@ def test_eight_batches_sensor_and_reconciliation_at_once(pg_engine, round_):
                                        requests=[{"ICCID": seed.make_iccid(DEVICES),
                                                   "ChangeRequest": {"UpdateStatus": "Suspend"}}])
                   for _ in range(10)]
-    assert repo.claim_new_bulk_changes(engine, limit=1) == [bulk_id]
+    assert claims.claim_new_bulk_changes(engine, limit=1) == [bulk_id]
     plan = processing.prepare(engine, bulk_id, batch_size=DEVICES // BATCHES)
     assert len(plan.batches) == BATCHES
 
@@ -80,7 +80,7 @@ def test_eight_batches_sensor_and_reconciliation_at_once(pg_engine, round_):
 
     def sensor():
         for _ in range(5):
-            claimed.extend(repo.claim_new_bulk_changes(engine, limit=3))
+            claimed.extend(claims.claim_new_bulk_changes(engine, limit=3))
 
     def reconciliation():
         for _ in range(3):
@@ -94,9 +94,9 @@ def test_eight_batches_sensor_and_reconciliation_at_once(pg_engine, round_):
     assert errors == {}
 
     with engine.connect() as conn:
-        progress = repo.load_progress(conn, bulk_id)
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        counts = repo.status_counts(conn, bulk)
+        progress = progress_db.load_progress(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        counts = progress_db.status_counts(conn, bulk)
         history = conn.execute(sa.select(sa.func.count()).select_from(t.device_status_history)
                                .where(t.device_status_history.c.BulkChangeId == bulk_id)).scalar()
         logs = conn.execute(sa.select(sa.func.count()).select_from(t.device_bulk_change_log)
@@ -136,7 +136,7 @@ def test_two_batches_closing_at_once_leave_the_right_progress(pg_engine, monkeyp
                                                   "ChangeRequest": {"UpdateStatus": "Suspend"}} for i in range(n)])
     plan = processing.prepare(engine, bulk_id, batch_size=n // 2)
     first_counted, second_done = threading.Event(), threading.Event()
-    real = repo.status_counts
+    real = progress_db.status_counts
 
     def counts(conn, bulk):
         result = real(conn, bulk)
@@ -150,7 +150,7 @@ def test_two_batches_closing_at_once_leave_the_right_progress(pg_engine, monkeyp
                 raise AssertionError("batch 2 neither closed nor waited")
         return result
 
-    monkeypatch.setattr(repo, "status_counts", counts)
+    monkeypatch.setattr(progress_db, "status_counts", counts)
     client = _StubJasper()
 
     def batch1():
@@ -172,7 +172,7 @@ def test_two_batches_closing_at_once_leave_the_right_progress(pg_engine, monkeyp
         th.join(timeout=120)
     assert errors == {}
     with engine.connect() as conn:
-        progress = repo.load_progress(conn, bulk_id)
+        progress = progress_db.load_progress(conn, bulk_id)
     assert progress["ProcessedCount"] == n and progress["PendingCount"] == 0, progress
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, progress
 from bulkchange.db import retry
 from bulkchange.db import schema as t
 from bulkchange.db import seed
@@ -187,7 +187,7 @@ def test_a_batch_whose_closing_transaction_loses_a_lock_is_recorded_once(sqlite_
                                        requests=[{"ICCID": seed.make_iccid(i),
                                                   "ChangeRequest": {"UpdateStatus": "Suspend"}} for i in range(3)])
     plan = processing.prepare(engine, bulk_id, batch_size=10)
-    real = repo.refresh_progress
+    real = progress.refresh_progress
     calls = []
 
     def loses_once(conn, bulk):  # the last statement of the closing transaction is the victim
@@ -196,7 +196,7 @@ def test_a_batch_whose_closing_transaction_loses_a_lock_is_recorded_once(sqlite_
             raise _wrapped(sqlite3.OperationalError("database is locked"))
         return real(conn, bulk)
 
-    monkeypatch.setattr(repo, "refresh_progress", loses_once)
+    monkeypatch.setattr(progress, "refresh_progress", loses_once)
     summary = processing.process_batch(engine, bulk_id, plan.batches[0].device_change_ids, client=_StubJasper())
     assert len(calls) == 2
     assert summary.progress["ProcessedCount"] == 3
@@ -275,9 +275,9 @@ def test_a_journal_write_that_meets_a_lock_is_retried_not_failing_the_device(sql
 
     bulk_id = make_bulk(sqlite_engine, n=1)
     with sqlite_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        dc = repo.load_device_changes(conn, bulk)[0]
-    real = repo.log_rows
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        dc = device_changes.load_device_changes(conn, bulk)[0]
+    real = device_changes.log_rows
     failures = [_wrapped(sqlite3.OperationalError("database is locked"))]
 
     def once_locked(*args, **kwargs):
@@ -285,9 +285,9 @@ def test_a_journal_write_that_meets_a_lock_is_retried_not_failing_the_device(sql
             raise failures.pop()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(repo, "log_rows", once_locked)
+    monkeypatch.setattr(device_changes, "log_rows", once_locked)
     record = CallRecord("Update Jasper Status", "PUT", "http://carrier/devices/1", "{}")
-    ids = repo.journal_write(sqlite_engine, bulk, processed_by="test", intents=[(dc.id, record)])
+    ids = device_changes.journal_write(sqlite_engine, bulk, processed_by="test", intents=[(dc.id, record)])
     assert len(ids) == 1 and not failures
     with sqlite_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.device_bulk_change_log)).scalar_one() == 1

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bulkchange import reconcile
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, inventory
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.db.device_status import device_status_ids, status_id_mismatches
@@ -30,16 +30,16 @@ def _fleet(engine, sp_id, integration, rows, *, portal_type=0, change_type=Chang
                                             "ChangeRequest": request or {"UpdateStatus": "Suspend",
                                                                          "PostUpdateStatusId": WRONG_ID}}
                                            for r in rows])
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        changes = repo.load_device_changes(conn, bulk)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        changes = device_changes.load_device_changes(conn, bulk)
     return bulk, changes, ids
 
 
 def _settle(engine, bulk, results, **kw):
     with engine.begin() as conn:
-        repo.mark_device_changes(conn, bulk, [r.device_change_id for r in results], DeviceChangeStatus.PROCESSING,
-                                 processed_by="test", details="sent")
-        repo.record_results(conn, bulk, results, {}, processed_by="test", **kw)
+        device_changes.mark_device_changes(conn, bulk, [r.device_change_id for r in results],
+                                           DeviceChangeStatus.PROCESSING, processed_by="test", details="sent")
+        device_changes.record_results(conn, bulk, results, {}, processed_by="test", **kw)
 
 
 def _agree(engine):
@@ -78,8 +78,8 @@ def test_reconciliation_writes_the_status_with_its_own_id(amop_engine):
     bulk, changes, ids = _fleet(amop_engine, 1, Integration.JASPER,
                                 [{"ICCID": seed.make_iccid(i), "Status": "ACTIVATED"} for i in range(2)])
     with amop_engine.begin() as conn:
-        repo.record_reconciled_statuses(conn, [(ids[0], changes[0].iccid, "ACTIVATED", "DEACTIVATED")],
-                                        changed_by="test", integration=Integration.JASPER, service_provider_id=1)
+        inventory.record_reconciled_statuses(conn, [(ids[0], changes[0].iccid, "ACTIVATED", "DEACTIVATED")],
+                                             changed_by="test", integration=Integration.JASPER, service_provider_id=1)
     assert _row(amop_engine, t.device, ids[0]) == ("DEACTIVATED", _id(amop_engine, Integration.JASPER, "DEACTIVATED"))
     assert _agree(amop_engine) == NO_MISMATCH
 
@@ -88,8 +88,8 @@ def test_reconciliation_of_a_mobility_line_writes_both_inventory_tables(amop_eng
     _, _, ids = _fleet(amop_engine, 6, Integration.TELEGENCE, [{"MSISDN": "14045550101", "Status": "A"}],
                        portal_type=2)
     with amop_engine.begin() as conn:
-        repo.record_reconciled_statuses(conn, [(ids[0], "14045550101", "A", "S")], changed_by="test",
-                                        integration=Integration.TELEGENCE, service_provider_id=6)
+        inventory.record_reconciled_statuses(conn, [(ids[0], "14045550101", "A", "S")], changed_by="test",
+                                             integration=Integration.TELEGENCE, service_provider_id=6)
         line = conn.execute(select(t.telegence_device.c.SubscriberNumberStatus, t.telegence_device.c.DeviceStatusId,
                                    t.telegence_device.c.OldDeviceStatusId)).one()
     suspended, active = _id(amop_engine, Integration.TELEGENCE, "S"), _id(amop_engine, Integration.TELEGENCE, "A")
@@ -123,7 +123,7 @@ def test_archival_keeps_them_together_and_device_updates_cannot_write_a_status(a
     for bypass in ({"Status": "ACTIVATED"}, {"DeviceStatusId": WRONG_ID}):
         with pytest.raises(ValueError, match="no updatable column"):
             with amop_engine.begin() as conn:
-                repo.record_results(conn, bulk, [DeviceResult(
+                device_changes.record_results(conn, bulk, [DeviceResult(
                     device_change_id=changes[0].id, status=DeviceChangeStatus.PROCESSED, details="x",
                     device_id=ids[0], device_updates=bypass)], {}, processed_by="test")
 

@@ -1,6 +1,6 @@
 """SQL Server cannot run here, so prove every statement compiles for its dialect.
 
-The test drives the whole processing path (claim, prepare, process, finalize, every repository
+The test drives the whole processing path (claim, prepare, process, finalize, every db module
 function) on SQLite with statement capture on, then compiles each captured Core statement and
 every DDL object for mssql. Anything new that a later test executes is caught too: conftest
 captures statements from every test engine, and this test compiles all captured so far.
@@ -9,7 +9,7 @@ from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import claims
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -40,7 +40,7 @@ def _drive_everything(engine):
         reqs.append({"ICCID": "123", "ChangeRequest": {"UpdateStatus": "Suspend"}})
         bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                        requests=reqs)
-    assert repo.claim_new_bulk_changes(engine) == [bulk_id]
+    assert claims.claim_new_bulk_changes(engine) == [bulk_id]
     plan = processing.prepare(engine, bulk_id, batch_size=3)
     processing.process_batch(engine, bulk_id, plan.batches[0].device_change_ids, client=_StubJasper())
     processing.finalize(engine, bulk_id)

@@ -3,7 +3,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import mssql
 
 from bulkchange.db import onboarding
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -19,7 +19,7 @@ def test_onboarding_statements_run_and_compile_for_sql_server(sqlite_engine):
         seed.add_devices(conn, [{"ICCID": known, "Status": "active", "IMEI": "350000000000009"}], sp_id=3, tenant_id=1)
         bulk_id = seed.add_bulk_change(conn, sp_id=3, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                        requests=[{"ICCID": new, "ChangeRequest": {"UpdateStatus": "Inventory"}}])
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         dc_id = conn.execute(select(t.m2m_device_change.c.Id)).scalar_one()
         assert set(onboarding.load_devices_by_imei(conn, bulk, ["350000000000009", "1"])) == {"350000000000009"}
         added = onboarding.add_to_inventory(conn, bulk, [onboarding.OnboardedDevice(dc_id, new, None, "inventory"),

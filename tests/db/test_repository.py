@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bulkchange.carriers.base import CallRecord
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes, inventory, progress
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
@@ -40,23 +40,23 @@ def test_schema_creation_is_idempotent_and_seeds_lookups(amop_engine):
 def test_record_results_applies_device_updates_of_applied_changes_only(amop_engine):
     bulk_id = make_bulk(amop_engine, n=3)
     with amop_engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        a, b, c = repo.load_device_changes(conn, bulk)
-        devices = repo.load_devices_by_iccid(conn, bulk, [a.iccid, b.iccid, c.iccid])
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        a, b, c = device_changes.load_device_changes(conn, bulk)
+        devices = inventory.load_devices_by_iccid(conn, bulk, [a.iccid, b.iccid, c.iccid])
         new_iccid = seed.make_iccid(9_999)
 
         def result(dc, status, updates):
             return DeviceResult(device_change_id=dc.id, status=status, details="x", device_id=devices[dc.iccid].id,
                                 iccid=dc.iccid, device_updates=updates)
 
-        repo.record_results(conn, bulk, [
+        device_changes.record_results(conn, bulk, [
             result(a, DeviceChangeStatus.PROCESSED, {"CustomerRatePlanId": 7, "CustomerPoolId": 3}),
             result(b, DeviceChangeStatus.PROCESSED, {"ICCID": new_iccid, "Username": "Ada"}),
             result(c, DeviceChangeStatus.API_FAILED, {"Username": "never written"}),
         ], {}, processed_by="test")
         with pytest.raises(ValueError, match="no updatable column TenantId"):
-            repo.record_results(conn, bulk, [result(a, DeviceChangeStatus.PROCESSED, {"TenantId": 2})], {},
-                                processed_by="test")
+            device_changes.record_results(conn, bulk, [result(a, DeviceChangeStatus.PROCESSED, {"TenantId": 2})], {},
+                                          processed_by="test")
     with amop_engine.connect() as conn:
         rows = {r.Id: r for r in conn.execute(select(t.device))}
     ra, rb, rc = (rows[devices[dc.iccid].id] for dc in (a, b, c))
@@ -68,10 +68,10 @@ def test_find_and_claim_only_new_with_process_changes(amop_engine):
     a = make_bulk(amop_engine)
     make_bulk(amop_engine, sp_id=2, process=False)
     make_bulk(amop_engine, sp_id=3, status="PROCESSED")
-    assert repo.claim_new_bulk_changes(amop_engine) == [a]
-    assert repo.claim_new_bulk_changes(amop_engine) == []
+    assert claims.claim_new_bulk_changes(amop_engine) == [a]
+    assert claims.claim_new_bulk_changes(amop_engine) == []
     with amop_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, a).status == BulkStatus.PENDING
+        assert bulk_changes.load_bulk_change(conn, a).status == BulkStatus.PENDING
 
 
 def test_concurrent_claimers_each_bulk_change_claimed_once(amop_engine):
@@ -82,7 +82,7 @@ def test_concurrent_claimers_each_bulk_change_claimed_once(amop_engine):
     def claimer():
         engine = make_engine(url)  # each claimer has its own engine, like two sensor runs
         barrier.wait()
-        results.append(repo.claim_new_bulk_changes(engine))
+        results.append(claims.claim_new_bulk_changes(engine))
         engine.dispose()
 
     threads = [threading.Thread(target=claimer) for _ in range(4)]
@@ -97,11 +97,11 @@ def test_concurrent_claimers_each_bulk_change_claimed_once(amop_engine):
 def test_load_bulk_change_joins_type_provider_integration(amop_engine):
     bulk_id = make_bulk(amop_engine)
     with amop_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         assert (bulk.change_type, bulk.integration, bulk.service_provider_name) == \
             (ChangeType.STATUS_UPDATE, Integration.JASPER, "sp1")
-        with pytest.raises(repo.BulkChangeNotFound):
-            repo.load_bulk_change(conn, 999999)
+        with pytest.raises(bulk_changes.BulkChangeNotFound):
+            bulk_changes.load_bulk_change(conn, 999999)
 
 
 def test_devices_of_other_tenants_are_invisible(amop_engine):
@@ -109,17 +109,17 @@ def test_devices_of_other_tenants_are_invisible(amop_engine):
     with amop_engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=7, name="other", integration=Integration.JASPER, tenant_id=2)
         seed.add_devices(conn, [{"ICCID": seed.make_iccid(5555), "Status": "ACTIVATED"}], sp_id=7, tenant_id=2)
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        found = repo.load_devices_by_iccid(conn, bulk, [seed.make_iccid(1000), seed.make_iccid(5555)])
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        found = inventory.load_devices_by_iccid(conn, bulk, [seed.make_iccid(1000), seed.make_iccid(5555)])
     assert list(found) == [seed.make_iccid(1000)]
 
 
 def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
     bulk_id = make_bulk(amop_engine, n=3)
     with amop_engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        dcs = repo.load_device_changes(conn, bulk)
-        devices = repo.load_devices_by_iccid(conn, bulk, [d.iccid for d in dcs])
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        dcs = device_changes.load_device_changes(conn, bulk)
+        devices = inventory.load_devices_by_iccid(conn, bulk, [d.iccid for d in dcs])
         ok, failed, rejected = dcs
         results = [
             DeviceResult(device_change_id=ok.id, status=DeviceChangeStatus.PROCESSED, details="done",
@@ -131,10 +131,10 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
         calls = {ok.id: [CallRecord("Update Jasper Status: Jasper API", "PUT", "u", "PUT /devices/x", 200, "{}")],
                  failed.id: [CallRecord("Update Jasper Status: Jasper API", "PUT", "u", "PUT", 400, "{}",
                                         error="HTTP 400", attempt=1)]}
-        repo.record_results(conn, bulk, results, calls, processed_by="test")
-        repo.reject_device_changes(conn, bulk, [(rejected.id, "bad ICCID")], processed_by="test")
+        device_changes.record_results(conn, bulk, results, calls, processed_by="test")
+        device_changes.reject_device_changes(conn, bulk, [(rejected.id, "bad ICCID")], processed_by="test")
     with amop_engine.connect() as conn:
-        by_id = {d.id: d for d in repo.load_device_changes(conn, bulk)}
+        by_id = {d.id: d for d in device_changes.load_device_changes(conn, bulk)}
         assert by_id[ok.id].status == DeviceChangeStatus.PROCESSED
         assert by_id[failed.id].status_details == "HTTP 400"
         assert by_id[rejected.id].status == DeviceChangeStatus.ERROR
@@ -154,7 +154,7 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
         assert [(lg["M2MDeviceChangeId"], lg["HasErrors"]) for lg in logs] == \
             [(ok.id, False), (failed.id, True), (rejected.id, True)]
         assert logs[2]["ErrorText"] == "bad ICCID"
-        assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS
+        assert progress.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS
 
 
 @pytest.mark.parametrize("counts,expected", [
@@ -167,18 +167,18 @@ def test_record_results_writes_changes_devices_history_and_logs(amop_engine):
     ({}, BulkStatus.ERROR),
 ])
 def test_decide_bulk_status(counts, expected):
-    assert repo.decide_bulk_status(counts)[0] == expected
+    assert progress.decide_bulk_status(counts)[0] == expected
 
 
 def test_mark_and_sweep_chunk_large_id_lists(amop_engine):
     bulk_id = make_bulk(amop_engine, n=2300)  # more ids than one IN chunk / SQL Server's 2,100 params
     with amop_engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        ids = [d.id for d in repo.load_device_changes(conn, bulk)]
-        assert repo.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PENDING, processed_by="t") == 2300
-        assert len(repo.load_device_changes(conn, bulk, ids=ids, statuses=["PENDING"])) == 2300
-        assert repo.fail_unsettled(conn, bulk, "swept", processed_by="t") == 2300
-        assert repo.rollup(conn, bulk) == (BulkStatus.ERROR, {"ERROR": 2300})
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        ids = [d.id for d in device_changes.load_device_changes(conn, bulk)]
+        assert device_changes.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PENDING, processed_by="t") == 2300
+        assert len(device_changes.load_device_changes(conn, bulk, ids=ids, statuses=["PENDING"])) == 2300
+        assert bulk_changes.fail_unsettled(conn, bulk, "swept", processed_by="t") == 2300
+        assert progress.rollup(conn, bulk) == (BulkStatus.ERROR, {"ERROR": 2300})
         n_logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)).scalar_one()
         assert n_logs == 2300
 
@@ -189,13 +189,13 @@ def test_stale_claims_are_reclaimed_once(amop_engine):
     from bulkchange.models import utcnow
 
     bulk_id = make_bulk(amop_engine, n=1)
-    assert repo.claim_new_bulk_changes(amop_engine) == [bulk_id]
-    assert repo.reclaim_stale(amop_engine, utcnow() - timedelta(minutes=30)) == []  # fresh claim: leave it
+    assert claims.claim_new_bulk_changes(amop_engine) == [bulk_id]
+    assert claims.reclaim_stale(amop_engine, utcnow() - timedelta(minutes=30)) == []  # fresh claim: leave it
     with amop_engine.begin() as conn:  # the claim is an hour old and its run never started
         conn.execute(t.device_bulk_change.update().values(ModifiedDate=utcnow() - timedelta(hours=1)))
     cutoff = utcnow() - timedelta(minutes=30)
-    assert repo.reclaim_stale(amop_engine, cutoff) == [bulk_id]
-    assert repo.reclaim_stale(amop_engine, cutoff) == []  # the re-claim refreshed it: a second sensor loses
+    assert claims.reclaim_stale(amop_engine, cutoff) == [bulk_id]
+    assert claims.reclaim_stale(amop_engine, cutoff) == []  # the re-claim refreshed it: a second sensor loses
     with amop_engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
-    assert repo.reclaim_stale(amop_engine, utcnow() + timedelta(minutes=5)) == []  # started: not stale
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+    assert claims.reclaim_stale(amop_engine, utcnow() + timedelta(minutes=5)) == []  # started: not stale

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import insert, select, text, update
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed, views
-from bulkchange.models import ChangeType, Integration
+from bulkchange.models import ChangeType, DeviceChangeStatus, Integration
 
 
 def _bulk(conn, sp_id, n, status="NEW", created=None, start=0):
@@ -51,14 +51,14 @@ def test_device_pages_last_response_log_and_failed_rows(amop_engine):
     with amop_engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=1, name="A", integration=Integration.JASPER, tenant_id=1)
         bulk_id = _bulk(conn, 1, 7, "PROCESSED_WITH_ERRORS")
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        dc_ids = [dc.id for dc in repo.load_device_changes(conn, bulk)]
-        repo.mark_device_changes(conn, bulk, dc_ids[:5], repo.DeviceChangeStatus.PROCESSED, processed_by="t")
-        repo.reject_device_changes(conn, bulk, [(dc_ids[5], "ICCID unknown"), (dc_ids[6], "carrier said no")],
-                                   processed_by="t")
-        repo.add_log_entries(conn, bulk, [repo.LogEntry(dc_ids[6], "PUT /devices", '{"status": "DEACTIVATED"}',
-                                                        '{"errorMessage": "no", "password": "hunter2"}',
-                                                        "HTTP 400", "400")], processed_by="t")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        dc_ids = [dc.id for dc in device_changes.load_device_changes(conn, bulk)]
+        device_changes.mark_device_changes(conn, bulk, dc_ids[:5], DeviceChangeStatus.PROCESSED, processed_by="t")
+        device_changes.reject_device_changes(conn, bulk, [(dc_ids[5], "ICCID unknown"), (dc_ids[6], "carrier said no")],
+                                             processed_by="t")
+        device_changes.add_log_entries(conn, bulk, [device_changes.LogEntry(
+            dc_ids[6], "PUT /devices", '{"status": "DEACTIVATED"}', '{"errorMessage": "no", "password": "hunter2"}',
+            "HTTP 400", "400")], processed_by="t")
     with amop_engine.connect() as conn:
         b = views.bulk_change(conn, bulk_id)
         assert views.status_counts(conn, b) == {"PROCESSED": 5, "ERROR": 2}
@@ -75,7 +75,7 @@ def test_device_pages_last_response_log_and_failed_rows(amop_engine):
         log = views.device_change_log(conn, b, dc_ids[6])
         assert [r["description"] for r in log] == ["Validation: rejected", "PUT /devices"]
         assert [r[0] for r in views.failed_device_rows(conn, b, chunk=1)] == dc_ids[5:]
-        with pytest.raises(repo.BulkChangeNotFound):
+        with pytest.raises(bulk_changes.BulkChangeNotFound):
             views.bulk_change(conn, bulk_id + 100)
 
 

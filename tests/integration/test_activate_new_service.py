@@ -226,7 +226,7 @@ def test_portal_processing_activation_and_its_assignment_from_the_sqs_message(am
     from sqlalchemy import update
 
     from bulkchange import legacy_queue as lq
-    from bulkchange.db import repository as repo
+    from bulkchange.db import claims
 
     iccids = inventory(amop_engine, tg, 3, 72_000)
     tg.configure(reject_iccids=[iccids[1]])
@@ -245,7 +245,7 @@ def test_portal_processing_activation_and_its_assignment_from_the_sqs_message(am
     for expected in (lq.LAUNCH, lq.ACK):  # the portal's message, then a duplicate
         with amop_engine.begin() as conn:
             assert lq.decide(conn, lq.parse_message(message)).action == expected
-    assert repo.claim_new_bulk_changes(amop_engine) == []  # the held assignment is not taken early
+    assert claims.claim_new_bulk_changes(amop_engine) == []  # the held assignment is not taken early
     plan = processing.prepare(amop_engine, bulk_id, batch_size=10)
     for b in plan.batches:
         processing.process_batch(amop_engine, bulk_id, b.device_change_ids, client=tg_client)
@@ -258,7 +258,7 @@ def test_portal_processing_activation_and_its_assignment_from_the_sqs_message(am
     assert held[iccids[0]].MSISDN == dcs[iccids[0]].MSISDN and held[iccids[0]].Status == "NEW"
     assert held[iccids[1]].Status == "ERROR" and "activation failed" in held[iccids[1]].StatusDetails
     assert state.Status == "NEW" and state.ProcessChanges in (True, 1)  # released whatever the portal set
-    assert repo.claim_new_bulk_changes(amop_engine) == [addition]
+    assert claims.claim_new_bulk_changes(amop_engine) == [addition]
 
 
 def test_remove_offering_codes_are_taken_off_the_new_line_and_its_features(amop_engine, tg, tg_client):

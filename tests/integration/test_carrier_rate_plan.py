@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select, update
 
 from bulkchange import processing, reconcile
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, DeviceChangeStatus
@@ -36,8 +36,8 @@ def run(engine, bulk_id, client, batch_size=50):
 
 def changes(engine, bulk_id):
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        return {dc.iccid: dc for dc in repo.load_device_changes(conn, bulk)}
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return {dc.iccid: dc for dc in device_changes.load_device_changes(conn, bulk)}
 
 
 def devices(engine):
@@ -181,8 +181,8 @@ def test_jasper_retry_after_a_crash_never_sends_twice(amop_engine, fleet_factory
     plan = processing.prepare(amop_engine, bulk_id, batch_size=10)
     ids = plan.batches[0].device_change_ids
     with amop_engine.begin() as conn:  # the dead attempt sent 3 of them before it could record anything
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        repo.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_changes.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
     client = make_client()
     for iccid in fleet.iccids[:3]:
         client.update_rate_plan(iccid, "P-500")

@@ -4,7 +4,7 @@ identifiers are refused before any carrier call."""
 from sqlalchemy import insert, select
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, DeviceChangeStatus, Integration, utcnow
@@ -114,8 +114,8 @@ def test_jasper_iccid_change_retried_after_a_crash_sends_only_what_is_missing(am
     bulk_id = identifier_bulk(amop_engine, [(o, {"NewICCID": n}) for o, n in zip(fleet.iccids, new_sims)])
     ids = processing.prepare(amop_engine, bulk_id, batch_size=10).batches[0].device_change_ids
     with amop_engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        repo.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_changes.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
     client = make_client()
     # the dead attempt got the first device all the way through and the second half way
     client.edit_device(new_sims[0], {"ratePlan": "P-1G", "status": "ACTIVATED"}, description="test")
@@ -194,8 +194,8 @@ def test_thingspace_retry_after_a_crash_does_not_resend_a_done_change(amop_engin
     bulk_id = identifier_bulk(amop_engine, list(zip(iccids, ({"NewICCID": n} for n in new_sims))), sp_id=4)
     ids = processing.prepare(amop_engine, bulk_id, batch_size=10).batches[0].device_change_ids
     with amop_engine.begin() as conn:  # the dead attempt sent the first change before it could record it
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        repo.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_changes.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
     ts_client.change_device_id(iccids[0], "iccid", new_sims[0])
     time.sleep(0.6)  # the carrier applied it (action_delay_s=0.3)
     processing.process_batch(amop_engine, bulk_id, ids, client=ts_client)

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from bulkchange import processing
 from bulkchange.changes.customer_rate_plan import apply_due
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration, utcnow
@@ -87,8 +87,8 @@ def test_assignment_with_rev_customer_creates_service_once(amop_engine, revio, m
     with amop_engine.begin() as conn:
         conn.execute(update(t.m2m_device_change).where(t.m2m_device_change.c.ICCID.in_(iccids[:20]))
                      .values(Status="PROCESSING"))
-        b = repo.load_bulk_change(conn, bulk_id)
-        ids = [c.id for c in repo.load_device_changes(conn, b, statuses=["PROCESSING"])]
+        b = bulk_changes.load_bulk_change(conn, bulk_id)
+        ids = [c.id for c in device_changes.load_device_changes(conn, b, statuses=["PROCESSING"])]
     processing.process_batch(amop_engine, bulk_id, ids, client=None, revio_client=client)
     assert len(revio.request("GET", "/services")) == 20 and len(revio.request("GET", "/service_products")) == 40
     assert len(rows(amop_engine, t.rev_service)) == 20

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from bulkchange import processing
 from bulkchange.changes import get_handler
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange, apply_due
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration, utcnow
@@ -120,7 +120,7 @@ def test_future_date_is_queued_for_every_device_and_applied_on_its_date(amop_eng
     q = t.device_customer_rate_plan_queue
     with amop_engine.connect() as conn:
         rows = conn.execute(select(q)).mappings().all()
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         assert "wait for their effective date" in conn.execute(
             select(t.device_bulk_change.c.ErrorMessage).where(t.device_bulk_change.c.Id == bulk_id)).scalar_one()
     assert len(rows) == 150 and all(r["IsActive"] and r["BulkChangeId"] == bulk_id for r in rows)
@@ -129,7 +129,7 @@ def test_future_date_is_queued_for_every_device_and_applied_on_its_date(amop_eng
 
     # a retried batch queues nothing twice
     with amop_engine.begin() as conn:
-        ids = [c.id for c in repo.load_device_changes(conn, bulk)]
+        ids = [c.id for c in device_changes.load_device_changes(conn, bulk)]
     processing.process_batch(amop_engine, bulk_id, ids, client=None)
     with amop_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(q)).scalar_one() == 150
@@ -156,7 +156,7 @@ def test_future_date_is_queued_for_every_device_and_applied_on_its_date(amop_eng
     assert all((dev[i].CustomerPoolId, float(dev[i].CustomerDataAllocationMB), dev[i].CustomerRatePlanId) == (88, 512, 1)
                for i in iccids[120:])
     with amop_engine.connect() as conn:
-        assert repo.status_counts(conn, bulk) == {"PROCESSED": 149, "ERROR": 1}
+        assert progress.status_counts(conn, bulk) == {"PROCESSED": 149, "ERROR": 1}
         assert conn.execute(select(func.count()).select_from(q).where(q.c.IsActive == True)).scalar_one() == 0  # noqa: E712
         notes = conn.execute(select(t.device_bulk_change_notification.c.ToStatus)
                              .where(t.device_bulk_change_notification.c.BulkChangeId == bulk_id)).scalars().all()

@@ -3,7 +3,7 @@ simulator over real HTTP, on SQLite and PostgreSQL."""
 from sqlalchemy import func, select, text
 
 from bulkchange import dryrun, processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import DeviceChangeStatus
@@ -22,8 +22,8 @@ def _snapshot(engine):
 
 def _changes(engine, bulk_id):
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        return {dc.iccid: dc for dc in repo.load_device_changes(conn, bulk)}
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return {dc.iccid: dc for dc in device_changes.load_device_changes(conn, bulk)}
 
 
 def _log_rows(engine, bulk_id):
@@ -52,9 +52,9 @@ def test_dry_run_changes_nothing_and_calls_no_carrier(amop_engine, fleet_factory
     assert d["estimated_seconds"] == 5.0 and "rate limit of 4/s" in d["estimate_basis"]
     assert "DRY RUN bulk change" in report.text() and "Jasper devices 1-4 of 10" in report.text()
     with amop_engine.connect() as conn:
-        stored = repo.load_dry_run_reports(conn, bulk_change_id=bulk_id)
+        stored = progress.load_dry_run_reports(conn, bulk_change_id=bulk_id)
         assert len(stored) == 1 and stored[0]["report"]["would_process"] == 10
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "NEW"
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "NEW"
 
 
 def test_dry_run_without_rate_limit_estimates_from_parallelism(sqlite_engine, jasper):
@@ -85,21 +85,21 @@ def test_progress_counts_follow_each_batch(amop_engine, fleet_factory, make_clie
     bulk_id = fleet.bulk("Suspend", extra=[{"ICCID": "123", "ChangeRequest": {"UpdateStatus": "Suspend"}}])
     plan = processing.prepare(amop_engine, bulk_id, batch_size=3)
     with amop_engine.connect() as conn:
-        assert repo.load_progress(conn, bulk_id) == {"TotalCount": 10, "ProcessedCount": 0, "ErrorCount": 1,
-                                                     "PendingCount": 9}
+        assert progress.load_progress(conn, bulk_id) == {"TotalCount": 10, "ProcessedCount": 0, "ErrorCount": 1,
+                                                         "PendingCount": 9}
     client = make_client()
     seen = []
     for batch in plan.batches:
         summary = processing.process_batch(amop_engine, bulk_id, batch.device_change_ids, client=client)
         with amop_engine.connect() as conn:
-            seen.append(repo.load_progress(conn, bulk_id))
+            seen.append(progress.load_progress(conn, bulk_id))
         assert summary.as_dict()["progress"] == seen[-1]
     assert [(p["ProcessedCount"], p["ErrorCount"], p["PendingCount"]) for p in seen] == \
         [(3, 1, 6), (6, 1, 3), (8, 2, 0)]
     processing.finalize(amop_engine, bulk_id)
     with amop_engine.connect() as conn:
-        assert repo.load_progress(conn, bulk_id) == {"TotalCount": 10, "ProcessedCount": 8, "ErrorCount": 2,
-                                                     "PendingCount": 0}
+        assert progress.load_progress(conn, bulk_id) == {"TotalCount": 10, "ProcessedCount": 8, "ErrorCount": 2,
+                                                         "PendingCount": 0}
 
 
 def test_retry_failed_reprocesses_only_failed_devices_and_keeps_earlier_logs(amop_engine, fleet_factory,
@@ -122,7 +122,7 @@ def test_retry_failed_reprocesses_only_failed_devices_and_keeps_earlier_logs(amo
     again = processing.reset_failed(amop_engine, bulk_id)
     assert sorted(again) == sorted([first[i].id for i in bad] + [first["123"].id])
     with amop_engine.connect() as conn:
-        assert repo.load_progress(conn, bulk_id)["PendingCount"] == 3
+        assert progress.load_progress(conn, bulk_id)["PendingCount"] == 3
     plan = processing.prepare(amop_engine, bulk_id, batch_size=4)
     assert plan.queued == 2 and plan.rejected == 1  # the bad ICCID is rejected again, with its reason
     assert sorted(i for b in plan.batches for i in b.device_change_ids) == sorted(first[i].id for i in bad)
@@ -137,8 +137,8 @@ def test_retry_failed_reprocesses_only_failed_devices_and_keeps_earlier_logs(amo
     retry_rows = [r for r in logs_after if r[2].startswith("Retry:")]
     assert len(retry_rows) == 3
     with amop_engine.connect() as conn:
-        assert repo.load_progress(conn, bulk_id) == {"TotalCount": 7, "ProcessedCount": 6, "ErrorCount": 1,
-                                                     "PendingCount": 0}
+        assert progress.load_progress(conn, bulk_id) == {"TotalCount": 7, "ProcessedCount": 6, "ErrorCount": 1,
+                                                         "PendingCount": 0}
         n = conn.execute(select(func.count()).select_from(t.device_status_history)).scalar_one()
     assert n == 6
 
@@ -177,11 +177,12 @@ def test_retry_of_swept_devices_asks_the_carrier_before_sending_again(amop_engin
     bulk_id = fleet.bulk("Suspend")
     plan = processing.prepare(amop_engine, bulk_id)
     with amop_engine.begin() as conn:  # the batch task took them (PROCESSING), then died
-        repo.mark_device_changes(conn, repo.load_bulk_change(conn, bulk_id), plan.batches[0].device_change_ids,
-                                 DeviceChangeStatus.PROCESSING, processed_by="test")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_changes.mark_device_changes(conn, bulk, plan.batches[0].device_change_ids,
+                                           DeviceChangeStatus.PROCESSING, processed_by="test")
     processing.finalize(amop_engine, bulk_id)  # every batch task died: all three swept
     with amop_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "ERROR"
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "ERROR"
     # the dead task had reached the carrier for the first device
     jasper.seed_devices([{"iccid": fleet.iccids[0], "status": "DEACTIVATED", "ratePlan": "P-1G"}])
 

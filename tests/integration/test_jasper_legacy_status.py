@@ -11,7 +11,7 @@ simulators:
 from sqlalchemy import select, update
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from tests.integration.test_revio_after_status import make_revio, revio  # noqa: F401 (fixtures)
 
@@ -28,8 +28,8 @@ def run_all(engine, bulk_id, client, revio_client=None):
 
 def changes(engine, bulk_id):
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        return {dc.iccid: dc for dc in repo.load_device_changes(conn, bulk)}
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return {dc.iccid: dc for dc in device_changes.load_device_changes(conn, bulk)}
 
 
 def devices(engine):

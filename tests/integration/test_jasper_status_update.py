@@ -5,7 +5,7 @@ import json
 from sqlalchemy import func, select
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
@@ -22,8 +22,8 @@ def run_all(engine, bulk_id, client, batch_size=25, max_parallel=10):
 
 def changes(engine, bulk_id):
     with engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        return {dc.iccid: dc for dc in repo.load_device_changes(conn, bulk)}
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return {dc.iccid: dc for dc in device_changes.load_device_changes(conn, bulk)}
 
 
 def test_suspend_fleet_processed_with_history_and_clean_logs(amop_engine, fleet_factory, make_client, jasper):
@@ -64,7 +64,7 @@ def test_rejections_are_per_device_with_reasons(amop_engine, fleet_factory, make
     ]
     bulk_id = fleet.bulk("Suspend", iccids=fleet.iccids[:3], extra=extra)
     with amop_engine.begin() as conn:  # one more: an illegal transition and a bad request
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         conn.execute(t.device.update().where(t.device.c.ICCID == fleet.iccids[3]).values(Status="RETIRED"))
     with amop_engine.begin() as conn:
         seed_rows = [{"BulkChangeId": bulk_id, "ICCID": fleet.iccids[3], "Status": "NEW", "IsProcessed": False,
@@ -216,8 +216,8 @@ def test_retry_after_a_crash_never_sends_twice(amop_engine, fleet_factory, make_
     plan = processing.prepare(amop_engine, bulk_id, batch_size=10)
     ids = plan.batches[0].device_change_ids
     with amop_engine.begin() as conn:  # what the dead attempt left: all PROCESSING, 4 already sent
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        repo.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_changes.mark_device_changes(conn, bulk, ids, DeviceChangeStatus.PROCESSING, processed_by="dead attempt")
     client = make_client()
     for iccid in fleet.iccids[:4]:
         client.update_status(iccid, "DEACTIVATED")
@@ -240,9 +240,9 @@ def test_preflight_failures_mark_every_device(amop_engine, fleet_factory, jasper
     plan = processing.prepare(amop_engine, bulk_id)
     assert plan.batches == [] and "WriteIsEnabled is off" in plan.preflight_error
     with amop_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         assert bulk.status.value == "ERROR"
-        assert {dc.status for dc in repo.load_device_changes(conn, bulk)} == {DeviceChangeStatus.ERROR}
+        assert {dc.status for dc in device_changes.load_device_changes(conn, bulk)} == {DeviceChangeStatus.ERROR}
         n_logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)).scalar_one()
     assert n_logs == 5
     assert jasper.calls() == []
@@ -255,8 +255,9 @@ def test_finalize_sweeps_devices_no_batch_settled(amop_engine, fleet_factory):
     bulk_id = fleet.bulk("Suspend")
     plan = processing.prepare(amop_engine, bulk_id, batch_size=3)
     with amop_engine.begin() as conn:  # the first batch task took its devices, then died; the second never ran
-        repo.mark_device_changes(conn, repo.load_bulk_change(conn, bulk_id), plan.batches[0].device_change_ids,
-                                 DeviceChangeStatus.PROCESSING, processed_by="test")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_changes.mark_device_changes(conn, bulk, plan.batches[0].device_change_ids,
+                                           DeviceChangeStatus.PROCESSING, processed_by="test")
     summary = processing.finalize(amop_engine, bulk_id)
     assert summary["status"] == "ERROR" and summary["swept"] == 6
     assert summary["swept_by_reason"] == {processing.SWEPT_REASON: 3, processing.NOT_STARTED_REASON: 3}

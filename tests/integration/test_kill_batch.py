@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from bulkchange import processing
 from bulkchange.carriers.jasper import JasperClient
-from bulkchange.db import repository as repo
+from bulkchange.db import device_changes
 from bulkchange.db import schema as t
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange_demo.demo import wait_for
@@ -58,7 +58,7 @@ def _engine_url(engine) -> str:
 def _in_flight_plan_rows(engine, bulk_id) -> int:
     with engine.connect() as conn:
         return len(conn.execute(select(LOG.c.Id).where(
-            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == repo.LOG_IN_FLIGHT,
+            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == device_changes.LOG_IN_FLIGHT,
             LOG.c.LogEntryDescription.like("Update Jasper Rate Plan%"))).all())
 
 
@@ -119,8 +119,8 @@ def test_sigkill_mid_batch_then_retry_sends_nothing_twice_and_logs_every_call(am
             LOG.c.BulkChangeId == bulk_id, LOG.c.AttemptNumber.is_not(None))).all()
     rows = Counter(r[0] for r in log_rows)
     # the killed task's unanswered attempts: closed by the retry (NO_ANSWER), none left IN_FLIGHT
-    in_flight = Counter(r[0] for r in log_rows if r[1] == repo.LOG_NO_ANSWER)
-    assert not [r for r in log_rows if r[1] == repo.LOG_IN_FLIGHT]
+    in_flight = Counter(r[0] for r in log_rows if r[1] == device_changes.LOG_NO_ANSWER)
+    assert not [r for r in log_rows if r[1] == device_changes.LOG_IN_FLIGHT]
 
     mismatches, duplicates, log_gaps = [], [], []
     for iccid in fleet.iccids:

@@ -187,10 +187,11 @@ def test_no_secret_in_any_column_mail_or_xcom(amop_engine, simulator, jasper, fl
     try:
         rev_wrong.get_service(1)
     except Exception as exc:  # noqa: BLE001  refused: its message goes where errors go
-        from bulkchange.db import repository as repo
+        from bulkchange.db import bulk_changes
+        from bulkchange.models import BulkStatus
 
         with engine.begin() as conn:
-            repo.set_bulk_status(conn, bulks[0][0], repo.BulkStatus.ERROR, error_message=str(exc))
+            bulk_changes.set_bulk_status(conn, bulks[0][0], BulkStatus.ERROR, error_message=str(exc))
     finally:
         rev_wrong.close()
     mails = []

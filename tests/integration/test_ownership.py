@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes
 from bulkchange.db import schema as t
 from bulkchange.models import utcnow
 
@@ -16,7 +16,8 @@ B = processing.run_owner("manual__second")
 
 def _changes(engine, bulk_id):
     with engine.connect() as conn:
-        return {dc.iccid: dc for dc in repo.load_device_changes(conn, repo.load_bulk_change(conn, bulk_id))}
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        return {dc.iccid: dc for dc in device_changes.load_device_changes(conn, bulk)}
 
 
 def _history(engine):
@@ -56,7 +57,7 @@ def test_a_batch_of_a_run_that_was_taken_over_sends_nothing(amop_engine, fleet_f
     assert processing.finalize(amop_engine, bulk_id, owner=B)["status"] == "PROCESSED"
     assert _history(amop_engine) == 4 and len(jasper.calls(method="PUT")) == 4
     with amop_engine.connect() as conn:  # released with the roll-up: a later run (retry) may take it
-        assert repo.load_lease(conn, bulk_id).owner is None
+        assert claims.load_lease(conn, bulk_id).owner is None
 
 
 @pytest.mark.parametrize("first", ["older", "newer"])

@@ -136,9 +136,9 @@ def test_revio_username_field_and_description(amop_engine, tg, tg_client, make_r
 
 def test_personal_fields_of_the_listed_bodies_are_masked_in_a_log_row(amop_engine):
     """The bodies the carriers define (contracts and carrier_apis.md) with every personal field the
-    issue lists, stored through the repository's log writer like any call record."""
+    issue lists, stored through device_changes' log writer like any call record."""
     from bulkchange.carriers.base import CallRecord
-    from bulkchange.db import repository as repo
+    from bulkchange.db import bulk_changes, device_changes
 
     ppu = {"devices": [{"deviceIds": [{"id": "89148000000000000001", "kind": "iccid"}]}], "servicePlan": "M2M-5GB",
            "mdnZipCode": "30004", "accountName": "0000000000-00001",
@@ -159,14 +159,15 @@ def test_personal_fields_of_the_listed_bodies_are_masked_in_a_log_row(amop_engin
         bulk_id = seed.add_bulk_change(conn, sp_id=4, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                        requests=[{"ICCID": "89148000000000000001",
                                                   "ChangeRequest": {"UpdateStatus": "Active"}}])
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         records = [CallRecord(description="ThingSpace Activate: ThingSpace API", method="POST", url="/x",
                               request_text="POST /m2m/v1/devices/actions/activate\n" + json.dumps(ppu),
                               response_text=json.dumps(listed), status_code=200),
                    CallRecord(description="Get Rev.io Customer: Rev.io API", method="GET", url="/y",
                               request_text="GET /v1/Customers/4711", response_text=json.dumps(customer),
                               status_code=200)]
-        repo.add_log_entries(conn, bulk, [repo.LogEntry.from_call(None, r) for r in records], processed_by="test")
+        device_changes.add_log_entries(conn, bulk, [device_changes.LogEntry.from_call(None, r) for r in records],
+                                       processed_by="test")
     personal = ["Ford", "Prefectus", "42 Betelgeuse Way", "4045550199", "ford@example.net"]
     rows = log_rows(amop_engine)
     text = "\n".join(str(v) for row in rows for v in row if v)

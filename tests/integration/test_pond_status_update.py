@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from bulkchange import processing
 from bulkchange.carriers import CarrierSettings, build_client
 from bulkchange.carriers.base import PermanentError
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
@@ -186,17 +186,17 @@ def test_retry_after_a_crash_adds_no_second_package(sqlite_engine, pond, pond_cl
     bulk_id = fleet.bulk("Active", Request={"PackageTypeId": "102"})
     plan = processing.prepare(sqlite_engine, bulk_id, batch_size=100)
     ids = plan.batches[0].device_change_ids
-    real = repo.record_results
+    real = device_changes.record_results
 
     def crash(*a, **kw):
         raise RuntimeError("worker died before recording")
 
-    monkeypatch.setattr(repo, "record_results", crash)
+    monkeypatch.setattr(device_changes, "record_results", crash)
     with pytest.raises(RuntimeError):
         processing.process_batch(sqlite_engine, bulk_id, ids, client=pond_client())
-    monkeypatch.setattr(repo, "record_results", real)
+    monkeypatch.setattr(device_changes, "record_results", real)
     with sqlite_engine.connect() as conn:
-        assert repo.status_counts(conn, repo.load_bulk_change(conn, bulk_id)) == {"PROCESSING": 30}
+        assert progress.status_counts(conn, bulk_changes.load_bulk_change(conn, bulk_id)) == {"PROCESSING": 30}
         assert conn.execute(select(func.count()).select_from(t.pond_device_carrier_rate_plan)).scalar() == 0
     processing.process_batch(sqlite_engine, bulk_id, ids, client=pond_client())
     assert processing.finalize(sqlite_engine, bulk_id)["counts"] == {"PROCESSED": 30}

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bulkchange import legacy_queue, processing
-from bulkchange.db import repository as repo
+from bulkchange.db import claims
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
@@ -33,9 +33,9 @@ def _state(engine, bulk_id):
 def test_a_held_bulk_change_is_launched_by_no_entry(amop_engine):
     bulk_id = _held(amop_engine)
     # the sensor
-    assert repo.claim_new_bulk_changes(amop_engine) == []
+    assert claims.claim_new_bulk_changes(amop_engine) == []
     with amop_engine.begin() as conn:
-        assert repo.claim_bulk_change(conn, bulk_id) is False  # whoever asks
+        assert claims.claim_bulk_change(conn, bulk_id) is False  # whoever asks
     # an SQS message naming it
     message = {"MessageId": "m-1", "Body": "bulk change", "MessageAttributes": {
         "BulkChangeId": {"StringValue": str(bulk_id), "DataType": "String"}}}
@@ -52,5 +52,5 @@ def test_released_it_is_processed(amop_engine):
     bulk_id = _held(amop_engine)
     with amop_engine.begin() as conn:
         conn.execute(update(BC).where(BC.c.Id == bulk_id).values(ProcessChanges=True))
-    assert repo.claim_new_bulk_changes(amop_engine) == [bulk_id]
+    assert claims.claim_new_bulk_changes(amop_engine) == [bulk_id]
     assert processing.prepare(amop_engine, bulk_id).queued == 1

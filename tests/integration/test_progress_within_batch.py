@@ -4,7 +4,7 @@ PostgreSQL."""
 from sqlalchemy import func, select
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, progress
 from bulkchange.db import schema as t
 
 
@@ -22,7 +22,7 @@ def test_progress_moves_every_n_devices_inside_one_batch(amop_engine, fleet_fact
 
     def on_progress(done, total):  # the portal's view while the batch still runs
         with amop_engine.connect() as conn:
-            seen.append((done, repo.load_progress(conn, bulk_id)["ProcessedCount"]))
+            seen.append((done, progress.load_progress(conn, bulk_id)["ProcessedCount"]))
 
     summary = processing.process_batch(amop_engine, bulk_id, ids, client=make_client(), max_parallel=1,
                                        on_progress=on_progress, record_every=5, record_interval_s=3600)
@@ -37,7 +37,7 @@ def test_progress_moves_after_the_interval_inside_one_batch(amop_engine, fleet_f
 
     def on_progress(done, total):
         with amop_engine.connect() as conn:
-            seen.append(repo.load_progress(conn, bulk_id)["ProcessedCount"])
+            seen.append(progress.load_progress(conn, bulk_id)["ProcessedCount"])
 
     processing.process_batch(amop_engine, bulk_id, ids, client=make_client(), max_parallel=1,
                              on_progress=on_progress, record_every=1000, record_interval_s=0)
@@ -53,10 +53,10 @@ def test_groups_recorded_while_threads_run_record_each_device_once(amop_engine, 
     assert summary.counts == {"PROCESSED": n} and summary.calls == 2 * n
     hist, log = t.device_status_history, t.device_bulk_change_log
     with amop_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        assert repo.status_counts(conn, bulk) == {"PROCESSED": n}
-        assert repo.load_progress(conn, bulk_id) == {"TotalCount": n, "ProcessedCount": n, "ErrorCount": 0,
-                                                     "PendingCount": 0}
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        assert progress.status_counts(conn, bulk) == {"PROCESSED": n}
+        assert progress.load_progress(conn, bulk_id) == {"TotalCount": n, "ProcessedCount": n, "ErrorCount": 0,
+                                                         "PendingCount": 0}
         per_device = conn.execute(select(hist.c.ICCID, func.count()).where(hist.c.BulkChangeId == bulk_id)
                                   .group_by(hist.c.ICCID)).all()
         assert len(per_device) == n and {c for _, c in per_device} == {1}

@@ -322,7 +322,7 @@ def test_a_plan_change_keeps_the_last_status_change(amop_engine, tg, tg_client):
     """A result that changes the plan but not the status leaves Device.LastStatusChange as it was."""
     from datetime import datetime
 
-    from bulkchange.db import repository as repo
+    from bulkchange.db import bulk_changes, device_changes
     from bulkchange.models import DeviceChangeStatus, DeviceResult
 
     iccids, _ = tg_fleet(amop_engine, tg, 1, 65_000)
@@ -333,11 +333,11 @@ def test_a_plan_change_keeps_the_last_status_change(amop_engine, tg, tg_client):
         bulk_id = seed.add_bulk_change(conn, sp_id=6, tenant_id=1, change_type=RATE, portal_type=2,
                                        requests=[{"ICCID": iccids[0], "ChangeRequest": {"CarrierRatePlan": "X"}}])
     with amop_engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        dc = repo.load_device_changes(conn, bulk)[0]
-        repo.record_results(conn, bulk, [DeviceResult(device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED,
-                                                      details="plan", device_id=device_id, carrier_rate_plan="X")],
-                            {}, processed_by="test")
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        dc = device_changes.load_device_changes(conn, bulk)[0]
+        device_changes.record_results(conn, bulk, [DeviceResult(
+            device_change_id=dc.id, status=DeviceChangeStatus.PROCESSED, details="plan", device_id=device_id,
+            carrier_rate_plan="X")], {}, processed_by="test")
     with amop_engine.connect() as conn:
         row = conn.execute(select(t.mobility_device)).one()
     assert row.CarrierRatePlan == "X" and row.LastStatusChange == when

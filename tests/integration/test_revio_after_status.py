@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from bulkchange import processing
 from bulkchange.carriers.revio import RevioClient
-from bulkchange.db import repository as repo
+from bulkchange.db import device_changes
 from bulkchange.db import schema as t
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from tests.integration.conftest import KEY as JASPER_KEY
@@ -115,15 +115,15 @@ def test_crash_after_rev_work_then_retry_creates_nothing_twice(amop_engine, flee
     bulk_id = fleet.bulk("Suspend", RevService=REV_SERVICE, RevServiceProductCreateModel=PRODUCTS)
     plan = processing.prepare(amop_engine, bulk_id, batch_size=100)
     ids = plan.batches[0].device_change_ids
-    real = repo.record_results
+    real = device_changes.record_results
 
     def die(*a, **kw):
         raise Crash()
 
-    monkeypatch.setattr(repo, "record_results", die)
+    monkeypatch.setattr(device_changes, "record_results", die)
     with pytest.raises(Crash):
         processing.process_batch(amop_engine, bulk_id, ids, client=make_client(), revio_client=make_revio())
-    monkeypatch.setattr(repo, "record_results", real)
+    monkeypatch.setattr(device_changes, "record_results", real)
     assert len(revio.request("GET", "/services")) == 40
     services, _, changes, _ = stored(amop_engine)
     assert services == [] and {c.Status for c in changes.values()} == {"PROCESSING"}
@@ -303,15 +303,15 @@ def test_asynchronous_carrier_gets_its_rev_service_when_settled(amop_engine, ts,
     import time
 
     time.sleep(0.5)  # the simulator completes the request after action_delay_s
-    real = repo.record_results
+    real = device_changes.record_results
 
     def die(*a, **kw):
         raise Crash()
 
-    monkeypatch.setattr(repo, "record_results", die)
+    monkeypatch.setattr(device_changes, "record_results", die)
     with pytest.raises(Crash):
         reconcile.settle_bulk(amop_engine, bulk_id, ts_client, revio_client=make_revio())
-    monkeypatch.setattr(repo, "record_results", real)
+    monkeypatch.setattr(device_changes, "record_results", real)
     assert len(revio.request("GET", "/services")) == 12
 
     summary = settle_until_done(amop_engine, bulk_id, ts_client, revio_client=make_revio())

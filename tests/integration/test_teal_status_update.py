@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from bulkchange import processing, reconcile
 from bulkchange.carriers import CarrierSettings, build_client
 from bulkchange.carriers.teal import PROCESSING, TealClient
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes as device_changes_db
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
@@ -82,8 +82,8 @@ def settle_until_done(engine, bulk_id, client, rounds=60, **kw):
 
 def device_changes(engine, bulk_id):
     with engine.connect() as conn:
-        bc = repo.load_bulk_change(conn, bulk_id)
-        return {dc.iccid: dc for dc in repo.load_device_changes(conn, bc)}
+        bc = bulk_changes.load_bulk_change(conn, bulk_id)
+        return {dc.iccid: dc for dc in device_changes_db.load_device_changes(conn, bc)}
 
 
 def assert_no_secret(engine):

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from bulkchange import processing, reconcile
 from bulkchange.carriers import CarrierSettings, build_client
 from bulkchange.carriers.telegence import TelegenceClient
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
@@ -190,8 +190,8 @@ def test_refusals_rejections_and_check_limit_carry_reasons(amop_engine, tg, tg_c
     with amop_engine.connect() as conn:
         out = {}
         for b in (suspend, activate, no_plan):
-            bc = repo.load_bulk_change(conn, b)
-            out.update({dc.iccid: dc for dc in repo.load_device_changes(conn, bc)})
+            bc = bulk_changes.load_bulk_change(conn, b)
+            out.update({dc.iccid: dc for dc in device_changes.load_device_changes(conn, bc)})
     assert out[iccids[0]].status.value == "PROCESSED"
     assert out[iccids[1]].status.value == "API_FAILED" and "/service/" in out[iccids[1]].status_details
     assert out[iccids[2]].status.value == "ERROR" and "has no MSISDN" in out[iccids[2]].status_details
@@ -208,8 +208,8 @@ def test_refusals_rejections_and_check_limit_carry_reasons(amop_engine, tg, tg_c
         s = reconcile.settle_bulk(amop_engine, slow, tg_client, max_checks=2)
     assert s.settled == {"API_FAILED": 1} and s.bulk_status == "ERROR"
     with amop_engine.connect() as conn:
-        bc = repo.load_bulk_change(conn, slow)
-        (dc,) = repo.load_device_changes(conn, bc)
+        bc = bulk_changes.load_bulk_change(conn, slow)
+        (dc,) = device_changes.load_device_changes(conn, bc)
     assert "activation pending after 2 checks" in dc.status_details
 
 
@@ -305,6 +305,6 @@ def test_rejected_duplicate_of_an_active_line_is_processed(amop_engine, tg, tg_c
     assert s.settled == {"PROCESSED": 2}
     out = {}
     with amop_engine.connect() as conn:
-        bc = repo.load_bulk_change(conn, bulk_id)
-        out = {dc.iccid: dc for dc in repo.load_device_changes(conn, bc)}
+        bc = bulk_changes.load_bulk_change(conn, bulk_id)
+        out = {dc.iccid: dc for dc in device_changes.load_device_changes(conn, bc)}
     assert "was rejected" in out[spare[0]].status_details and out[spare[0]].msisdn == "14700001234"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from bulkchange import processing, reconcile
 from bulkchange import thingspace_callbacks as cb
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType
@@ -94,7 +94,7 @@ def test_a_callback_stored_before_the_batch_records_its_request_settles_with_the
     done = rows(amop_engine, bulk_id)
     assert all(done[i].Status == "PROCESSED" and "ThingSpace callback" in done[i].StatusDetails for i in suspended)
     with amop_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "PROCESSED"
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "PROCESSED"
     assert ts.calls(method="GET", path_contains="/requests/", status=200) == []
     kept = stored(amop_engine)
     assert sorted(r.ICCID for r in kept) == sorted(active + suspended) and {r.APIStatus for r in kept} == {"Success"}

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from bulkchange.carriers.thingspace import ThingSpaceClient, UnknownOutcome
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes as device_changes_db
 from bulkchange.db import schema as t
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from tests.integration.test_thingspace_status_update import (  # noqa: F401 - fixtures
@@ -47,8 +47,8 @@ def calls(ts, path_end, method="POST"):
 
 def device_changes(engine, bulk_id):
     with engine.connect() as conn:
-        b = repo.load_bulk_change(conn, bulk_id)
-        return {dc.iccid: dc for dc in repo.load_device_changes(conn, b)}, b
+        b = bulk_changes.load_bulk_change(conn, bulk_id)
+        return {dc.iccid: dc for dc in device_changes_db.load_device_changes(conn, b)}, b
 
 
 # --- item 3: authentication apart from the action's attempts -------------------------------------

@@ -5,7 +5,7 @@ import json
 
 from sqlalchemy import select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.models import ChangeType
 from bulkchange.db import schema as t
 from tests.integration.test_thingspace_status_update import (  # noqa: F401
@@ -90,8 +90,8 @@ def test_ppu_without_the_full_address_is_refused_before_any_call(amop_engine, ts
     assert summary["counts"] == {"ERROR": 2}, summary
     assert not [c for c in ts.calls(method="POST") if "/actions/" in c["path"]]
     with amop_engine.connect() as conn:
-        b = repo.load_bulk_change(conn, bulk_id)
-        reasons = {dc.status_details for dc in repo.load_device_changes(conn, b)}
+        b = bulk_changes.load_bulk_change(conn, bulk_id)
+        reasons = {dc.status_details for dc in device_changes.load_device_changes(conn, b)}
     assert len(reasons) == 1
     (reason,) = reasons
     assert "thingSpacePPU" in reason and "City, Country" in reason
@@ -127,8 +127,8 @@ def test_active_without_ignore_current_status_adds_the_device_first_then_activat
     assert activated == sorted([new, known[0], known[1]])  # not the device the carrier refused to add
 
     with amop_engine.connect() as conn:
-        b = repo.load_bulk_change(conn, bulk_id)
-        by_iccid = {dc.iccid: dc for dc in repo.load_device_changes(conn, b)}
+        b = bulk_changes.load_bulk_change(conn, bulk_id)
+        by_iccid = {dc.iccid: dc for dc in device_changes.load_device_changes(conn, b)}
         row = conn.execute(select(t.device.c.Id, t.device.c.IMEI, t.device.c.Status)
                            .where(t.device.c.ICCID == new)).one()
     assert "belongs to another account" in by_iccid[elsewhere].status_details

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from bulkchange import processing, reconcile
 from bulkchange.carriers.thingspace import ThingSpaceClient
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
@@ -145,8 +145,8 @@ def test_carrier_refusal_and_check_limit_fail_with_reasons(amop_engine, ts, ts_c
     process(amop_engine, bulk_id, ts_client)
     s = settle_until_done(amop_engine, bulk_id, ts_client)
     with amop_engine.connect() as conn:
-        b = repo.load_bulk_change(conn, bulk_id)
-        by_iccid = {dc.iccid: dc for dc in repo.load_device_changes(conn, b)}
+        b = bulk_changes.load_bulk_change(conn, bulk_id)
+        by_iccid = {dc.iccid: dc for dc in device_changes.load_device_changes(conn, b)}
     assert by_iccid[iccids[0]].status.value == "API_FAILED"
     assert "DeviceAlreadyActive" in by_iccid[iccids[0]].status_details
     assert s.bulk_status == "PROCESSED_WITH_ERRORS"
@@ -162,8 +162,9 @@ def test_carrier_refusal_and_check_limit_fail_with_reasons(amop_engine, ts, ts_c
         s = reconcile.settle_bulk(amop_engine, slow_bulk, ts_client, max_checks=3)
     assert s.settled == {"API_FAILED": 2} and s.bulk_status == "ERROR"
     with amop_engine.connect() as conn:
-        b = repo.load_bulk_change(conn, slow_bulk)
-        assert all("not active after 3 checks" in dc.status_details for dc in repo.load_device_changes(conn, b))
+        b = bulk_changes.load_bulk_change(conn, slow_bulk)
+        assert all("not active after 3 checks" in dc.status_details
+                   for dc in device_changes.load_device_changes(conn, b))
 
 
 def test_expired_tokens_are_renewed_once(amop_engine, ts, ts_client, simulator):

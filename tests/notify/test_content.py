@@ -1,6 +1,6 @@
 """What the emails and the webhook say (core, no Airflow)."""
 from bulkchange import notify
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, outbox, progress
 from bulkchange.models import BulkStatus, DeviceChangeStatus
 from tests.notify.test_outbox import _bulk
 
@@ -8,13 +8,13 @@ from tests.notify.test_outbox import _bulk
 def _finished(engine, n=5, failed=3):
     bulk_id = _bulk(engine, n=n)
     with engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        dcs = repo.load_device_changes(conn, bulk)
-        repo.mark_device_changes(conn, bulk, [d.id for d in dcs[failed:]], DeviceChangeStatus.PROCESSED,
-                                 processed_by="t")
-        repo.reject_device_changes(conn, bulk, [(d.id, f"carrier said <no> #{k}") for k, d in enumerate(dcs[:failed])],
-                                   processed_by="t")
-        repo.rollup(conn, bulk)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        dcs = device_changes.load_device_changes(conn, bulk)
+        device_changes.mark_device_changes(conn, bulk, [d.id for d in dcs[failed:]], DeviceChangeStatus.PROCESSED,
+                                           processed_by="t")
+        device_changes.reject_device_changes(conn, bulk, [(d.id, f"carrier said <no> #{k}")
+                                                          for k, d in enumerate(dcs[:failed])], processed_by="t")
+        progress.rollup(conn, bulk)
     return bulk_id, dcs
 
 
@@ -60,7 +60,7 @@ def test_failure_email_names_bulk_change_carrier_type_error_and_run():
 def test_webhook_payload(sqlite_engine):
     bulk_id, _ = _finished(sqlite_engine, n=3, failed=1)
     with sqlite_engine.connect() as conn:
-        n = [p for p in repo.pending_notifications(conn, bulk_ids=[bulk_id]) if p.channel == "webhook"][0]
+        n = [p for p in outbox.pending_notifications(conn, bulk_ids=[bulk_id]) if p.channel == "webhook"][0]
     body = notify.webhook_payload(notify.load_context(sqlite_engine, bulk_id), n)
     assert body["bulkChangeId"] == bulk_id and body["status"] == BulkStatus.PROCESSED_WITH_ERRORS.value
     assert body["previousStatus"] == "NEW" and body["carrier"] == "Jasper" and body["changeType"] == "StatusUpdate"

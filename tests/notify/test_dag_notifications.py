@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
 from tests.dags.conftest import amop_conn_json
@@ -47,7 +47,7 @@ def test_processing_sends_each_status_once_and_a_summary(dagbag, wired):
     from airflow.sdk import DagRunState
 
     bulk_id = _seed(wired)
-    assert repo.claim_new_bulk_changes(wired.engine) == [bulk_id]  # as the sensor or the SQS entry would
+    assert claims.claim_new_bulk_changes(wired.engine) == [bulk_id]  # as the sensor or the SQS entry would
     wired.hook.script = [503]  # the receiver hiccups once: retried inside the same send
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id})
     assert run.state == DagRunState.SUCCESS
@@ -81,7 +81,7 @@ def test_webhook_down_does_not_fail_the_run(dagbag, wired):
     run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id})
     assert run.state == DagRunState.SUCCESS
     with wired.engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "PROCESSED_WITH_ERRORS"
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "PROCESSED_WITH_ERRORS"
     assert wired.hook.received == []
     # the summary email does not depend on the webhook
     assert len([r for r, _ in wired.smtp.inbox.messages if r == ["summary@example.com"]]) == 1

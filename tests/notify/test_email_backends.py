@@ -2,7 +2,7 @@
 loopback) or SES (a moto server on loopback, through the amazon provider)."""
 import pytest
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes
 from tests.notify.conftest import boto_client
 from tests.notify.test_content import _finished
 from tests.notify.test_outbox import _outbox
@@ -77,7 +77,7 @@ def test_summary_email_through_ses(sqlite_engine, moto_server, monkeypatch, no_w
     assert sent[0].source == "bulkchange@ops.example.com" and set(sent[0].destinations) == {"lead@example.com"}
     assert f"bulk change {bulk_id} ERROR" in raw
     with sqlite_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status.value == "ERROR"
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status.value == "ERROR"
 
 
 def test_ses_refusal_does_not_raise(sqlite_engine, moto_server, monkeypatch, no_webhook):

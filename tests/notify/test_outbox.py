@@ -2,7 +2,7 @@
 transaction that changes the status, whichever place (claim, processing, reconciliation) changes it."""
 from sqlalchemy import select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes, outbox, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import BulkStatus, ChangeType, DeviceChangeStatus, Integration
@@ -28,13 +28,13 @@ def _outbox(engine, bulk_id):
 def test_each_status_change_is_queued_once(amop_engine):
     bulk_id = _bulk(amop_engine)
     with amop_engine.begin() as conn:
-        assert repo.claim_bulk_change(conn, bulk_id)
+        assert claims.claim_bulk_change(conn, bulk_id)
     with amop_engine.begin() as conn:
-        assert not repo.claim_bulk_change(conn, bulk_id)  # the loser queues nothing
+        assert not claims.claim_bulk_change(conn, bulk_id)  # the loser queues nothing
     with amop_engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
     with amop_engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)  # same status: no change, nothing queued
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)  # same status: no change, nothing queued
     assert _outbox(amop_engine, bulk_id) == [
         ("webhook", "NEW", "PENDING", "PENDING"),
         ("webhook", "PENDING", "PROCESSING", "PENDING"),
@@ -46,18 +46,18 @@ def test_final_status_queues_webhook_and_summary_from_either_rollup(amop_engine)
     Both places roll up again afterwards: the final status is queued exactly once."""
     bulk_id = _bulk(amop_engine, n=2)
     with amop_engine.begin() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
-        ids = [dc.id for dc in repo.load_device_changes(conn, bulk)]
-        repo.mark_device_changes(conn, bulk, ids[:1], DeviceChangeStatus.PROCESSED, processed_by="t")
-        repo.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.PENDING_CARRIER, processed_by="t")
-        assert repo.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # finalize
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        ids = [dc.id for dc in device_changes.load_device_changes(conn, bulk)]
+        device_changes.mark_device_changes(conn, bulk, ids[:1], DeviceChangeStatus.PROCESSED, processed_by="t")
+        device_changes.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.PENDING_CARRIER, processed_by="t")
+        assert progress.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # finalize
     with amop_engine.begin() as conn:
-        assert repo.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # a reconcile pass, still waiting
+        assert progress.rollup(conn, bulk)[0] == BulkStatus.WAITING_FOR_CARRIER   # a reconcile pass, still waiting
     with amop_engine.begin() as conn:
-        repo.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.API_FAILED, processed_by="t")
-        assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # reconcile settles the last one
+        device_changes.mark_device_changes(conn, bulk, ids[1:], DeviceChangeStatus.API_FAILED, processed_by="t")
+        assert progress.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # reconcile settles the last one
     with amop_engine.begin() as conn:
-        assert repo.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # finalize re-run
+        assert progress.rollup(conn, bulk)[0] == BulkStatus.PROCESSED_WITH_ERRORS  # finalize re-run
     assert _outbox(amop_engine, bulk_id) == [
         ("webhook", "NEW", "WAITING_FOR_CARRIER", "PENDING"),
         ("webhook", "WAITING_FOR_CARRIER", "PROCESSED_WITH_ERRORS", "PENDING"),
@@ -68,17 +68,17 @@ def test_final_status_queues_webhook_and_summary_from_either_rollup(amop_engine)
 def test_a_notification_is_claimed_by_one_sender(amop_engine):
     bulk_id = _bulk(amop_engine, n=1)
     with amop_engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.ERROR, error_message="x")
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.ERROR, error_message="x")
     with amop_engine.connect() as conn:
-        pending = repo.pending_notifications(conn, bulk_ids=[bulk_id])
+        pending = outbox.pending_notifications(conn, bulk_ids=[bulk_id])
     assert [p.channel for p in pending] == ["webhook", "email"]
     with amop_engine.begin() as conn:
-        assert repo.claim_notification(conn, pending[0].id)
-        assert not repo.claim_notification(conn, pending[0].id)
-        repo.finish_notification(conn, pending[0].id, "SENT")
+        assert outbox.claim_notification(conn, pending[0].id)
+        assert not outbox.claim_notification(conn, pending[0].id)
+        outbox.finish_notification(conn, pending[0].id, "SENT")
     with amop_engine.connect() as conn:
-        assert [p.id for p in repo.pending_notifications(conn, bulk_ids=[bulk_id])] == [pending[1].id]
-        assert repo.pending_notifications(conn, bulk_ids=[]) == []
+        assert [p.id for p in outbox.pending_notifications(conn, bulk_ids=[bulk_id])] == [pending[1].id]
+        assert outbox.pending_notifications(conn, bulk_ids=[]) == []
 
 
 def test_only_the_net_change_of_a_transaction_is_queued(amop_engine):
@@ -86,17 +86,17 @@ def test_only_the_net_change_of_a_transaction_is_queued(amop_engine):
     nobody could see PROCESSING, so nothing is queued; a real change in between still is."""
     bulk_id = _bulk(amop_engine, n=1)
     with amop_engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
     assert _outbox(amop_engine, bulk_id) == [("webhook", "NEW", "PROCESSED", "PENDING"),
                                             ("email", "NEW", "PROCESSED", "PENDING")]
     with amop_engine.begin() as conn:  # re-run: flip and back
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
     assert len(_outbox(amop_engine, bulk_id)) == 2
     with amop_engine.begin() as conn:  # retry: PROCESSING commits, a later transaction finishes
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
     with amop_engine.begin() as conn:
-        repo.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
+        bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSED)
     assert [r[1:3] for r in _outbox(amop_engine, bulk_id)][2:] == [
         ("PROCESSED", "PROCESSING"), ("PROCESSING", "PROCESSED"), ("PROCESSING", "PROCESSED")]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
 from tests.dags.conftest import amop_conn_json
@@ -56,7 +56,7 @@ def test_final_status_from_reconciliation_is_notified_once(dagbag, sqlite_engine
     for _ in range(5):
         assert reconcile.test(run_conf={"service_provider_ids": [4], "dry_run": False}).state == DagRunState.SUCCESS
         with sqlite_engine.connect() as conn:
-            if repo.load_bulk_change(conn, bulk_id).status.value == "PROCESSED":
+            if bulk_changes.load_bulk_change(conn, bulk_id).status.value == "PROCESSED":
                 break
         time.sleep(0.5)
     assert webhook_receiver.statuses(bulk_id) == ["PROCESSING", "WAITING_FOR_CARRIER", "PROCESSED"]

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from bulkchange import notify
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims
 from bulkchange.models import BulkStatus
 from tests.notify.test_outbox import _bulk, _outbox
 
@@ -18,13 +18,13 @@ def _sender(receiver, **kw):
 def _walk(engine, bulk_id, *statuses):
     for s in statuses:  # one transaction each, as the processing steps do
         with engine.begin() as conn:
-            repo.set_bulk_status(conn, bulk_id, s)
+            bulk_changes.set_bulk_status(conn, bulk_id, s)
 
 
 def test_one_post_per_status_change_in_order(sqlite_engine, webhook_receiver):
     bulk_id = _bulk(sqlite_engine)
     with sqlite_engine.begin() as conn:
-        repo.claim_bulk_change(conn, bulk_id)
+        claims.claim_bulk_change(conn, bulk_id)
     _walk(sqlite_engine, bulk_id, BulkStatus.PROCESSING, BulkStatus.ERROR)
     result = notify.dispatch(sqlite_engine, webhook=_sender(webhook_receiver))
     assert webhook_receiver.statuses(bulk_id) == ["PENDING", "PROCESSING", "ERROR"]
@@ -63,7 +63,7 @@ def test_receiver_down_never_fails_and_is_retried_later_in_order(sqlite_engine, 
     states = _outbox(sqlite_engine, bulk_id)
     assert [s[3] for s in states if s[0] == "webhook"] == ["PENDING", "PENDING"]
     with sqlite_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, bulk_id).status == BulkStatus.PROCESSED  # untouched
+        assert bulk_changes.load_bulk_change(conn, bulk_id).status == BulkStatus.PROCESSED  # untouched
     notify.dispatch(sqlite_engine, webhook=_sender(webhook_receiver))  # next round: receiver is back
     assert webhook_receiver.statuses(bulk_id) == ["PROCESSING", "PROCESSED"]
 

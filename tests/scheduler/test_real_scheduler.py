@@ -20,7 +20,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.db.connect import make_engine
@@ -95,7 +95,7 @@ def _run_until_final(cluster: AirflowCluster, amop_url: str, bulk_ids: list[int]
     def final():
         cluster.check_alive()
         with engine.connect() as conn:
-            return all(repo.load_bulk_change(conn, b).status.is_final for b in bulk_ids)
+            return all(bulk_changes.load_bulk_change(conn, b).status.is_final for b in bulk_ids)
 
     def runs_ended():
         # finalize writes the final status a moment before the scheduler closes the run (end_date);
@@ -121,8 +121,8 @@ def _assert_all_processed(amop_url: str, bulk_ids: list[int], sizes: list[int], 
     engine = make_engine(amop_url)
     with engine.connect() as conn:
         for bulk_id, n in zip(bulk_ids, sizes):
-            bulk = repo.load_bulk_change(conn, bulk_id)
-            assert (bulk.status.value, repo.status_counts(conn, bulk)) == ("PROCESSED", {"PROCESSED": n})
+            bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+            assert (bulk.status.value, progress.status_counts(conn, bulk)) == ("PROCESSED", {"PROCESSED": n})
         assert conn.execute(select(t.device.c.Status, func.count()).group_by(t.device.c.Status)).all() \
             == [("DEACTIVATED", total)]
         logs = conn.execute(select(t.device_bulk_change_log.c.RequestText,

@@ -29,7 +29,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.db.connect import make_engine
@@ -130,7 +130,7 @@ def _half_done(puts: list[dict]) -> set[str]:
 def _in_flight_rows(s: Setup, bulk_id: int, like: str = "%") -> int:
     with s.engine.connect() as conn:
         return len(conn.execute(select(LOG.c.Id).where(
-            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == repo.LOG_IN_FLIGHT,
+            LOG.c.BulkChangeId == bulk_id, LOG.c.ResponseStatus == device_changes.LOG_IN_FLIGHT,
             LOG.c.LogEntryDescription.like(like))).all())
 
 
@@ -175,7 +175,7 @@ def _wait_run_end(s: Setup, bulk_id: int, run_id: str) -> None:
         s.cluster.check_alive()
         rows = s.cluster.query("SELECT state, end_date FROM dag_run WHERE run_id = :r", r=run_id)
         with s.engine.connect() as conn:
-            final = repo.load_bulk_change(conn, bulk_id).status.is_final
+            final = bulk_changes.load_bulk_change(conn, bulk_id).status.is_final
         return final and rows and rows[0].end_date is not None and rows[0].state in ("success", "failed")
     try:
         wait_for(ended, FINISH_TIMEOUT_S, 2, f"run {run_id} to end with bulk change {bulk_id} final")
@@ -185,7 +185,7 @@ def _wait_run_end(s: Setup, bulk_id: int, run_id: str) -> None:
 
 def _assert_true_to_carrier(s: Setup, bulk_id: int, iccids: list[str], in_flight_at_kill: int) -> None:
     with s.engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, bulk_id)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         dcs = {r.ICCID: r for r in conn.execute(select(DC.c.Id, DC.c.ICCID, DC.c.Status, DC.c.StatusDetails)
                                                 .where(DC.c.BulkChangeId == bulk_id))}
         devices = {r.ICCID: r for r in conn.execute(select(t.device.c.ICCID, t.device.c.Status,
@@ -194,7 +194,7 @@ def _assert_true_to_carrier(s: Setup, bulk_id: int, iccids: list[str], in_flight
         log_rows = conn.execute(select(LOG.c.M2MDeviceChangeId, LOG.c.ResponseStatus).where(
             LOG.c.BulkChangeId == bulk_id, LOG.c.AttemptNumber.is_not(None))).all()
     rows = Counter(r[0] for r in log_rows)
-    no_answer = Counter(r[0] for r in log_rows if r[1] == repo.LOG_NO_ANSWER)
+    no_answer = Counter(r[0] for r in log_rows if r[1] == device_changes.LOG_NO_ANSWER)
     calls_by_iccid: dict[str, list[dict]] = {}
     for c in s.jasper.calls(account=USER):
         calls_by_iccid.setdefault(c.get("iccid"), []).append(c)
@@ -220,7 +220,7 @@ def _assert_true_to_carrier(s: Setup, bulk_id: int, iccids: list[str], in_flight
     assert duplicates == []
     assert log_gaps == []
     # the rows the killed attempt left IN_FLIGHT are closed by the retry, none left
-    assert [r for r in log_rows if r[1] == repo.LOG_IN_FLIGHT] == []
+    assert [r for r in log_rows if r[1] == device_changes.LOG_IN_FLIGHT] == []
     assert sum(no_answer.values()) == in_flight_at_kill > 0
 
 

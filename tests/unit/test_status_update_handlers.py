@@ -5,7 +5,7 @@ import pytest
 
 from bulkchange.changes import HANDLERS
 from bulkchange.changes.status_update.common import StatusUpdateHandler
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     BulkChange,
     BulkStatus,

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bulkchange import processing
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, device_changes, progress
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration, PortalType
@@ -107,24 +107,24 @@ def test_submit_inserts_in_one_go_and_reports_duplicates_and_unknown_devices(amo
     assert "not found for service provider 3" in problems[f"{unknown} (devices item 4)"]
     assert "ICCID" in problems["12345 (devices item 5)"]
     with amop_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, result.bulk_change_id)
+        bulk = bulk_changes.load_bulk_change(conn, result.bulk_change_id)
         assert bulk.status.value == "NEW" and bulk.created_by == "ops-anna" and bulk.tenant_id == 7
-        changes = repo.load_device_changes(conn, bulk)
+        changes = device_changes.load_device_changes(conn, bulk)
         assert [c.iccid for c in changes] == [ICCIDS[0], ICCIDS[1], ICCIDS[0], unknown, "12345"]  # none dropped
         assert {json.loads(c.change_request)["UpdateStatus"] for c in changes} == {"Suspend"}
-        assert repo.load_progress(conn, bulk.id) == {"TotalCount": 5, "ProcessedCount": 0, "ErrorCount": 0,
-                                                     "PendingCount": 5}
-        assert repo.find_new_bulk_change_ids(conn) == [bulk.id]  # the sensor will pick it up
+        assert progress.load_progress(conn, bulk.id) == {"TotalCount": 5, "ProcessedCount": 0, "ErrorCount": 0,
+                                                         "PendingCount": 5}
+        assert claims.find_new_bulk_change_ids(conn) == [bulk.id]  # the sensor will pick it up
     # prepare records each problem on its device change; the rest proceeds
     plan = processing.prepare(amop_engine, result.bulk_change_id, batch_size=10)
     assert plan.rejected == 3 and plan.queued == 2
     with amop_engine.connect() as conn:
-        bulk = repo.load_bulk_change(conn, result.bulk_change_id)
+        bulk = bulk_changes.load_bulk_change(conn, result.bulk_change_id)
         by_status = {}
-        for c in repo.load_device_changes(conn, bulk):
+        for c in device_changes.load_device_changes(conn, bulk):
             by_status.setdefault(c.status.value, []).append(c)
         assert len(by_status["ERROR"]) == 3 and all(c.status_details for c in by_status["ERROR"])
-        assert repo.load_progress(conn, bulk.id)["ErrorCount"] == 3
+        assert progress.load_progress(conn, bulk.id)["ErrorCount"] == 3
 
 
 def test_process_now_claims_so_the_sensor_cannot(amop_engine):
@@ -132,8 +132,8 @@ def test_process_now_claims_so_the_sensor_cannot(amop_engine):
     result = submit(amop_engine, parse_submission(_params()), process_now=True)
     assert result.claimed
     with amop_engine.connect() as conn:
-        assert repo.load_bulk_change(conn, result.bulk_change_id).status.value == "PENDING"
-        assert repo.find_new_bulk_change_ids(conn) == []
+        assert bulk_changes.load_bulk_change(conn, result.bulk_change_id).status.value == "PENDING"
+        assert claims.find_new_bulk_change_ids(conn) == []
 
 
 def test_mobility_rows_go_to_the_mobility_table(amop_engine):
@@ -203,7 +203,7 @@ def test_dry_run_submission_inserts_nothing_but_its_report(amop_engine):
     assert report["estimated_seconds"] == 2.5 and "rate limit of 2/s" in report["estimate_basis"]
     assert "DRY RUN submission" in report["text"]
     with amop_engine.connect() as conn:
-        stored = repo.load_dry_run_reports(conn, report_id=report["report_id"])
+        stored = progress.load_dry_run_reports(conn, report_id=report["report_id"])
     assert stored[0]["report"]["carrier_calls"] == {"Jasper": 5} and stored[0]["bulk_change_id"] is None
 
 
@@ -222,8 +222,8 @@ def test_submit_dry_run_and_retry_statements_compile_for_sql_server(sqlite_engin
     processing.finalize(sqlite_engine, bulk_id)  # nothing was sent: the two open ones are swept to ERROR
     assert processing.reset_failed(sqlite_engine, bulk_id)
     with sqlite_engine.connect() as conn:
-        repo.load_dry_run_reports(conn, bulk_change_id=bulk_id)
-        repo.load_progress(conn, bulk_id)
+        progress.load_dry_run_reports(conn, bulk_change_id=bulk_id)
+        progress.load_progress(conn, bulk_id)
     mine = [s for k, s in CAPTURED_STATEMENTS.items()
             if any(n in k for n in ("DeviceBulkChangeDryRun", "TotalCount", "WriteIsEnabled"))]
     assert len(mine) >= 5

@@ -23,9 +23,9 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db import repository as repo
+from bulkchange.db import tables
 from bulkchange.db import schema as t
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import ArchivalRequest, BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, utcnow
 from bulkchange.rules import RuleError
 
@@ -39,7 +39,7 @@ class Archival(ChangeHandler):
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         """Usage and active Rev.io services of this bulk change's devices (two queries)."""
-        d = repo.inventory_table(bulk.portal_type)
+        d = tables.inventory_table(bulk.portal_type)
         usage = {int(r.Id): (r.LastUsageDate, r.DataUsageMB) for r in conn.execute(
             select(d.c.Id, d.c.LastUsageDate, d.c.DataUsageMB).where(d.c.Id.in_(bulk_device_ids(bulk))))}
         services = {dev: [sid for sid, _ in found] for dev, found in active_rev_services(conn, bulk).items()}
@@ -72,8 +72,8 @@ class Archival(ChangeHandler):
 
 def bulk_device_ids(bulk: BulkChange):
     """A subquery: ids of the live devices named by this bulk change's device changes."""
-    tbl = repo.change_table(bulk.portal_type)
-    d = repo.inventory_table(bulk.portal_type)
+    tbl = tables.change_table(bulk.portal_type)
+    d = tables.inventory_table(bulk.portal_type)
     return select(d.c.Id).where(
         d.c.ServiceProviderId == bulk.service_provider_id, d.c.TenantId == bulk.tenant_id,
         d.c.IsDeleted == False,  # noqa: E712

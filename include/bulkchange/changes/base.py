@@ -20,7 +20,7 @@ from bulkchange.carriers.base import (
     PermanentError,
     TransientError,
 )
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult
 from bulkchange.sanitize import sanitize_text
 

@@ -37,9 +37,9 @@ from bulkchange.changes.archival import active_rev_services
 from bulkchange.changes.base import device_not_found
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange, Scheduled, check_plan_fields, describe, plan_updates
 from bulkchange.changes.revio_service import rev_plan
-from bulkchange.db import repository as repo
+from bulkchange.db import device_changes
 from bulkchange.db.assignment_history import record_assignment_history
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     BulkChange,
     ChangeType,
@@ -139,7 +139,7 @@ class CustomerAssignment(CustomerRatePlanChange):
         early = [r for r in results if r.status == DeviceChangeStatus.SCHEDULED and r.device_updates
                  and r.device_id is not None]
         if early:
-            repo._apply_device_updates(conn, early, utcnow())
+            device_changes._apply_device_updates(conn, early, utcnow())
         if self.bulk.change_type == ChangeType.CUSTOMER_ASSIGNMENT:
             record_assignment_history(conn, [
                 {"BulkChangeId": self.bulk.id, "DeviceChangeId": r.device_change_id,

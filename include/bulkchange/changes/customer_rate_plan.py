@@ -32,10 +32,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, device_changes, progress, tables
 from bulkchange.db import schema as t
 from bulkchange.db.tables import chunks
-from bulkchange.db.repository import DeviceRow, LogEntry
+from bulkchange.db.device_changes import LogEntry
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     BulkChange,
     CustomerRatePlanChangeRequest,
@@ -204,7 +205,7 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
     for r in rows:
         by_inventory[int(r["PortalType"] or 0)].append(r)
     for portal_type, members_of in sorted(by_inventory.items()):
-        d = repo.inventory_table(portal_type)
+        d = tables.inventory_table(portal_type)
         alive = {int(i) for i in conn.execute(select(d.c.Id).where(
             d.c.Id.in_(sorted({int(r["DeviceId"]) for r in members_of})), d.c.IsDeleted == False)).scalars()}  # noqa: E712
         # inventory columns, one executemany per set of columns written
@@ -227,10 +228,10 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
             by_bulk[int(r["BulkChangeId"])].append(r)
     for bulk_id, members in by_bulk.items():
         try:
-            bulk = repo.load_bulk_change(conn, bulk_id)
-        except repo.BulkChangeNotFound:
+            bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        except bulk_changes.BulkChangeNotFound:
             continue
-        tbl = repo.change_table(bulk.portal_type)
+        tbl = tables.change_table(bulk.portal_type)
         done = [r for r in members if int(r["Id"]) in alive_rows]
         gone = [r for r in members if int(r["Id"]) not in alive_rows]
         if done:
@@ -239,12 +240,12 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
                 Status=DeviceChangeStatus.PROCESSED.value, StatusDetails=bindparam("details"), IsProcessed=True,
                 ProcessedDate=now, ProcessedBy=processed_by, LastModified=now),
                 [{"dc_id": int(r["DeviceChangeId"]), "details": _applied_text(r)} for r in done])
-            repo.add_log_entries(conn, bulk, [
+            device_changes.add_log_entries(conn, bulk, [
                 LogEntry(int(r["DeviceChangeId"]), LOG_DESCRIPTION, response_text=_applied_text(r),
                          response_status=DeviceChangeStatus.PROCESSED.value) for r in done],
                 processed_by=processed_by)
         if gone:
-            repo.reject_device_changes(
+            device_changes.reject_device_changes(
                 conn, bulk, [(int(r["DeviceChangeId"]),
                               f"device {r['DeviceId']} was archived or removed before the effective date "
                               f"{r['EffectiveDate']:%Y-%m-%d %H:%M} UTC; customer rate plan not applied")
@@ -252,7 +253,7 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
                 processed_by=processed_by, description=LOG_DESCRIPTION)
         summary.applied += len(done)
         summary.failed += len(gone)
-        status, _ = repo.rollup(conn, bulk)
+        status, _ = progress.rollup(conn, bulk)
         summary.bulk_changes[bulk_id] = status.value
     gone_n = sum(1 for r in rows if int(r["Id"]) not in alive_rows)
     log.info("customer rate plans due by %s: %d applied, %d failed", now, len(rows) - gone_n, gone_n)

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError, PermanentError
 from bulkchange.db.carrier_records import RevServiceProductRecord, RevServiceRecord, save_rev_services
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest, utcnow
 from bulkchange.rules import RuleError
 

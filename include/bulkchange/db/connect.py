@@ -11,7 +11,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 def configure_engine(engine: Engine) -> Engine:
     """SQLite is written by several mapped tasks at once: WAL mode and a busy timeout.
 
-    Short write transactions do the rest (the repository keeps them per batch).
+    Short write transactions do the rest (the db modules keep them per batch).
     """
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import device_status_ids
-from bulkchange.db.repository import DeviceRow, _device_row, _inventory_select
+from bulkchange.db.inventory import DeviceRow, _device_row, _inventory_select
 from bulkchange.db.tables import change_table, chunks as _chunks
 from bulkchange.models import BulkChange, utcnow
 

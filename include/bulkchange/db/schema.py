@@ -194,7 +194,7 @@ device = Table(
 # The Mobility inventory (portal type 2): legacy MobilityDevice, one row per line. Mobility lines are
 # known by their number (MSISDN; the legacy Telegence sync joins it to TelegenceDevice.SubscriberNumber)
 # and may have no ICCID on record. Mobility bulk changes find and update their devices here, never in
-# Device (repository.inventory_table). The columns are the ones the pipeline reads or writes.
+# Device (tables.inventory_table). The columns are the ones the pipeline reads or writes.
 mobility_device = Table(
     "MobilityDevice", metadata,
     Column("Id", Id, primary_key=True, autoincrement=True),

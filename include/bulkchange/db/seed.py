@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from bulkchange.db import schema as t
 from bulkchange.db.device_status import DEV_DEVICE_STATUSES, device_status_ids
 from bulkchange.db.migrate import ensure_schema
-from bulkchange.db.repository import insert_bulk_change
+from bulkchange.db.bulk_changes import insert_bulk_change
 from bulkchange.models import CHANGE_TYPE_IDS, INTEGRATION_IDS, ChangeType, Integration, utcnow
 from bulkchange.rules import luhn_check_digit
 

@@ -5,7 +5,7 @@ whether there is a next page), device changes are paged by ``Id`` (keyset: ``Id 
 each filter has an index (``IX_DeviceBulkChange_*``, ``IX_*_DeviceChange_BulkChange_Status_Id``,
 ``IX_*_DeviceChange_BulkChange_Id``, ``IX_DeviceBulkChangeLog_*DeviceChange``), so a bulk change of
 100,000 devices opens as fast as one of ten. Statements compile for SQL Server, PostgreSQL and
-SQLite like the repository's.
+SQLite like the other db modules'.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from bulkchange.db import schema as t
-from bulkchange.db.repository import BulkChangeNotFound, change_table
+from bulkchange.db.bulk_changes import BulkChangeNotFound
+from bulkchange.db.tables import change_table
 from bulkchange.models import FAILED_DEVICE_STATUSES, PortalType
 from bulkchange.sanitize import sanitize_text
 

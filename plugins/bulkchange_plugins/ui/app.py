@@ -45,7 +45,7 @@ def _engine():
 
 def _bulk_or_404(conn, bulk_id: int) -> dict[str, Any]:
     from bulkchange.db import views
-    from bulkchange.db.repository import BulkChangeNotFound
+    from bulkchange.db.bulk_changes import BulkChangeNotFound
 
     try:
         return views.bulk_change(conn, bulk_id)

@@ -53,10 +53,10 @@ from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
 from bulkchange.carriers.telegence import MAX_ACTIVATIONS, characteristic, offering_codes
 from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.changes.status_update.telegence import activation_outcome
-from bulkchange.db import repository as repo
+from bulkchange.db import bulk_changes, claims, tables
 from bulkchange.db import schema as t
 from bulkchange.db.new_service import store_carrier_pool_and_group
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     SETTLED_DEVICE_STATUSES,
     ActivateNewServiceRequest,
@@ -344,7 +344,7 @@ def record_settled(conn: Connection, bulk: BulkChange, results: list[DeviceResul
 
 
 def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResult]) -> None:
-    tbl = repo.change_table(bulk.portal_type)
+    tbl = tables.change_table(bulk.portal_type)
     additions: dict[int, list[DeviceResult]] = {}
     by_id = {r.device_change_id: r for r in done}
     for dc_id, raw in conn.execute(select(tbl.c.Id, tbl.c.ChangeRequest).where(tbl.c.Id.in_(sorted(by_id)))):
@@ -361,12 +361,12 @@ def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResu
     now = utcnow()
     for addition_id, members in additions.items():
         try:
-            other = repo.load_bulk_change(conn, addition_id)
-        except repo.BulkChangeNotFound:
+            other = bulk_changes.load_bulk_change(conn, addition_id)
+        except bulk_changes.BulkChangeNotFound:
             continue
         if other.service_provider_id != bulk.service_provider_id or other.tenant_id != bulk.tenant_id:
             continue  # never touch another provider's or tenant's bulk change
-        otbl = repo.change_table(other.portal_type)
+        otbl = tables.change_table(other.portal_type)
         numbers = [{"b_iccid": r.iccid, "b_msisdn": r.msisdn} for r in members
                    if r.status == DeviceChangeStatus.PROCESSED and r.msisdn]
         if numbers:
@@ -390,5 +390,5 @@ def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResu
         # whatever status the portal gave it (NEW, or PROCESSING: the legacy portal creates the linked
         # assignment PROCESSING), as long as no one started it: released as NEW for the sensor to claim
         b = t.device_bulk_change
-        conn.execute(update(b).where(b.c.Id == addition_id, repo.never_started(b))
+        conn.execute(update(b).where(b.c.Id == addition_id, claims.never_started(b))
                      .values(ProcessChanges=True, Status="NEW"))

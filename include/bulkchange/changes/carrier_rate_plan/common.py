@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from bulkchange.carriers.base import CarrierError
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import BulkChange, CarrierRatePlanChangeRequest, DeviceChange, DeviceChangeStatus, DeviceResult
 from bulkchange.rules import RuleError
 

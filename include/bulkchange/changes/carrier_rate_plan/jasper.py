@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.changes.carrier_rate_plan.common import CarrierPlanCheck, is_future, requested_plan, result_base
-from bulkchange.db.repository import DeviceRow, load_rate_plans
+from bulkchange.db.inventory import DeviceRow, load_rate_plans
 from bulkchange.models import (
     BulkChange,
     CarrierRatePlanChangeRequest,

@@ -16,7 +16,7 @@ from bulkchange.changes.base import device_not_found, failed_result
 from bulkchange.changes.carrier_rate_plan.common import CarrierPlanCheck, plan_done, stripped
 from bulkchange.changes.status_update.pond import PondStatusUpdate
 from bulkchange.db.carrier_records import PondPackage
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import CarrierRatePlanChangeRequest, DeviceChange, DeviceResult
 from bulkchange.rules import RuleError
 

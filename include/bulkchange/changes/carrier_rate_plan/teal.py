@@ -16,7 +16,7 @@ from bulkchange.carriers.teal import PROCESSING, entry_result
 from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.changes.carrier_rate_plan.common import CarrierPlanCheck, plan_done, result_base, stripped
 from bulkchange.changes.status_update.teal import TealStatusUpdate
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import CarrierRatePlanChangeRequest, DeviceChange, DeviceChangeStatus, DeviceResult
 from bulkchange.rules import RuleError
 

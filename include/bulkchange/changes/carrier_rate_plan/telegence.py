@@ -17,7 +17,7 @@ from bulkchange.carriers.base import CallLog, CarrierError, TransientError
 from bulkchange.carriers.telegence import characteristic
 from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.changes.carrier_rate_plan.common import plan_done, result_base, stripped
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import CarrierRatePlanChangeRequest, DeviceChange, DeviceChangeStatus, DeviceResult, utcnow
 from bulkchange.rules import RuleError
 

@@ -13,7 +13,7 @@ from typing import Any
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.changes.carrier_rate_plan.common import CarrierPlanCheck, is_future, requested_plan, result_base
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import CarrierRatePlanChangeRequest, DeviceChange, DeviceChangeStatus, DeviceResult, utcnow
 from bulkchange.rules import RuleError
 

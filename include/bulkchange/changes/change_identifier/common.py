@@ -27,7 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db.repository import DeviceRow, change_table, inventory_table
+from bulkchange.db.inventory import DeviceRow
+from bulkchange.db.tables import change_table, inventory_table
 from bulkchange.db.sim_swap import identifier_holders, retire_taken_over_spares
 from bulkchange.models import (
     BulkChange,

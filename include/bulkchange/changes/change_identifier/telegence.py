@@ -18,7 +18,7 @@ from bulkchange.carriers.base import CallLog, CarrierError, TransientError
 from bulkchange.carriers.telegence import characteristic
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.change_identifier.common import IdentifierHandler
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import ChangeIdentifierRequest, DeviceChange, DeviceResult
 from bulkchange.rules import RuleError
 

@@ -12,7 +12,7 @@ from typing import Any
 from bulkchange.carriers.base import CallLog, CarrierError, PermanentError
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.change_identifier.common import IdentifierHandler, settled_updates
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import ChangeIdentifierRequest, DeviceChange, DeviceChangeStatus, DeviceResult
 
 

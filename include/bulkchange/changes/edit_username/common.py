@@ -12,7 +12,7 @@ the value is there. ThingSpace edits set values, so sending one again is harmles
 
 **Notification.** Legacy had a "Username Update Report" email (never actually called). Here the
 outbox queues one ``username`` notification when an EditUsernameCostCenter bulk change reaches a
-final status (``repository.record_status_change``), and ``notify.dispatch`` mails
+final status (``outbox.record_status_change``), and ``notify.dispatch`` mails
 ``notify.username_report_email`` (the devices and their new values) to the summary recipients.
 """
 from __future__ import annotations
@@ -28,9 +28,9 @@ from sqlalchemy.engine import Connection
 from bulkchange.carriers.base import CallLog, PermanentError
 from bulkchange.carriers.revio import field_index
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db import repository as repo
+from bulkchange.db import tables
 from bulkchange.db import schema as t
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     BulkChange,
     DeviceChange,
@@ -75,8 +75,8 @@ class EditUsernameBase(ChangeHandler):
 
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
-        tbl = repo.change_table(bulk.portal_type)
-        d, s, sp = repo.inventory_table(bulk.portal_type), t.rev_service, t.service_provider
+        tbl = tables.change_table(bulk.portal_type)
+        d, s, sp = tables.inventory_table(bulk.portal_type), t.rev_service, t.service_provider
         iccids = select(tbl.c.ICCID).where(tbl.c.BulkChangeId == bulk.id)
         extras: dict[str, DeviceExtra] = {}
         by_id: dict[int, DeviceExtra] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.edit_username.common import USERNAME_LABEL, EditUsernameBase, device_updates, edit_result
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, EditUsernameRequest
 from bulkchange.rules import RuleError
 from bulkchange.sanitize import mask_name, register_personal_key

@@ -17,7 +17,7 @@ from bulkchange.changes.edit_username.common import (
     device_updates,
     edit_result,
 )
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, EditUsernameRequest
 from bulkchange.rules import RuleError
 from bulkchange.sanitize import mask_name

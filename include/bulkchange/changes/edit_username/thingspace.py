@@ -13,7 +13,7 @@ from typing import Any
 from bulkchange.carriers.base import CallLog, CarrierError, TransientError
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.edit_username.common import EditUsernameBase, device_updates, edit_result
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, EditUsernameRequest
 from bulkchange.sanitize import THINGSPACE_CONTACT_NAME_FIELD
 

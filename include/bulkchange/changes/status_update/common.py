@@ -11,7 +11,7 @@ from typing import Any
 
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError, TransitionCheck, check_transition
 

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.status_update.common import StatusUpdateHandler, failed, processed
-from bulkchange.db.repository import DeviceRow, RatePlan, load_rate_plans
+from bulkchange.db.inventory import DeviceRow, RatePlan, load_rate_plans
 from bulkchange.db.rev_customers import tenant_rev_customer_sites
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError

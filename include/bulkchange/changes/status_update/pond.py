@@ -27,7 +27,7 @@ from bulkchange.carriers.pond import ACTIVE, PENDING, TERMINATED
 from bulkchange.changes.base import failed_result, request_field
 from bulkchange.changes.status_update.common import StatusUpdateHandler, processed
 from bulkchange.db.carrier_records import PondPackage, save_pond_packages
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import BulkChange, DeviceChange, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError
 

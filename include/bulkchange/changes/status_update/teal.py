@@ -29,7 +29,8 @@ from bulkchange.carriers.teal import MAX_ENTRIES, PROCESSING, entry_result
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.status_update.common import StatusUpdateHandler, processed, waiting
 from bulkchange.db import schema as t
-from bulkchange.db.repository import DeviceRow, change_table
+from bulkchange.db.inventory import DeviceRow
+from bulkchange.db.tables import change_table
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError
 

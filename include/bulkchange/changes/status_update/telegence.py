@@ -32,7 +32,7 @@ from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
 from bulkchange.carriers.telegence import characteristic
 from bulkchange.changes.base import failed_result, request_field
 from bulkchange.changes.status_update.common import StatusUpdateHandler, failed, processed, waiting
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError
 from bulkchange.tenancy import billing_account_problem

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.base import failed_result, request_field
 from bulkchange.changes.status_update.common import StatusUpdateHandler, processed, waiting
-from bulkchange.db.repository import DeviceRow
+from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import (
     TS_PENDING_ACTIVATION,
@@ -119,11 +119,11 @@ class ThingSpaceStatusUpdate(StatusUpdateHandler):
     @classmethod
     def load_context(cls, conn, bulk) -> dict:
         """The tenant's devices holding the IMEIs the bulk change's onboarding rows name (pair rules)."""
-        from bulkchange.db import onboarding, repository as repo
+        from bulkchange.db import device_changes, onboarding
         from bulkchange.models import RequestParseError, parse_change_request
 
         imeis = []
-        for dc in repo.load_device_changes(conn, bulk, statuses=repo.UNSETTLED):
+        for dc in device_changes.load_device_changes(conn, bulk, statuses=device_changes.UNSETTLED):
             try:
                 request = parse_change_request(bulk.change_type, dc.change_request)
             except RequestParseError:

@@ -35,16 +35,15 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 import requests
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bulkchange.carriers.base import CarrierError, NextStep, TransientError, classify_response, next_step
 from bulkchange.db import repository as repo
+from bulkchange.db.username_changes import applied_username_changes
 from bulkchange.engine import CallPolicy, RetryPolicy
 from bulkchange.models import (
     FAILED_DEVICE_STATUSES,
     BulkChange,
-    DeviceChangeStatus,
     EditUsernameRequest,
     PortalType,
     utcnow,
@@ -178,12 +177,8 @@ def summary_email(ctx: BulkContext, status: str | None = None, *, run_url: str |
 def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500) -> tuple[str, str]:
     """(subject, html) of the username-updated report (legacy "Username Update Report"): the devices
     whose username or cost centers this bulk change set, with the new values."""
-    tbl = repo.change_table(bulk.portal_type)
-    applied = [DeviceChangeStatus.PROCESSED.value, DeviceChangeStatus.REV_IO_FAILED.value]
     with engine.connect() as conn:
-        rows = conn.execute(select(tbl.c.ICCID, tbl.c.MSISDN, tbl.c.ChangeRequest, tbl.c.Status, tbl.c.ProcessedDate)
-                            .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(applied))
-                            .order_by(tbl.c.Id)).all()
+        rows = applied_username_changes(conn, bulk)
     lines = []
     for iccid, msisdn, raw, status, when in rows[:max_rows]:
         try:

@@ -1,13 +1,28 @@
 """The statements the change handlers run through their data-access modules, each run on SQLite
 and compiled for SQL Server."""
-from sqlalchemy import event
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, select
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import ClauseElement
 
-from bulkchange.db import username_changes
+from bulkchange.db import customer_rate_plans, username_changes
 from bulkchange.db import repository as repo
+from bulkchange.db import schema as t
 from bulkchange.db import seed
-from bulkchange.models import ChangeType, Integration
+from bulkchange.models import ChangeType, Integration, utcnow
+
+
+@dataclass
+class _Queued:
+    device_change_id: int
+    device_id: int
+    plan_id: int | None
+    pool_id: int | None
+    allocation_mb: Any
+    effective: datetime
 
 
 def _statements(engine) -> list[ClauseElement]:
@@ -45,3 +60,31 @@ def test_username_change_statements_run_and_compile_for_sql_server(sqlite_engine
         assert username_changes.applied_username_changes(conn, bulk) == []
     assert len(seen) == 5
     _compile_all(seen)
+
+
+def test_customer_rate_plan_queue_statements_run_and_compile_for_sql_server(sqlite_engine):
+    iccid = seed.make_iccid(2)
+    with sqlite_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=1, name="sp", integration=Integration.JASPER, tenant_id=1)
+        [dev_id] = seed.add_devices(conn, [{"ICCID": iccid, "Status": "ACTIVATED"}], sp_id=1, tenant_id=1)
+        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
+                                       requests=[{"ICCID": iccid, "ChangeRequest": {"CustomerRatePlanId": 5}}])
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        dc_id = conn.execute(select(t.m2m_device_change.c.Id)).scalar_one()
+    now = utcnow()
+    seen = _statements(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        queued = [_Queued(dc_id, dev_id, 5, None, None, now - timedelta(minutes=1))]
+        assert customer_rate_plans.queue_changes(conn, bulk, queued, created_by="test") == 1
+        assert customer_rate_plans.queue_changes(conn, bulk, queued, created_by="test") == 0  # already queued
+        ids = customer_rate_plans.due_queue_ids(conn, now, 10)
+        assert len(ids) == 1
+        assert customer_rate_plans.claim_queue_rows(conn, ids, applied_at=now) == 1
+        assert [int(r["DeviceChangeId"]) for r in customer_rate_plans.load_queue_rows(conn, ids)] == [dc_id]
+        assert customer_rate_plans.live_device_ids(conn, 0, [dev_id, dev_id + 1]) == {dev_id}
+        customer_rate_plans.write_device_plan_columns(conn, 0, ["CustomerRatePlanId"],
+                                                      [(dev_id, {"CustomerRatePlanId": 5})], now=now)
+        customer_rate_plans.mark_scheduled_processed(conn, bulk, [(dc_id, "applied")], now=now, processed_by="test")
+    assert len(seen) >= 8
+    _compile_all(seen)
+

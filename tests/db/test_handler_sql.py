@@ -1,5 +1,5 @@
-"""The statements the change handlers run through their data-access modules, each run on SQLite
-and compiled for SQL Server."""
+"""The statements the change handlers run through their data-access modules (username changes,
+customer rate plan queue, new service), each run on SQLite and compiled for SQL Server."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -8,7 +8,7 @@ from sqlalchemy import event, select
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import ClauseElement
 
-from bulkchange.db import customer_rate_plans, username_changes
+from bulkchange.db import customer_rate_plans, new_service, username_changes
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
@@ -88,3 +88,30 @@ def test_customer_rate_plan_queue_statements_run_and_compile_for_sql_server(sqli
     assert len(seen) >= 8
     _compile_all(seen)
 
+
+def test_new_service_statements_run_and_compile_for_sql_server(sqlite_engine):
+    iccid = seed.make_iccid(3)
+    with sqlite_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=2, name="tg", integration=Integration.TELEGENCE, tenant_id=1)
+        [dev_id] = seed.add_devices(conn, [{"ICCID": iccid, "MSISDN": "5550001", "Status": "A"}],
+                                    sp_id=2, tenant_id=1)
+        bulk_id = seed.add_bulk_change(conn, sp_id=2, tenant_id=1, change_type=ChangeType.ACTIVATE_NEW_SERVICE,
+                                       requests=[{"ICCID": iccid, "ChangeRequest": {}}], portal_type=2)
+        linked_id = seed.add_bulk_change(conn, sp_id=2, tenant_id=1, change_type=ChangeType.CUSTOMER_ASSIGNMENT,
+                                         requests=[{"ICCID": iccid, "ChangeRequest": {}}], portal_type=2,
+                                         process_changes=False)
+        bulk, linked = repo.load_bulk_change(conn, bulk_id), repo.load_bulk_change(conn, linked_id)
+        tbl = repo.change_table(bulk.portal_type)
+        dc_id = conn.execute(select(tbl.c.Id).where(tbl.c.BulkChangeId == bulk_id)).scalar_one()
+    now = utcnow()
+    seen = _statements(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        new_service.replace_line_features(conn, bulk, [dev_id], [(dev_id, iccid, "5550001", "F1")], now=now)
+        assert new_service.change_requests(conn, bulk, [dc_id]) == [(dc_id, "{}")]
+        assert new_service.count_unsettled(conn, bulk) == 1
+        assert new_service.failed_activations(conn, bulk) == []
+        new_service.set_linked_numbers(conn, linked, [(iccid, "5550001")], now=now)
+        new_service.refuse_linked_changes(conn, linked, [(iccid, "failed")], now=now)
+        new_service.release_held_bulk_change(conn, linked_id)
+    assert len(seen) == 8
+    _compile_all(seen)

@@ -1,5 +1,5 @@
-"""The statements the change handlers run through their data-access modules (username changes,
-customer rate plan queue, new service), each run on SQLite and compiled for SQL Server."""
+"""The statements the change handlers run through their data-access modules, each run on SQLite
+and compiled for SQL Server."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -8,7 +8,14 @@ from sqlalchemy import event, select
 from sqlalchemy.dialects import mssql
 from sqlalchemy.sql import ClauseElement
 
-from bulkchange.db import customer_rate_plans, new_service, username_changes
+from bulkchange.db import (
+    bulk_devices,
+    customer_rate_plans,
+    device_identifiers,
+    new_service,
+    sim_swap,
+    username_changes,
+)
 from bulkchange.db import repository as repo
 from bulkchange.db import schema as t
 from bulkchange.db import seed
@@ -114,4 +121,25 @@ def test_new_service_statements_run_and_compile_for_sql_server(sqlite_engine):
         new_service.refuse_linked_changes(conn, linked, [(iccid, "failed")], now=now)
         new_service.release_held_bulk_change(conn, linked_id)
     assert len(seen) == 8
+    _compile_all(seen)
+
+
+def test_identifier_eid_and_archival_statements_run_and_compile_for_sql_server(sqlite_engine):
+    iccid = seed.make_iccid(4)
+    with sqlite_engine.begin() as conn:
+        seed.add_service_provider(conn, sp_id=1, name="sp", integration=Integration.JASPER, tenant_id=1)
+        [dev_id] = seed.add_devices(conn, [{"ICCID": iccid, "Status": "ACTIVATED", "IMEI": "350000000000001",
+                                            "EID": "E1"}], sp_id=1, tenant_id=1)
+        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.ARCHIVAL,
+                                       requests=[{"ICCID": iccid, "ChangeRequest": {}}])
+        bulk = repo.load_bulk_change(conn, bulk_id)
+        dc_id = conn.execute(select(t.m2m_device_change.c.Id)).scalar_one()
+    seen = _statements(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        assert sim_swap.change_requests_in_order(conn, bulk) == [(dc_id, iccid, "{}")]
+        assert sim_swap.device_imeis(conn, bulk, [iccid, "1"]) == {iccid: "350000000000001"}
+        assert device_identifiers.inventory_eids(conn, bulk) == {iccid: "E1"}
+        assert list(bulk_devices.device_usage(conn, bulk)) == [dev_id]
+        assert bulk_devices.active_rev_services(conn, bulk) == {}
+    assert len(seen) == 5
     _compile_all(seen)

@@ -23,7 +23,8 @@ def current_usernames(conn: Connection, bulk: BulkChange) -> list[Row]:
     d = repo.inventory_table(bulk.portal_type)
     return list(conn.execute(select(d.c.Id, d.c.ICCID, d.c.Username, d.c.CostCenter1, d.c.CostCenter2,
                                     d.c.CostCenter3)
-                             .where(d.c.ICCID.in_(_bulk_iccids(bulk)), d.c.ServiceProviderId == bulk.service_provider_id,
+                             .where(d.c.ICCID.in_(_bulk_iccids(bulk)),
+                                    d.c.ServiceProviderId == bulk.service_provider_id,
                                     d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)))  # noqa: E712
 
 

@@ -2,8 +2,8 @@
 
 Every bulk change status change queues its notifications in the ``DeviceBulkChangeNotification``
 outbox, in the same transaction as the change (``bulk_changes.set_bulk_status`` and
-``claims.claim_bulk_change``): a webhook POST for every change (the legacy "ADM webhook", but one
-message per status change instead of the first 100 rows on every pass) and a completion summary email
+``claim_bulk_change``): a webhook POST for every change (the legacy "ADM webhook", but one message
+per status change instead of the first 100 rows on every pass) and a completion summary email
 when the status is final (plus, for EditUsernameCostCenter, the username-updated report,
 ``username_report_email``). ``dispatch`` sends what is pending: whichever process runs it
 first (the processing run's finalize, the reconciliation run) claims each row with one
@@ -35,16 +35,15 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 import requests
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bulkchange.carriers.base import CarrierError, NextStep, TransientError, classify_response, next_step
-from bulkchange.db import bulk_changes, outbox, progress, tables
+from bulkchange.db import bulk_changes, outbox, progress
+from bulkchange.db.username_changes import applied_username_changes
 from bulkchange.engine import CallPolicy, RetryPolicy
 from bulkchange.models import (
     FAILED_DEVICE_STATUSES,
     BulkChange,
-    DeviceChangeStatus,
     EditUsernameRequest,
     PortalType,
     utcnow,
@@ -178,12 +177,8 @@ def summary_email(ctx: BulkContext, status: str | None = None, *, run_url: str |
 def username_report_email(engine: Engine, bulk: BulkChange, max_rows: int = 500) -> tuple[str, str]:
     """(subject, html) of the username-updated report (legacy "Username Update Report"): the devices
     whose username or cost centers this bulk change set, with the new values."""
-    tbl = tables.change_table(bulk.portal_type)
-    applied = [DeviceChangeStatus.PROCESSED.value, DeviceChangeStatus.REV_IO_FAILED.value]
     with engine.connect() as conn:
-        rows = conn.execute(select(tbl.c.ICCID, tbl.c.MSISDN, tbl.c.ChangeRequest, tbl.c.Status, tbl.c.ProcessedDate)
-                            .where(tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(applied))
-                            .order_by(tbl.c.Id)).all()
+        rows = applied_username_changes(conn, bulk)
     lines = []
     for iccid, msisdn, raw, status, when in rows[:max_rows]:
         try:
@@ -342,8 +337,7 @@ def dispatch(engine: Engine, *, bulk_ids: Sequence[int] | None = None, webhook: 
                                               run_url=run_url(n.bulk_change_id) if run_url else None)
                 send_email(list(recipients), subject, body)
         except Exception as exc:  # noqa: BLE001  a notification never fails the bulk change
-            permanent = ((isinstance(exc, WebhookError) and exc.permanent)
-                         or isinstance(exc, bulk_changes.BulkChangeNotFound))
+            permanent = (isinstance(exc, WebhookError) and exc.permanent) or isinstance(exc, bulk_changes.BulkChangeNotFound)
             state = "FAILED" if permanent or n.attempts + 1 >= max_rounds else "PENDING"
             error = sanitize_text(f"{type(exc).__name__}: {exc}")[:2000]
             _finish(engine, n.id, state, error)

@@ -18,13 +18,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db import tables
-from bulkchange.db import schema as t
+from bulkchange.db.bulk_devices import active_rev_services, device_usage
 from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import ArchivalRequest, BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, utcnow
 from bulkchange.rules import RuleError
@@ -39,9 +37,7 @@ class Archival(ChangeHandler):
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         """Usage and active Rev.io services of this bulk change's devices (two queries)."""
-        d = tables.inventory_table(bulk.portal_type)
-        usage = {int(r.Id): (r.LastUsageDate, r.DataUsageMB) for r in conn.execute(
-            select(d.c.Id, d.c.LastUsageDate, d.c.DataUsageMB).where(d.c.Id.in_(bulk_device_ids(bulk))))}
+        usage = device_usage(conn, bulk)
         services = {dev: [sid for sid, _ in found] for dev, found in active_rev_services(conn, bulk).items()}
         return {"usage": usage, "rev_services": services}
 
@@ -68,27 +64,6 @@ class Archival(ChangeHandler):
                             iccid=device.iccid, previous_device_status=device.status,
                             device_updates={"IsActive": False, "IsDeleted": True},
                             details=f"device archived{how}")
-
-
-def bulk_device_ids(bulk: BulkChange):
-    """A subquery: ids of the live devices named by this bulk change's device changes."""
-    tbl = tables.change_table(bulk.portal_type)
-    d = tables.inventory_table(bulk.portal_type)
-    return select(d.c.Id).where(
-        d.c.ServiceProviderId == bulk.service_provider_id, d.c.TenantId == bulk.tenant_id,
-        d.c.IsDeleted == False,  # noqa: E712
-        d.c.ICCID.in_(select(tbl.c.ICCID).where(tbl.c.BulkChangeId == bulk.id)))
-
-
-def active_rev_services(conn: Connection, bulk: BulkChange) -> dict[int, list[tuple[int, str]]]:
-    """device id -> [(Rev.io service id, customer id)] of its active services (IsActive, not disconnected)."""
-    s = t.rev_service
-    out: dict[int, list[tuple[int, str]]] = {}
-    for dev_id, service_id, customer in conn.execute(select(s.c.DeviceId, s.c.ServiceId, s.c.CustomerId).where(
-            s.c.DeviceId.in_(bulk_device_ids(bulk)), s.c.IsActive == True,  # noqa: E712
-            s.c.DisconnectedDate.is_(None))):
-        out.setdefault(int(dev_id), []).append((int(service_id), str(customer)))
-    return out
 
 
 def recent_usage(last_usage: datetime | None, usage_mb: Any, *, now: datetime) -> str | None:

@@ -33,12 +33,12 @@ from typing import Any, ClassVar
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog
-from bulkchange.changes.archival import active_rev_services
 from bulkchange.changes.base import device_not_found
 from bulkchange.changes.customer_rate_plan import CustomerRatePlanChange, Scheduled, check_plan_fields, describe, plan_updates
 from bulkchange.changes.revio_service import rev_plan
-from bulkchange.db import device_changes
 from bulkchange.db.assignment_history import record_assignment_history
+from bulkchange.db.bulk_devices import active_rev_services
+from bulkchange.db import device_changes
 from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     BulkChange,

@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.carriers.base import CallLog
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db import bulk_changes, device_changes, progress, tables
-from bulkchange.db import schema as t
-from bulkchange.db.tables import chunks
+from bulkchange.db import customer_rate_plans as plan_queue
+from bulkchange.db import bulk_changes, device_changes, progress
 from bulkchange.db.device_changes import LogEntry
 from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
@@ -130,23 +128,7 @@ class CustomerRatePlanChange(ChangeHandler):
 
 def queue_scheduled(conn: Connection, bulk: BulkChange, rows: list[Scheduled], *, created_by: str) -> int:
     """Insert the queue rows of a batch (one executemany); a device change already queued is skipped."""
-    if not rows:
-        return 0
-    q = t.device_customer_rate_plan_queue
-    have: set[int] = set()
-    for chunk in chunks(sorted({r.device_change_id for r in rows})):
-        have.update(int(i) for i in conn.execute(select(q.c.DeviceChangeId).where(
-            q.c.BulkChangeId == bulk.id, q.c.DeviceChangeId.in_(list(chunk)))).scalars())
-    now = utcnow()
-    new = [{"DeviceId": r.device_id, "CustomerRatePlanId": r.plan_id, "CustomerRatePoolId": r.pool_id,
-            "CustomerDataAllocationMB": r.allocation_mb, "EffectiveDate": r.effective,
-            "PortalType": int(bulk.portal_type), "TenantId": bulk.tenant_id, "CreatedBy": created_by[:128],
-            "CreatedDate": now, "IsActive": True, "ServiceProviderId": bulk.service_provider_id,
-            "BulkChangeId": bulk.id, "DeviceChangeId": r.device_change_id}
-           for r in rows if r.device_change_id not in have]
-    for chunk in chunks(new, 200):
-        conn.execute(insert(q), list(chunk))
-    return len(new)
+    return plan_queue.queue_changes(conn, bulk, rows, created_by=created_by)
 
 
 @dataclass
@@ -186,28 +168,22 @@ class _Contended(RuntimeError):
 
 
 def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size: int, summary: DueSummary) -> int:
-    q = t.device_customer_rate_plan_queue
-    ids = [int(i) for i in conn.execute(
-        select(q.c.Id).where(q.c.IsActive == True, q.c.EffectiveDate <= now)  # noqa: E712
-        .order_by(q.c.EffectiveDate, q.c.Id).limit(chunk_size)).scalars()]
+    ids = plan_queue.due_queue_ids(conn, now, chunk_size)
     if not ids:
         return 0
     # claim: a concurrent run blocks on these rows and then finds them inactive; if it got some
     # first, this chunk is rolled back and selected again
-    claimed = conn.execute(update(q).where(q.c.Id.in_(ids), q.c.IsActive == True)  # noqa: E712
-                           .values(IsActive=False, AppliedDate=utcnow())).rowcount
+    claimed = plan_queue.claim_queue_rows(conn, ids, applied_at=utcnow())
     if claimed != len(ids):
         raise _Contended(f"{len(ids) - claimed} of {len(ids)} due rows were taken by a concurrent run")
-    rows = conn.execute(select(q).where(q.c.Id.in_(ids))).mappings().all()
+    rows = plan_queue.load_queue_rows(conn, ids)
     # each row's device in its portal type's inventory (Device, or MobilityDevice for a Mobility change)
     by_inventory: dict[int, list] = defaultdict(list)
     alive_rows: set[int] = set()  # queue row ids whose device is still there
     for r in rows:
         by_inventory[int(r["PortalType"] or 0)].append(r)
     for portal_type, members_of in sorted(by_inventory.items()):
-        d = tables.inventory_table(portal_type)
-        alive = {int(i) for i in conn.execute(select(d.c.Id).where(
-            d.c.Id.in_(sorted({int(r["DeviceId"]) for r in members_of})), d.c.IsDeleted == False)).scalars()}  # noqa: E712
+        alive = plan_queue.live_device_ids(conn, portal_type, [int(r["DeviceId"]) for r in members_of])
         # inventory columns, one executemany per set of columns written
         groups: dict[tuple[str, ...], list[tuple[int, dict]]] = defaultdict(list)
         alive_rows.update(int(r["Id"]) for r in members_of if int(r["DeviceId"]) in alive)
@@ -218,9 +194,7 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
         for cols, members in groups.items():
             if not cols:
                 continue
-            conn.execute(update(d).where(d.c.Id == bindparam("d_id"))
-                         .values(ModifiedDate=now, **{c: bindparam(f"v_{c}") for c in cols}),
-                         [{"d_id": dev_id, **{f"v_{c}": u[c] for c in cols}} for dev_id, u in members])
+            plan_queue.write_device_plan_columns(conn, portal_type, cols, members, now=now)
     # device changes, per bulk change
     by_bulk: dict[int, list] = defaultdict(list)
     for r in rows:
@@ -231,15 +205,12 @@ def _apply_chunk(conn: Connection, now: datetime, processed_by: str, chunk_size:
             bulk = bulk_changes.load_bulk_change(conn, bulk_id)
         except bulk_changes.BulkChangeNotFound:
             continue
-        tbl = tables.change_table(bulk.portal_type)
         done = [r for r in members if int(r["Id"]) in alive_rows]
         gone = [r for r in members if int(r["Id"]) not in alive_rows]
         if done:
-            conn.execute(update(tbl).where(tbl.c.Id == bindparam("dc_id"),
-                                           tbl.c.Status == DeviceChangeStatus.SCHEDULED.value).values(
-                Status=DeviceChangeStatus.PROCESSED.value, StatusDetails=bindparam("details"), IsProcessed=True,
-                ProcessedDate=now, ProcessedBy=processed_by, LastModified=now),
-                [{"dc_id": int(r["DeviceChangeId"]), "details": _applied_text(r)} for r in done])
+            plan_queue.mark_scheduled_processed(conn, bulk,
+                                                [(int(r["DeviceChangeId"]), _applied_text(r)) for r in done],
+                                                now=now, processed_by=processed_by)
             device_changes.add_log_entries(conn, bulk, [
                 LogEntry(int(r["DeviceChangeId"]), LOG_DESCRIPTION, response_text=_applied_text(r),
                          response_status=DeviceChangeStatus.PROCESSED.value) for r in done],

@@ -13,7 +13,7 @@ from typing import Sequence
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from bulkchange.db.tables import inventory_table
+from bulkchange.db.tables import change_table, inventory_table
 from bulkchange.models import BulkChange, utcnow
 
 # Statuses of a SIM in stock: the legacy's ThingSpace "unknown" / "inventory", and Jasper's names for
@@ -60,3 +60,25 @@ def retire_taken_over_spares(conn: Connection, bulk: BulkChange, moved: Sequence
             .values(IsActive=False, IsDeleted=True, ModifiedDate=utcnow()))
     result = conn.execute(stmt, [{"iccid": iccid, "device_id": device_id} for device_id, iccid in moved])
     return max(result.rowcount or 0, 0)
+
+
+def change_requests_in_order(conn: Connection, bulk: BulkChange) -> list[tuple[int, str | None, str | None]]:
+    """(device change id, ICCID, raw ChangeRequest JSON) of every device change of the bulk change, by Id."""
+    tbl = change_table(bulk.portal_type)
+    return [(int(dc_id), iccid, raw) for dc_id, iccid, raw in
+            conn.execute(select(tbl.c.Id, tbl.c.ICCID, tbl.c.ChangeRequest)
+                         .where(tbl.c.BulkChangeId == bulk.id).order_by(tbl.c.Id))]
+
+
+def device_imeis(conn: Connection, bulk: BulkChange, iccids: Sequence[str],
+                 chunk_size: int = 500) -> dict[str, str | None]:
+    """ICCID -> IMEI of the tenant's live devices among ``iccids`` (one SELECT per ``chunk_size`` ICCIDs)."""
+    d = inventory_table(bulk.portal_type)
+    imeis: dict[str, str | None] = {}
+    values = list(iccids)
+    for i in range(0, len(values), chunk_size):
+        for iccid, imei in conn.execute(select(d.c.ICCID, d.c.IMEI).where(
+                d.c.ICCID.in_(values[i:i + chunk_size]), d.c.ServiceProviderId == bulk.service_provider_id,
+                d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)):  # noqa: E712
+            imeis[iccid] = imei
+    return imeis

@@ -46,16 +46,14 @@ import json
 import threading
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError, OutcomeUnknown
 from bulkchange.carriers.telegence import MAX_ACTIVATIONS, characteristic, offering_codes
 from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
 from bulkchange.changes.status_update.telegence import activation_outcome
-from bulkchange.db import bulk_changes, claims, tables
-from bulkchange.db import schema as t
-from bulkchange.db.new_service import store_carrier_pool_and_group
+from bulkchange.db import new_service
+from bulkchange.db import bulk_changes
 from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     SETTLED_DEVICE_STATUSES,
@@ -326,28 +324,22 @@ def record_settled(conn: Connection, bulk: BulkChange, results: list[DeviceResul
     done = [r for r in results if r.status in SETTLED_DEVICE_STATUSES]
     if not done:
         return
-    f = t.telegence_device_mobility_feature
     activated = [r for r in done if r.status == DeviceChangeStatus.PROCESSED and r.device_id is not None]
     if activated:
-        ids = sorted({r.device_id for r in activated})
-        conn.execute(delete(f).where(f.c.DeviceId.in_(ids), f.c.ServiceProviderId == bulk.service_provider_id))
         now = utcnow()
-        rows = [{"DeviceId": r.device_id, "ICCID": r.iccid, "SubscriberNumber": r.msisdn, "OfferingCode": code,
-                 "ServiceProviderId": bulk.service_provider_id, "BulkChangeId": bulk.id, "CreatedDate": now}
-                for r in activated for code in r.extra.get("features") or []]
-        if rows:
-            conn.execute(insert(f), rows)
-        store_carrier_pool_and_group(conn, bulk.service_provider_id, [
+        new_service.replace_line_features(conn, bulk, sorted({r.device_id for r in activated}),
+                                          [(r.device_id, r.iccid, r.msisdn, code)
+                                           for r in activated for code in r.extra.get("features") or []], now=now)
+        new_service.store_carrier_pool_and_group(conn, bulk.service_provider_id, [
             (r.msisdn, r.extra.get("carrier_rate_pool"), r.extra.get("carrier_data_group"))
             for r in activated if r.msisdn], modified_by="ActivateNewService", now=now)
     _linked_assignment(conn, bulk, done)
 
 
 def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResult]) -> None:
-    tbl = tables.change_table(bulk.portal_type)
     additions: dict[int, list[DeviceResult]] = {}
     by_id = {r.device_change_id: r for r in done}
-    for dc_id, raw in conn.execute(select(tbl.c.Id, tbl.c.ChangeRequest).where(tbl.c.Id.in_(sorted(by_id)))):
+    for dc_id, raw in new_service.change_requests(conn, bulk, sorted(by_id)):
         try:
             addition = (json.loads(raw) if raw else {}).get("AdditionBulkChangeId")
         except (ValueError, AttributeError):
@@ -356,8 +348,7 @@ def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResu
             additions.setdefault(int(addition), []).append(by_id[int(dc_id)])
     if not additions:
         return
-    open_left = conn.execute(select(func.count()).select_from(tbl).where(
-        tbl.c.BulkChangeId == bulk.id, tbl.c.Status.not_in([s.value for s in SETTLED_DEVICE_STATUSES]))).scalar()
+    open_left = new_service.count_unsettled(conn, bulk)
     now = utcnow()
     for addition_id, members in additions.items():
         try:
@@ -366,29 +357,18 @@ def _linked_assignment(conn: Connection, bulk: BulkChange, done: list[DeviceResu
             continue
         if other.service_provider_id != bulk.service_provider_id or other.tenant_id != bulk.tenant_id:
             continue  # never touch another provider's or tenant's bulk change
-        otbl = tables.change_table(other.portal_type)
-        numbers = [{"b_iccid": r.iccid, "b_msisdn": r.msisdn} for r in members
-                   if r.status == DeviceChangeStatus.PROCESSED and r.msisdn]
+        numbers = [(r.iccid, r.msisdn) for r in members if r.status == DeviceChangeStatus.PROCESSED and r.msisdn]
         if numbers:
-            conn.execute(update(otbl).where(and_(otbl.c.BulkChangeId == addition_id, otbl.c.ICCID == bindparam("b_iccid"),
-                                                 otbl.c.Status == DeviceChangeStatus.NEW.value))
-                         .values(MSISDN=bindparam("b_msisdn"), LastModified=now), numbers)
+            new_service.set_linked_numbers(conn, other, numbers, now=now)
         if open_left:
             continue
         # the activation is over: every SIM it failed for (in a batch, in reconciliation or already at
         # validation) is refused in the held bulk change, which is then released
-        failed_statuses = [DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value]
-        failed = [{"b_iccid": iccid, "b_details": f"Assign Customer failed for device {iccid} because the new "
-                                                  f"service activation failed: {details}"[:4000]}
-                  for iccid, details in conn.execute(select(tbl.c.ICCID, tbl.c.StatusDetails).where(
-                      tbl.c.BulkChangeId == bulk.id, tbl.c.Status.in_(failed_statuses), tbl.c.ICCID.is_not(None)))]
+        failed = [(iccid, f"Assign Customer failed for device {iccid} because the new "
+                          f"service activation failed: {details}"[:4000])
+                  for iccid, details in new_service.failed_activations(conn, bulk)]
         if failed:
-            conn.execute(update(otbl).where(and_(otbl.c.BulkChangeId == addition_id, otbl.c.ICCID == bindparam("b_iccid"),
-                                                 otbl.c.Status == DeviceChangeStatus.NEW.value))
-                         .values(Status=DeviceChangeStatus.ERROR.value, StatusDetails=bindparam("b_details"),
-                                 IsProcessed=True, ProcessedDate=now, LastModified=now), failed)
+            new_service.refuse_linked_changes(conn, other, failed, now=now)
         # whatever status the portal gave it (NEW, or PROCESSING: the legacy portal creates the linked
         # assignment PROCESSING), as long as no one started it: released as NEW for the sensor to claim
-        b = t.device_bulk_change
-        conn.execute(update(b).where(b.c.Id == addition_id, claims.never_started(b))
-                     .values(ProcessChanges=True, Status="NEW"))
+        new_service.release_held_bulk_change(conn, addition_id)

@@ -23,13 +23,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from bulkchange.changes.base import ChangeHandler, device_not_found
 from bulkchange.db.inventory import DeviceRow
-from bulkchange.db.tables import change_table, inventory_table
-from bulkchange.db.sim_swap import identifier_holders, retire_taken_over_spares
+from bulkchange.db.sim_swap import (
+    change_requests_in_order,
+    device_imeis,
+    identifier_holders,
+    retire_taken_over_spares,
+)
 from bulkchange.models import (
     BulkChange,
     ChangeIdentifierRequest,
@@ -38,8 +41,6 @@ from bulkchange.models import (
     DeviceResult,
 )
 from bulkchange.rules import RuleError, iccid_problem, luhn_valid
-
-_CHUNK = 500
 
 
 def imei_problem(imei: str | None) -> str | None:
@@ -58,11 +59,6 @@ def _requested(raw: str | None) -> tuple[str, str] | None:
     return req.kind, req.new_value
 
 
-def _chunks(values: list[str]):
-    for i in range(0, len(values), _CHUNK):
-        yield values[i:i + _CHUNK]
-
-
 class IdentifierHandler(ChangeHandler):
     request_model = ChangeIdentifierRequest
 
@@ -70,27 +66,19 @@ class IdentifierHandler(ChangeHandler):
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         """Who already holds each requested new identifier (Device rows, and the first device change
         of this bulk change asking for it), and the IMEI of the bulk change's devices."""
-        tbl = change_table(bulk.portal_type)
         first_request: dict[tuple[str, str], int] = {}
         iccids: list[str] = []
-        for dc_id, iccid, raw in conn.execute(select(tbl.c.Id, tbl.c.ICCID, tbl.c.ChangeRequest)
-                                              .where(tbl.c.BulkChangeId == bulk.id).order_by(tbl.c.Id)):
+        for dc_id, iccid, raw in change_requests_in_order(conn, bulk):
             if iccid:
                 iccids.append(iccid)
             wanted = _requested(raw)
             if wanted and wanted[1]:
-                first_request.setdefault(wanted, int(dc_id))
-        d = inventory_table(bulk.portal_type)
+                first_request.setdefault(wanted, dc_id)
         holders: dict[tuple[str, str], list[tuple[int, bool]]] = {}
         for kind in ("ICCID", "IMEI"):
             found = identifier_holders(conn, bulk, kind, [v for k, v in first_request if k == kind])
             holders.update({(kind, value): rows for value, rows in found.items()})
-        imeis: dict[str, str | None] = {}
-        for chunk in _chunks(sorted(set(iccids))):
-            for iccid, imei in conn.execute(select(d.c.ICCID, d.c.IMEI).where(
-                    d.c.ICCID.in_(chunk), d.c.ServiceProviderId == bulk.service_provider_id,
-                    d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False)):  # noqa: E712
-                imeis[iccid] = imei
+        imeis = device_imeis(conn, bulk, sorted(set(iccids)))
         return {"first_request": first_request, "holders": holders, "imeis": imeis}
 
     def device_imei(self, device: DeviceRow) -> str | None:

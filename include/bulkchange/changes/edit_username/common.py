@@ -22,14 +22,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, PermanentError
 from bulkchange.carriers.revio import field_index
 from bulkchange.changes.base import ChangeHandler, device_not_found
-from bulkchange.db import tables
-from bulkchange.db import schema as t
+from bulkchange.db import username_changes as db
 from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import (
     BulkChange,
@@ -75,26 +73,16 @@ class EditUsernameBase(ChangeHandler):
 
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
-        tbl = tables.change_table(bulk.portal_type)
-        d, s, sp = tables.inventory_table(bulk.portal_type), t.rev_service, t.service_provider
-        iccids = select(tbl.c.ICCID).where(tbl.c.BulkChangeId == bulk.id)
         extras: dict[str, DeviceExtra] = {}
         by_id: dict[int, DeviceExtra] = {}
-        rows = conn.execute(select(d.c.Id, d.c.ICCID, d.c.Username, d.c.CostCenter1, d.c.CostCenter2, d.c.CostCenter3)
-                            .where(d.c.ICCID.in_(iccids), d.c.ServiceProviderId == bulk.service_provider_id,
-                                   d.c.TenantId == bulk.tenant_id, d.c.IsDeleted == False))  # noqa: E712
-        for r in rows:
+        for r in db.current_usernames(conn, bulk):
             extra = DeviceExtra(r.Username, {"CostCenter1": r.CostCenter1, "CostCenter2": r.CostCenter2,
                                              "CostCenter3": r.CostCenter3})
             extras[r.ICCID] = by_id[int(r.Id)] = extra
-        device_ids = select(d.c.Id).where(d.c.ICCID.in_(iccids), d.c.ServiceProviderId == bulk.service_provider_id,
-                                          d.c.TenantId == bulk.tenant_id)
-        for r in conn.execute(select(s.c.DeviceId, s.c.ServiceId).where(
-                s.c.DeviceId.in_(device_ids), s.c.IsActive == True, s.c.DisconnectedDate.is_(None))  # noqa: E712
-                .order_by(s.c.Id)):
-            if int(r.DeviceId) in by_id:
-                by_id[int(r.DeviceId)].rev_service_id = int(r.ServiceId)  # the newest wins
-        raw = conn.execute(select(sp.c.Settings).where(sp.c.Id == bulk.service_provider_id)).scalar()
+        for device_id, service_id in db.active_rev_services(conn, bulk):
+            if device_id in by_id:
+                by_id[device_id].rev_service_id = service_id  # the newest wins
+        raw = db.service_provider_settings(conn, bulk.service_provider_id)
         try:
             settings = json.loads(raw) if raw else {}
         except ValueError:
@@ -178,7 +166,6 @@ class EditUsernameBase(ChangeHandler):
     def record(self, conn: Connection, results: list[DeviceResult], *, processed_by: str) -> None:
         """Keep the local Rev_Service copy in step."""
         done = {r.device_change_id for r in results if r.status == DeviceChangeStatus.PROCESSED}
-        s = t.rev_service
         groups: dict[tuple[str, ...], list[dict]] = {}
         # by the results' ids, not over rev_rows: the batch records groups while its threads still add
         for dc_id in sorted(done):
@@ -189,8 +176,7 @@ class EditUsernameBase(ChangeHandler):
                 groups.setdefault(tuple(sorted(columns)), []).append(
                     {"s_id": service_id, **{f"v_{c}": columns[c] for c in columns}})
         for cols, rows in groups.items():
-            conn.execute(update(s).where(s.c.ServiceId == bindparam("s_id"))
-                         .values(**{c: bindparam(f"v_{c}") for c in cols}), rows)
+            db.update_rev_service_columns(conn, cols, rows)
 
 
 def edit_result(dc: DeviceChange, device: DeviceRow, status: DeviceChangeStatus, details: str,

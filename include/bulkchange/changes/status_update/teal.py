@@ -21,16 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.carriers.teal import MAX_ENTRIES, PROCESSING, entry_result
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.status_update.common import StatusUpdateHandler, processed, waiting
-from bulkchange.db import schema as t
+from bulkchange.db.device_identifiers import inventory_eids
 from bulkchange.db.inventory import DeviceRow
-from bulkchange.db.tables import change_table
 from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 from bulkchange.rules import RuleError
 
@@ -53,13 +51,7 @@ class TealStatusUpdate(StatusUpdateHandler):
     @classmethod
     def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
         """EIDs from the Device table for this bulk change's device changes that carry none."""
-        tbl, d = change_table(bulk.portal_type), t.device
-        q = (select(d.c.ICCID, d.c.EID)
-             .select_from(tbl.join(d, and_(d.c.ICCID == tbl.c.ICCID, d.c.ServiceProviderId == bulk.service_provider_id,
-                                           d.c.TenantId == bulk.tenant_id)))
-             .where(tbl.c.BulkChangeId == bulk.id, tbl.c.EID.is_(None), d.c.EID.is_not(None),
-                    d.c.IsDeleted == False))  # noqa: E712
-        return {"eids": {iccid: eid for iccid, eid in conn.execute(q)}}
+        return {"eids": inventory_eids(conn, bulk)}
 
     def _eid(self, dc: DeviceChange, device: DeviceRow | None) -> str | None:
         # the tenant's device row, never the device change (bulkchange.tenancy)

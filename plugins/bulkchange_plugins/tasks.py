@@ -1,7 +1,8 @@
 """The task bodies of the DAGs on Airflow: each task builds what its step needs from the task's
 context and the Airflow connections (the AMOP engine, carrier hooks and clients, XCom, the run
 note, the triggering user) and calls one step of the core, where the decisions are:
-``bulkchange.process_run`` for ``bulk_change_process``. A ``process_run.TaskFailed`` fails the task without retries
+``bulkchange.process_run`` for ``bulk_change_process``, ``bulkchange.reconcile_run`` for
+``device_status_reconcile``. A ``process_run.TaskFailed`` fails the task without retries
 (``AirflowFailException``, same message); any other exception is retried as the task says."""
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any, Callable, Mapping, Sequence
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
-from bulkchange import authz, process_run
+from bulkchange import authz, process_run, reconcile_run
 
 
 class AirflowAccounts:
     """The AMOP database, the carrier accounts, the notification sender and the Variable of allowed
-    service providers, through Airflow; the task log is stdout."""
+    service providers, through Airflow (``reconcile_run.Accounts``); the task log is stdout."""
 
     def say(self, text: str) -> None:
         print(text)
@@ -99,4 +100,18 @@ def wait_for_carrier(params: Mapping[str, Any], ti: Any) -> PokeReturnValue:
 
 def finalize(params: Mapping[str, Any], ti: Any, dag_run: Any, *, approval_timeout_hours: float) -> dict:
     return _run(process_run.finalize, ti, dag_run, params, approval_timeout_hours=approval_timeout_hours)
+
+
+# --- device_status_reconcile -----------------------------------------------------------------------
+
+def reconcile_scope(params: Mapping[str, Any]) -> list[dict]:
+    return reconcile_run.scope(AirflowAccounts(), params)
+
+
+def reconcile_provider(service_provider_id: int, params: Mapping[str, Any]) -> dict:
+    return reconcile_run.reconcile_provider(AirflowAccounts(), service_provider_id, params)
+
+
+def reconcile_summary(results: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> dict:
+    return reconcile_run.summarize(AirflowAccounts(), results, params)
 

@@ -2,7 +2,7 @@
 context and the Airflow connections (the AMOP engine, carrier hooks and clients, XCom, the run
 note, the triggering user) and calls one step of the core, where the decisions are:
 ``bulkchange.process_run`` for ``bulk_change_process``, ``bulkchange.reconcile_run`` for
-``device_status_reconcile``. A ``process_run.TaskFailed`` fails the task without retries
+``device_status_reconcile``, ``bulkchange.submit.submit_from_trigger`` for ``bulk_change_submit``. A ``process_run.TaskFailed`` fails the task without retries
 (``AirflowFailException``, same message); any other exception is retried as the task says."""
 from __future__ import annotations
 
@@ -115,3 +115,17 @@ def reconcile_provider(service_provider_id: int, params: Mapping[str, Any]) -> d
 def reconcile_summary(results: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> dict:
     return reconcile_run.summarize(AirflowAccounts(), results, params)
 
+
+# --- bulk_change_submit ----------------------------------------------------------------------------
+
+def submit(params: Mapping[str, Any], dag_run: Any, *, batch_concurrency: int) -> dict:
+    from airflow.configuration import conf
+
+    from bulkchange import submit as core
+
+    try:
+        return core.submit_from_trigger(AirflowAccounts(), dict(params), batch_concurrency=batch_concurrency,
+                                        user=getattr(dag_run, "triggering_user_name", None),
+                                        max_batches=conf.getint("core", "max_map_length", fallback=1024))
+    except core.SubmitError as exc:
+        raise AirflowFailException(f"refused: {exc}") from exc

@@ -26,7 +26,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 import bulkchange_plugins  # noqa: F401  (puts include/ on sys.path when PYTHONPATH lacks it)
-from bulkchange.batch_sizing import MAX_BATCH_SIZE, override_from_conf
+from bulkchange.batch_sizing import MAX_BATCH_SIZE
 from bulkchange_plugins.dag_common import dag_args, launch_processing, processing_launch
 from bulkchange.settings import get_settings
 
@@ -104,52 +104,10 @@ def bulk_change_submit():
     # No automatic retry: a retried insert would create the bulk change twice.
     @task(retries=0)
     def submit(params=None, dag_run=None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        # check and insert (bulkchange.submit.submit_from_trigger); a dry run only reports
+        from bulkchange_plugins import tasks
 
-        from airflow.configuration import conf
-
-        from bulkchange import authz
-        from bulkchange import submit as core
-        from bulkchange_plugins.hooks import AmopHook, carrier_hook
-
-        # CreatedBy is who triggered this run (Airflow knows it), not what the form says
-        user = getattr(dag_run, "triggering_user_name", None)
-        params = {**params, "created_by": authz.created_by(user, params.get("created_by"))}
-        try:
-            sub = core.parse_submission(params)
-            problem = authz.service_provider_problem(user, sub.service_provider_id, authz.load_allowed())
-            if problem:
-                raise AirflowFailException(f"refused: {problem}")
-            engine = AmopHook().get_engine()
-            sp = core.check_against_db(engine, sub)
-        except core.SubmitError as exc:
-            raise AirflowFailException(f"refused: {exc}") from exc
-        carrier = carrier_hook(sp.id, sp.integration)
-        problem = carrier.credentials_problem(sp.integration)
-        rate = None if problem else carrier.get_settings().rate_limit_per_s
-        dry_run = bool(params.get("dry_run"))
-        try:
-            result = core.submit(engine, sub, process_now=bool(params.get("process_now")), dry_run=dry_run,
-                                 batch_size=override_from_conf(params.get("batch_size")),
-                                 max_parallel=int(params["max_parallel"]),
-                                 batch_concurrency=BATCH_CONCURRENCY, rate_limit_per_s=rate,
-                                 credentials_problem=problem,
-                                 max_batches=conf.getint("core", "max_map_length", fallback=1024))
-        except core.SubmitError as exc:
-            raise AirflowFailException(f"refused: {exc}") from exc
-        out = result.as_dict()
-        if dry_run:
-            print(out["dry_run"].pop("text"))
-        else:
-            where = "claimed, processing launched" if result.claimed else "NEW, the sensor will pick it up"
-            print(f"bulk change {result.bulk_change_id}: {sub.change_type.value} on {sp.integration.value} "
-                  f"({sp.name}), {result.devices} devices, {where}")
-            if problem and core.needs_carrier(sub, sp):
-                print(f"warning: {problem}; processing will mark every device ERROR with this reason")
-        for p in result.problems:
-            print(f"device {p['device']}: {p['reason']}")
-        print(f"{len(result.problems)} of {result.devices} devices have a problem; the rest proceeds")
-        return out
+        return tasks.submit(params, dag_run, batch_concurrency=BATCH_CONCURRENCY)
 
     @task
     def launches(result: dict, params=None) -> list[dict]:

@@ -28,6 +28,10 @@ from bulkchange.models import BulkChange, ChangeType, DeviceChangeStatus, Integr
 from bulkchange.rules import RuleError, carrier_status
 from bulkchange.settings import Settings, get_settings
 
+# XCom key under which the approval task keeps the answer (chosen_options, params_input,
+# responded_by_user) for finalize: a Reject skips the tasks after it, so its return value is never stored
+ANSWER_KEY = "answer"
+
 
 @dataclass(frozen=True)
 class Action:

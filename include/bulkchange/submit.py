@@ -68,6 +68,14 @@ class SubmitError(ValueError):
         self.value = value
 
 
+class NotAllowed(SubmitError):
+    """The triggering user may not submit for this service provider (``authz``); the message says why."""
+
+    def __init__(self, problem: str):
+        ValueError.__init__(self, problem)
+        self.field, self.value = "service_provider_id", None
+
+
 def _over_limit(exc: LimitError) -> SubmitError:
     """A SubmitError for input over a size limit: names the field, never echoes the value."""
     err = SubmitError(exc.field.removeprefix("conf field "), None, "over a limit")
@@ -329,3 +337,44 @@ def submit(engine: Engine, sub: Submission, *, process_now: bool = True, dry_run
                                                   created_by=sub.created_by)
         claimed = claims.claim_bulk_change(conn, bulk_id) if process_now else False
     return SubmitResult(bulk_id, len(rows), problems, claimed=claimed)
+
+
+def submit_from_trigger(accounts: Any, params: dict[str, Any], *, user: str | None, batch_concurrency: int,
+                        max_batches: int) -> dict[str, Any]:
+    """The ``bulk_change_submit`` task: the form's submission checked (fields, the user's service
+    providers, the DB), then inserted (or, ``dry_run``, only reported), with a log line per device
+    problem. ``accounts`` gives the AMOP engine, the carrier hook, the allowed service providers and
+    the task log (``bulkchange_plugins.tasks.AirflowAccounts``); a ``SubmitError`` refuses the run.
+
+    CreatedBy is who triggered the run (Airflow knows it), not what the form says."""
+    from bulkchange import authz
+    from bulkchange.batch_sizing import override_from_conf
+
+    params = {**params, "created_by": authz.created_by(user, params.get("created_by"))}
+    sub = parse_submission(params)
+    problem = authz.service_provider_problem(user, sub.service_provider_id, accounts.allowed_service_providers())
+    if problem:
+        raise NotAllowed(problem)
+    engine = accounts.engine()
+    sp = check_against_db(engine, sub)
+    carrier = accounts.carrier(sp.id, sp.integration)
+    problem = carrier.credentials_problem(sp.integration)
+    rate = None if problem else carrier.get_settings().rate_limit_per_s
+    dry_run = bool(params.get("dry_run"))
+    result = submit(engine, sub, process_now=bool(params.get("process_now")), dry_run=dry_run,
+                    batch_size=override_from_conf(params.get("batch_size")), max_parallel=int(params["max_parallel"]),
+                    batch_concurrency=batch_concurrency, rate_limit_per_s=rate, credentials_problem=problem,
+                    max_batches=max_batches)
+    out = result.as_dict()
+    if dry_run:
+        accounts.say(out["dry_run"].pop("text"))
+    else:
+        where = "claimed, processing launched" if result.claimed else "NEW, the sensor will pick it up"
+        accounts.say(f"bulk change {result.bulk_change_id}: {sub.change_type.value} on {sp.integration.value} "
+                     f"({sp.name}), {result.devices} devices, {where}")
+        if problem and needs_carrier(sub, sp):
+            accounts.say(f"warning: {problem}; processing will mark every device ERROR with this reason")
+    for p in result.problems:
+        accounts.say(f"device {p['device']}: {p['reason']}")
+    accounts.say(f"{len(result.problems)} of {result.devices} devices have a problem; the rest proceeds")
+    return out

@@ -16,8 +16,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowSkipException
 
-
-ANSWER_KEY = "answer"  # XCom key of the approval answer (chosen_options, params_input, responded_by_user)
+from bulkchange.approval import ANSWER_KEY  # XCom key of the approval answer, read by finalize
 
 
 class BulkChangeApprovalOperator(ApprovalOperator):

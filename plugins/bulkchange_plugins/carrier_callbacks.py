@@ -6,8 +6,8 @@ mounts this FastAPI app at ``/carrier-callbacks``; plugins/bulkchange_ui.py).
 The service provider's ThingSpace connection (``carrier_sp_<id>``) holds the shared secret in its
 extra ``callback_secret``; ThingSpace echoes it as the ``password`` of every callback (it was sent
 as such when registering, ``register`` below). A callback without it, or with another one, is
-refused (401; 403 when the connection has no secret, i.e. callbacks are not enabled) and logged
-without the secret, and has no effect. An accepted callback is stored in
+refused (401; 403 when callbacks are not enabled: no connection, or one without a secret) and
+logged, naming which case and never the secret, and has no effect. An accepted callback is stored in
 ``ThingSpaceCallBackResponseLog`` before the answer (200), then the device changes waiting on its
 request are settled at once, off the request, by ``settle_reported`` (the poll's own
 ``reconcile.settle_bulk``). The poll stays the fallback: a callback that never comes changes nothing
@@ -53,16 +53,31 @@ def _settings(service_provider_id: int):
 
 def callback_secret(service_provider_id: int) -> str | None:
     """The account's shared callback secret (connection extra ``callback_secret``), or None."""
-    try:
-        secret = _settings(service_provider_id).extra.get("callback_secret")
-    except Exception:  # noqa: BLE001 - no connection: no secret, every callback is refused
-        return None
-    if not secret:
-        return None
-    from bulkchange.sanitize import register_secret
+    return secret_or_reason(service_provider_id)[0]
 
+
+def secret_or_reason(service_provider_id: int) -> tuple[str | None, str | None]:
+    """(the account's callback secret, None), or (None, why there is none): no connection
+    ``carrier_sp_<id>``, a connection that cannot be read, or one without the extra
+    ``callback_secret``. The reason names the connection, never a value it holds."""
+    from airflow.exceptions import AirflowNotFoundException
+
+    from bulkchange.sanitize import register_secret, sanitize_text
+    from bulkchange_plugins.hooks import carrier_conn_id
+
+    conn_id = carrier_conn_id(service_provider_id)
+    try:
+        extra = _settings(service_provider_id).extra
+    except AirflowNotFoundException:
+        return None, f"no connection {conn_id!r}"
+    except Exception as exc:  # noqa: BLE001 - an unusable connection: every callback is refused
+        return None, (f"connection {conn_id!r} cannot be read: "
+                      + sanitize_text(f"{type(exc).__name__}: {exc}", limit=300))
+    secret = extra.get("callback_secret")
+    if not secret:
+        return None, f"connection {conn_id!r} has no callback_secret"
     register_secret(str(secret))  # never in any text this process writes
-    return str(secret)
+    return str(secret), None
 
 
 def _refuse(status: int, message: str, service_provider_id: int, request: Request, why: str,
@@ -100,10 +115,10 @@ def _accept(service_provider_id: int, body: Any, request: Request) -> JSONRespon
     from bulkchange.models import Integration
     from bulkchange_plugins.hooks import AmopHook
 
-    secret = callback_secret(service_provider_id)
-    if secret is None:
+    secret, why_not = secret_or_reason(service_provider_id)
+    if secret is None:  # the caller is not told how the account is set up; the log says which case
         return _refuse(403, "callbacks are not enabled for this account", service_provider_id, request,
-                       "no callback_secret in the connection", body)
+                       why_not, body)
     if not cb.authentic(body, secret):
         return _refuse(401, "wrong or missing callback secret", service_provider_id, request,
                        "wrong or missing secret", body)

@@ -277,3 +277,64 @@ def test_an_oversized_device_identifier_is_refused_naming_its_place():
     with pytest.raises(SubmitError) as err:
         parse_submission(_params(devices_csv="ICCID,MSISDN\n8901260000000000018," + "5" * 500, devices=[]))
     assert "MSISDN" in err.value.field and "line" in err.value.field
+
+
+# --- the submit task (submit_from_trigger) -------------------------------------------------------------
+class _Accounts:
+    def __init__(self, engine, allowed=None, problem=None):
+        from types import SimpleNamespace
+
+        self._engine, self.allowed, self.lines, self.engine_asked = engine, allowed, [], 0
+        self.hook = SimpleNamespace(credentials_problem=lambda integration: problem,
+                                    get_settings=lambda: SimpleNamespace(rate_limit_per_s=5.0))
+
+    def say(self, text):
+        self.lines.append(text)
+
+    def engine(self):
+        self.engine_asked += 1
+        return self._engine
+
+    def carrier(self, service_provider_id, integration):
+        return self.hook
+
+    def allowed_service_providers(self):
+        return self.allowed
+
+
+def _trigger(accounts, user="alice", **over):
+    from bulkchange.submit import submit_from_trigger
+
+    return submit_from_trigger(accounts, _params(max_parallel=10, process_now=False, **over), user=user,
+                               batch_concurrency=2, max_batches=1024)
+
+
+def test_the_submit_task_records_who_triggered_it_and_logs_each_device_problem(sqlite_engine):
+    _provider(sqlite_engine)
+    accounts = _Accounts(sqlite_engine)
+    out = _trigger(accounts, devices=ICCIDS[:2] + [seed.make_iccid(99_999)])
+    with sqlite_engine.connect() as conn:
+        assert bulk_changes.load_bulk_change(conn, out["bulk_change_id"]).created_by == "alice (for ops-anna)"
+    assert out["claimed"] is False and out["problem_count"] == 1
+    assert accounts.lines[0].startswith(f"bulk change {out['bulk_change_id']}: StatusUpdate on Jasper (ops), 3 devices")
+    assert [line for line in accounts.lines if line.startswith("device ")] == \
+        [f"device {out['problems'][0]['device']}: {out['problems'][0]['reason']}"]
+    assert accounts.lines[-1] == "1 of 3 devices have a problem; the rest proceeds"
+
+
+def test_the_submit_task_refuses_a_service_provider_the_user_may_not_touch(sqlite_engine):
+    from bulkchange.submit import NotAllowed
+
+    _provider(sqlite_engine)
+    accounts = _Accounts(sqlite_engine, allowed={"alice": [4]})
+    with pytest.raises(NotAllowed) as refused:
+        _trigger(accounts)
+    assert "alice" in str(refused.value) and accounts.engine_asked == 0 and _counts(sqlite_engine)["bulk"] == 0
+
+
+def test_the_submit_task_warns_when_processing_will_fail_for_the_connection(sqlite_engine):
+    _provider(sqlite_engine)
+    accounts = _Accounts(sqlite_engine, problem="no usable carrier connection 'carrier_sp_3'")
+    _trigger(accounts)
+    assert ("warning: no usable carrier connection 'carrier_sp_3'; processing will mark every device ERROR "
+            "with this reason") in accounts.lines

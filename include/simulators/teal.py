@@ -43,7 +43,7 @@ characters) and ``callbackUrl`` query parameters, HTTP 102 while processing, per
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -217,54 +217,25 @@ class TealSimulator(SimulatedCarrier):
 
     # ---------------------------------------------------------------- behaviour
     def _operation(self, call: Call, kind: str):
-        request_id = call.q("requestId") or ""
-        if not request_id or len(request_id) > 32:
-            raise self.error(400, "requestId is required (at most 32 characters)")
-        self.check_query(call, "operation")
+        request_id = self._request_id(call)
         body = call.body
         self.check_fields(body, {"entries"})
         entries = body.get("entries") if isinstance(body, dict) else None
         if not isinstance(entries, list) or not entries or not all(isinstance(e, str) and e for e in entries):
             raise self.error(400, "entries must be a non-empty list of EIDs")
-        if len(entries) > self.knobs.max_entries:
-            raise self.error(400, f"at most {self.knobs.max_entries} entries per request, got {len(entries)}")
-        call.iccids = [self.by_eid[e] for e in entries if e in self.by_eid]
-        known = self.operations.get(request_id)
-        if known is not None:
-            if known["kind"] != kind or known["eids"] != entries:
-                raise self.error(409, f"requestId {request_id} was already used for another operation")
-            return {"success": True, "requestId": request_id}
-        op = {"requestId": request_id, "kind": kind, "eids": list(entries), "done": False, "results": None,
-              "callbackUrl": call.q("callbackUrl")}
-        self.operations[request_id] = op
-        generation = self._generation
 
-        def finish() -> None:
-            if generation != self._generation:
-                return
-            results = []
-            for eid in op["eids"]:
-                iccid = self.by_eid.get(eid)
-                dev = self.devices.get(iccid) if iccid else None
-                if dev is None:
-                    results.append({"eid": eid, "iccid": None, "success": False,
-                                    "errorMessage": f"eSIM {eid} not found"})
-                elif eid in self.knobs.reject_eids:
-                    results.append({"eid": eid, "iccid": iccid, "success": False,
-                                    "errorMessage": f"{kind.lower()} rejected for eSIM {eid} (injected)"})
-                elif self.knobs.refuse_noop_transitions and (dev["deviceStatus"] == "STOPPED") == (kind == "DISABLE"):
-                    results.append({"eid": eid, "iccid": iccid, "success": False,
-                                    "errorMessage": f"eSIM {eid} is {dev['deviceStatus']}; it cannot be "
-                                                    f"{kind.lower()}d"})
-                else:
-                    enabled = kind == "ENABLE"
-                    dev.update(deviceStatus="ONLINE" if enabled else "STOPPED", suspended=not enabled,
-                               active=enabled)
-                    results.append({"eid": eid, "iccid": iccid, "success": True, "errorMessage": None})
-            op["results"], op["done"] = results, True
+        def outcome(eid: str, iccid: str, dev: dict) -> dict:
+            if eid in self.knobs.reject_eids:
+                return {"eid": eid, "iccid": iccid, "success": False,
+                        "errorMessage": f"{kind.lower()} rejected for eSIM {eid} (injected)"}
+            if self.knobs.refuse_noop_transitions and (dev["deviceStatus"] == "STOPPED") == (kind == "DISABLE"):
+                return {"eid": eid, "iccid": iccid, "success": False,
+                        "errorMessage": f"eSIM {eid} is {dev['deviceStatus']}; it cannot be {kind.lower()}d"}
+            enabled = kind == "ENABLE"
+            dev.update(deviceStatus="ONLINE" if enabled else "STOPPED", suspended=not enabled, active=enabled)
+            return {"eid": eid, "iccid": iccid, "success": True, "errorMessage": None}
 
-        self.schedule(self.knobs.operation_delay_s, finish)
-        return {"success": True, "requestId": request_id}
+        return self._start(call, request_id, kind, list(entries), {}, outcome)
 
     # ---------------------------------------------------------------- plan assignment
     # ``POST /esims/assign-plan?requestId=`` ``{"entries": [{"eid", "planUuid"}]}``: asynchronous like
@@ -272,10 +243,7 @@ class TealSimulator(SimulatedCarrier):
     # a plan uuid is any non-empty string unless the knob ``known_plans`` lists the valid ones; an
     # unknown one fails its entry; the eSIM's ``planUuid`` changes and ``planName`` becomes the uuid.
     def _assign_plan(self, call: Call):
-        request_id = call.q("requestId") or ""
-        if not request_id or len(request_id) > 32:
-            raise self.error(400, "requestId is required (at most 32 characters)")
-        self.check_query(call, "operation")
+        request_id = self._request_id(call)
         body = call.body
         self.check_fields(body, {"entries"})
         for n, entry in enumerate(body.get("entries") or [] if isinstance(body, dict) else []):
@@ -285,18 +253,44 @@ class TealSimulator(SimulatedCarrier):
                 isinstance(e, dict) and isinstance(e.get("eid"), str) and e["eid"] and
                 isinstance(e.get("planUuid"), str) and e["planUuid"] for e in entries):
             raise self.error(400, "entries must be a non-empty list of {eid, planUuid}")
-        if len(entries) > self.knobs.max_entries:
-            raise self.error(400, f"at most {self.knobs.max_entries} entries per request, got {len(entries)}")
-        eids = [e["eid"] for e in entries]
         plans = {e["eid"]: e["planUuid"] for e in entries}
+
+        def outcome(eid: str, iccid: str, dev: dict) -> dict:
+            plan = plans[eid]
+            if eid in self.knobs.reject_eids or (self.knobs.validate_plans and plan not in self.plans
+                                                 and plan not in self.knobs.known_plans):
+                return {"eid": eid, "iccid": iccid, "success": False,
+                        "errorMessage": f"plan {plan} cannot be assigned to eSIM {eid}"}
+            dev.update(planUuid=plan, planName=plan)
+            return {"eid": eid, "iccid": iccid, "success": True, "errorMessage": None}
+
+        return self._start(call, request_id, "ASSIGN_PLAN", [e["eid"] for e in entries], {"plans": plans}, outcome)
+
+    # ---------------------------------------------------------------- what every operation shares
+    def _request_id(self, call: Call) -> str:
+        """The operation's ``requestId`` (required, at most 32 characters); the query is checked too."""
+        request_id = call.q("requestId") or ""
+        if not request_id or len(request_id) > 32:
+            raise self.error(400, "requestId is required (at most 32 characters)")
+        self.check_query(call, "operation")
+        return request_id
+
+    def _start(self, call: Call, request_id: str, kind: str, eids: list[str], details: dict[str, Any],
+               outcome: Callable[[str, str, dict], dict]):
+        """Accept an operation on ``eids`` (at most ``max_entries``): a replay of ``request_id`` with the
+        same kind, EIDs and ``details`` answers as the first call did, with anything else it is 409; a new
+        one finishes ``operation_delay_s`` later, each eSIM's result being ``outcome(eid, iccid, eSIM)``
+        (an unknown eSIM fails its entry)."""
+        if len(eids) > self.knobs.max_entries:
+            raise self.error(400, f"at most {self.knobs.max_entries} entries per request, got {len(eids)}")
         call.iccids = [self.by_eid[e] for e in eids if e in self.by_eid]
         known = self.operations.get(request_id)
         if known is not None:
-            if known["kind"] != "ASSIGN_PLAN" or known["eids"] != eids or known.get("plans") != plans:
+            if known["kind"] != kind or known["eids"] != eids or any(known.get(k) != v for k, v in details.items()):
                 raise self.error(409, f"requestId {request_id} was already used for another operation")
             return {"success": True, "requestId": request_id}
-        op = {"requestId": request_id, "kind": "ASSIGN_PLAN", "eids": eids, "plans": plans, "done": False,
-              "results": None, "callbackUrl": call.q("callbackUrl")}
+        op = {"requestId": request_id, "kind": kind, "eids": eids, **details, "done": False, "results": None,
+              "callbackUrl": call.q("callbackUrl")}
         self.operations[request_id] = op
         generation = self._generation
 
@@ -307,16 +301,11 @@ class TealSimulator(SimulatedCarrier):
             for eid in eids:
                 iccid = self.by_eid.get(eid)
                 dev = self.devices.get(iccid) if iccid else None
-                plan = plans[eid]
                 if dev is None:
-                    results.append({"eid": eid, "iccid": None, "success": False, "errorMessage": f"eSIM {eid} not found"})
-                elif eid in self.knobs.reject_eids or (self.knobs.validate_plans and plan not in self.plans
-                                                       and plan not in self.knobs.known_plans):
-                    results.append({"eid": eid, "iccid": iccid, "success": False,
-                                    "errorMessage": f"plan {plan} cannot be assigned to eSIM {eid}"})
+                    results.append({"eid": eid, "iccid": None, "success": False,
+                                    "errorMessage": f"eSIM {eid} not found"})
                 else:
-                    dev.update(planUuid=plan, planName=plan)
-                    results.append({"eid": eid, "iccid": iccid, "success": True, "errorMessage": None})
+                    results.append(outcome(eid, iccid, dev))
             op["results"], op["done"] = results, True
 
         self.schedule(self.knobs.operation_delay_s, finish)

@@ -146,3 +146,27 @@ def amop_conn_json(engine) -> str:
         return json.dumps({"conn_type": "sqlite", "host": url.database})
     return json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
                        "schema": url.database})
+
+
+def run_process(dagbag, bulk_id, batch_size: int):
+    """bulk_change_process under dag.test() for one bulk change: asserts the run succeeded and answers
+    finalize's summary."""
+    from airflow.sdk import DagRunState
+
+    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": batch_size})
+    assert run.state == DagRunState.SUCCESS
+    return run.get_task_instance("finalize").xcom_pull(task_ids="finalize")
+
+
+def m2m_counts(engine, bulk_id):
+    """(bulk change status, {device change status: count}) of an M2M bulk change."""
+    from sqlalchemy import func, select
+
+    from bulkchange.db import bulk_changes
+    from bulkchange.db import schema as t
+
+    with engine.connect() as conn:
+        b = bulk_changes.load_bulk_change(conn, bulk_id)
+        return b.status.value, dict(conn.execute(
+            select(t.m2m_device_change.c.Status, func.count()).where(t.m2m_device_change.c.BulkChangeId == bulk_id)
+            .group_by(t.m2m_device_change.c.Status)).all())

@@ -10,7 +10,7 @@ from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
 from simulators.teal import make_eid
-from tests.dags.conftest import amop_conn_json
+from tests.dags.conftest import amop_conn_json, run_process as run_bulk_change_process
 
 pytestmark = pytest.mark.airflow
 N = 500
@@ -19,11 +19,7 @@ TG = ("dag-tg-app-2", "dag-tg-secret-2")
 
 
 def run_process(dagbag, bulk_id):
-    from airflow.sdk import DagRunState
-
-    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 100})
-    assert run.state == DagRunState.SUCCESS
-    return run.get_task_instance("finalize").xcom_pull(task_ids="finalize")
+    return run_bulk_change_process(dagbag, bulk_id, batch_size=100)
 
 
 def history(engine, bulk_id):

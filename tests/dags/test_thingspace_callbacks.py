@@ -19,14 +19,13 @@ import time
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from bulkchange.db import bulk_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
 from bulkchange.rules import luhn_check_digit
-from tests.dags.conftest import amop_conn_json
+from tests.dags.conftest import amop_conn_json, m2m_counts as counts, run_process as run_bulk_change_process
 
 pytestmark = pytest.mark.airflow
 ACCOUNT = "0000000000-00018"
@@ -81,19 +80,7 @@ def status_bulk(engine, iccids, status, **request):
 
 
 def run_process(dagbag, bulk_id):
-    from airflow.sdk import DagRunState
-
-    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 25})
-    assert run.state == DagRunState.SUCCESS
-    return run.get_task_instance("finalize").xcom_pull(task_ids="finalize")
-
-
-def counts(engine, bulk_id):
-    with engine.connect() as conn:
-        b = bulk_changes.load_bulk_change(conn, bulk_id)
-        return b.status.value, dict(conn.execute(
-            select(t.m2m_device_change.c.Status, func.count()).where(t.m2m_device_change.c.BulkChangeId == bulk_id)
-            .group_by(t.m2m_device_change.c.Status)).all())
+    return run_bulk_change_process(dagbag, bulk_id, batch_size=25)
 
 
 def wait_for(engine, bulk_id, wanted, timeout=90):

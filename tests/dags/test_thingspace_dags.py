@@ -11,11 +11,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from bulkchange.db import bulk_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
-from tests.dags.conftest import amop_conn_json
+from tests.dags.conftest import amop_conn_json, m2m_counts as counts, run_process as run_bulk_change_process
 
 pytestmark = pytest.mark.airflow
 N = 1000
@@ -58,19 +57,7 @@ def bulk(engine, iccids, status, **request):
 
 
 def run_process(dagbag, bulk_id):
-    from airflow.sdk import DagRunState
-
-    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 250})
-    assert run.state == DagRunState.SUCCESS
-    return run.get_task_instance("finalize").xcom_pull(task_ids="finalize")
-
-
-def counts(engine, bulk_id):
-    with engine.connect() as conn:
-        b = bulk_changes.load_bulk_change(conn, bulk_id)
-        return b.status.value, dict(conn.execute(
-            select(t.m2m_device_change.c.Status, func.count()).where(t.m2m_device_change.c.BulkChangeId == bulk_id)
-            .group_by(t.m2m_device_change.c.Status)).all())
+    return run_bulk_change_process(dagbag, bulk_id, batch_size=250)
 
 
 def assert_clean_logs(engine, client_tokens):

@@ -1,8 +1,6 @@
 """Teal status updates through the core against the Teal simulator over HTTP: enable and disable
 call their own endpoints, every device waits on its operation result and settles through
 bulkchange.reconcile, a failed entry is an error, secrets never reach the log."""
-import time
-
 import pytest
 from sqlalchemy import select, update
 
@@ -16,6 +14,7 @@ from bulkchange.db import seed
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.models import ChangeType, Integration
 from simulators.teal import make_eid
+from tests.integration.flow import process, settle_until_done
 
 KEY, SECRET = "teal-int-key", "teal-int-secret-77"
 SP = 12
@@ -57,27 +56,6 @@ def bulk(engine, iccids, status, **request):
             conn, sp_id=SP, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
             requests=[{"ICCID": i, "EID": make_eid(i) if n % 2 == 0 else None,
                        "ChangeRequest": {"UpdateStatus": status, **request}} for n, i in enumerate(iccids)])
-
-
-def process(engine, bulk_id, client, batch_size=100):
-    plan = processing.prepare(engine, bulk_id, batch_size=batch_size)
-    for b in plan.batches:
-        processing.process_batch(engine, bulk_id, b.device_change_ids, client=client)
-    return processing.finalize(engine, bulk_id)
-
-
-def settle_until_done(engine, bulk_id, client, rounds=60, **kw):
-    """Settle rounds until nothing waits; the summary's ``settled`` adds up every round."""
-    total: dict[str, int] = {}
-    for _ in range(rounds):
-        s = reconcile.settle_bulk(engine, bulk_id, client, **kw)
-        for k, v in s.settled.items():
-            total[k] = total.get(k, 0) + v
-        if s.still_waiting == 0:
-            break
-        time.sleep(0.1)
-    s.settled = total
-    return s
 
 
 def device_changes(engine, bulk_id):

@@ -15,6 +15,7 @@ from bulkchange.db.device_status import device_status_ids
 from bulkchange.db import seed
 from bulkchange.engine import CallPolicy, RateLimiter, RetryPolicy
 from bulkchange.models import ChangeType, Integration
+from tests.integration.flow import process, settle_until_done
 
 APP, SECRET = "tg-int-app", "tg-int-secret-42"
 SP = 6
@@ -63,27 +64,6 @@ def bulk(engine, iccids, status, numbers=None, **request):
             conn, sp_id=SP, tenant_id=1, change_type=ChangeType.STATUS_UPDATE, portal_type=MOBILITY,
             requests=[{"ICCID": i, "MSISDN": (numbers or {}).get(i),
                        "ChangeRequest": {"UpdateStatus": status, **request}} for i in iccids])
-
-
-def process(engine, bulk_id, client, batch_size=100):
-    plan = processing.prepare(engine, bulk_id, batch_size=batch_size)
-    for b in plan.batches:
-        processing.process_batch(engine, bulk_id, b.device_change_ids, client=client)
-    return processing.finalize(engine, bulk_id)
-
-
-def settle_until_done(engine, bulk_id, client, rounds=60, **kw):
-    """Settle rounds until nothing waits; the summary's ``settled`` adds up every round."""
-    total: dict[str, int] = {}
-    for _ in range(rounds):
-        s = reconcile.settle_bulk(engine, bulk_id, client, **kw)
-        for k, v in s.settled.items():
-            total[k] = total.get(k, 0) + v
-        if s.still_waiting == 0:
-            break
-        time.sleep(0.1)
-    s.settled = total
-    return s
 
 
 def log_texts(engine, bulk_id):

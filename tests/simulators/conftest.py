@@ -1,6 +1,10 @@
 """Fixtures for the simulator tests: the session-wide ``simulator`` (tests/conftest.py), reset before
 each test, with two Jasper accounts and five seeded devices."""
 import base64
+import http.server
+import json
+import threading
+import time
 
 import pytest
 import requests
@@ -55,3 +59,38 @@ def api_other(simulator, jasper):
     client = Api(simulator.url_for("jasper"), "other")
     yield client
     client.close()
+
+
+class CallbackListener:
+    """A loopback HTTP server recording the JSON body of every POST it receives (``received``) at ``url``."""
+
+    def __init__(self):
+        self.received: list = []
+        received = self.received
+
+        class Listener(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/carrier"
+
+    def wait_for(self, count: int, timeout: float = 10) -> None:
+        """Wait (at most ``timeout`` seconds) until ``count`` bodies have arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def callback_listener():
+    listener = CallbackListener()
+    yield listener
+    listener.server.shutdown()
+    listener.server.server_close()

@@ -64,55 +64,33 @@ def test_device_id_change_built_with_the_sdk(api, ts):
     assert bad.status_code == 400 and "change4gOption" in bad.json()["errorMessage"]
 
 
-def test_device_id_change_results_come_by_callback_unless_callbacks_are_dropped(api, ts):
-    import http.server
-    import json
-    import threading
-    import time
+def test_device_id_change_results_come_by_callback_unless_callbacks_are_dropped(api, ts, callback_listener):
+    received = callback_listener.received
+    url = callback_listener.url
+    resp = api.http.post(api.root + f"/m2m/v1/callbacks/{ACCOUNT}", headers=api.headers, timeout=10,
+                         json={"name": "CarrierService", "url": url, "username": "u", "password": "shared-7"})
+    assert resp.status_code == 200, resp.text
+    old, new, held, other = make_iccid(7_300), make_iccid(7_301), make_iccid(7_302), make_iccid(7_303)
+    ts.seed_devices([{"iccid": old, "state": "active", "accountName": ACCOUNT},
+                     {"iccid": held, "state": "active", "accountName": ACCOUNT},
+                     {"iccid": other, "state": "active", "accountName": ACCOUNT}])
+    ok = put(api, "/devices/4g/actions/deviceId", ChangeDeviceIdRequest(
+        device_ids=[DeviceId(id=old, kind="iccid")], change_4_g_option="ChangeICCID",
+        device_ids_to=[DeviceId(id=new, kind="iccid")])).json()["requestId"]
+    refused = put(api, "/devices/4g/actions/deviceId", ChangeDeviceIdRequest(
+        device_ids=[DeviceId(id=held, kind="iccid")], change_4_g_option="ChangeICCID",
+        device_ids_to=[DeviceId(id=other, kind="iccid")])).json()["requestId"]
+    callback_listener.wait_for(2)  # nobody polls: the callbacks alone tell the results
+    by_request = {body["requestId"]: body for body in received}
+    assert by_request[ok]["status"] == "Success" and by_request[ok]["deviceIds"] == [{"id": old, "kind": "iccid"}]
+    assert by_request[refused]["status"] == "Failed"
+    assert by_request[refused]["faultResponse"]["faultcode"].endswith("DeviceAlreadyExists")
+    assert {(b["username"], b["password"]) for b in received} == {("u", "shared-7")}  # echoed
 
-    received = []
-
-    class Listener(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Listener)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/carrier"
-        resp = api.http.post(api.root + f"/m2m/v1/callbacks/{ACCOUNT}", headers=api.headers, timeout=10,
-                             json={"name": "CarrierService", "url": url, "username": "u", "password": "shared-7"})
-        assert resp.status_code == 200, resp.text
-        old, new, held, other = make_iccid(7_300), make_iccid(7_301), make_iccid(7_302), make_iccid(7_303)
-        ts.seed_devices([{"iccid": old, "state": "active", "accountName": ACCOUNT},
-                         {"iccid": held, "state": "active", "accountName": ACCOUNT},
-                         {"iccid": other, "state": "active", "accountName": ACCOUNT}])
-        ok = put(api, "/devices/4g/actions/deviceId", ChangeDeviceIdRequest(
-            device_ids=[DeviceId(id=old, kind="iccid")], change_4_g_option="ChangeICCID",
-            device_ids_to=[DeviceId(id=new, kind="iccid")])).json()["requestId"]
-        refused = put(api, "/devices/4g/actions/deviceId", ChangeDeviceIdRequest(
-            device_ids=[DeviceId(id=held, kind="iccid")], change_4_g_option="ChangeICCID",
-            device_ids_to=[DeviceId(id=other, kind="iccid")])).json()["requestId"]
-        deadline = time.monotonic() + 10
-        while len(received) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)  # nobody polls: the callbacks alone tell the results
-        by_request = {body["requestId"]: body for body in received}
-        assert by_request[ok]["status"] == "Success" and by_request[ok]["deviceIds"] == [{"id": old, "kind": "iccid"}]
-        assert by_request[refused]["status"] == "Failed"
-        assert by_request[refused]["faultResponse"]["faultcode"].endswith("DeviceAlreadyExists")
-        assert {(b["username"], b["password"]) for b in received} == {("u", "shared-7")}  # echoed
-
-        ts.configure(drop_callbacks=True)
-        lost = put(api, "/devices/4g/actions/deviceId", ChangeDeviceIdRequest(
-            device_ids=[DeviceId(id=new, kind="iccid")], change_4_g_option="ChangeICCID",
-            device_ids_to=[DeviceId(id=old, kind="iccid")])).json()["requestId"]
-        assert wait_status(api, lost).status == RequestStatusEnum.SUCCESS  # done, and only polling tells
-        dropped = [d for d in ts.request("GET", "/deliveries") if d["requestId"] == lost]
-        assert len(received) == 2 and len(dropped) == 1 and dropped[0]["dropped"] and not dropped[0]["delivered"]
-    finally:
-        server.shutdown()
+    ts.configure(drop_callbacks=True)
+    lost = put(api, "/devices/4g/actions/deviceId", ChangeDeviceIdRequest(
+        device_ids=[DeviceId(id=new, kind="iccid")], change_4_g_option="ChangeICCID",
+        device_ids_to=[DeviceId(id=old, kind="iccid")])).json()["requestId"]
+    assert wait_status(api, lost).status == RequestStatusEnum.SUCCESS  # done, and only polling tells
+    dropped = [d for d in ts.request("GET", "/deliveries") if d["requestId"] == lost]
+    assert len(received) == 2 and len(dropped) == 1 and dropped[0]["dropped"] and not dropped[0]["delivered"]

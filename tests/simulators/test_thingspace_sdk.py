@@ -215,43 +215,23 @@ def test_rate_limit_answers_429_with_retry_after(api, ts):
     assert ConnectivityManagementResultException("x", limited[0]).error_code.endswith("RateLimitExceeded")
 
 
-def test_carrier_service_callback_is_delivered_to_a_loopback_listener(api, ts):
-    import http.server
-    import threading
-
-    received = []
-
-    class Listener(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Listener)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/carrier"
-        resp = api.http.post(api.root + f"/m2m/v1/callbacks/{ACCOUNT}", headers=api.headers, timeout=10,
-                             json={"name": "CarrierService", "url": url})
-        assert resp.json() == {"accountName": ACCOUNT, "serviceName": "CarrierService"}
-        refused = api.http.post(api.root + f"/m2m/v1/callbacks/{ACCOUNT}", headers=api.headers, timeout=10,
-                                json={"name": "CarrierService", "url": "http://192.0.2.1/x"})
-        assert refused.status_code == 400  # never sends traffic off this machine
-        iccid = make_iccid(90_010)
-        ts.seed_devices([{"iccid": iccid, "state": "preactive", "accountName": ACCOUNT}])
-        request = CarrierActivateRequest(devices=devices(iccid), service_plan="M2MPlan5GB", mdn_zip_code="30004",
-                                         account_name=ACCOUNT)
-        request_id = DeviceManagementResult.from_dictionary(api.post("/devices/actions/activate", request).json()).request_id
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)  # nobody polls: the callback alone tells the result
-        assert len(received) == 1
-        body = received[0]
-        assert body["requestId"] == request_id and body["status"] == "Success"
-        ids = {d["kind"]: d["id"] for d in body["deviceResponse"]["activateResponse"]["deviceIds"]}
-        assert ids["iccid"] == iccid and ids["msisdn"] and body["deviceResponse"]["activateResponse"]["ipAddress"]
-    finally:
-        server.shutdown()
+def test_carrier_service_callback_is_delivered_to_a_loopback_listener(api, ts, callback_listener):
+    received = callback_listener.received
+    url = callback_listener.url
+    resp = api.http.post(api.root + f"/m2m/v1/callbacks/{ACCOUNT}", headers=api.headers, timeout=10,
+                         json={"name": "CarrierService", "url": url})
+    assert resp.json() == {"accountName": ACCOUNT, "serviceName": "CarrierService"}
+    refused = api.http.post(api.root + f"/m2m/v1/callbacks/{ACCOUNT}", headers=api.headers, timeout=10,
+                            json={"name": "CarrierService", "url": "http://192.0.2.1/x"})
+    assert refused.status_code == 400  # never sends traffic off this machine
+    iccid = make_iccid(90_010)
+    ts.seed_devices([{"iccid": iccid, "state": "preactive", "accountName": ACCOUNT}])
+    request = CarrierActivateRequest(devices=devices(iccid), service_plan="M2MPlan5GB", mdn_zip_code="30004",
+                                     account_name=ACCOUNT)
+    request_id = DeviceManagementResult.from_dictionary(api.post("/devices/actions/activate", request).json()).request_id
+    callback_listener.wait_for(1)  # nobody polls: the callback alone tells the result
+    assert len(received) == 1
+    body = received[0]
+    assert body["requestId"] == request_id and body["status"] == "Success"
+    ids = {d["kind"]: d["id"] for d in body["deviceResponse"]["activateResponse"]["deviceIds"]}
+    assert ids["iccid"] == iccid and ids["msisdn"] and body["deviceResponse"]["activateResponse"]["ipAddress"]

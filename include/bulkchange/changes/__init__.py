@@ -4,7 +4,8 @@ Layout: a change type with work per carrier is a package ``changes/<change_type>
 per carrier family (``jasper.py``, ``thingspace.py``, ``telegence.py``, ``teal.py``, ``pond.py``) and
 what the carriers share in ``common.py``; a change type that is the same on every carrier is one
 module ``changes/<change_type>.py``. ``base.py`` holds the handler contract, ``revio_service.py``
-the Rev.io step several change types end with.
+the Rev.io step several change types end with, ``teal_common.py`` and ``pond_common.py`` the base
+every Teal (EIDs, operation results) and every POND (the package flow) handler builds on.
 
 Change types that never call a carrier (DB only, or Rev.io only) are registered once for every
 carrier under ``(ChangeType.X, None)``; such handlers set ``needs_carrier = False`` and the

@@ -61,20 +61,6 @@ def save_pond_packages(conn: Connection, service_provider_id: int, packages: Seq
                              ProcessedBy=processed_by, ModifiedDate=now), old)
 
 
-def load_pond_packages(conn: Connection, service_provider_id: int,
-                       iccids: Sequence[str] | None = None) -> dict[str, list[PondPackage]]:
-    p = t.pond_device_carrier_rate_plan
-    q = select(p.c.ICCID, p.c.PackageId, p.c.PackageTypeId, p.c.Status, p.c.DataUsageRemainingInBytes).where(
-        p.c.ServiceProviderId == service_provider_id)
-    out: dict[str, list[PondPackage]] = {}
-    groups = [None] if iccids is None else list(chunks(list(iccids)))
-    for chunk in groups:
-        stmt = q if chunk is None else q.where(p.c.ICCID.in_(list(chunk)))
-        for r in conn.execute(stmt.order_by(p.c.Id)):
-            out.setdefault(r[0], []).append(PondPackage(r[0], str(r[1]), r[2], r[3], r[4]))
-    return out
-
-
 # --- Rev.io services (Rev_Service, Rev_ServiceProduct) ------------------------------------------
 @dataclass
 class RevServiceProductRecord:

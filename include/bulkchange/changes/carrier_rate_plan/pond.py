@@ -1,7 +1,7 @@
 """CarrierRatePlanChange on POND (legacy_behaviour.md 3.6).
 
-* **POND**: the package flow of the POND status update, reused as is (``PondStatusUpdate._activate``
-  without its final "enable services": a rate plan change does not change the SIM's status): the
+* **POND**: the package flow the POND status update also uses (``pond_common.PondPackageHandler``;
+  without the status update's "enable services": a rate plan change does not change the SIM's status): the
   package type ``RatePlanId`` (else ``CarrierRatePlan``) is kept or added, set ACTIVE, every other
   live package terminated; if that fails, a package this attempt added is terminated again and the
   device is API_FAILED. Packages go to ``PondDeviceCarrierRatePlan``. Listing the packages first
@@ -9,40 +9,20 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
 from bulkchange.carriers.base import CallLog, CarrierError
 from bulkchange.changes.base import device_not_found, failed_result
 from bulkchange.changes.carrier_rate_plan.common import CarrierPlanCheck, plan_done, stripped
-from bulkchange.changes.status_update.pond import PondStatusUpdate
+from bulkchange.changes.pond_common import PondPackageHandler
 from bulkchange.db.carrier_records import PondPackage
 from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import CarrierRatePlanChangeRequest, DeviceChange, DeviceResult
 from bulkchange.rules import RuleError
 
 
-class _PackagesOnly:
-    """The POND client as the package flow sees it during a rate plan change: every call goes
-    through, except switching the SIM's services on (that is a status change, not a plan change)."""
-
-    def __init__(self, client: Any):
-        self._client = client
-
-    def update_service_status(self, iccid: str, enable: bool, *, log: CallLog | None = None) -> dict:
-        return {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
-class PondCarrierRatePlan(CarrierPlanCheck, PondStatusUpdate):
+class PondCarrierRatePlan(CarrierPlanCheck, PondPackageHandler):
     request_model = CarrierRatePlanChangeRequest
     plan_lister = "package_type_ids"  # GET /{distributorId}/package-types, the ACTIVE ones
     plan_field = "RatePlanId (POND package type)"
-
-    def __init__(self, bulk, client, context):
-        super().__init__(bulk, client, context)
-        self._flow = PondStatusUpdate(bulk, _PackagesOnly(client) if client is not None else None, context)
 
     @staticmethod
     def package_type(request: CarrierRatePlanChangeRequest) -> str:
@@ -61,11 +41,9 @@ class PondCarrierRatePlan(CarrierPlanCheck, PondStatusUpdate):
         type_id = self.package_type(request)
         touched: list[PondPackage] = []
         try:
-            kept = self._flow._activate(device.iccid, type_id, touched, log)
+            kept = self._activate(device.iccid, type_id, touched, log)
         except CarrierError as exc:
             return failed_result(dc, device, exc, f"Change Pond package to type {type_id}")
         finally:
-            if touched:
-                with self._lock:
-                    self.packages[dc.id] = touched
+            self._keep(dc, touched)
         return plan_done(dc, device, type_id, f"package {kept} (type {type_id}) is the only ACTIVE package")

@@ -12,29 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from bulkchange.carriers.base import CallLog, CarrierError
-from bulkchange.carriers.teal import PROCESSING, entry_result
-from bulkchange.changes.base import ChangeHandler, device_not_found, failed_result
+from bulkchange.changes.base import device_not_found, failed_result
 from bulkchange.changes.carrier_rate_plan.common import CarrierPlanCheck, plan_done, result_base, stripped
-from bulkchange.changes.status_update.teal import TealStatusUpdate
+from bulkchange.changes.teal_common import TealHandler, operation_entry
 from bulkchange.db.inventory import DeviceRow
 from bulkchange.models import CarrierRatePlanChangeRequest, DeviceChange, DeviceChangeStatus, DeviceResult
 from bulkchange.rules import RuleError
 
 
-class TealCarrierRatePlan(CarrierPlanCheck, ChangeHandler):
+class TealCarrierRatePlan(CarrierPlanCheck, TealHandler):
     request_model = CarrierRatePlanChangeRequest
     plan_lister = "plan_uuids"  # GET /plans: a plan the account does not have is refused before any call
     plan_field = "PlanUuid"
-    load_context = TealStatusUpdate.load_context  # EIDs of devices whose device change carries none
-    _eid = TealStatusUpdate._eid
 
     def validate(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None) -> None:
         if device is None:
             raise RuleError(device_not_found(dc, self.bulk))
         if not stripped(request.PlanUuid):
             raise RuleError("PlanUuid is required for a Teal rate plan change (the plan's uuid)")
-        if not self._eid(dc, device):
-            raise RuleError(f"Teal needs the eSIM's EID: none on the device change or on device {device.iccid}")
+        self._require_eid(dc, device)
         self._check_carrier_plan(stripped(request.PlanUuid))
 
     def apply(self, dc: DeviceChange, request: CarrierRatePlanChangeRequest, device: DeviceRow | None, *,
@@ -59,17 +55,11 @@ class TealCarrierRatePlan(CarrierPlanCheck, ChangeHandler):
 
 def check_teal(client: Any, w) -> DeviceResult | str:
     """Settle a waiting Teal plan assignment (``reconcile.WaitingCheck``)."""
+    entry = operation_entry(client, w, processing="Teal plan assignment still processing",
+                            missing="without this eSIM")
+    if not isinstance(entry, dict):
+        return entry
     request_id = w.dc.carrier_request_id
-    if not request_id:
-        return w.result(DeviceChangeStatus.API_FAILED, "no Teal requestId was recorded for this device change")
-    answer = w.shared.get(request_id, lambda: client.operation_result(request_id, log=w.log))
-    if answer is PROCESSING:
-        return "Teal plan assignment still processing"
-    entries = [e for e in answer.get("entries") or [] if isinstance(e, dict)]
-    entry = (entry_result(answer, w.dc.eid) if w.dc.eid else None) or next(
-        (e for e in entries if stripped(e.get("iccid")) == w.dc.iccid or len(entries) == 1), None)
-    if entry is None:
-        return w.result(DeviceChangeStatus.API_FAILED, f"Teal operation {request_id} finished without this eSIM")
     plan = stripped(w.request.PlanUuid)
     if entry.get("success") is True:
         return w.result(DeviceChangeStatus.PROCESSED, f"Teal operation {request_id}: plan {plan} assigned",

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from bulkchange.carriers.base import CallLog, CarrierError
-from bulkchange.carriers.teal import MAX_ENTRIES, PROCESSING, entry_result
+from bulkchange.carriers.teal import MAX_ENTRIES
 from bulkchange.changes.base import failed_result
 from bulkchange.changes.status_update.common import StatusUpdateHandler, processed, waiting
-from bulkchange.db.device_identifiers import inventory_eids
+from bulkchange.changes.teal_common import TealHandler, operation_entry
 from bulkchange.db.inventory import DeviceRow
-from bulkchange.models import BulkChange, DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
-from bulkchange.rules import RuleError
+from bulkchange.models import DeviceChange, DeviceChangeStatus, DeviceResult, StatusUpdateRequest
 
 
 def teal_operation(target: str) -> str:
@@ -45,21 +42,11 @@ def reached(esim: dict, target: str) -> bool:
     return status in ("ONLINE", "WAITING")
 
 
-class TealStatusUpdate(StatusUpdateHandler):
+class TealStatusUpdate(TealHandler, StatusUpdateHandler):
     group_size = MAX_ENTRIES
 
-    @classmethod
-    def load_context(cls, conn: Connection, bulk: BulkChange) -> dict[str, Any]:
-        """EIDs from the Device table for this bulk change's device changes that carry none."""
-        return {"eids": inventory_eids(conn, bulk)}
-
-    def _eid(self, dc: DeviceChange, device: DeviceRow | None) -> str | None:
-        # the tenant's device row, never the device change (bulkchange.tenancy)
-        return device.eid if device else None
-
     def validate_move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str) -> None:
-        if not self._eid(dc, device):
-            raise RuleError(f"Teal needs the eSIM's EID: none on the device change or on device {device.iccid}")
+        self._require_eid(dc, device)
 
     def move(self, dc: DeviceChange, request: StatusUpdateRequest, device: DeviceRow, target: str, *,
              verify_first: bool, log: CallLog) -> DeviceResult:
@@ -111,20 +98,11 @@ class TealStatusUpdate(StatusUpdateHandler):
 
 def check_waiting(client: Any, w) -> DeviceResult | str:
     """Settle one device change waiting on a Teal operation (``reconcile.WaitingCheck``)."""
+    entry = operation_entry(client, w, processing="Teal operation still processing",
+                            missing="without a result for this eSIM")
+    if not isinstance(entry, dict):
+        return entry
     request_id = w.dc.carrier_request_id
-    if not request_id:
-        return w.result(DeviceChangeStatus.API_FAILED, "no Teal requestId was recorded for this device change")
-    answer = w.shared.get(request_id, lambda: client.operation_result(request_id, log=w.log))
-    if answer is PROCESSING:
-        return "Teal operation still processing"
-    entry = entry_result(answer, w.dc.eid) if w.dc.eid else None
-    if entry is None:
-        matching = [e for e in answer.get("entries") or [] if isinstance(e, dict) and
-                    (str(e.get("iccid") or "") == w.dc.iccid or len(answer.get("entries") or []) == 1)]
-        entry = matching[0] if matching else None
-    if entry is None:
-        return w.result(DeviceChangeStatus.API_FAILED,
-                        f"Teal operation {request_id} finished without a result for this eSIM")
     eid = entry.get("eid") or w.dc.eid
     if entry.get("success") is True:
         return w.result(DeviceChangeStatus.PROCESSED, new_device_status=w.target,

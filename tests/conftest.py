@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="bulkchange-airflow-"))
-os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+# One Airflow home (and SQLite metadata DB) per test process: the xdist workers (pytest.ini) inherit
+# the environment of the process that started them, so a home this file made there is replaced by
+# one of their own; an AIRFLOW_HOME the developer set is kept.
+_OWN_HOME = "BULKCHANGE_TEST_AIRFLOW_HOME"
+if "AIRFLOW_HOME" not in os.environ or os.environ.get(_OWN_HOME) == os.environ["AIRFLOW_HOME"]:
+    _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix=f"bulkchange-airflow-{_worker}-"))
+    os.environ["AIRFLOW_HOME"] = os.environ[_OWN_HOME] = str(_AIRFLOW_HOME)
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
@@ -174,3 +181,20 @@ def _fresh_thingspace_tokens():
 
     thingspace._TOKENS.clear()
     yield
+
+
+# Files whose tests run whole Airflow deployments or the benchmarks take minutes each: handed to the
+# workers first (pytest.ini runs three, a file at a time), so the suite does not end waiting on one
+# of them started last. The order inside each file is kept.
+_LONG_FIRST = ("tests/scheduler/", "bench/", "tests/browser/", "tests/integration/test_kill_batch.py",
+               "tests/dags/test_cli_dags_test.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(str(config.rootpath))
+
+    def long_first(item) -> int:
+        rel = Path(str(item.path)).relative_to(root).as_posix()
+        return next((i for i, prefix in enumerate(_LONG_FIRST) if rel.startswith(prefix)), len(_LONG_FIRST))
+
+    items.sort(key=long_first)

@@ -1,8 +1,6 @@
 """The statements the change handlers run through their data-access modules, each run on SQLite
 and compiled for SQL Server."""
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from sqlalchemy import event, select
 from sqlalchemy.dialects import mssql
@@ -20,16 +18,6 @@ from bulkchange.db import bulk_changes, tables
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration, utcnow
-
-
-@dataclass
-class _Queued:
-    device_change_id: int
-    device_id: int
-    plan_id: int | None
-    pool_id: int | None
-    allocation_mb: Any
-    effective: datetime
 
 
 def _statements(engine) -> list[ClauseElement]:
@@ -81,7 +69,7 @@ def test_customer_rate_plan_queue_statements_run_and_compile_for_sql_server(sqli
     now = utcnow()
     seen = _statements(sqlite_engine)
     with sqlite_engine.begin() as conn:
-        queued = [_Queued(dc_id, dev_id, 5, None, None, now - timedelta(minutes=1))]
+        queued = [customer_rate_plans.QueuedChange(dc_id, dev_id, 5, None, None, now - timedelta(minutes=1))]
         assert customer_rate_plans.queue_changes(conn, bulk, queued, created_by="test") == 1
         assert customer_rate_plans.queue_changes(conn, bulk, queued, created_by="test") == 0  # already queued
         ids = customer_rate_plans.due_queue_ids(conn, now, 10)

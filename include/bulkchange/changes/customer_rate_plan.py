@@ -75,16 +75,8 @@ def describe(updates: dict[str, Any]) -> str:
     return ", ".join(f"{k}={'none' if v is None else v}" for k, v in updates.items())
 
 
-@dataclass
-class Scheduled:
-    """A future-dated change to queue (written by ``record`` in the batch's transaction)."""
-
-    device_change_id: int
-    device_id: int
-    plan_id: int | None
-    pool_id: int | None
-    allocation_mb: Any
-    effective: datetime
+# a future-dated change to queue (written by ``record`` in the batch's transaction)
+Scheduled = plan_queue.QueuedChange
 
 
 class CustomerRatePlanChange(ChangeHandler):

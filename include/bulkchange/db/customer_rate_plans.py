@@ -4,7 +4,8 @@ columns, the device change settled)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
@@ -15,8 +16,9 @@ from bulkchange.db.tables import chunks
 from bulkchange.models import BulkChange, DeviceChangeStatus, utcnow
 
 
-class QueuedChange(Protocol):
-    """One future-dated change to store (the handler's ``Scheduled``)."""
+@dataclass
+class QueuedChange:
+    """One future-dated change to store (the handlers queue these, written by ``queue_changes``)."""
 
     device_change_id: int
     device_id: int

@@ -10,14 +10,14 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from bulkchange.db import bulk_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
 from bulkchange.models import ChangeType, Integration
 from bulkchange.rules import luhn_check_digit
-from tests.dags.conftest import amop_conn_json
+from tests.dags.conftest import amop_conn_json, m2m_counts
+from tests.dags.conftest import run_process as run_bulk_change_process
 
 pytestmark = pytest.mark.airflow
 KEY = "dag-rate-plan-key-7"
@@ -26,19 +26,11 @@ TS_SECRETS = ("dag-id-secret-7", "dag-id-uws-7")
 
 
 def counts(engine, bulk_id):
-    with engine.connect() as conn:
-        b = bulk_changes.load_bulk_change(conn, bulk_id)
-        return b.status.value, dict(conn.execute(
-            select(t.m2m_device_change.c.Status, func.count()).where(t.m2m_device_change.c.BulkChangeId == bulk_id)
-            .group_by(t.m2m_device_change.c.Status)).all())
+    return m2m_counts(engine, bulk_id)
 
 
 def run_process(dagbag, bulk_id):
-    from airflow.sdk import DagRunState
-
-    run = dagbag.dags["bulk_change_process"].test(run_conf={"bulk_change_id": bulk_id, "batch_size": 25})
-    assert run.state == DagRunState.SUCCESS
-    return run.get_task_instance("finalize").xcom_pull(task_ids="finalize")
+    return run_bulk_change_process(dagbag, bulk_id, batch_size=25)
 
 
 def log_texts(engine):

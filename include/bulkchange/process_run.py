@@ -24,6 +24,7 @@ from bulkchange import approval, authz, processing, run_notes
 from bulkchange.batch_sizing import override_from_conf
 from bulkchange.changes import needs_carrier
 from bulkchange.db import bulk_changes, device_changes, progress
+from bulkchange.id_runs import id_runs
 from bulkchange.limits import LimitError, check_conf
 from bulkchange.models import BulkChange, DeviceChangeStatus, utcnow
 from bulkchange.settings import get_settings
@@ -95,8 +96,9 @@ def batch_size_xcom(result: processing.PrepareResult) -> dict[str, Any]:
 
 
 def batch_mappings(result: processing.PrepareResult) -> list[dict[str, Any]]:
-    """prepare's return value: one ``process_batch`` task per planned batch."""
-    return [{"bulk_change_id": b.bulk_change_id, "device_change_ids": b.device_change_ids,
+    """prepare's return value: one ``process_batch`` task per planned batch, its device change ids as
+    runs of consecutive ids (``bulkchange.id_runs``: a few bytes however large the batch)."""
+    return [{"bulk_change_id": b.bulk_change_id, "device_change_id_runs": id_runs(b.device_change_ids),
              "batch_label": b.label} for b in result.batches]
 
 

@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from bulkchange import processing
 from bulkchange.changes import needs_carrier
 from bulkchange.db import bulk_changes
+from bulkchange.id_runs import ids_of_runs
 from bulkchange.sanitize import sanitize_exception
 from bulkchange_plugins.hooks import AmopHook, carrier_clients
 
@@ -27,12 +28,18 @@ class CarrierBatchOperator(BaseOperator):
     template_fields: Sequence[str] = ("bulk_change_id", "max_parallel", "rate_share")
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, bulk_change_id: int | str, device_change_ids: list[int], batch_label: str = "",
+    def __init__(self, *, bulk_change_id: int | str, device_change_id_runs: list[list[int]] | None = None,
+                 device_change_ids: list[int] | None = None, batch_label: str = "",
                  max_parallel: int | str = 10, rate_share: int | str = 1,
                  amop_conn_id: str = AmopHook.default_conn_name, **kwargs: Any):
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
-        self.device_change_ids = device_change_ids
+        # runs of consecutive ids as prepare plans them (bulkchange.id_runs); a plain id list is what
+        # prepare returned before, still accepted so a run planned by it can be retried after an upgrade
+        if (device_change_id_runs is None) == (device_change_ids is None):
+            raise ValueError("give the batch's device changes as device_change_id_runs or device_change_ids")
+        self.device_change_ids = (ids_of_runs(device_change_id_runs) if device_change_id_runs is not None
+                                  else [int(i) for i in device_change_ids or []])
         self.batch_label = batch_label
         self.max_parallel = max_parallel
         self.rate_share = rate_share

@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from bulkchange import process_run, processing
-from bulkchange.db import bulk_changes
+from bulkchange.db import bulk_changes, device_changes
 from bulkchange.db import schema as t
 from bulkchange.db import seed
+from bulkchange.id_runs import ids_of_runs
 from bulkchange.models import ChangeType, Integration, utcnow
 
 SP, TENANT = 1, 1
@@ -184,7 +185,14 @@ def test_prepare_plans_batches_and_says_why_that_size(engine):
     bulk_id = _bulk(engine, n=5)
     run = FakeRun(engine)
     batches = _prepare(run, bulk_id, batch_size=2)
-    assert [len(b["device_change_ids"]) for b in batches] == [2, 2, 1]
+    # the ids travel as runs of consecutive ids: one run per batch here, never the id list itself
+    assert all("device_change_ids" not in b and len(b["device_change_id_runs"]) == 1 for b in batches)
+    planned = [ids_of_runs(b["device_change_id_runs"]) for b in batches]
+    assert [len(ids) for ids in planned] == [2, 2, 1]
+    with engine.connect() as conn:
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        assert sorted(i for ids in planned for i in ids) == sorted(
+            dc.id for dc in device_changes.load_device_changes(conn, bulk))
     assert {b["bulk_change_id"] for b in batches} == {bulk_id} and all(b["batch_label"] for b in batches)
     assert run.pushed["owner"] == processing.run_owner(run.run_id)
     assert run.pushed["batch_size"]["batch_size"] == 2 and "reason" in run.pushed["batch_size"]

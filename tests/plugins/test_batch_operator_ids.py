@@ -1,0 +1,22 @@
+"""process_batch takes its device changes as runs of consecutive ids (what prepare returns), and
+still as a plain id list (what prepare returned before), so a run planned before an upgrade can be
+retried after it."""
+import pytest
+
+from bulkchange_plugins.operators import CarrierBatchOperator
+
+
+def test_runs_of_ids_are_expanded_in_order():
+    op = CarrierBatchOperator(task_id="b1", bulk_change_id=1, device_change_id_runs=[[10, 12], [20, 20], [5, 6]])
+    assert op.device_change_ids == [10, 11, 12, 20, 5, 6]
+
+
+def test_a_plain_id_list_from_an_older_plan_is_accepted():
+    op = CarrierBatchOperator(task_id="b2", bulk_change_id=1, device_change_ids=[3, 1, 2])
+    assert op.device_change_ids == [3, 1, 2]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"device_change_ids": [1], "device_change_id_runs": [[1, 1]]}])
+def test_exactly_one_form_is_required(kwargs):
+    with pytest.raises(ValueError, match="device_change_id_runs or device_change_ids"):
+        CarrierBatchOperator(task_id="b3", bulk_change_id=1, **kwargs)

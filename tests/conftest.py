@@ -3,6 +3,7 @@ compile check, and an isolated Airflow home. Environment is set before Airflow i
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 import uuid
@@ -28,6 +29,10 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 os.environ.setdefault("AIRFLOW__CORE__XCOM_BACKEND", "bulkchange_plugins.xcom.ScrubbedXCom")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
                       f"sqlite:///{Path(os.environ['AIRFLOW_HOME']) / 'airflow.db'}")
+# The in-process api-server apps some tests build (create_app) sign their tokens with this; Airflow
+# only generates one when it writes a new airflow.cfg, and a test must not depend on which test of its
+# process made Airflow do that first.
+os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(32))
 # The approval gate (bulkchange.approval) holds irreversible or large runs for a person; tests that are
 # not about it run without it (tests/dags/test_approval_gate.py turns it on).
 os.environ.setdefault("BULKCHANGE_APPROVAL_IRREVERSIBLE", "false")

@@ -36,15 +36,23 @@ def _compile_all(statements) -> None:
         assert str(stmt.compile(dialect=dialect))
 
 
-def test_username_change_statements_run_and_compile_for_sql_server(sqlite_engine):
-    iccid = seed.make_iccid(1)
-    with sqlite_engine.begin() as conn:
+def _one_device(engine, n: int, change_type: ChangeType, change_request: dict, **device):
+    """One Jasper device of service provider 1 / tenant 1 and a bulk change naming it: (iccid, device
+    id, bulk change, device change id)."""
+    iccid = seed.make_iccid(n)
+    with engine.begin() as conn:
         seed.add_service_provider(conn, sp_id=1, name="sp", integration=Integration.JASPER, tenant_id=1)
-        [dev_id] = seed.add_devices(conn, [{"ICCID": iccid, "Status": "ACTIVATED", "Username": "old"}],
-                                    sp_id=1, tenant_id=1)
-        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.EDIT_USERNAME_COST_CENTER,
-                                       requests=[{"ICCID": iccid, "ChangeRequest": {"ContactName": "new"}}])
+        [dev_id] = seed.add_devices(conn, [{"ICCID": iccid, "Status": "ACTIVATED", **device}], sp_id=1, tenant_id=1)
+        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=change_type,
+                                       requests=[{"ICCID": iccid, "ChangeRequest": change_request}])
         bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        dc_id = conn.execute(select(t.m2m_device_change.c.Id)).scalar_one()
+    return iccid, dev_id, bulk, dc_id
+
+
+def test_username_change_statements_run_and_compile_for_sql_server(sqlite_engine):
+    iccid, dev_id, bulk, _ = _one_device(sqlite_engine, 1, ChangeType.EDIT_USERNAME_COST_CENTER,
+                                         {"ContactName": "new"}, Username="old")
     seen = _statements(sqlite_engine)
     with sqlite_engine.begin() as conn:
         assert [(r.Id, r.ICCID, r.Username) for r in username_changes.current_usernames(conn, bulk)] == \
@@ -58,14 +66,8 @@ def test_username_change_statements_run_and_compile_for_sql_server(sqlite_engine
 
 
 def test_customer_rate_plan_queue_statements_run_and_compile_for_sql_server(sqlite_engine):
-    iccid = seed.make_iccid(2)
-    with sqlite_engine.begin() as conn:
-        seed.add_service_provider(conn, sp_id=1, name="sp", integration=Integration.JASPER, tenant_id=1)
-        [dev_id] = seed.add_devices(conn, [{"ICCID": iccid, "Status": "ACTIVATED"}], sp_id=1, tenant_id=1)
-        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
-                                       requests=[{"ICCID": iccid, "ChangeRequest": {"CustomerRatePlanId": 5}}])
-        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
-        dc_id = conn.execute(select(t.m2m_device_change.c.Id)).scalar_one()
+    iccid, dev_id, bulk, dc_id = _one_device(sqlite_engine, 2, ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
+                                             {"CustomerRatePlanId": 5})
     now = utcnow()
     seen = _statements(sqlite_engine)
     with sqlite_engine.begin() as conn:
@@ -113,15 +115,8 @@ def test_new_service_statements_run_and_compile_for_sql_server(sqlite_engine):
 
 
 def test_identifier_eid_and_archival_statements_run_and_compile_for_sql_server(sqlite_engine):
-    iccid = seed.make_iccid(4)
-    with sqlite_engine.begin() as conn:
-        seed.add_service_provider(conn, sp_id=1, name="sp", integration=Integration.JASPER, tenant_id=1)
-        [dev_id] = seed.add_devices(conn, [{"ICCID": iccid, "Status": "ACTIVATED", "IMEI": "350000000000001",
-                                            "EID": "E1"}], sp_id=1, tenant_id=1)
-        bulk_id = seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.ARCHIVAL,
-                                       requests=[{"ICCID": iccid, "ChangeRequest": {}}])
-        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
-        dc_id = conn.execute(select(t.m2m_device_change.c.Id)).scalar_one()
+    iccid, dev_id, bulk, dc_id = _one_device(sqlite_engine, 4, ChangeType.ARCHIVAL, {},
+                                             IMEI="350000000000001", EID="E1")
     seen = _statements(sqlite_engine)
     with sqlite_engine.begin() as conn:
         assert sim_swap.change_requests_in_order(conn, bulk) == [(dc_id, iccid, "{}")]

@@ -50,11 +50,7 @@ def bulk_change_sensor():
         from bulkchange_plugins.hooks import AmopHook
 
         engine = AmopHook().get_engine()
-        won = []
-        for bulk_id in candidates["new"]:
-            with engine.begin() as conn:
-                if claims.claim_bulk_change(conn, bulk_id):
-                    won.append(bulk_id)
+        won = claims.claim_each(engine, candidates["new"])  # of two overlapping runs, one wins each
         print(f"claimed {won} of NEW candidates {candidates['new']}")
         if candidates["stale"]:
             # the run id is deterministic: a run that does exist is skipped, a lost one is created

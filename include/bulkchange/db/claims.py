@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Sequence
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -76,15 +77,17 @@ def never_started(bc=None):
                and_(bc.c.Status == BulkStatus.PROCESSING.value, bc.c.ModifiedDate.is_(None)))
 
 
+def claim_each(engine: Engine, bulk_ids: Sequence[int]) -> list[int]:
+    """Claim each of ``bulk_ids`` (NEW -> PENDING) in its own short transaction; return the won ids."""
+    return [bulk_id for bulk_id in bulk_ids if run_in_transaction(
+        engine, lambda conn, i=bulk_id: claim_bulk_change(conn, i), what=f"claiming {bulk_id}")]
+
+
 def claim_new_bulk_changes(engine: Engine, limit: int = 50) -> list[int]:
     """Find NEW bulk changes and claim each in its own short transaction; return the won ids."""
     with engine.connect() as conn:
         candidates = find_new_bulk_change_ids(conn, limit)
-    won = []
-    for bulk_id in candidates:
-        if run_in_transaction(engine, lambda conn, i=bulk_id: claim_bulk_change(conn, i), what=f"claiming {bulk_id}"):
-            won.append(bulk_id)
-    return won
+    return claim_each(engine, candidates)
 
 
 def reclaim_stale(engine: Engine, older_than: datetime, limit: int = 50) -> list[int]:

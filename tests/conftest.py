@@ -188,11 +188,14 @@ def _fresh_thingspace_tokens():
     yield
 
 
-# Files whose tests run whole Airflow deployments or the benchmarks take minutes each: handed to the
-# workers first (pytest.ini runs three, a file at a time), so the suite does not end waiting on one
-# of them started last. The order inside each file is kept.
-_LONG_FIRST = ("tests/scheduler/", "bench/", "tests/browser/", "tests/integration/test_kill_batch.py",
-               "tests/dags/test_cli_dags_test.py")
+# Files whose tests start whole Airflow deployments (scheduler, dag-processor, api-server, Celery
+# workers) or the benchmarks: one worker runs them one after another, first, while the other workers
+# take the rest. Three deployments at once on a 2-CPU machine starve each other's heartbeats and make
+# their waits fail by chance. Then the other minutes-long files, so the run does not end waiting on
+# one started last. The order inside each file is kept.
+_ONE_DEPLOYMENT_AT_A_TIME = ("tests/scheduler/", "bench/")
+_LONG_FIRST = _ONE_DEPLOYMENT_AT_A_TIME + ("tests/browser/", "tests/integration/test_kill_batch.py",
+                                           "tests/dags/test_cli_dags_test.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -203,3 +206,19 @@ def pytest_collection_modifyitems(config, items):
         return next((i for i, prefix in enumerate(_LONG_FIRST) if rel.startswith(prefix)), len(_LONG_FIRST))
 
     items.sort(key=long_first)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest.ini's --dist=loadfile, with every file of ``_ONE_DEPLOYMENT_AT_A_TIME`` in one unit."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneDeploymentAtATime(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(_ONE_DEPLOYMENT_AT_A_TIME):
+                return "one Airflow deployment at a time"
+            return super()._split_scope(nodeid)
+
+    return OneDeploymentAtATime(config, log)

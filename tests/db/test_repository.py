@@ -199,3 +199,28 @@ def test_stale_claims_are_reclaimed_once(amop_engine):
     with amop_engine.begin() as conn:
         bulk_changes.set_bulk_status(conn, bulk_id, BulkStatus.PROCESSING)
     assert claims.reclaim_stale(amop_engine, utcnow() + timedelta(minutes=5)) == []  # started: not stale
+
+
+def test_new_bulk_changes_take_turns_between_accounts(amop_engine):
+    """A large account's backlog does not keep another account's change out of a poke: each
+    account's oldest first, then each one's second oldest (oldest first within a turn)."""
+    from sqlalchemy.dialects import mssql
+
+    with amop_engine.begin() as conn:
+        for sp_id in (1, 2, 3):
+            seed.add_service_provider(conn, sp_id=sp_id, name=f"sp{sp_id}", integration=Integration.JASPER,
+                                      tenant_id=1)
+
+        def add(sp_id):
+            return seed.add_bulk_change(conn, sp_id=sp_id, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
+                                        requests=[{"ICCID": seed.make_iccid(1), "ChangeRequest": {"UpdateStatus": "Suspend"}}])
+
+        big = [add(1) for _ in range(4)]  # account 1's backlog, all older than the others
+        other, third = add(2), add(3)
+        later = add(2)
+    with amop_engine.connect() as conn:
+        assert claims.find_new_bulk_change_ids(conn, limit=3) == [big[0], other, third]
+        assert claims.find_new_bulk_change_ids(conn) == [big[0], other, third, big[1], later, big[2], big[3]]
+    sql = str(claims.new_bulk_changes_query(3).compile(dialect=mssql.dialect(),
+                                                         compile_kwargs={"literal_binds": True}))
+    assert "row_number() over (partition by" in sql.lower() and "TOP 3" in sql

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bulkchange.db import schema as t
@@ -18,11 +18,21 @@ from bulkchange.models import BulkStatus, utcnow
 
 
 # --- claiming ----------------------------------------------------------------------------
-def find_new_bulk_change_ids(conn: Connection, limit: int = 50) -> list[int]:
+def new_bulk_changes_query(limit: int = 50):
+    """NEW bulk changes to claim, at most ``limit``, taking turns between accounts: every service
+    provider's oldest first, then every one's second oldest, and so on (oldest first within a turn).
+    One account with hundreds of waiting changes cannot keep another account's first one out of a
+    poke, nor put it behind all of its own runs in Airflow's queue."""
     bc = t.device_bulk_change
-    q = (select(bc.c.Id).where(bc.c.Status == BulkStatus.NEW.value, bc.c.ProcessChanges == True)  # noqa: E712
-         .order_by(bc.c.Id).limit(limit))
-    return [int(i) for i in conn.execute(q).scalars()]
+    turn = func.row_number().over(partition_by=bc.c.ServiceProviderId, order_by=bc.c.Id).label("turn")
+    waiting = (select(bc.c.Id, turn)
+               .where(bc.c.Status == BulkStatus.NEW.value, bc.c.ProcessChanges == True)  # noqa: E712
+               .subquery("waiting"))
+    return select(waiting.c.Id).order_by(waiting.c.turn, waiting.c.Id).limit(limit)
+
+
+def find_new_bulk_change_ids(conn: Connection, limit: int = 50) -> list[int]:
+    return [int(i) for i in conn.execute(new_bulk_changes_query(limit)).scalars()]
 
 
 def find_stale_claims(conn: Connection, older_than: datetime, limit: int = 50) -> list[int]:

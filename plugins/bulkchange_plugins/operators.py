@@ -1,6 +1,7 @@
 """Operators: thin wrappers that wire hooks to the core's processing steps."""
 from __future__ import annotations
 
+import resource
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
@@ -77,4 +78,17 @@ class CarrierBatchOperator(BaseOperator):
             self.log.info("bulk change %s progress: %d of %d settled (%d processed, %d failed), %d open",
                           bulk_id, p["ProcessedCount"] + p["ErrorCount"], p["TotalCount"], p["ProcessedCount"],
                           p["ErrorCount"], p["PendingCount"])
-        return summary.as_dict()
+        out = summary.as_dict()
+        # what the task process needed at most (docs/operations.md: size workers by it)
+        out["peak_rss_mb"] = peak_rss_mb()
+        self.log.info("%s: peak RSS of this task %.1f MB", self.batch_label, out["peak_rss_mb"])
+        return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` where Linux gives it, else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

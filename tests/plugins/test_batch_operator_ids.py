@@ -20,3 +20,17 @@ def test_a_plain_id_list_from_an_older_plan_is_accepted():
 def test_exactly_one_form_is_required(kwargs):
     with pytest.raises(ValueError, match="device_change_id_runs or device_change_ids"):
         CarrierBatchOperator(task_id="b3", bulk_change_id=1, **kwargs)
+
+
+def test_peak_rss_is_this_process_high_water_mark():
+    """What the batch task reports as its memory (XCom ``peak_rss_mb``, read by the R6 benchmark):
+    this process's peak, which a large allocation raises."""
+    from bulkchange_plugins.operators import peak_rss_mb
+
+    before = peak_rss_mb()
+    block = bytearray(64 * 1024 * 1024)  # 64 MB, touched so it is resident
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    after = peak_rss_mb()
+    del block
+    assert before > 10 and after >= before + 50

@@ -44,10 +44,8 @@ from bulkchange.models import (
     parse_change_request,
 )
 from bulkchange.limits import (
-    MAX_CHANGE_REQUEST_BYTES,
     MAX_CSV_CELL_CHARS,
     LimitError,
-    check_change_request_text,
     check_conf,
     check_identifier_lengths,
 )

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
-    Text,
     UnicodeText,
     text,
 )

@@ -18,6 +18,11 @@ R4S real scheduler  the R1 workload through bulk_change_process under a real sch
                     BULKCHANGE_RATE_LIMIT_REDIS_URL is set; batch size chosen by prepare from the rate)
                     / the core alone
 MEM                 peak RSS of one process running process_batch over the largest batch (5,000 devices)
+R5  many accounts   10 Jasper accounts at 5..50 requests/s with 1,000..5,000 devices each, all NEW at
+                    once, claimed by one sensor poke, under a real scheduler (LocalExecutor); R5C the
+                    same with the CeleryExecutor and two workers (bench/scale.py)
+R6  one huge change 100,000 devices in one bulk change at 200 requests/s under a real scheduler:
+                    ratio to the bound, prepare's time, peak RSS per batch task, the pages still answer
 
 ``--scale`` multiplies every device count (the smoke test uses a tiny one). Prints a table and
 writes the same figures as JSON, with the commit, the settings and the machine's load average
@@ -35,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import harness
+from bench import harness, scale as scale_runs
 from bulkchange.batch_sizing import MAX_BATCH_SIZE
 from bulkchange.settings import get_settings
 
@@ -297,7 +302,7 @@ def mem(scale, workdir, api_root, control):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--only", default="R1,R2,R3,R4,R4S,MEM")
+    parser.add_argument("--only", default="R1,R2,R3,R4,R4S,MEM,R5,R5C,R6")
     parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     only = {x.strip().upper() for x in args.only.split(",")}
@@ -328,6 +333,14 @@ def main(argv=None) -> int:
             measured("R4", r4, args.scale, workdir, api, control, results["R1"])
         if "R4S" in only:
             measured("R4S", r4s, args.scale, workdir, api, control, results["R1"])
+    with tempfile.TemporaryDirectory(prefix="bulkchange-bench-") as tmp:  # each with its own simulators
+        workdir = Path(tmp)
+        if "R5" in only:
+            measured("R5", scale_runs.r5, args.scale, workdir)
+        if "R5C" in only:
+            measured("R5C", lambda *a: scale_runs.r5(*a, executor="CeleryExecutor"), args.scale, workdir)
+        if "R6" in only:
+            measured("R6", scale_runs.r6, args.scale, workdir)
     print_table(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))

@@ -120,6 +120,18 @@ def pg_database(label: str):
         admin.dispose()
 
 
+def redis_url() -> str | None:
+    """The Redis of the Celery scenario (``BULKCHANGE_TEST_REDIS_URL``, as the tests), or None."""
+    import redis
+
+    url = os.environ.get("BULKCHANGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        return url
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def pg_reachable() -> bool:
     try:
         eng = sa.create_engine(PG_ADMIN_URL)
@@ -143,25 +155,34 @@ def fleet_calls(n: int) -> int:
     return n + len(range(0, n, COMM_PLAN_EVERY))
 
 
-def seed_fleet(engine, control: SimulatorControl, n: int, *, start: int = 1) -> int:
+def seed_fleet(engine, control: SimulatorControl, n: int, *, start: int = 1, sp_id: int = 1,
+               fresh: bool = True) -> int:
     """n ACTIVATED Jasper devices (every COMM_PLAN_EVERY-th with a communication plan, so the
-    deactivation's cheapest-plan-first rule runs) and a NEW "Deactivated" bulk change (the legacy applied the rule to that request only, not to Suspend)."""
+    deactivation's cheapest-plan-first rule runs) and a NEW "Deactivated" bulk change (the legacy
+    applied the rule to that request only, not to Suspend) for service provider ``sp_id``.
+    ``fresh``: empty the simulator and the AMOP device table first (one fleet at a time); without
+    it, fleets of several service providers live side by side (ICCIDs from ``start`` must not overlap)."""
     iccids = [seed.make_iccid(start + i) for i in range(n)]
     comm = {x: ("IOT-COMM" if i % COMM_PLAN_EVERY == 0 else None) for i, x in enumerate(iccids)}
-    control.reset()  # the simulator's default account has RATE_PLANS and IOT-COMM
+    if fresh:
+        control.reset()  # the simulator's default account has RATE_PLANS and IOT-COMM
     for i in range(0, n, 5000):
         control.seed_devices([{"iccid": x, "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": comm[x]}
                               for x in iccids[i:i + 5000]])
     with engine.begin() as conn:
-        if conn.execute(sa.select(t.service_provider.c.Id).where(t.service_provider.c.Id == 1)).first() is None:
-            seed.add_service_provider(conn, sp_id=1, name="bench", integration=Integration.JASPER, tenant_id=1)
+        if conn.execute(sa.select(t.service_provider.c.Id).where(t.service_provider.c.Id == sp_id)).first() is None:
+            seed.add_service_provider(conn, sp_id=sp_id, name=f"bench {sp_id}", integration=Integration.JASPER,
+                                      tenant_id=1)
             conn.execute(t.jasper_carrier_rate_plan.insert(), [
-                {"ServiceProviderId": 1, "RatePlanCode": code, "CommunicationPlan": "IOT-COMM", "PlanMB": mb,
+                {"ServiceProviderId": sp_id, "RatePlanCode": code, "CommunicationPlan": "IOT-COMM", "PlanMB": mb,
                  "BaseRate": rate, "IsActive": True} for code, mb, rate in RATE_PLANS])
-        conn.execute(t.device.delete())
-        seed.add_devices(conn, [{"ICCID": x, "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB",
-                                 "CommunicationPlan": comm[x], "DataUsageMB": 0} for x in iccids], sp_id=1, tenant_id=1)
-        return seed.add_bulk_change(conn, sp_id=1, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
+        if fresh:
+            conn.execute(t.device.delete())
+        for i in range(0, n, 10_000):
+            seed.add_devices(conn, [{"ICCID": x, "Status": "ACTIVATED", "CarrierRatePlan": "IOT-1GB",
+                                     "CommunicationPlan": comm[x], "DataUsageMB": 0} for x in iccids[i:i + 10_000]],
+                             sp_id=sp_id, tenant_id=1)
+        return seed.add_bulk_change(conn, sp_id=sp_id, tenant_id=1, change_type=ChangeType.STATUS_UPDATE,
                                     requests=[{"ICCID": x, "ChangeRequest": {"UpdateStatus": "Deactivated"}}
                                               for x in iccids])
 

@@ -67,7 +67,44 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
                         f"{r['core_wall_s']} s; {r['batch_tasks']} batch tasks"
                         + (f" of up to {r['batch_size']}" if r.get("batch_size") else "")
                         + f", {r.get('batch_concurrency', 2)} at once, rate {r['rate_limit']}"))
+    for name in ("R5", "R5C"):
+        r = res.get(name)
+        if not r:
+            continue
+        label = f"{name} many accounts / slowest bound"
+        if "skipped" in r:
+            out.append((label, "skipped", "", r["skipped"]))
+            continue
+        ratios = [a["ratio"] for a in r["accounts"]]
+        out.append((label, f"{r['ratio']:.3f}", "<= 1.15",
+                    f"{r['executor']}{' (workers ' + ', '.join(r['workers']) + ')' if r.get('workers') else ''}: "
+                    f"{len(r['accounts'])} Jasper accounts at {r['accounts'][0]['rate']:g}..{r['accounts'][-1]['rate']:g} "
+                    f"req/s, {r['devices']} devices; all done in {r['total_s']} s vs the slowest account's bound "
+                    f"{r['slowest_bound_s']} s; each account's run / its bound {min(ratios):.2f}..{max(ratios):.2f}; "
+                    f"{max(r['claimed_per_poke'] or [0])} claimed in one sensor poke"
+                    + ("" if r.get("all_processed") else "; NOT every bulk change PROCESSED")))
+    if "R6" in res:
+        r = res["R6"]
+        if "skipped" in r:
+            out.append(("R6 one huge bulk change / bound", "skipped", "", r["skipped"]))
+        else:
+            pages = "answer" if _pages_ok(r.get("pages_during")) and _pages_ok(r.get("pages_after")) else \
+                "did NOT all answer 200"
+            out.append(("R6 one huge bulk change / bound", f"{r['ratio']:.3f}",
+                        "<= 1.15; RSS < 500 MB; prepare < 60 s",
+                        f"{r['devices']} devices at {r['rate']:g} req/s: run {r['run_s']} s vs bound {r['bound_s']} s; "
+                        f"prepare {r['prepare_s']} s; {r['batch_tasks']} batch tasks of up to {r['batch_size']}; "
+                        f"peak RSS of a batch task {r['peak_task_rss_mb']} MB; the Bulk changes page and the grid "
+                        f"{pages} during and after the run"
+                        + ("" if r.get("status") == "PROCESSED" else f"; status {r.get('status')}")))
     return out
+
+
+def _pages_ok(checks) -> bool:
+    if not isinstance(checks, dict) or "error" in checks:
+        return False
+    timed = [v for v in checks.values() if isinstance(v, dict)]
+    return bool(timed) and all(v.get("status") == 200 for v in timed)
 
 
 def _load(res: dict, measure: str) -> tuple[float | None, float | None]:

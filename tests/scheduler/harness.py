@@ -177,3 +177,14 @@ class AirflowCluster:
                 return False
             return set(dag_ids) <= found
         wait_for(parsed, timeout, 3, f"the dag-processor to parse {dag_ids}")
+
+
+def forget_redis_keys(url: str, name: str) -> None:
+    """Drop what a run left in Redis under ``name``: the broker's bindings of its queue, a rate-limit bucket."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"*{name}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

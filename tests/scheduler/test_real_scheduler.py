@@ -29,7 +29,7 @@ from bulkchange.models import ChangeType, Integration
 from bulkchange_demo.demo import wait_for
 from simulators.core import max_per_second
 from simulators.server import SimulatorServer
-from tests.scheduler.harness import AirflowCluster
+from tests.scheduler.harness import AirflowCluster, forget_redis_keys
 
 pytestmark = [pytest.mark.scheduler, pytest.mark.postgres]
 
@@ -141,17 +141,6 @@ def _report_runs(cluster: AirflowCluster, label: str, devices: int) -> None:
           f"(carrier bound {devices / RATE:.1f}s at {RATE}/s, ratio {took / (devices / RATE):.2f})")
 
 
-def _forget_redis_keys(url: str, name: str) -> None:
-    """Drop what this test left in Redis: the broker's bindings of its queue, its rate-limit bucket."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"*{name}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def _carrier_calls(jasper) -> list[dict]:
     return [c for c in jasper.control("jasper").calls() if c.get("account") == USER]
 
@@ -217,8 +206,8 @@ def test_celery_two_workers_share_the_account_rate_limit(tmp_path, pg_database, 
         _run_until_final(cluster, amop_url, bulk_ids)
     finally:
         cluster.stop()
-        _forget_redis_keys(broker, queue)
-        _forget_redis_keys(redis_url, f"test-{queue}")
+        forget_redis_keys(broker, queue)
+        forget_redis_keys(redis_url, f"test-{queue}")
 
     # The account's requests/s held across both workers and both runs: every request the carrier
     # received (refused ones included), in any one-second window

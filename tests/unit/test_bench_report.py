@@ -68,3 +68,36 @@ def test_the_script_rewrites_only_its_block_and_check_catches_a_hand_edit(tmp_pa
 def test_a_page_without_exactly_one_block_is_refused():
     with pytest.raises(ValueError):
         report.current_block("no table here")
+
+
+def test_r5_accounts_span_the_rates_and_fleets_the_issue_names():
+    from bench.scale import r5_accounts
+
+    full = r5_accounts(1.0)
+    assert [a["rate"] for a in full] == [5.0 * i for i in range(1, 11)]
+    assert (full[0]["devices"], full[-1]["devices"]) == (1000, 5000)
+    assert len({a["sp_id"] for a in full}) == 10
+    # the slowest account is the smallest, slowest one: its bound is the whole run's target
+    assert max(full, key=lambda a: a["bound_s"]) is full[0] and full[0]["bound_s"] == 1100 / 5
+    small = r5_accounts(0.01)  # the smoke test: the slowest, a middle and the fastest account
+    assert [a["rate"] for a in small] == [5.0, 25.0, 50.0]
+
+
+def test_r5_and_r6_rows_say_what_was_measured_and_what_failed():
+    account = {"sp_id": 11, "rate": 5.0, "devices": 1000, "bound_s": 220.0, "run_s": 240.0, "ratio": 1.09}
+    run = {**RUN, "R5": {"executor": "LocalExecutor", "accounts": [account, {**account, "rate": 50.0, "ratio": 1.2}],
+                         "devices": 2000, "slowest_bound_s": 220.0, "total_s": 250.0, "ratio": 1.136,
+                         "claimed_per_poke": [2, 0], "workers": None, "all_processed": False},
+           "R5C": {"skipped": "Redis not reachable (the Celery broker)"},
+           "R6": {"devices": 100000, "rate": 200.0, "status": "PROCESSED", "bound_s": 550.0, "run_s": 600.0,
+                  "ratio": 1.091, "prepare_s": 20.0, "batch_tasks": 20, "batch_size": 5000, "peak_task_rss_mb": 210.0,
+                  "pages_during": {"grid_runs": {"status": 200, "s": 1.0}},
+                  "pages_after": {"grid_runs": {"status": 500, "s": 0.1}}}}
+    rows = {r[0].split()[0]: r for r in report.rows(run)}
+    assert rows["R5"][1] == "1.136" and "1.09..1.20" in rows["R5"][3] and "2 claimed in one sensor poke" in rows["R5"][3]
+    assert "NOT every bulk change PROCESSED" in rows["R5"][3]
+    assert rows["R5C"][1] == "skipped" and "Redis" in rows["R5C"][3]
+    assert rows["R6"][1] == "1.091" and "did NOT all answer 200" in rows["R6"][3] and "210.0 MB" in rows["R6"][3]
+    fine = {**run["R6"], "pages_after": {"grid_runs": {"status": 200, "s": 0.1}}}
+    assert "grid answer during and after" in report.rows({**RUN, "R6": fine})[-1][3]
+    assert "did NOT" in report.rows({**RUN, "R6": {**fine, "pages_during": {"note": "none"}}})[-1][3]

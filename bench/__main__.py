@@ -47,7 +47,7 @@ from bulkchange.settings import get_settings
 RATE, LATENCY_MS = 50.0, 50
 # R4 (dag.test) sets BULKCHANGE_BATCH_CONCURRENCY=1 in this process; R4S's components get the
 # deployment's value as it was when the bench started.
-SCHEDULER_BATCH_CONCURRENCY = get_settings().batch_concurrency
+SCHEDULER_BATCH_CONCURRENCY = scale_runs.SCHEDULER_BATCH_CONCURRENCY
 
 
 def _settings() -> str:
@@ -208,14 +208,8 @@ def r4s(scale, workdir, api_root, control, r1_result):
     with harness.pg_database("meta") as meta_url, harness.amop_database("postgres", workdir) as engine:
         bulk_id = harness.seed_fleet(engine, control, n)
         control.configure(latency_ms=LATENCY_MS, rate_limit=RATE)
-        url = engine.url
-        cluster = AirflowCluster(workdir / "airflow-r4s", meta_url, extra_env={
-            "AIRFLOW_CONN_AMOP_DB": json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port,
-                                               "login": url.username, "schema": url.database}),
-            "AIRFLOW_CONN_CARRIER_SP_1": harness.carrier_conn_json(api_root, RATE),
-            "BULKCHANGE_BATCH_CONCURRENCY": str(SCHEDULER_BATCH_CONCURRENCY),
-            "BULKCHANGE_APPROVAL_IRREVERSIBLE": "false", "BULKCHANGE_APPROVAL_MAX_DEVICES": "0",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+        cluster = AirflowCluster(workdir / "airflow-r4s", meta_url,
+                                 extra_env=scale_runs.deployment_env(engine, {1: (api_root, RATE)}))
         try:
             cluster.airflow("db", "migrate")
             cluster.start_core()
@@ -262,21 +256,14 @@ import sys
 from bulkchange import processing
 from bulkchange.db.connect import make_engine
 from bench import harness
-
-
-def peak_kb():
-    # this process's own peak (VmHWM): ru_maxrss on Linux also carries the peak of the parent that
-    # forked it (the bench process, large by then), which hid the batch's own cost
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
+from bulkchange.memory import peak_rss_kb  # the process's own peak (VmHWM), not its parent's
 
 url, api_root, bulk_id, ids = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
 engine = make_engine(url)
 client = harness.client(api_root, None)
-before = peak_kb()  # after imports, before any device is loaded
+before = peak_rss_kb()  # after imports, before any device is loaded
 processing.process_batch(engine, bulk_id, ids, client=client)
-after = peak_kb()
+after = peak_rss_kb()
 print(before, after)
 """
 

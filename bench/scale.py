@@ -55,7 +55,9 @@ def r5_accounts(scale: float) -> list[dict]:
     return out
 
 
-def _conn_env(engine, carriers: dict[int, tuple[str, float]]) -> dict[str, str]:
+def deployment_env(engine, carriers: dict[int, tuple[str, float]]) -> dict[str, str]:
+    """What every scheduler scenario (R4S, R5, R6) gives its deployment: the AMOP and carrier
+    connections (``carriers``: service provider -> (API root, rate)), the batch slots, no approvals."""
     url = engine.url
     env = {"AIRFLOW_CONN_AMOP_DB": json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port,
                                                "login": url.username, "schema": url.database}),
@@ -125,7 +127,7 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
                                                        sp_id=acc["sp_id"], fresh=False)
             start += acc["devices"]
             control.configure(latency_ms=LATENCY_MS, rate_limit=acc["rate"])
-        env = _conn_env(engine, {a["sp_id"]: (api, a["rate"]) for a, (api, _c) in zip(accounts, sims)})
+        env = deployment_env(engine, {a["sp_id"]: (api, a["rate"]) for a, (api, _c) in zip(accounts, sims)})
         if redis_url:
             env.update(_celery_env(meta_url, redis_url, queue))
         cluster = AirflowCluster(workdir / f"airflow-r5-{executor}", meta_url, executor=executor, extra_env=env)
@@ -217,7 +219,7 @@ def r6(scale: float, workdir: Path) -> dict:
         seed_s = time.perf_counter() - t0
         control.configure(latency_ms=LATENCY_MS, rate_limit=R6_RATE)
         cluster = AirflowCluster(workdir / "airflow-r6", meta_url,
-                                 extra_env=_conn_env(engine, {R6_SP: (api, R6_RATE)}))
+                                 extra_env=deployment_env(engine, {R6_SP: (api, R6_RATE)}))
         run_id = f"bulk_change_{bulk_id}"
         during: dict = {}
 

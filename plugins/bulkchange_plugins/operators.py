@@ -1,7 +1,6 @@
 """Operators: thin wrappers that wire hooks to the core's processing steps."""
 from __future__ import annotations
 
-import resource
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
@@ -11,6 +10,7 @@ from bulkchange import processing
 from bulkchange.changes import needs_carrier
 from bulkchange.db import bulk_changes
 from bulkchange.id_runs import ids_of_runs
+from bulkchange.memory import peak_rss_mb
 from bulkchange.sanitize import sanitize_exception
 from bulkchange_plugins.hooks import AmopHook, carrier_clients
 
@@ -79,16 +79,8 @@ class CarrierBatchOperator(BaseOperator):
                           bulk_id, p["ProcessedCount"] + p["ErrorCount"], p["TotalCount"], p["ProcessedCount"],
                           p["ErrorCount"], p["PendingCount"])
         out = summary.as_dict()
-        # what the task process needed at most (docs/operations.md: size workers by it)
+        # what the task process needed at most (docs/deployment.md, scaling notes: size workers by it)
         out["peak_rss_mb"] = peak_rss_mb()
         self.log.info("%s: peak RSS of this task %.1f MB", self.batch_label, out["peak_rss_mb"])
         return out
 
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB: ``VmHWM`` where Linux gives it, else ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status") as f:
-            return round(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024, 1)
-    except (OSError, StopIteration, ValueError):
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

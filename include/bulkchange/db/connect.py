@@ -26,9 +26,12 @@ def configure_engine(engine: Engine) -> Engine:
         # pysqlite's own transaction handling defers BEGIN; make BEGIN explicit and IMMEDIATE
         # for write transactions so two writers queue on the busy timeout instead of failing
         # with "database is locked" on lock upgrade.
+        # Sent on the driver's connection itself: every transaction pays this (a carrier attempt's
+        # journal row is one), and SQLAlchemy's execution machinery for one constant statement was
+        # a measurable part of the CPU per device (docs/profile-r3.md).
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
     return engine
 
 

@@ -7,6 +7,7 @@ Batch writes are executemany round trips, not one statement per device; ``IN`` l
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
@@ -149,6 +150,20 @@ def in_flight_entry(device_change_id: int, call: CallRecord) -> LogEntry:
                     LOG_IN_FLIGHT, attempt=call.attempt, outcome="unknown")
 
 
+@functools.cache
+def _journal_statements():
+    """The journal's two statements, built once: a batch writes the journal once per small group of
+    carrier attempts, and building and cache-keying a fresh SQLAlchemy statement each time was a
+    visible part of the CPU per device (docs/profile-r3.md). Immutable, so shared by every thread."""
+    log = t.device_bulk_change_log
+    return (insert(log).returning(log.c.Id, sort_by_parameter_order=True),
+            update(log).where(log.c.Id == bindparam("log_id"), log.c.ResponseStatus == LOG_IN_FLIGHT).values(
+                LogEntryDescription=bindparam("v_desc"), ResponseText=bindparam("v_resp"),
+                ErrorText=bindparam("v_err"), HasErrors=bindparam("v_has"),
+                ResponseStatus=bindparam("v_status"), DurationMs=bindparam("v_ms"),
+                Outcome=bindparam("v_outcome")))
+
+
 def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
                   intents: Sequence[tuple[int, CallRecord]] = (),
                   completions: Sequence[CallRecord] = (),
@@ -158,25 +173,21 @@ def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
     ``intents``: attempts about to be sent, inserted as IN_FLIGHT rows; returns their row ids in
     order. ``completions``: attempts whose IN_FLIGHT row (``log_id``) gets its answer.
     ``finished``: attempts never journaled before they were sent, inserted whole."""
-    log = t.device_bulk_change_log
+    insert_returning, complete = _journal_statements()
 
     def write(conn) -> list[int]:  # run again if it loses a deadlock or meets a lock (db.retry)
         ids: list[int] = []
         if intents:
             rows = log_rows(bulk, [in_flight_entry(i, c) for i, c in intents], processed_by=processed_by)
             for chunk in chunks(rows, 200):
-                result = conn.execute(insert(log).returning(log.c.Id, sort_by_parameter_order=True), list(chunk))
+                result = conn.execute(insert_returning, list(chunk))
                 ids.extend(int(r[0]) for r in result)
         if finished:
             add_log_entries(conn, bulk, [LogEntry.from_call(i, c) for i, c in finished], processed_by=processed_by)
         if completions:
             done = log_rows(bulk, [LogEntry.from_call(0, c) for c in completions], processed_by=processed_by)
             conn.execute(
-                update(log).where(log.c.Id == bindparam("log_id"), log.c.ResponseStatus == LOG_IN_FLIGHT).values(
-                    LogEntryDescription=bindparam("v_desc"), ResponseText=bindparam("v_resp"),
-                    ErrorText=bindparam("v_err"), HasErrors=bindparam("v_has"),
-                    ResponseStatus=bindparam("v_status"), DurationMs=bindparam("v_ms"),
-                    Outcome=bindparam("v_outcome")),
+                complete,
                 [{"log_id": c.log_id, "v_desc": r["LogEntryDescription"], "v_resp": r["ResponseText"],
                   "v_err": r["ErrorText"], "v_has": r["HasErrors"], "v_status": r["ResponseStatus"],
                   "v_ms": r["DurationMs"], "v_outcome": r["Outcome"]} for c, r in zip(completions, done)])

@@ -45,3 +45,58 @@ def test_the_environment_is_read_once_per_host(monkeypatch):
     # a new session (a new task) sees the new environment
     assert BoundedSession().merge_environment_settings(URLS[1], {}, None, None, None)["proxies"]["https"] == \
         "http://late.example:3128"
+
+
+REQUESTS = [
+    dict(method="put", url="http://127.0.0.1:8080/jasper/rws/api/v1/devices/8901", json={"status": "DEACTIVATED"},
+         headers={"Accept": "application/json", "Authorization": "Basic dTpw"}),
+    dict(method="GET", url="https://carrier.example/api/v1/devices", params={"modifiedSince": "2026-01-01", "page": 2,
+                                                                              "skip": None},
+         headers={"Accept": "application/json"}),
+    dict(method="POST", url="https://carrier.example/token", data={"grant_type": "client_credentials"},
+         auth=("client", "secret"), headers={"User-Agent": None, "Content-Type": "application/x-www-form-urlencoded"}),
+    dict(method="delete", url="http://carrier.example/api/x?already=1", params={"more": "a b"}, headers={}),
+]
+
+
+def _fields(prepared: requests.PreparedRequest) -> tuple:
+    return (prepared.method, prepared.url, dict(prepared.headers), prepared.body, sorted(prepared.hooks))
+
+
+@pytest.mark.parametrize("kwargs", REQUESTS, ids=[r["method"] + " " + r["url"] for r in REQUESTS])
+def test_a_request_is_prepared_as_requests_prepares_it(monkeypatch, tmp_path, kwargs):
+    """BoundedSession.prepare_request skips requests' setting merges (their cost per request):
+    the prepared request must stay exactly what requests makes of it, also with a session header,
+    and with basic auth from ~/.netrc for a request without auth of its own."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine carrier.example login fromnetrc password pw\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    ours, plain = BoundedSession(), requests.Session()
+    for session in (ours, plain):
+        session.headers["X-Session"] = "s"
+    for _ in range(2):  # the second time the netrc answer comes from the session's cache
+        assert _fields(ours.prepare_request(requests.Request(**kwargs))) == \
+            _fields(plain.prepare_request(requests.Request(**kwargs)))
+
+
+def test_netrc_is_read_once_per_host(monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine carrier.example login first password pw\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    session = BoundedSession()
+    request = dict(method="GET", url="https://carrier.example/api")
+    first = session.prepare_request(requests.Request(**request)).headers["Authorization"]
+    netrc.write_text("machine carrier.example login second password pw\n")
+    assert session.prepare_request(requests.Request(**request)).headers["Authorization"] == first
+    assert BoundedSession().prepare_request(requests.Request(**request)).headers["Authorization"] != first
+
+
+def test_a_session_with_cookies_is_prepared_by_requests(monkeypatch):
+    """A carrier that sets a cookie gets it back on the next request, exactly as with requests."""
+    ours, plain = BoundedSession(), requests.Session()
+    for session in (ours, plain):
+        session.cookies.set("JSESSIONID", "abc", domain="carrier.example")
+    request = dict(method="GET", url="https://carrier.example/api", headers={"Accept": "application/json"})
+    prepared = ours.prepare_request(requests.Request(**request))
+    assert prepared.headers["Cookie"] == "JSESSIONID=abc"
+    assert _fields(prepared) == _fields(plain.prepare_request(requests.Request(**request)))

@@ -52,7 +52,11 @@ class CallJournal(Journal):
 
     def __init__(self, write: WriteFn):
         self._write = write
-        self._cv = threading.Condition()
+        self._lock = threading.RLock()
+        # threads waiting for a write to end, each on its own condition (of the same lock) with what
+        # it waits for: a write wakes exactly those it finished plus one to lead the next write,
+        # instead of every waiting thread (each wake-up is a context switch; docs/profile-r3.md)
+        self._waiting: list[tuple[Callable[[], bool], threading.Condition]] = []
         self._intents: list[tuple[int, CallRecord, _Slot]] = []
         self._ends: list[CallRecord] = []
         self._finished: list[tuple[int, CallRecord]] = []
@@ -72,7 +76,7 @@ class CallJournal(Journal):
     # -- Journal ---------------------------------------------------------------------------------
     def begin(self, device_change_id: int, record: CallRecord) -> None:
         slot = _Slot()
-        with self._cv:
+        with self._lock:
             self._intents.append((device_change_id, record, slot))
             self._lead_until(lambda: slot.done)
         if slot.error is not None:
@@ -81,17 +85,17 @@ class CallJournal(Journal):
         record.journaled = True
 
     def end(self, record: CallRecord) -> None:
-        with self._cv:
+        with self._lock:
             self._ends.append(record)
 
     def write(self, device_change_id: int, record: CallRecord) -> None:
         record.journaled = True
-        with self._cv:
+        with self._lock:
             self._finished.append((device_change_id, record))
 
     def flush(self) -> None:
         """Write every answer still queued (the batch calls this before recording its results)."""
-        with self._cv:
+        with self._lock:
             self._lead_until(lambda: not (self._ends or self._finished or self._intents), raise_errors=True)
 
     # -- group commit ----------------------------------------------------------------------------
@@ -100,20 +104,26 @@ class CallJournal(Journal):
         queued (becoming this round's leader) until ``finished()``."""
         while not finished():
             if self._writing:
-                self._cv.wait()
+                mine = (finished, threading.Condition(self._lock))
+                self._waiting.append(mine)
+                try:
+                    mine[1].wait()
+                finally:
+                    if mine in self._waiting:
+                        self._waiting.remove(mine)
                 continue
             self._writing = True
             intents, ends, done = self._intents, self._ends, self._finished
             self._intents, self._ends, self._finished = [], [], []
             error: BaseException | None = None
             ids: list[int] = []
-            self._cv.release()
+            self._lock.release()
             try:
                 ids = self._write([(i, r) for i, r, _ in intents], ends, done)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting sender
                 error = exc
             finally:
-                self._cv.acquire()
+                self._lock.acquire()
                 self._writing = False
                 self.round_trips += 1
                 if error is None:
@@ -126,7 +136,21 @@ class CallJournal(Journal):
                         slot.error, slot.done = error, True
                     # answers are kept for the next write (an update by row id: safe to repeat)
                     self._ends[:0], self._finished[:0] = ends, done
-                self._cv.notify_all()
+                self._wake()
             if error is not None and raise_errors:
                 raise JournalError(f"call log rows could not be written: {type(error).__name__}: {error}") \
                     from error
+
+    def _wake(self) -> None:
+        """Caller holds the lock, a write just ended: wake each waiting thread whose wait is over,
+        and one more to write what is queued (it leads the next write)."""
+        leader_woken = False
+        for entry in list(self._waiting):
+            finished, cond = entry
+            if finished():
+                self._waiting.remove(entry)
+                cond.notify()
+            elif not leader_woken:
+                self._waiting.remove(entry)
+                cond.notify()
+                leader_woken = True

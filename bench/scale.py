@@ -97,6 +97,36 @@ def _wait_final(cluster, engine, bulk_ids: list[int], timeout: float, on_poll=No
              180, 1, "the processing runs to end")
 
 
+def run_phases(cluster) -> dict[str, dict]:
+    """Where each processing run's time went, from the scheduler's own records (seconds): from the
+    run's start to its first batch task starting (``to_batches_s``: prepare and the approval gate,
+    with the scheduler loops and task starts between them), the batch tasks (``batches_s``: first
+    start to last end), from the last batch to the run's end (``after_batches_s``: wait_for_carrier,
+    finalize), and the longest a task instance waited between queued and started (``max_queued_s``)."""
+    rows = cluster.query(
+        "SELECT ti.run_id, ti.task_id, ti.queued_dttm, ti.start_date, ti.end_date, dr.start_date, dr.end_date "
+        "FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
+        "WHERE ti.dag_id = 'bulk_change_process'")
+    out: dict[str, dict] = {}
+    for run_id, task_id, queued, start, end, run_start, run_end in rows:
+        p = out.setdefault(run_id, {"run_start": run_start, "run_end": run_end, "batch_start": None,
+                                    "batch_end": None, "max_queued_s": 0.0})
+        if queued and start:
+            p["max_queued_s"] = max(p["max_queued_s"], (start - queued).total_seconds())
+        if task_id == "process_batch" and start and end:
+            p["batch_start"] = min(filter(None, (p["batch_start"], start)))
+            p["batch_end"] = max(filter(None, (p["batch_end"], end)))
+    result = {}
+    for run_id, p in out.items():
+        if not (p["batch_start"] and p["run_start"] and p["run_end"]):
+            continue
+        result[run_id] = {"to_batches_s": round((p["batch_start"] - p["run_start"]).total_seconds(), 1),
+                          "batches_s": round((p["batch_end"] - p["batch_start"]).total_seconds(), 1),
+                          "after_batches_s": round((p["run_end"] - p["batch_end"]).total_seconds(), 1),
+                          "max_queued_s": round(p["max_queued_s"], 1)}
+    return result
+
+
 def _statuses(engine, bulk_ids: list[int]) -> dict[int, str]:
     from bulkchange.db import bulk_changes
 
@@ -152,6 +182,7 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
                 forget_redis_keys(env["AIRFLOW__CELERY__BROKER_URL"], queue)
         runs = {r[0]: (r[1], r[2]) for r in cluster.query(
             "SELECT run_id, start_date, end_date FROM dag_run WHERE dag_id = 'bulk_change_process'")}
+        phases = run_phases(cluster)
         claims = [_json(v[0]) for v in cluster.query(
             "SELECT value FROM xcom WHERE dag_id = 'bulk_change_sensor' AND task_id = 'claim' "
             "AND key = 'return_value' ORDER BY run_id")]
@@ -168,7 +199,8 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
                             "bound_s": acc["bound_s"], "run_s": round(run_s, 2),
                             "ratio": round(run_s / acc["bound_s"], 3), "status": statuses[acc["bulk_change_id"]],
                             "carrier_peak_rps": stats["max_rps_admitted"],
-                            "carrier_429s": stats["by_status"].get("429", 0)})
+                            "carrier_429s": stats["by_status"].get("429", 0),
+                            "phases": phases.get(f"bulk_change_{acc['bulk_change_id']}", {})})
     first = min(s for s, _e in runs.values())
     last = max(e for _s, e in runs.values())
     total = (last - first).total_seconds()
@@ -252,6 +284,7 @@ def r6(scale: float, workdir: Path) -> dict:
         chosen = _json(chosen[0][0]) if chosen else {}
         status = _statuses(engine, [bulk_id])[bulk_id]
         stats = control.stats()
+        phases = run_phases(cluster).get(run_id, {})
     run_s = (end - start).total_seconds()
     rss = [b.get("peak_rss_mb") for b in batches if isinstance(b, dict) and b.get("peak_rss_mb")]
     return {"devices": n, "rate": R6_RATE, "status": status, "seed_s": round(seed_s, 1),
@@ -261,4 +294,4 @@ def r6(scale: float, workdir: Path) -> dict:
             "peak_task_rss_mb": max(rss) if rss else None,
             "carrier_429s": stats["by_status"].get("429", 0), "carrier_peak_rps": stats["max_rps_admitted"],
             "pages_during": during or {"note": "no batch task had finished before the run ended"},
-            "pages_after": after}
+            "pages_after": after, "phases": phases}

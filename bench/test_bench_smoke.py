@@ -35,6 +35,10 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
     if "skipped" not in r5 or IN_CI:
         assert r5["all_processed"] and max(r5["claimed_per_poke"]) == len(r5["accounts"]) == 3, r5
         assert r5["executor"] == "LocalExecutor" and r5["ratio"] > 0
+        # where each run's time went, read from the scheduler's records: the phases add up to the run
+        for acc in r5["accounts"]:
+            p = acc["phases"]
+            assert abs(p["to_batches_s"] + p["batches_s"] + p["after_batches_s"] - acc["run_s"]) < 1.5, acc
     # one large change: done, every batch task reported its memory, the pages answered
     r6 = data["R6"]
     if "skipped" not in r6 or IN_CI:
@@ -42,6 +46,7 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
         assert r6["batch_tasks"] == -(-r6["devices"] // r6["batch_size"]), r6  # every planned batch ran
         assert r6["prepare_s"] >= 0 and r6["pages_after"]["bulk_change_page"]["status"] == 200, r6
         assert all(v["status"] == 200 for v in r6["pages_after"].values()), r6["pages_after"]
+        assert r6["phases"]["batches_s"] > 0, r6
     from bench.report import markdown
 
     table = markdown(data, source="bench.json", digest="0" * 64)

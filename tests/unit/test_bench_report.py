@@ -101,3 +101,18 @@ def test_r5_and_r6_rows_say_what_was_measured_and_what_failed():
     fine = {**run["R6"], "pages_after": {"grid_runs": {"status": 200, "s": 0.1}}}
     assert "grid answer during and after" in report.rows({**RUN, "R6": fine})[-1][3]
     assert "did NOT" in report.rows({**RUN, "R6": {**fine, "pages_during": {"note": "none"}}})[-1][3]
+
+
+def test_the_slowest_accounts_phases_are_in_the_r5_row():
+    """R5's figure alone does not say where a run's time over its bound went: the row names the
+    slowest account's phases (to its first batch task, the batch tasks, after them)."""
+    phases = {"to_batches_s": 61.5, "batches_s": 230.0, "after_batches_s": 12.5, "max_queued_s": 9.0}
+    slow = {"sp_id": 11, "rate": 5.0, "devices": 1000, "bound_s": 220.0, "run_s": 304.0, "ratio": 1.38,
+            "phases": phases}
+    fast = {**slow, "sp_id": 20, "rate": 50.0, "bound_s": 110.0, "ratio": 1.58,
+            "phases": {**phases, "to_batches_s": 1.0}}
+    run = {**RUN, "R5": {"executor": "LocalExecutor", "accounts": [fast, slow], "devices": 2000,
+                         "slowest_bound_s": 220.0, "total_s": 304.0, "ratio": 1.382, "claimed_per_poke": [2],
+                         "workers": None, "all_processed": True}}
+    note = {r[0].split()[0]: r for r in report.rows(run)}["R5"][3]
+    assert "the slowest account's run: 61.5 s to its first batch task, 230.0 s of batch tasks, 12.5 s after" in note

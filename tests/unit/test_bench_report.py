@@ -116,3 +116,23 @@ def test_the_slowest_accounts_phases_are_in_the_r5_row():
                          "workers": None, "all_processed": True}}
     note = {r[0].split()[0]: r for r in report.rows(run)}["R5"][3]
     assert "the slowest account's run: 61.5 s to its first batch task, 230.0 s of batch tasks, 12.5 s after" in note
+
+
+def test_a_new_run_is_not_marked_under_load_because_the_last_one_was(tmp_path):
+    """--under-load marks a whole table; regenerating from the same JSON keeps the mark, but a new
+    run's table shows its own load per row (R1 here ran idle, so it is not marked)."""
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**RUN, "machine": {**RUN["machine"], "commit": "old"}}))
+    doc = tmp_path / "dev.md"
+    doc.write_text(f"x\n{report.BEGIN}\n{report.END}\ny\n")
+    assert report.main([str(old), "--docs", str(doc), "--under-load"]) == 0
+    assert report.marked_under_load(report.current_block(doc.read_text()))
+    assert report.main([str(old), "--docs", str(doc)]) == 0  # the same run again: still marked
+    assert report.marked_under_load(report.current_block(doc.read_text()))
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(RUN))
+    assert report.main([str(new), "--docs", str(doc)]) == 0
+    block = report.current_block(doc.read_text())
+    assert not report.marked_under_load(block)
+    r1 = next(line for line in block.splitlines() if line.startswith("| R1 "))
+    assert "(under load)" not in r1

@@ -224,3 +224,26 @@ def test_new_bulk_changes_take_turns_between_accounts(amop_engine):
     sql = str(claims.new_bulk_changes_query(3).compile(dialect=mssql.dialect(),
                                                          compile_kwargs={"literal_binds": True}))
     assert "row_number() over (partition by" in sql.lower() and "TOP 3" in sql
+
+
+@pytest.mark.postgres
+def test_psycopg3_plans_every_lookup_for_its_own_values(pg_url):
+    """Airflow's Postgres connection gives a psycopg (3) URL; psycopg 3 prepares a statement on the
+    server after its fifth execution and PostgreSQL then reuses one generic plan for it, which for
+    the chunked ``ICCID IN (...)`` lookups scanned the whole table per chunk (bench R6: a
+    100,000-device prepare took 300 s instead of 13). The engine must not prepare them."""
+    import sqlalchemy as sa
+
+    engine = make_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg"))
+    seed.create_schema(engine)
+    try:
+        bulk_id = make_bulk(engine, n=3)
+        with engine.connect() as conn:
+            bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+            for _ in range(8):  # more than psycopg's default prepare threshold (5)
+                found = inventory.load_devices_by_iccid(conn, bulk, [seed.make_iccid(1000 + i) for i in range(3)])
+                assert len(found) == 3
+            prepared = conn.execute(sa.text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
+        assert prepared == 0, f"{prepared} statements prepared on the server: generic plans"
+    finally:
+        engine.dispose()

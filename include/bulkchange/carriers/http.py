@@ -23,7 +23,7 @@ import itertools
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from urllib.parse import urlsplit
 
@@ -184,8 +184,7 @@ class BoundedSession(requests.Session):
         adapter = BoundedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
-        self._env_settings: dict[tuple, dict[str, Any]] = {}
-        self._netrc: dict[tuple, Any] = {}
+        self._per_host: dict[tuple, Any] = {}  # what the environment says, per scheme and host
         self._env_lock = threading.Lock()
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict:
@@ -196,14 +195,8 @@ class BoundedSession(requests.Session):
         one task, whose environment does not change."""
         if not self.trust_env or (proxies and any(proxies.values())):
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc, verify)
-        with self._env_lock:
-            cached = self._env_settings.get(key)
-        if cached is None:
-            cached = super().merge_environment_settings(url, {}, None, verify, None)
-            with self._env_lock:
-                self._env_settings[key] = cached
+        read = super().merge_environment_settings
+        cached = self._once_per_host("env", url, verify, lambda: read(url, {}, None, verify, None))
         return {"proxies": dict(cached["proxies"]), "stream": merge_setting(stream, self.stream),
                 "verify": cached["verify"], "cert": merge_setting(cert, self.cert)}
 
@@ -211,10 +204,10 @@ class BoundedSession(requests.Session):
         """requests' own preparation, minus what it costs on every request to merge settings these
         sessions never have: the session's headers, params and auth are merged through a runtime
         ``Protocol`` ``isinstance`` check (slow on Python 3.11), the cookie jars are merged although
-        both are empty, and ``~/.netrc`` is looked up again (read once per scheme and host here).
-        Together about a tenth of the CPU per device (docs/profile-r3.md). The result is the same
-        prepared request (tests/unit/test_http_environment.py compares them); a session with cookies or
-        params, or a request with cookies, goes through requests' own code."""
+        both are empty, and ``~/.netrc`` is looked up again (read once per scheme and host here): a
+        visible part of the CPU per device in a profile of all the batch's threads. The result is the
+        same prepared request (tests/unit/test_http_environment.py compares them); a session with
+        cookies or params, or a request with cookies, goes through requests' own code."""
         if request.cookies or len(self.cookies) or self.params or not isinstance(request.headers, dict) \
                 or not isinstance(request.params, dict):
             return super().prepare_request(request)
@@ -226,7 +219,7 @@ class BoundedSession(requests.Session):
                 headers[key] = value
         auth = request.auth if request.auth is not None else self.auth
         if self.trust_env and not auth:
-            auth = self._netrc_auth(request.url)
+            auth = self._once_per_host("netrc", request.url, None, lambda: get_netrc_auth(request.url))
         prepared = requests.PreparedRequest()
         prepared.prepare(method=request.method.upper(), url=request.url, files=request.files, data=request.data,
                          json=request.json, headers=headers, auth=auth, cookies=RequestsCookieJar(),
@@ -234,16 +227,18 @@ class BoundedSession(requests.Session):
                          hooks=merge_hooks(request.hooks, self.hooks))
         return prepared
 
-    def _netrc_auth(self, url: Any) -> Any:
+    def _once_per_host(self, what: str, url: Any, extra: Any, read: Callable[[], Any]) -> Any:
+        """``read()`` the first time ``what`` is asked for this URL's scheme and host (and ``extra``),
+        the same answer afterwards: a session lives for one task, whose environment does not change."""
         parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
+        key = (what, parts.scheme, parts.netloc, extra)
         with self._env_lock:
-            if key in self._netrc:
-                return self._netrc[key]
-        auth = get_netrc_auth(url)
+            if key in self._per_host:
+                return self._per_host[key]
+        value = read()
         with self._env_lock:
-            self._netrc[key] = auth
-        return auth
+            self._per_host[key] = value
+        return value
 
     def _deadline_for(self, timeout: Any) -> float:
         if self.deadline_s is not None:

@@ -230,8 +230,8 @@ def test_new_bulk_changes_take_turns_between_accounts(amop_engine):
 def test_psycopg3_plans_every_lookup_for_its_own_values(pg_url):
     """Airflow's Postgres connection gives a psycopg (3) URL; psycopg 3 prepares a statement on the
     server after its fifth execution and PostgreSQL then reuses one generic plan for it, which for
-    the chunked ``ICCID IN (...)`` lookups scanned the whole table per chunk (bench R6: a
-    100,000-device prepare took 300 s instead of 13). The engine must not prepare them."""
+    the chunked ``ICCID IN (...)`` lookups scanned the whole table per chunk (bench R6: prepare grew
+    with the square of the fleet). The engine must not prepare them."""
     import sqlalchemy as sa
 
     engine = make_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg"))

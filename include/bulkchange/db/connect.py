@@ -52,8 +52,8 @@ def make_engine(url: str | URL, **kwargs) -> Engine:
         # psycopg 3 (what Airflow's Postgres connection gives) prepares a statement on the server
         # after its fifth execution, and PostgreSQL then plans it once for any parameters: for the
         # chunked "ICCID IN (1,000 values)" lookups that generic plan scans the whole table per
-        # chunk, so a 100,000-device prepare took 300 s instead of 13 (bench R6). Plan every
-        # statement for its values, as psycopg2 does.
+        # chunk, so prepare grew with the square of the fleet (bench R6: minutes, not seconds, for
+        # 100,000 devices). Plan every statement for its values, as psycopg2 does.
         kwargs["connect_args"] = {"prepare_threshold": None, **kwargs.get("connect_args", {})}
     return configure_engine(create_engine(url, **kwargs))
 

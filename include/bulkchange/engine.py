@@ -201,6 +201,11 @@ class CallPolicy:
       When the attempts are used up the last error is re-raised with a note.
     * ``WAIT_OUT`` (a 429: refused, nothing applied): as ``RETRY``, but up to
       ``retry.rate_limited_waits`` of them per call are waited out without using up ``max_attempts``.
+      When such a 429's Retry-After is shorter than the limiter's spacing (``1 / rate``), the retry
+      keeps the refused request's place: it goes exactly Retry-After later, without taking a new
+      slot. The carrier counted nothing and says there is room before our next slot is due (a
+      request our even spacing sent arrived a moment early at the carrier's window), so a new slot
+      would leave one of the account's slots unused for every such refusal.
     * ``REAUTHENTICATE`` (``AuthError``): ``reauthenticate()`` is called once (if given; tenacity
       ``before_sleep``) and the call is retried at once; that retry does not use up
       ``max_attempts`` (it is still counted in ``attempts``). A second AuthError, or one without
@@ -221,7 +226,9 @@ class CallPolicy:
         limiter, max_attempts = self.rate_limiter, self.retry.max_attempts
         # free: the failed attempt just seen is retried without using up max_attempts ("reauth": the
         # retry after the one re-authentication; "wait": a 429 waited out, rate_limited_waits at most)
-        state: dict = {"calls": 0, "reauthenticated": 0, "waited": 0, "free": None}
+        state: dict = {"calls": 0, "reauthenticated": 0, "waited": 0, "free": None, "in_place": None}
+        rate = getattr(limiter, "rate", None)
+        spacing = 1.0 / rate if rate else 0.0
 
         def counted(rs: tenacity.RetryCallState) -> int:  # attempts that count against max_attempts
             return rs.attempt_number - state["reauthenticated"] - state["waited"]
@@ -245,6 +252,9 @@ class CallPolicy:
             elif step is NextStep.WAIT_OUT and state["waited"] < self.retry.rate_limited_waits:
                 state["waited"] += 1
                 state["free"] = "wait"
+            # a 429 with room before our next slot: the retry goes then, in the refused one's place
+            state["in_place"] = (retry_after if state["free"] == "wait" and retry_after
+                                 and retry_after < spacing else None)
 
         def stop(rs: tenacity.RetryCallState) -> bool:
             return state["free"] is None and counted(rs) >= max_attempts
@@ -252,11 +262,13 @@ class CallPolicy:
         def wait(rs: tenacity.RetryCallState) -> float:
             if state["free"] == "reauth":
                 return 0.0
+            if state["in_place"]:
+                return state["in_place"]
             n = state["waited"] if state["free"] == "wait" else counted(rs)
             return self.retry.delay(n, getattr(rs.outcome.exception(), "retry_after", None))
 
         def before(rs: tenacity.RetryCallState) -> None:
-            if limiter is not None:
+            if limiter is not None and not state["in_place"]:
                 limiter.acquire()
 
         def before_sleep(rs: tenacity.RetryCallState) -> None:

@@ -627,3 +627,57 @@ def test_max_parallel_from_env_custom_default(monkeypatch):
     monkeypatch.delenv("MAX_PARALLEL_REQUESTS", raising=False)
     assert DEFAULT_MAX_PARALLEL == 10
     assert max_parallel_from_env(default=4) == 4
+
+
+class PacedLimiter(RecordingLimiter):
+    def __init__(self, rate):
+        super().__init__()
+        self.rate = rate
+
+
+def test_a_429_with_room_before_the_next_slot_is_retried_in_its_place():
+    """Even spacing at the account's rate can arrive a moment early at the carrier's window: the
+    carrier refuses, counts nothing and says when there is room. When that is before our next slot
+    (Retry-After < 1 / rate), the retry goes exactly then without taking a new slot: a new slot
+    would leave one of the account's slots unused per refusal."""
+    sleeps = []
+    limiter = PacedLimiter(5)  # a slot every 0.2 s
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=3, base_delay=1, rng=random.Random(3)),
+                        sleep=sleeps.append)
+    fn = Script(TransientError("429", status_code=429, retry_after=0.05),
+                TransientError("429", status_code=429, retry_after=0.12), "ok")
+    assert policy.execute(fn) == ("ok", 3)
+    assert limiter.acquired == 1 and sleeps == [0.05, 0.12]  # exactly Retry-After: no jitter
+    assert limiter.penalized == [0.05, 0.12]  # the other senders still hold back that long
+
+
+def test_a_429_whose_room_comes_after_the_next_slot_queues_for_a_new_slot():
+    sleeps = []
+    limiter = PacedLimiter(5)
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=3, jitter=False), sleep=sleeps.append)
+    assert policy.execute(Script(TransientError("429", status_code=429, retry_after=0.5), "ok")) == ("ok", 2)
+    assert limiter.acquired == 2 and sleeps == [0.5]
+    # a 503 with a short Retry-After is a failure, not a refused slot: it queues again too
+    limiter.acquired = 0
+    assert policy.execute(Script(TransientError("503", status_code=503, retry_after=0.05), "ok")) == ("ok", 2)
+    assert limiter.acquired == 2
+
+
+def test_in_place_retries_end_with_the_rate_limited_waits():
+    limiter = PacedLimiter(5)
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=3, rate_limited_waits=2, jitter=False),
+                        sleep=lambda s: None)
+    refusals = [TransientError("429", status_code=429, retry_after=0.05) for _ in range(3)]
+    assert policy.execute(Script(*refusals, "ok")) == ("ok", 4)
+    assert limiter.acquired == 2  # the first, then the third refusal counted as an attempt: a new slot
+
+
+def test_an_in_place_retry_leaves_the_account_schedule_as_if_nothing_was_refused():
+    clock = FakeClock()
+    limiter = RateLimiter(5, clock=clock, sleep=clock.sleep)
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=3), sleep=clock.sleep)
+    start = clock.now
+    policy.execute(Script(TransientError("429", status_code=429, retry_after=0.05), "ok"))
+    assert clock.now == pytest.approx(start + 0.05)
+    # the next sender gets the very next slot: the refusal cost no slot
+    assert limiter.acquire() == pytest.approx(0.15)

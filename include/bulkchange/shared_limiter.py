@@ -181,8 +181,11 @@ class RedisRateLimiter:
 
 
 def make_rate_limiter(key: str, rate_per_s: float | None, *, share: int = 1,
-                      redis_url: str | None = None, burst: int = 1):
-    """The limiter for one carrier account.
+                      redis_url: str | None = None, burst: int = 1, headroom: float = 0.0):
+    """The limiter for one carrier account, pacing at ``rate_per_s * (1 - headroom)``: a carrier
+    counts its limit on arrival, so requests spaced exactly ``1/rate`` apart are refused whenever
+    the network or a busy host bunches two of them by a millisecond; with ``headroom`` h any
+    ``rate`` consecutive requests span ``1 + h`` seconds.
 
     With ``redis_url``: a :class:`RedisRateLimiter` at the account's full rate, shared by every
     process that uses ``key``; its fallback (Redis down) is the in-process limiter below.
@@ -190,6 +193,10 @@ def make_rate_limiter(key: str, rate_per_s: float | None, *, share: int = 1,
     batch tasks may call the account at once), which holds only as long as no more than ``share``
     such tasks run at the same time.
     """
+    if not 0 <= headroom < 1:
+        raise ValueError(f"headroom must be at least 0 and below 1, got {headroom}")
+    if rate_per_s:
+        rate_per_s = rate_per_s * (1 - headroom)
     local = RateLimiter(rate_per_s / max(1, share) if rate_per_s else None, burst)
     if not redis_url:
         return local

@@ -159,7 +159,8 @@ class CarrierHook(BaseHook):
         return CallPolicy(
             rate_limiter=make_rate_limiter(str(extra.get("rate_limit_key") or self.carrier_conn_id),
                                            settings.rate_limit_per_s or self.default_rate_per_s,
-                                           share=rate_share, redis_url=redis_url),
+                                           share=rate_share, redis_url=redis_url,
+                                           headroom=settings.rate_limit_headroom),
             retry=RetryPolicy(max_attempts=settings.max_attempts))
 
     def rate_limit_shared(self) -> bool:

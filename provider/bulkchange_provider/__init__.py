@@ -33,6 +33,9 @@ ENGINE_FIELDS: dict[str, dict] = {
         "Requests per second this account may receive from us. With a shared limit (Redis) it holds for "
         "every worker and run together; without one each batch task gets its share. Empty: no limit.",
         "number"),
+    "rate_limit_headroom": _field(
+        "Rate-limit headroom", "Share of the rate limit left unused, so that requests bunched a few "
+        "milliseconds on the way are not refused (0.02: we pace at 98 % of the limit).", "number", 0.02),
     "timeout_s": _field(
         "Timeout (s)", "Overall deadline of one HTTP attempt: connect, headers and body together.", "number", 30),
     "max_attempts": _field(

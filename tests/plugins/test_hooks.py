@@ -33,8 +33,8 @@ def test_connection_form_lists_every_carrier_with_described_fields():
         assert meta.hook_class_name.startswith("bulkchange_plugins.hooks.") and "bulkchange" in meta.hook_name
         assert meta.standard_fields.host.title == "API base URL" and meta.standard_fields.host.placeholder
         fields = meta.extra_fields
-        for name in ("rate_limit_per_s", "timeout_s", "max_attempts", "max_response_mb", "rate_limit_key",
-                     "rate_limit_redis_url", "base_url"):
+        for name in ("rate_limit_per_s", "rate_limit_headroom", "timeout_s", "max_attempts", "max_response_mb",
+                     "rate_limit_key", "rate_limit_redis_url", "base_url"):
             assert name in fields, (conn_type, name)
         for name, field in fields.items():
             assert field["description"] and field["schema"]["title"], (conn_type, name)
@@ -47,6 +47,7 @@ def test_form_defaults_are_the_ones_the_core_applies():
     metas = _hook_meta()
     settings = CarrierSettings(base_url="https://x")  # no extra: the core's defaults
     defaults = {"timeout_s": settings.timeout_s, "max_attempts": settings.max_attempts,
+                "rate_limit_headroom": settings.rate_limit_headroom,
                 "max_response_mb": settings.max_response_bytes / 1024 / 1024}
 
     def default(conn_type, name):
@@ -195,3 +196,13 @@ def test_carrier_clients_closes_both_clients(simulator, monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_REVIO_SP_78")
     with carrier_clients(78, Integration.POND) as clients:  # no Rev.io account: a reason, not an error
         assert clients.revio is None and "revio_sp_78" in clients.revio_problem
+
+
+def test_the_account_is_paced_below_its_limit_by_the_connection_headroom(monkeypatch):
+    from bulkchange_plugins.hooks import JasperHook
+
+    monkeypatch.delenv("BULKCHANGE_RATE_LIMIT_REDIS_URL", raising=False)
+    hook = JasperHook("carrier_sp_1")
+    assert hook.call_policy(CarrierSettings("https://x", extra={"rate_limit_per_s": 50})).rate_limiter.rate == 49
+    paced = hook.call_policy(CarrierSettings("https://x", extra={"rate_limit_per_s": 50, "rate_limit_headroom": 0}))
+    assert paced.rate_limiter.rate == 50

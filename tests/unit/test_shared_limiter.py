@@ -193,6 +193,24 @@ def test_make_rate_limiter_with_redis_uses_the_full_account_rate(redis_url, key)
     assert shared.fallback.rate == 12.5  # Redis down: back to the per-task share
 
 
+def test_the_headroom_paces_below_the_account_rate_with_or_without_redis(redis_url, key):
+    assert make_rate_limiter("carrier_sp_1", 50, share=2, headroom=0.02).rate == pytest.approx(24.5)
+    shared = make_rate_limiter(key, 50, share=2, redis_url=redis_url, headroom=0.02)
+    assert shared.rate == pytest.approx(49) and shared.fallback.rate == pytest.approx(24.5)
+    assert make_rate_limiter("carrier_sp_1", None, headroom=0.02).unlimited
+    with pytest.raises(ValueError, match="headroom"):
+        make_rate_limiter("carrier_sp_1", 50, headroom=1.0)
+
+
+def test_a_connection_paces_two_percent_below_its_limit_unless_it_says_otherwise():
+    from bulkchange.carriers import CarrierSettings
+
+    assert CarrierSettings("http://c", extra={}).rate_limit_headroom == 0.02
+    assert CarrierSettings("http://c", extra={"rate_limit_headroom": "0"}).rate_limit_headroom == 0
+    with pytest.raises(ValueError, match="rate_limit_headroom must be at least 0 and below 0.5"):
+        CarrierSettings("http://c", extra={"rate_limit_headroom": 0.7}).rate_limit_headroom
+
+
 def test_bad_arguments_are_refused(redis_url):
     with pytest.raises(ValueError):
         RedisRateLimiter("", 5, url=redis_url)

@@ -11,6 +11,12 @@ from typing import Any
 from bulkchange.models import Integration
 
 
+# A carrier counts its rate limit on arrival: requests spaced exactly 1/rate apart can arrive a few
+# milliseconds bunched (the network, a busy host) and be refused. Pacing 2 % below the limit means
+# any `rate` consecutive requests span 1.02 s: 20 ms of such jitter per second is absorbed.
+DEFAULT_RATE_LIMIT_HEADROOM = 0.02
+
+
 @dataclass
 class CarrierSettings:
     """Connection settings for one carrier account (credentials included; never log this)."""
@@ -28,6 +34,16 @@ class CarrierSettings:
     def rate_limit_per_s(self) -> float | None:
         value = self.extra.get("rate_limit_per_s")
         return float(value) if value not in (None, "") else None
+
+    @property
+    def rate_limit_headroom(self) -> float:
+        """The share of ``rate_limit_per_s`` left unused (extra ``rate_limit_headroom``, default
+        ``DEFAULT_RATE_LIMIT_HEADROOM``): see ``shared_limiter.make_rate_limiter``."""
+        value = self.extra.get("rate_limit_headroom")
+        headroom = DEFAULT_RATE_LIMIT_HEADROOM if value in (None, "") else float(value)
+        if not 0 <= headroom < 0.5:
+            raise ValueError(f"rate_limit_headroom must be at least 0 and below 0.5, got {value!r}")
+        return headroom
 
     @property
     def timeout_s(self) -> float:

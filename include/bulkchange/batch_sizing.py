@@ -12,7 +12,11 @@ carrier work, within bounds:
 * at least ``batch_concurrency`` batches where the devices allow it (the run's task slots all
   send: with the per-task rate share a lone task would get only its share of the account's rate),
   and a whole number of waves of ``batch_concurrency`` tasks (balanced sizes, no lone small task
-  at the end),
+  at the end): the nearest whole number to what the target gives, not the next one up. Balanced
+  tasks sharing the account's rate end together, and until the next wave's tasks have started
+  (a scheduler loop, a process, loading the batch: seconds, more on a busy machine) the account
+  sends nothing; so 1.3 waves' worth of devices make one wave of somewhat longer tasks, not two
+  short ones (a task then holds at most 1.5 times the target),
 * never more batches than Airflow maps (``[core] max_map_length``, read at the DAG edge): that
   bound wins over the cap.
 
@@ -72,10 +76,11 @@ def choose_batch_size(devices: int, *, rate_limit_per_s: float | None, calls_per
         bounded = "" if size == math.floor(wanted) else f", bounded to {minimum}..{maximum}"
         balanced = ""
         if devices and slots > 1:
-            batches = math.ceil(devices / size)
-            waves = max(1, math.ceil(batches / slots)) * slots  # every task slot busy, every wave full
-            even = max(minimum, math.ceil(devices / waves))
-            if even < size:
+            # the nearest whole number of waves (every task slot busy, every wave full), at least
+            # one, and no more batches than the memory cap needs
+            waves = max(1, math.floor(devices / (size * slots) + 0.5), math.ceil(devices / (maximum * slots)))
+            even = max(minimum, math.ceil(devices / (waves * slots)))
+            if even != size:
                 balanced = (f"; {even} so that {devices} devices make {math.ceil(devices / even)} batches "
                             f"for {slots} tasks at once")
                 size = even

@@ -34,8 +34,20 @@ def test_every_task_slot_gets_work_and_waves_are_balanced():
     # 1,000 devices at 50/s would fit one batch of 3,000: with 3 tasks at once, three batches
     small = choose_batch_size(1000, rate_limit_per_s=50, batch_concurrency=3)
     assert small.size == 334 and "3 tasks at once" in small.reason
-    # 10,000 at 3,000 would be 3,000 x 3 + a lone 1,000: two full waves of 3 instead
-    assert choose_batch_size(10_000, rate_limit_per_s=50, batch_concurrency=3).size == 1667
+    # 10,000 at 3,000 would be 3,000 x 3 + a lone 1,000: 1.1 waves' worth, so one wave of three
+    # somewhat longer tasks (a second wave would cost its task starts while the account idles)
+    assert choose_batch_size(10_000, rate_limit_per_s=50, batch_concurrency=3).size == 3334
+    # 1,000 at 5/s (300 a batch): one wave of three, not two
+    assert choose_batch_size(1000, rate_limit_per_s=5, batch_concurrency=3).size == 334
+    # 1.6 waves' worth: two balanced waves; 100,000 at 200/s: the memory cap sets the waves
+    assert choose_batch_size(14_400, rate_limit_per_s=50, batch_concurrency=3).size == 2400
+    assert choose_batch_size(100_000, rate_limit_per_s=200, batch_concurrency=3).size == 4762
+    # 6.4 waves' worth of the cap: rounding down would overfill the tasks, so 7 waves
+    assert choose_batch_size(96_000, rate_limit_per_s=200, batch_concurrency=3).size == 4572
+    # a task holds at most 1.5 times the target, and from 1.5 waves' worth on at least 0.75 times
+    for devices in range(1000, 60_000, 997):
+        size = choose_batch_size(devices, rate_limit_per_s=50, batch_concurrency=3).size
+        assert size <= 1.5 * 3000 and (devices < 13_500 or size >= 0.75 * 3000), devices
     # never below the minimum for the sake of slots
     assert choose_batch_size(150, rate_limit_per_s=50, batch_concurrency=3).size == MIN_BATCH_SIZE
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-
 from bulkchange_plugins.notifiers import dag_failure_notifier, failure_notifier
 from bulkchange_plugins.timeouts import TASK_TIMEOUT
 
@@ -56,6 +54,10 @@ def processing_launch(bulk_id: int, **conf: Any) -> dict[str, Any]:
 
 def launch_processing(launches) -> Any:
     """The mapped task that starts one ``bulk_change_process`` run per ``processing_launch`` in ``launches``."""
+    # imported here: it pulls in Airflow's ORM models (a second of CPU without bytecode caches),
+    # which only the launching DAGs need, not every task process of bulk_change_process
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
     return TriggerDagRunOperator.partial(
         task_id="launch_processing",
         trigger_dag_id="bulk_change_process",

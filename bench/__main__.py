@@ -27,6 +27,8 @@ R6  one huge change 100,000 devices in one bulk change at 200 requests/s under a
 ``--scale`` multiplies every device count (the smoke test uses a tiny one). Prints a table and
 writes the same figures as JSON, with the commit, the settings and the machine's load average
 before and after each scenario; ``python -m bench.report`` turns that JSON into the docs' table.
+Before each scenario it waits (``--settle``, 240 s at most) for the load the previous one left to
+fall to half the CPUs, so that "under load" in the table means other work, not the benchmark's own.
 """
 from __future__ import annotations
 
@@ -54,6 +56,16 @@ def _settings() -> str:
     """The deployment settings R4S runs with (they change its figure)."""
     shared = "rate shared through Redis" if get_settings().rate_limit_redis_url else "per-task rate share"
     return f"BULKCHANGE_BATCH_CONCURRENCY={SCHEDULER_BATCH_CONCURRENCY}, {shared}"
+
+
+def settle(limit_s: float, poll_s: float = 5.0) -> float:
+    """Wait until the 1-minute load average is at most half the CPUs, ``limit_s`` at most; returns
+    the seconds waited."""
+    t0 = time.monotonic()
+    threshold = (os.cpu_count() or 1) / 2
+    while os.getloadavg()[0] > threshold and time.monotonic() - t0 < limit_s:
+        time.sleep(min(poll_s, max(0.0, limit_s - (time.monotonic() - t0))))
+    return round(time.monotonic() - t0, 1)
 
 
 def _scaled(n: int, scale: float, minimum: int = 4) -> int:
@@ -291,6 +303,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", default="R1,R2,R3,R4,R4S,MEM,R5,R5C,R6")
     parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument("--settle", type=float, default=240.0,
+                        help="before each scenario, wait up to this many seconds for the load average to "
+                             "fall to half the CPUs (what the previous scenario left); 0: do not wait")
     args = parser.parse_args(argv)
     only = {x.strip().upper() for x in args.only.split(",")}
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -300,10 +315,17 @@ def main(argv=None) -> int:
                      "load": {}}
 
     def measured(name: str, fn, *a):
-        """Run one scenario, with the machine's 1-minute load average before and after it."""
+        """Run one scenario, with the machine's 1-minute load average before and after it.
+
+        It first lets the previous scenario's own load die down (R5's thirty task processes leave a
+        1-minute load average of about 13 behind them, which decays with a time constant of a
+        minute): it waits until the load is at most half the CPUs, at most ``--settle`` seconds, so a
+        figure is marked under load only for load the benchmark did not make itself."""
+        waited = settle(args.settle)
         before = os.getloadavg()[0]
         results[name] = fn(*a)
-        results["load"][name] = {"before": round(before, 2), "after": round(os.getloadavg()[0], 2)}
+        results["load"][name] = {"before": round(before, 2), "after": round(os.getloadavg()[0], 2),
+                                 "settled_s": waited}
         print(name, results[name], results["load"][name], flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bulkchange-bench-") as tmp, harness.simulator_process() as (api, control):

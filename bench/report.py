@@ -83,6 +83,7 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
                     f"{r['slowest_bound_s']} s; each account's run / its bound {min(ratios):.2f}..{max(ratios):.2f}; "
                     f"{max(r['claimed_per_poke'] or [0])} claimed in one sensor poke"
                     + _phases(max(r["accounts"], key=lambda a: a["bound_s"]).get("phases"), "the slowest account's run")
+                    + _cpu(r.get("cpu"))
                     + ("" if r.get("all_processed") else "; NOT every bulk change PROCESSED")))
     if "R6" in res:
         r = res["R6"]
@@ -96,7 +97,7 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
                         f"{r['devices']} devices at {r['rate']:g} req/s: run {r['run_s']} s vs bound {r['bound_s']} s; "
                         f"prepare {r['prepare_s']} s; {r['batch_tasks']} batch tasks of up to {r['batch_size']}; "
                         f"peak RSS of a batch task {r['peak_task_rss_mb']} MB; the Bulk changes page and the grid "
-                        f"{pages} during and after the run" + _phases(r.get("phases"), "the run")
+                        f"{pages} during and after the run" + _phases(r.get("phases"), "the run") + _cpu(r.get("cpu"))
                         + ("" if r.get("status") == "PROCESSED" else f"; status {r.get('status')}")))
     return out
 
@@ -107,6 +108,15 @@ def _phases(p, whose: str) -> str:
         return ""
     return (f"; {whose}: {p['to_batches_s']} s to its first batch task, {p['batches_s']} s of batch tasks, "
             f"{p['after_batches_s']} s after them (longest wait queued -> running {p['max_queued_s']} s)")
+
+
+def _cpu(c, top: int = 5) -> str:
+    """The machine's CPU during the scenario by role (bench.cpu), when the run recorded it."""
+    if not c or not c.get("by_role"):
+        return ""
+    roles = ", ".join(f"{role} {s:g}" for role, s in list(c["by_role"].items())[:top])
+    return (f"; CPU used {c['total_cpu_s']:g} s of the machine's {c['capacity_cpu_s']:g} "
+            f"({100 * c['total_cpu_s'] / c['capacity_cpu_s']:.0f} %): {roles} s")
 
 
 def _pages_ok(checks) -> bool:

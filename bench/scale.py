@@ -12,6 +12,10 @@ R6  one huge change 100,000 devices in one bulk change at 200 requests/s: the ru
                     task's XCom), and whether the Bulk changes page and Airflow's grid still answer
                     while the run goes and after it.
 
+Both record the CPU the machine spent meanwhile, by role (``cpu``: batch and other task processes,
+scheduler, api-server, simulators, PostgreSQL, ...; ``bench/cpu.py``): on 2 CPUs that sum, not the
+carrier, can be the bound.
+
 Both take ``scale`` (device counts shrink, the accounts and rates stay) so the smoke test runs them
 in CI in about a minute each.
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 import requests
 
 from bench import harness
+from bench.cpu import CpuByRole
 from bulkchange.settings import get_settings
 
 LATENCY_MS = 50
@@ -163,6 +168,7 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
         cluster = AirflowCluster(workdir / f"airflow-r5-{executor}", meta_url, executor=executor, extra_env=env)
         bulk_ids = [a["bulk_change_id"] for a in accounts]
         slowest = max(a["bound_s"] for a in accounts)
+        cpu = stack.enter_context(CpuByRole())  # Airflow up and the ten runs; not the seeding
         try:
             cluster.airflow("db", "migrate")
             cluster.start_core()
@@ -207,7 +213,7 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
     return {"executor": executor, "accounts": per_account, "devices": sum(a["devices"] for a in accounts),
             "slowest_bound_s": slowest, "total_s": round(total, 2), "ratio": round(total / slowest, 3),
             "claimed_per_poke": [len(c or []) for c in claims], "workers": hosts if redis_url else None,
-            "all_processed": all(v == "PROCESSED" for v in statuses.values())}
+            "all_processed": all(v == "PROCESSED" for v in statuses.values()), "cpu": cpu.result()}
 
 
 def _ui_checks(base: str, bulk_id: int, run_id: str) -> dict:
@@ -254,6 +260,7 @@ def r6(scale: float, workdir: Path) -> dict:
                                  extra_env=deployment_env(engine, {R6_SP: (api, R6_RATE)}))
         run_id = f"bulk_change_{bulk_id}"
         during: dict = {}
+        cpu = stack.enter_context(CpuByRole())  # Airflow up, the run, the pages; not the seeding
 
         def check_during():
             # once the first batch task has finished: the pages while the run still goes
@@ -294,4 +301,4 @@ def r6(scale: float, workdir: Path) -> dict:
             "peak_task_rss_mb": max(rss) if rss else None,
             "carrier_429s": stats["by_status"].get("429", 0), "carrier_peak_rps": stats["max_rps_admitted"],
             "pages_during": during or {"note": "no batch task had finished before the run ended"},
-            "pages_after": after, "phases": phases}
+            "pages_after": after, "phases": phases, "cpu": cpu.result()}

@@ -17,7 +17,7 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     env_path = f"{ROOT}:{ROOT / 'include'}:{ROOT / 'plugins'}"
     res = subprocess.run([sys.executable, "-m", "bench", "--scale", "0.01", "--out", str(out),
-                          "--only", "R1,R2,R3,R4,R4S,MEM,R5,R6"],
+                          "--only", "R1,R2,R3,R4,R4S,MEM,R5,R6", "--settle", "0"],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": env_path,
                                         "AIRFLOW_HOME": str(tmp_path / "af")},
                          capture_output=True, text=True, timeout=1800)
@@ -35,6 +35,7 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
     if "skipped" not in r5 or IN_CI:
         assert r5["all_processed"] and max(r5["claimed_per_poke"]) == len(r5["accounts"]) == 3, r5
         assert r5["executor"] == "LocalExecutor" and r5["ratio"] > 0
+        assert "scheduler" in r5["cpu"]["by_role"], r5["cpu"]
         # where each run's time went, read from the scheduler's records: the phases add up to the run
         for acc in r5["accounts"]:
             p = acc["phases"]
@@ -47,6 +48,9 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
         assert r6["prepare_s"] >= 0 and r6["pages_after"]["bulk_change_page"]["status"] == 200, r6
         assert all(v["status"] == 200 for v in r6["pages_after"].values()), r6["pages_after"]
         assert r6["phases"]["batches_s"] > 0, r6
+        # the machine's CPU meanwhile, by role: the scheduler and the simulator ran all along
+        assert {"scheduler", "simulators"} <= set(r6["cpu"]["by_role"]), r6["cpu"]
+        assert r6["cpu"]["total_cpu_s"] > 0 and r6["cpu"]["capacity_cpu_s"] > 0, r6["cpu"]
     from bench.report import markdown
 
     table = markdown(data, source="bench.json", digest="0" * 64)

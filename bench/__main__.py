@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from bench import harness, scale as scale_runs
+from bench.report import is_under_load
 from bulkchange.batch_sizing import MAX_BATCH_SIZE
 from bulkchange.settings import get_settings
 
@@ -62,8 +63,7 @@ def settle(limit_s: float, poll_s: float = 5.0) -> float:
     """Wait until the 1-minute load average is at most half the CPUs, ``limit_s`` at most; returns
     the seconds waited."""
     t0 = time.monotonic()
-    threshold = (os.cpu_count() or 1) / 2
-    while os.getloadavg()[0] > threshold and time.monotonic() - t0 < limit_s:
+    while is_under_load(os.getloadavg()[0], os.cpu_count()) and time.monotonic() - t0 < limit_s:
         time.sleep(min(poll_s, max(0.0, limit_s - (time.monotonic() - t0))))
     return round(time.monotonic() - t0, 1)
 

@@ -110,6 +110,11 @@ def _phases(p, whose: str) -> str:
             f"{p['after_batches_s']} s after them (longest wait queued -> running {p['max_queued_s']} s)")
 
 
+def is_under_load(load: float | None, cpus: int | None) -> bool:
+    """The one rule for "under load": a 1-minute load average above half the machine's CPUs."""
+    return load is not None and load > (cpus or 1) / 2
+
+
 def _cpu(c, top: int = 5) -> str:
     """The machine's CPU during the scenario by role (bench.cpu), when the run recorded it."""
     if not c or not c.get("by_role"):
@@ -146,7 +151,7 @@ def markdown(res: dict, *, source: str, digest: str, under_load: bool = False) -
              "|---|---|---|---|---|"]
     for measure, value, target, notes in rows(res):
         before, after = _load(res, measure)
-        loaded = under_load or (before is not None and before > cpus / 2)
+        loaded = under_load or is_under_load(before, cpus)
         load = "—" if before is None else f"{before:.1f} / {after:.1f}"
         shown = f"**{value}**" + (" (under load)" if loaded else "")
         lines.append(f"| {measure} | {shown} | {target} | {load} | {notes} |")

@@ -1,7 +1,7 @@
 """bench.cpu: the CPU the machine spends during a scenario, added up by role from /proc."""
 from pathlib import Path
 
-from bench.cpu import CpuByRole, role_of
+from bench.cpu import _HZ, CpuByRole, role_of
 
 
 def test_roles_from_command_lines():
@@ -32,8 +32,7 @@ def test_cpu_is_added_up_by_role_from_the_first_sample_on(tmp_path):
         _proc(tmp_path, 11, "airflow worker -- 01a2", 200, 50)   # new: all of its 250 ticks
         _proc(tmp_path, 12, "airflow worker -- 01a3", 100, 0)
     got = cpu.result()["by_role"]
-    hz = 100 if not hasattr(__import__("os"), "sysconf") else __import__("os").sysconf("SC_CLK_TCK")
-    assert got == {"task processes": round(350 / hz, 1), "scheduler": round(60 / hz, 1)}
+    assert got == {"task processes": round(350 / _HZ, 1), "scheduler": round(60 / _HZ, 1)}
 
 
 def test_the_docs_table_names_where_the_cpu_went_when_the_run_recorded_it():

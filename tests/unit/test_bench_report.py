@@ -136,3 +136,19 @@ def test_a_new_run_is_not_marked_under_load_because_the_last_one_was(tmp_path):
     assert not report.marked_under_load(block)
     r1 = next(line for line in block.splitlines() if line.startswith("| R1 "))
     assert "(under load)" not in r1
+
+
+def test_the_benchmark_waits_for_the_load_the_scenario_before_left_and_no_longer_than_told(monkeypatch):
+    import bench.__main__ as bench_main
+
+    clock = {"t": 0.0}
+    loads = iter([3.0, 2.0, 0.5])  # 2 CPUs: under load until it falls to 1 or below
+    monkeypatch.setattr(bench_main.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(bench_main.os, "getloadavg", lambda: (next(loads, 0.5), 0.0, 0.0))
+    monkeypatch.setattr(bench_main.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(bench_main.time, "sleep", lambda s: clock.__setitem__("t", clock["t"] + s))
+    assert bench_main.settle(240, poll_s=5) == 10.0   # two polls under load, then idle
+    clock["t"], loads = 0.0, iter([])
+    monkeypatch.setattr(bench_main.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert bench_main.settle(12, poll_s=5) == 12.0    # never idle: gives up at the limit
+    assert bench_main.settle(0) == 0.0

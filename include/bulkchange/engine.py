@@ -19,6 +19,7 @@ import operator
 import random
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
@@ -65,21 +66,32 @@ class RateLimiter:
     wake, so a carrier's "slow down" holds for every thread, including those already waiting.
     After the penalty, sending resumes at the steady rate (no banked burst).
 
+    ``window=(cap, span)``: besides the spacing, at most ``cap`` callers are let go in any ``span``
+    seconds, counted at the moment each one is let go (``admit``). Slots are reserved ahead, so a
+    caller that wakes late (a busy host: its thread, or Redis's reply, waited for a CPU) sends
+    closer to the next caller than the spacing says, and a carrier that counts "N per second" on
+    arrival refuses whichever request completes N + 1 inside one second; the window holds the
+    later callers back instead, so lateness costs time, not refusals (and their retries).
+
     ``clock`` and ``sleep`` are injectable for tests.
     """
 
     def __init__(self, rate_per_s: float | None, burst: int = 1,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, window: tuple[int, float] | None = None):
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst}")
         self.rate: float | None = float(rate_per_s) if rate_per_s and rate_per_s > 0 else None
         self.burst = int(burst)
+        self.window = check_window(window)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_free = _NEVER       # earliest start of the next slot (bucket starts full)
         self._blocked_until = _NEVER   # penalty: no slot before this time
+        # when the last `cap` callers were let go (the window's log)
+        self._sent: deque[float] = deque(maxlen=self.window[0] if self.window else 1)
+        self._mine = threading.local()  # .sent: when this thread's caller was last let go
 
     @property
     def unlimited(self) -> bool:
@@ -99,7 +111,7 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Block until this caller may send; returns the seconds waited."""
-        if self.rate is None and self._blocked_until <= self._clock():
+        if self.rate is None and self.window is None and self._blocked_until <= self._clock():
             return 0.0  # unlimited and not penalized: no lock, no wait
         waited = 0.0
         while True:
@@ -107,13 +119,45 @@ class RateLimiter:
                 slot, now = self._reserve()
             wait = slot - now
             if wait <= 0:
-                return waited
+                return waited + self.admit()
             self._sleep(wait)  # never under the lock
             waited += wait
             with self._lock:
                 if self._blocked_until <= slot:
-                    return waited
+                    break
             # A penalty arrived while we slept and covers our slot: that slot is void, queue again.
+        return waited + self.admit()
+
+    def admit(self) -> float:
+        """Let this caller go now, or as soon as ``window`` has room; count it there. Returns the
+        seconds waited. ``acquire`` ends with it; a retry that keeps its place (``CallPolicy``)
+        calls it alone."""
+        if self.window is None:
+            return 0.0
+        cap, span = self.window
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                if len(self._sent) < cap or self._sent[0] <= now - span:
+                    self._sent.append(now)  # the oldest falls out (maxlen = cap)
+                    self._mine.sent = now
+                    return waited
+                wait = self._sent[0] + span - now
+            self._sleep(wait)
+            waited += wait
+
+    def refused(self) -> None:
+        """The carrier refused (429) the request this thread was last let go for: it counted
+        nothing, so the window does not count it either."""
+        sent, self._mine.sent = getattr(self._mine, "sent", None), None
+        if sent is None:
+            return
+        with self._lock:
+            try:
+                self._sent.remove(sent)
+            except ValueError:  # already out of the window
+                pass
 
     def penalize(self, seconds: float) -> None:
         """Nobody sharing this limiter sends for ``seconds`` from now (a carrier's Retry-After).
@@ -122,6 +166,26 @@ class RateLimiter:
             return
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
+def check_window(window: tuple[int, float] | None) -> tuple[int, float] | None:
+    """A limiter's ``window`` (cap, span) validated, or None."""
+    if window is None:
+        return None
+    cap, span = int(window[0]), float(window[1])
+    if cap < 1 or not span > 0:
+        raise ValueError(f"a window needs at least 1 call in a span above 0 s, got {window!r}")
+    return cap, span
+
+
+def carrier_window(rate_per_s: float | None, headroom: float = 0.0) -> tuple[int, float] | None:
+    """The window that keeps a client within a carrier limit of ``rate_per_s`` counted as the
+    simulators count it (and no carrier publishes a looser rule): at most ``floor(rate)`` requests
+    in any 1 s (below 1/s: one per ``1/rate`` s), the span stretched by ``headroom``."""
+    if not rate_per_s or rate_per_s <= 0:
+        return None
+    cap, span = (int(rate_per_s), 1.0) if rate_per_s >= 1 else (1, 1.0 / rate_per_s)
+    return cap, span * (1 + headroom)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,15 +266,21 @@ class CallPolicy:
     * ``WAIT_OUT`` (a 429: refused, nothing applied): as ``RETRY``, but up to
       ``retry.rate_limited_waits`` of them per call are waited out without using up ``max_attempts``.
       When such a 429's Retry-After is shorter than the limiter's spacing (``1 / rate``), the retry
-      keeps the refused request's place: it goes exactly Retry-After later, without taking a new
-      slot. The carrier counted nothing and says there is room before our next slot is due (a
-      request our even spacing sent arrived a moment early at the carrier's window), so a new slot
-      would leave one of the account's slots unused for every such refusal.
+      keeps the refused request's place: it goes Retry-After later, without taking a new slot
+      (but within the limiter's ``window``, if it has one: ``admit``). The carrier counted nothing
+      and says there is room before our next slot is due (a request our even spacing sent arrived
+      a moment early at the carrier's window), so a new slot would leave one of the account's
+      slots unused for every such refusal.
     * ``REAUTHENTICATE`` (``AuthError``): ``reauthenticate()`` is called once (if given; tenacity
       ``before_sleep``) and the call is retried at once; that retry does not use up
       ``max_attempts`` (it is still counted in ``attempts``). A second AuthError, or one without
       ``reauthenticate``, is raised.
     * ``GIVE_UP`` (``PermanentError``, ``OutcomeUnknown``, anything else): raised at once.
+
+    ``before_slot``: called before every attempt waits for its slot (tenacity ``before``), for work
+    that must precede the attempt but should not sit between its slot and its request (the call
+    journal's write: a slot taken, then a database commit, sends late and bunched with the next
+    slot's request). An exception from it ends the call.
 
     Every exception that leaves ``execute`` carries ``exc.attempts``.
     """
@@ -221,8 +291,8 @@ class CallPolicy:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
 
-    def execute(self, fn: Callable[[], R], *,
-                reauthenticate: Callable[[], None] | None = None) -> tuple[R, int]:
+    def execute(self, fn: Callable[[], R], *, reauthenticate: Callable[[], None] | None = None,
+                before_slot: Callable[[], None] | None = None) -> tuple[R, int]:
         limiter, max_attempts = self.rate_limiter, self.retry.max_attempts
         # free: the failed attempt just seen is retried without using up max_attempts ("reauth": the
         # retry after the one re-authentication; "wait": a 429 waited out, rate_limited_waits at most)
@@ -247,6 +317,8 @@ class CallPolicy:
             if retry_after and retry_after > 0 and limiter is not None:
                 limiter.penalize(min(retry_after, self.retry.max_delay))
             step, state["free"] = next_step(exc), None
+            if step is NextStep.WAIT_OUT and hasattr(limiter, "refused"):
+                limiter.refused()  # not counted by the carrier: not in the limiter's window either
             if step is NextStep.REAUTHENTICATE:
                 state["reauthenticated"], state["free"] = 1, "reauth"
             elif step is NextStep.WAIT_OUT and state["waited"] < self.retry.rate_limited_waits:
@@ -268,8 +340,14 @@ class CallPolicy:
             return self.retry.delay(n, getattr(rs.outcome.exception(), "retry_after", None))
 
         def before(rs: tenacity.RetryCallState) -> None:
-            if limiter is not None and not state["in_place"]:
+            if before_slot is not None:
+                before_slot()  # work that must precede the attempt, done before its slot, not after
+            if limiter is None:
+                return
+            if not state["in_place"]:
                 limiter.acquire()
+            elif hasattr(limiter, "admit"):  # in its place: no new slot, but within the window
+                limiter.admit()
 
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             if state["free"] == "reauth":

@@ -16,7 +16,11 @@ Same algorithm and interface as the in-process limiter (``acquire()`` -> seconds
 * ``penalize(seconds)`` (a carrier's Retry-After) sets ``blocked_until`` for everyone sharing the
   key; a caller whose reserved slot falls inside a penalty that arrived while it slept queues
   again;
-* the key expires after ``ttl_s`` of disuse, so old accounts leave nothing behind.
+* ``window=(cap, span)`` (see :class:`~bulkchange.engine.RateLimiter`): at most ``cap`` callers let
+  go in any ``span`` seconds, counted when each is let go (a list of those times in Redis, beside the
+  bucket): a caller that wakes late holds the next ones back instead of arriving bunched with them;
+  the same round trip that checks for a penalty after the sleep does it;
+* the keys expire after ``ttl_s`` of disuse, so old accounts leave nothing behind.
 
 If Redis cannot be reached, the limiter logs a warning and falls back to the in-process
 ``fallback`` limiter (the account's rate divided by the batch tasks allowed at once, as before),
@@ -32,20 +36,44 @@ import threading
 import time
 from typing import Any, Callable
 
-from bulkchange.engine import RateLimiter
+from bulkchange.engine import RateLimiter, carrier_window, check_window
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "bulkchange:ratelimit:"
 DEFAULT_TTL_S = 3600
 
-# KEYS[1] = bucket; ARGV = interval (0 = unlimited), burst, ttl. Returns {slot, now} as strings
-# (Lua numbers would be truncated to integers on the way back).
+# The window's check, shared by both scripts: KEYS[2] = the list of let-go times (oldest first, at
+# most cap), cap and span as numbers; `now` the server's time. Sets `room` (true: counted now) and
+# `room_at` (when the oldest counted leaves the window).
+_WINDOW = """
+local room, room_at, sent = true, now, ''
+if cap > 0 then
+  local n = redis.call('LLEN', KEYS[2])
+  if n >= cap then
+    local oldest = tonumber(redis.call('LINDEX', KEYS[2], n - cap))
+    if oldest > now - span then room, room_at = false, oldest + span end
+  end
+  if room then
+    sent = string.format('%.6f', now)
+    redis.call('RPUSH', KEYS[2], sent)
+    redis.call('LTRIM', KEYS[2], -cap, -1)
+    redis.call('EXPIRE', KEYS[2], ttl)
+  end
+end
+"""
+
+# KEYS[1] = bucket, KEYS[2] = window; ARGV = interval (0 = unlimited), burst, ttl, cap (0 = no
+# window), span. Returns {slot, now, sent} as strings (Lua numbers would be truncated to integers
+# on the way back); sent not '': the slot is now and the window had room, the caller sends at once
+# (sent is its entry in the window).
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local cap, span = tonumber(ARGV[4]), tonumber(ARGV[5])
 local next_free = tonumber(redis.call('HGET', KEYS[1], 'next_free') or '-1e18')
 local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked_until') or '-1e18')
 local slot
@@ -55,8 +83,30 @@ if interval > 0 then
 else
   slot = math.max(now, blocked)
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return {string.format('%.6f', slot), string.format('%.6f', now)}
+redis.call('EXPIRE', KEYS[1], ttl)
+local let_go = ''
+if slot <= now and cap > 0 then
+""" + _WINDOW + """
+  let_go = sent
+end
+return {string.format('%.6f', slot), string.format('%.6f', now), let_go}
+"""
+
+# After the sleep. KEYS as _RESERVE; ARGV = the reserved slot ('' for a retry in its place: no
+# penalty check), cap, span, ttl. Returns {'requeue', 0} (a penalty that arrived meanwhile covers
+# the slot), {'wait', seconds} (the window is full: ask again then) or {'go', sent} (sent: the
+# caller's entry in the window, '' without one).
+_LET_GO = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if ARGV[1] ~= '' then
+  local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked_until') or '-1e18')
+  if blocked > tonumber(ARGV[1]) then return {'requeue', '0'} end
+end
+local cap, span, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+""" + _WINDOW + """
+if room then return {'go', sent} end
+return {'wait', string.format('%.6f', room_at - now)}
 """
 
 # KEYS[1] = bucket; ARGV = seconds, ttl. The later end of overlapping penalties wins.
@@ -76,12 +126,14 @@ class RedisRateLimiter:
 
     ``rate_per_s`` None or <= 0 means unlimited (only ``penalize`` then makes callers wait).
     ``client`` is a ``redis.Redis`` (or pass ``url``). ``fallback`` is used while Redis is
-    unreachable; by default an in-process limiter at the full rate. ``sleep`` is injectable.
+    unreachable; by default an in-process limiter at the full rate (and the same ``window``).
+    ``sleep`` is injectable.
     """
 
     def __init__(self, key: str, rate_per_s: float | None, *, burst: int = 1, url: str | None = None,
                  client: Any = None, fallback: RateLimiter | None = None, ttl_s: int = DEFAULT_TTL_S,
-                 retry_redis_after_s: float = 30.0, sleep: Callable[[float], None] = time.sleep):
+                 retry_redis_after_s: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 window: tuple[int, float] | None = None):
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst}")
         if not key:
@@ -93,17 +145,21 @@ class RedisRateLimiter:
 
             client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.key = KEY_PREFIX + key
+        self.window_key = self.key + ":sent"
+        self.window = check_window(window)
         self.rate: float | None = float(rate_per_s) if rate_per_s and rate_per_s > 0 else None
         self.burst = int(burst)
         self.ttl_s = int(ttl_s)
-        self.fallback = fallback if fallback is not None else RateLimiter(self.rate, burst)
+        self.fallback = fallback if fallback is not None else RateLimiter(self.rate, burst, window=self.window)
         self._redis = client
         self._reserve = client.register_script(_RESERVE)
+        self._let_go = client.register_script(_LET_GO)
         self._penalize = client.register_script(_PENALIZE)
         self._sleep = sleep
         self._retry_after_s = retry_redis_after_s
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self._mine = threading.local()  # .sent: this thread's caller's entry in the window
 
     @property
     def unlimited(self) -> bool:
@@ -135,31 +191,78 @@ class RedisRateLimiter:
         if not self._redis_usable():
             return self.fallback.acquire()
         interval = 1.0 / self.rate if self.rate else 0.0
+        cap, span = self.window or (0, 0.0)
         waited = 0.0
         while True:
             try:
-                slot_s, now_s = self._reserve(keys=[self.key], args=[repr(interval), self.burst, self.ttl_s])
+                slot_s, now_s, let_go = self._reserve(keys=[self.key, self.window_key],
+                                                      args=[repr(interval), self.burst, self.ttl_s, cap, repr(span)])
                 slot, now = float(slot_s), float(now_s)
             except Exception as exc:  # noqa: BLE001
                 if not self._is_redis_error(exc):
                     raise
                 self._redis_failed(exc)
                 return waited + self.fallback.acquire()
-            wait = slot - now
-            if wait <= 0:
+            if let_go:
+                self._mine.sent = let_go
                 return waited
-            self._sleep(wait)
-            waited += wait
+            if slot <= now and not cap:
+                return waited
+            if slot > now:
+                self._sleep(slot - now)
+                waited += slot - now
+            outcome = self._wait_for_window(repr(slot))
+            if outcome is None:  # Redis went away: the in-process limiter decides from here
+                return waited + self.fallback.acquire()
+            if outcome >= 0:
+                return waited + outcome
+            # A penalty arrived while we slept and covers our slot: that slot is void, queue again.
+
+    def admit(self) -> float:
+        """Let this caller go as soon as the window has room (a retry that keeps its place);
+        returns the seconds waited."""
+        if not self.window or not self._redis_usable():
+            return self.fallback.admit()
+        waited = self._wait_for_window("")
+        return self.fallback.admit() if waited is None else waited
+
+    def _wait_for_window(self, slot: str) -> float | None:
+        """After the sleep: seconds waited for the window (-1: the slot was voided by a penalty,
+        queue again; None: Redis is unreachable)."""
+        cap, span = self.window or (0, 0.0)
+        waited = 0.0
+        while True:
             try:
-                blocked = self._redis.hget(self.key, "blocked_until")
+                verdict, seconds = self._let_go(keys=[self.key, self.window_key],
+                                                args=[slot, cap, repr(span), self.ttl_s])
             except Exception as exc:  # noqa: BLE001
                 if not self._is_redis_error(exc):
                     raise
                 self._redis_failed(exc)
+                return None
+            verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
+            if verdict == "go":
+                self._mine.sent = seconds or None  # the entry this caller holds in the window
                 return waited
-            if blocked is None or float(blocked) <= slot:
-                return waited
-            # A penalty arrived while we slept and covers our slot: that slot is void, queue again.
+            if verdict == "requeue":
+                return -1.0
+            self._sleep(float(seconds))
+            waited += float(seconds)
+
+    def refused(self) -> None:
+        """The carrier refused (429) the request this thread was last let go for: out of the
+        window again (it counted nothing)."""
+        sent, self._mine.sent = getattr(self._mine, "sent", None), None
+        if not self._redis_usable():
+            return self.fallback.refused()
+        if sent is None:
+            return
+        try:
+            self._redis.lrem(self.window_key, 1, sent)
+        except Exception as exc:  # noqa: BLE001
+            if not self._is_redis_error(exc):
+                raise
+            self._redis_failed(exc)
 
     def penalize(self, seconds: float) -> None:
         """Nobody sharing this key sends for ``seconds`` from now (a carrier's Retry-After)."""
@@ -177,7 +280,7 @@ class RedisRateLimiter:
 
     def reset(self) -> None:
         """Forget the bucket (tests, or after changing an account's limit by hand)."""
-        self._redis.delete(self.key)
+        self._redis.delete(self.key, self.window_key)
 
 
 def make_rate_limiter(key: str, rate_per_s: float | None, *, share: int = 1,
@@ -185,19 +288,27 @@ def make_rate_limiter(key: str, rate_per_s: float | None, *, share: int = 1,
     """The limiter for one carrier account, pacing at ``rate_per_s * (1 - headroom)``: a carrier
     counts its limit on arrival, so requests spaced exactly ``1/rate`` apart are refused whenever
     the network or a busy host bunches two of them by a millisecond; with ``headroom`` h any
-    ``rate`` consecutive requests span ``1 + h`` seconds.
+    ``rate`` consecutive requests span ``1 + h`` seconds. Where the limiter sees every call of
+    the account (Redis, or one batch task at a time) it also keeps the carrier's window on the
+    moments callers are let go (``engine.carrier_window``: at most ``floor(rate)`` in any
+    ``1 + h`` seconds), so a caller that wakes late delays the next ones instead of bunching
+    with them.
 
     With ``redis_url``: a :class:`RedisRateLimiter` at the account's full rate, shared by every
     process that uses ``key``; its fallback (Redis down) is the in-process limiter below.
     Without: an in-process :class:`RateLimiter` at ``rate_per_s / share`` (``share`` = how many
     batch tasks may call the account at once), which holds only as long as no more than ``share``
-    such tasks run at the same time.
+    such tasks run at the same time (and keeps no window when ``share`` > 1: no one task sees the
+    account's calls).
     """
     if not 0 <= headroom < 1:
         raise ValueError(f"headroom must be at least 0 and below 1, got {headroom}")
+    window = carrier_window(rate_per_s, headroom)
     if rate_per_s:
         rate_per_s = rate_per_s * (1 - headroom)
-    local = RateLimiter(rate_per_s / max(1, share) if rate_per_s else None, burst)
+    share = max(1, share)
+    local = RateLimiter(rate_per_s / share if rate_per_s else None, burst,
+                        window=window if share == 1 else None)
     if not redis_url:
         return local
-    return RedisRateLimiter(key, rate_per_s, burst=burst, url=redis_url, fallback=local)
+    return RedisRateLimiter(key, rate_per_s, burst=burst, url=redis_url, fallback=local, window=window)

@@ -681,3 +681,78 @@ def test_an_in_place_retry_leaves_the_account_schedule_as_if_nothing_was_refused
     assert clock.now == pytest.approx(start + 0.05)
     # the next sender gets the very next slot: the refusal cost no slot
     assert limiter.acquire() == pytest.approx(0.15)
+
+
+# --------------------------------------------------------------------------------------------
+# The window: a late caller holds the next ones back instead of bunching with them
+# --------------------------------------------------------------------------------------------
+def _let_go_times(limiter, clock, n):
+    times = []
+    for _ in range(n):
+        limiter.acquire()
+        times.append(clock.now)
+    return times
+
+
+def _late_once(clock, late_call, lateness):
+    """A sleep that wakes ``lateness`` seconds late on the ``late_call``-th sleep (a busy host)."""
+    count = [0]
+
+    def sleep(s):
+        count[0] += 1
+        clock.sleep(s + (lateness if count[0] == late_call else 0.0))
+    return sleep
+
+
+@pytest.mark.parametrize("window,most_in_a_second", [(None, 6), ((5, 1.0), 5)])
+def test_a_caller_that_wakes_late_holds_the_next_ones_back_with_a_window(window, most_in_a_second):
+    """Slots are reserved ahead at 1/rate: the caller of slot 100.2 wakes 0.15 s late and the next
+    ones keep their slots, so without a window six requests leave inside one second (a carrier
+    counting 5 per second refuses one). With the window, the caller after them waits instead."""
+    from simulators.core import max_per_second
+
+    clock = FakeClock()
+    limiter = RateLimiter(5, clock=clock, sleep=_late_once(clock, 1, 0.15), window=window)
+    times = _let_go_times(limiter, clock, 12)
+    assert max_per_second([t - 100.0 + 1e-9 * i for i, t in enumerate(times)]) == most_in_a_second
+    if window:
+        assert times[6] == pytest.approx(101.35)  # the late one (100.35) left the window first
+        assert times[7] == pytest.approx(101.4)  # then the schedule again
+
+
+def test_a_window_without_a_rate_lets_at_most_cap_go_per_span():
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep, window=(3, 0.5))
+    assert _let_go_times(limiter, clock, 7) == pytest.approx([100, 100, 100, 100.5, 100.5, 100.5, 101])
+
+
+def test_a_refused_request_leaves_the_window_and_its_retry_keeps_its_place():
+    """The carrier counted nothing for a 429: the window forgets that request, so the retry in its
+    place goes when Retry-After says and the next caller keeps its slot."""
+    clock = FakeClock()
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep, window=(5, 1.02))
+    assert _let_go_times(limiter, clock, 5) == pytest.approx([100, 100.25, 100.5, 100.75, 101.0])
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=3), sleep=clock.sleep)
+    sent = []
+
+    def fn():
+        sent.append(clock.now)
+        if len(sent) == 1:
+            raise TransientError("429", status_code=429, retry_after=0.01)
+        return "ok"
+
+    assert policy.execute(fn) == ("ok", 2)
+    assert sent == pytest.approx([101.25, 101.26])
+    limiter.acquire()
+    assert clock.now == pytest.approx(101.5)  # counted, the refusal would have pushed this to 101.52
+
+
+def test_the_carrier_window_is_the_simulators_rule_stretched_by_the_headroom():
+    from bulkchange.engine import carrier_window
+
+    assert carrier_window(5, 0.02) == (5, pytest.approx(1.02))
+    assert carrier_window(2.5) == (2, 1.0)  # "2.5 per second" admits 2 in a second
+    assert carrier_window(0.5, 0.02) == (1, pytest.approx(2.04))
+    assert carrier_window(None) is None and carrier_window(0) is None
+    with pytest.raises(ValueError):
+        RateLimiter(5, window=(0, 1.0))

@@ -48,7 +48,7 @@ def key(redis_url):
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    redis.Redis.from_url(redis_url).delete(KEY_PREFIX + name)
+    redis.Redis.from_url(redis_url).delete(KEY_PREFIX + name, KEY_PREFIX + name + ":sent")
 
 
 def test_two_limiters_on_one_key_share_the_rate(redis_url, key):
@@ -198,6 +198,10 @@ def test_the_headroom_paces_below_the_account_rate_with_or_without_redis(redis_u
     shared = make_rate_limiter(key, 50, share=2, redis_url=redis_url, headroom=0.02)
     assert shared.rate == pytest.approx(49) and shared.fallback.rate == pytest.approx(24.5)
     assert make_rate_limiter("carrier_sp_1", None, headroom=0.02).unlimited
+    # where one limiter sees all the account's calls it also keeps the carrier's window
+    assert shared.window == (50, pytest.approx(1.02))
+    assert make_rate_limiter("carrier_sp_1", 50, share=1, headroom=0.02).window == (50, pytest.approx(1.02))
+    assert make_rate_limiter("carrier_sp_1", 50, share=2, headroom=0.02).window is None
     with pytest.raises(ValueError, match="headroom"):
         make_rate_limiter("carrier_sp_1", 50, headroom=1.0)
 
@@ -209,6 +213,55 @@ def test_a_connection_paces_two_percent_below_its_limit_unless_it_says_otherwise
     assert CarrierSettings("http://c", extra={"rate_limit_headroom": "0"}).rate_limit_headroom == 0
     with pytest.raises(ValueError, match="rate_limit_headroom must be at least 0 and below 0.5"):
         CarrierSettings("http://c", extra={"rate_limit_headroom": 0.7}).rate_limit_headroom
+
+
+def test_the_window_holds_across_limiters_on_one_key(redis_url, key):
+    """At most cap let go in any span, whoever holds the limiter: the fourth of two holders' callers
+    waits for the first to leave the window (no rate: only the window limits)."""
+    a, b = (RedisRateLimiter(key, None, url=redis_url, window=(3, 0.5)) for _ in range(2))
+    stamps = []
+    for limiter in (a, b, a, b, a, b, a):
+        limiter.acquire()
+        stamps.append(time.monotonic())
+    assert stamps[3] - stamps[0] >= 0.45 and stamps[6] - stamps[3] >= 0.45
+    assert max(sum(1 for t in stamps if s <= t < s + 0.45) for s in stamps) <= 3
+
+
+def test_a_refused_request_leaves_the_shared_window(redis_url, key):
+    limiter = RedisRateLimiter(key, None, url=redis_url, window=(2, 5.0))
+    limiter.acquire()
+    limiter.acquire()
+    limiter.refused()  # the carrier counted nothing: the second is out of the window again
+    t0 = time.monotonic()
+    limiter.acquire()
+    assert time.monotonic() - t0 < 2.0  # counted, it would have waited 5 s
+
+
+def test_a_late_sleeper_holds_the_next_caller_back(redis_url, key):
+    """Slots are reserved ahead (every 0.1 s): the caller of the second slot sleeps 0.15 s too long
+    and goes out at +0.25, the fourth slot is +0.3; without the window they leave 0.05 s apart,
+    with it (1 per 0.1 s) the fourth waits until the late one has left the window."""
+    let_go, lock = [], threading.Lock()
+
+    def late_sleep(s):
+        time.sleep(s + 0.15)
+
+    def caller(limiter):
+        limiter.acquire()
+        with lock:
+            let_go.append(time.monotonic())
+
+    on_time = RedisRateLimiter(key, 10, url=redis_url, window=(1, 0.1))
+    late = RedisRateLimiter(key, 10, url=redis_url, window=(1, 0.1), sleep=late_sleep)
+    threads = [threading.Thread(target=caller, args=(lim,)) for lim in (on_time, late, on_time, on_time)]
+    for t in threads:  # reserved in this order: +0, +0.1 (late), +0.2, +0.3
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join(5)
+    let_go.sort()
+    assert len(let_go) == 4
+    assert min(b - a for a, b in zip(let_go, let_go[1:])) >= 0.08
 
 
 def test_bad_arguments_are_refused(redis_url):

@@ -59,3 +59,68 @@ def test_a_429_is_retried_and_every_attempt_has_its_record(simulator, fleet_fact
     assert _calls(jasper, fleet.iccids[0]) == [429] * 5
     assert [(r.attempt, r.status_code, r.outcome) for r in log.records] == [(n, 429, "refused") for n in range(1, 6)]
     assert err.value.attempts == 5 and any("5 attempt" in n for n in err.value.__notes__)
+
+
+class _Order:
+    """Records, in order, when an attempt is journaled, when it gets its slot and when it is sent."""
+
+    def __init__(self, jasper):
+        self.events, self.jasper = [], jasper
+
+    def limiter(self):
+        events = self.events
+
+        class Limiter(RateLimiter):
+            def acquire(self):
+                waited = super().acquire()
+                events.append("slot")
+                return waited
+        return Limiter(None)
+
+    def log(self):
+        events, jasper = self.events, self.jasper
+
+        class Log(CallLog):
+            def begin(self, record):
+                events.append(f"journal {record.attempt}")
+                super().begin(record)
+
+            def add(self, record):
+                events.append(f"sent {record.attempt}: {record.status_code}")
+                super().add(record)
+        return Log()
+
+
+def test_an_attempt_is_journaled_before_it_waits_for_its_slot(simulator, fleet_factory, jasper):
+    """The journal's commit is not between the slot and the request: a request that leaves late
+    leaves bunched with the next slot's, and the carrier counts both in one second."""
+    fleet = fleet_factory(1)
+    jasper.configure(fail_iccids={fleet.iccids[0]: 429})
+    order = _Order(jasper)
+    client = _client(simulator, KEY, attempts=2, limiter=order.limiter())
+    client.policy.retry.rate_limited_waits = 1
+    try:
+        with pytest.raises(TransientError):
+            client.update_status(fleet.iccids[0], "DEACTIVATED", log=order.log())
+    finally:
+        client.close()
+    assert order.events == ["journal 1", "slot", "sent 1: 429", "journal 2", "slot", "sent 2: 429",
+                            "journal 3", "slot", "sent 3: 429"]
+
+
+def test_a_resend_after_an_unknown_outcome_is_journaled_after_the_check(simulator, fleet_factory, jasper):
+    """After an attempt whose outcome is unknown the device is checked first; the check may find
+    the change in, and then nothing is sent: the resend is journaled only once the check said no."""
+    fleet = fleet_factory(1)
+    jasper.configure(error_rate=1.0, error_statuses=[503], fault_methods=["PUT"])
+    order = _Order(jasper)
+    client = _client(simulator, KEY, attempts=2, limiter=order.limiter())
+    try:
+        with pytest.raises(TransientError):
+            client.update_status(fleet.iccids[0], "DEACTIVATED", log=order.log())
+    finally:
+        client.close()
+    # attempt 1 (503: unknown), its slot; then attempt 2's slot, the check (a GET: its own journal
+    # row, slot, answer), and only then attempt 2's row; after it, the last check
+    assert order.events[:3] == ["journal 1", "slot", "sent 1: 503"]
+    assert order.events[3:9] == ["slot", "journal 1", "slot", "sent 1: 200", "journal 2", "sent 2: 503"]

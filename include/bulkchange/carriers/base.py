@@ -330,7 +330,7 @@ class HttpCarrierClient:
             """The verify read; None = not applied (raises if the carrier cannot be read)."""
             return verify() if verify is not None else None
 
-        def send() -> Any:
+        def begin() -> CallRecord:
             state["n"] += 1
             record = CallRecord(description=description, method=method, url=url, request_text=request_text,
                                 attempt=state["n"])
@@ -339,6 +339,18 @@ class HttpCarrierClient:
                 # a task killed from here on leaves a row saying the outcome is unknown. If it cannot be
                 # written, nothing is sent (the error propagates; it is no carrier error).
                 log.begin(record)
+            return record
+
+        def before_slot() -> None:
+            """The policy is about to wait for this attempt's slot: journal the attempt first, so the
+            database's commit is not between the slot and the request (a request that leaves late
+            leaves bunched with the next slot's, and the carrier counts them in one second). Not
+            when a check at the carrier comes first (it may find the change in: nothing is sent)."""
+            if log is not None and not (state["unknown"] is not None and verify is not None):
+                state["begun"] = begin()
+
+        def send() -> Any:
+            record = state.pop("begun", None) or begin()
             started = time.monotonic()
             try:
                 value = self._send_once(method, url, json_body, params, headers, parse, record)
@@ -384,7 +396,7 @@ class HttpCarrierClient:
         active = policy if policy is not None else self.policy
         try:
             if active is not None:
-                value, _ = active.execute(attempt, reauthenticate=self.reauthenticate)
+                value, _ = active.execute(attempt, reauthenticate=self.reauthenticate, before_slot=before_slot)
             else:
                 value = attempt()
             return value

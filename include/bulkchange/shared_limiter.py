@@ -303,7 +303,11 @@ def make_rate_limiter(key: str, rate_per_s: float | None, *, share: int = 1,
     """
     if not 0 <= headroom < 1:
         raise ValueError(f"headroom must be at least 0 and below 1, got {headroom}")
-    window = carrier_window(rate_per_s, headroom)
+    # the window keeps half the headroom: were it as tight as the spacing (cap x 1/rate = its span),
+    # a late caller would delay the one cap places later by as much, that one the next, for good,
+    # until every slot lay in the past and callers went in bursts; with half, a delay shrinks by
+    # headroom/2 of a second per window and the slots keep the pace
+    window = carrier_window(rate_per_s, headroom / 2)
     if rate_per_s:
         rate_per_s = rate_per_s * (1 - headroom)
     share = max(1, share)

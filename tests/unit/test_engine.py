@@ -756,3 +756,21 @@ def test_the_carrier_window_is_the_simulators_rule_stretched_by_the_headroom():
     assert carrier_window(None) is None and carrier_window(0) is None
     with pytest.raises(ValueError):
         RateLimiter(5, window=(0, 1.0))
+
+
+@pytest.mark.parametrize("span,recovered", [(1.01, True), (1.02, False)])
+def test_a_window_looser_than_the_spacing_absorbs_a_late_caller(span, recovered):
+    """Paced at 4.9/s (a slot every 0.204 s) with 5 per ``span``: one caller wakes 0.15 s late.
+    With the window as tight as the spacing (5 x 0.204 = 1.02) the delay passes to the caller
+    five places later, and on, for good: the slots fall behind and two requests go 0.05 s apart
+    in every window from then on. With half the headroom left in the window (1.01) the delay
+    shrinks by 0.01 s a window and the callers are back on their even slots."""
+    from simulators.core import max_per_second
+
+    clock = FakeClock()
+    limiter = RateLimiter(4.9, clock=clock, sleep=_late_once(clock, 1, 0.15), window=(5, span))
+    times = _let_go_times(limiter, clock, 200)
+    assert max_per_second([t - 100.0 + 1e-9 * i for i, t in enumerate(times)]) <= 5
+    late_gaps = [b - a for a, b in zip(times[-30:], times[-29:])]
+    assert (min(late_gaps) > 0.2) is recovered
+    assert times[-1] - (100.0 + 199 / 4.9) == pytest.approx(0.0, abs=0.01)  # no time lost either way

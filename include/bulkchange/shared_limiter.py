@@ -291,7 +291,7 @@ def make_rate_limiter(key: str, rate_per_s: float | None, *, share: int = 1,
     ``rate`` consecutive requests span ``1 + h`` seconds. Where the limiter sees every call of
     the account (Redis, or one batch task at a time) it also keeps the carrier's window on the
     moments callers are let go (``engine.carrier_window``: at most ``floor(rate)`` in any
-    ``1 + h`` seconds), so a caller that wakes late delays the next ones instead of bunching
+    ``1 + h/2`` seconds), so a caller that wakes late delays the next ones instead of bunching
     with them.
 
     With ``redis_url``: a :class:`RedisRateLimiter` at the account's full rate, shared by every

@@ -77,8 +77,9 @@ def client(api_root: str, rate: float | None, max_attempts: int = 5) -> JasperCl
 
 
 @contextmanager
-def amop_database(kind: str, workdir: Path):
-    """A fresh AMOP database: ``sqlite`` (a file) or ``postgres`` (a throwaway database)."""
+def amop_database(kind: str, workdir: Path, admin_url: str = PG_ADMIN_URL):
+    """A fresh AMOP database: ``sqlite`` (a file) or ``postgres`` (a throwaway database on the server
+    ``admin_url`` connects to)."""
     if kind == "sqlite":
         path = workdir / f"amop-{uuid.uuid4().hex[:8]}.db"
         engine = make_engine(f"sqlite:///{path}")
@@ -91,10 +92,10 @@ def amop_database(kind: str, workdir: Path):
                 Path(str(path) + suffix).unlink(missing_ok=True)
         return
     name = f"bulkchange_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+    engine = make_engine(admin_url.rsplit("/", 1)[0] + f"/{name}")
     create_schema(engine)
     try:
         yield engine
@@ -106,18 +107,82 @@ def amop_database(kind: str, workdir: Path):
 
 
 @contextmanager
-def pg_database(label: str):
+def pg_database(label: str, admin_url: str = PG_ADMIN_URL):
     """A throwaway empty PostgreSQL database; yields its URL, dropped afterwards."""
     name = f"bulkchange_bench_{label}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def pg_max_connections(admin_url: str = PG_ADMIN_URL) -> int:
+    eng = sa.create_engine(admin_url)
+    try:
+        with eng.connect() as c:
+            return int(c.execute(sa.text("SHOW max_connections")).scalar())
+    finally:
+        eng.dispose()
+
+
+@contextmanager
+def pg_server(min_connections: int):
+    """The PostgreSQL server of a scenario with many clients; yields (admin URL, max_connections).
+
+    The shared server when its ``max_connections`` is enough. Otherwise a throwaway server of the
+    same PostgreSQL build (its ``initdb`` and ``postgres``, default settings) in a temporary
+    directory on a free port, with ``max_connections`` = ``min_connections``, stopped and removed
+    afterwards: a deployment sizes ``max_connections`` for its worker slots
+    (docs/deployment.md), and the machine's shared server is not the benchmark's to reconfigure.
+    Raises RuntimeError (the scenario's "skipped" reason) when neither is possible."""
+    have = pg_max_connections()
+    if have >= min_connections:
+        yield PG_ADMIN_URL, have
+        return
+    eng = sa.create_engine(PG_ADMIN_URL)
+    try:
+        with eng.connect() as c:
+            major = int(c.execute(sa.text("SHOW server_version_num")).scalar()) // 10000
+    finally:
+        eng.dispose()
+    bindir = next((d for d in (Path(f"/usr/lib/postgresql/{major}/bin"),
+                               Path(os.environ.get("BULKCHANGE_BENCH_PG_BINDIR", "/nonexistent")))
+                   if (d / "initdb").exists()), None)
+    if bindir is None:
+        raise RuntimeError(f"the PostgreSQL server allows {have} connections, the scenario needs "
+                           f"{min_connections}, and no initdb of PostgreSQL {major} to start one "
+                           "(set BULKCHANGE_BENCH_PG_BINDIR)")
+    import pwd
+    import shutil
+    import tempfile
+
+    as_user: list[str] = []
+    home = Path(tempfile.mkdtemp(prefix="bulkchange-bench-pg-"))
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        owner = pwd.getpwnam("postgres")
+        os.chown(home, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = home / "data", free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run(as_user + list(args), check=True, capture_output=True, timeout=120)
+
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(home / "server.log"), "-o",
+            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={home} "
+            f"-c max_connections={min_connections}", "start")
+        try:
+            yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres", min_connections
+        finally:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def redis_url() -> str | None:

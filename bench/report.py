@@ -77,7 +77,7 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
             continue
         ratios = [a["ratio"] for a in r["accounts"]]
         out.append((label, f"{r['ratio']:.3f}", "<= 1.15",
-                    f"{r['executor']}{' (workers ' + ', '.join(r['workers']) + ')' if r.get('workers') else ''}: "
+                    f"{r['executor']}{_workers(r)}: "
                     f"{len(r['accounts'])} Jasper accounts at {r['accounts'][0]['rate']:g}..{r['accounts'][-1]['rate']:g} "
                     f"req/s, {r['devices']} devices; all done in {r['total_s']} s vs the slowest account's bound "
                     f"{r['slowest_bound_s']} s; each account's run / its bound {min(ratios):.2f}..{max(ratios):.2f}; "
@@ -122,6 +122,14 @@ def _cpu(c, top: int = 5) -> str:
     roles = ", ".join(f"{role} {s:g}" for role, s in list(c["by_role"].items())[:top])
     return (f"; CPU used {c['total_cpu_s']:g} s of the machine's {c['capacity_cpu_s']:g} "
             f"({100 * c['total_cpu_s'] / c['capacity_cpu_s']:.0f} %): {roles} s")
+
+
+def _workers(r: dict) -> str:
+    if not r.get("workers"):
+        return ""
+    slots = f", {r['slots_per_worker']} slots each" if r.get("slots_per_worker") else ""
+    pg = f"; PostgreSQL max_connections {r['pg_max_connections']}" if r.get("pg_max_connections") else ""
+    return f" (workers {', '.join(r['workers'])}{slots}{pg})"
 
 
 def _pages_ok(checks) -> bool:

@@ -22,6 +22,7 @@ in CI in about a minute each.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from contextlib import ExitStack
@@ -38,6 +39,12 @@ R5_ACCOUNTS = 10
 R5_SMALL_ACCOUNTS = 3  # below SMALL_SCALE: the smoke test's three accounts, each its own run
 SMALL_SCALE = 0.1
 R5_FIRST_SP = 11
+# R5C's PostgreSQL: each Celery worker slot holds up to about three connections at once (the worker
+# child's result backend, its batch task's AMOP engine), Airflow's own processes about forty: 104 at
+# most were open with 17 slots on each of two workers (measured), over the 100 a default server allows
+R5C_WORKERS = ("worker1", "worker2")
+R5C_CONNECTIONS_PER_SLOT = 4
+R5C_CONNECTIONS_BASE = 60
 R6_RATE = 200.0
 R6_SP = 30
 # the deployment's setting as the bench started (R4 sets 1 in this process for dag.test())
@@ -152,10 +159,18 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
             return {"skipped": "Redis not reachable (the Celery broker)"}
     accounts = r5_accounts(scale)
     queue = f"bulkchange_bench_{uuid.uuid4().hex[:8]}"
+    # every account's batch tasks at once (a run per account x BULKCHANGE_BATCH_CONCURRENCY slots)
+    # spread over the workers, plus room for the prepare / finalize of other runs
+    slots = -(-len(accounts) * SCHEDULER_BATCH_CONCURRENCY // len(R5C_WORKERS)) + 2 if redis_url else 0
+    connections = R5C_CONNECTIONS_PER_SLOT * slots * len(R5C_WORKERS) + R5C_CONNECTIONS_BASE if redis_url else 0
     with ExitStack() as stack:
+        try:
+            admin_url, max_connections = stack.enter_context(harness.pg_server(connections))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            return {"skipped": f"no PostgreSQL with {connections} connections for {slots} slots per worker: {exc}"}
         sims = [stack.enter_context(harness.simulator_process()) for _ in accounts]
-        meta_url = stack.enter_context(harness.pg_database("meta"))
-        engine = stack.enter_context(harness.amop_database("postgres", workdir))
+        meta_url = stack.enter_context(harness.pg_database("meta", admin_url))
+        engine = stack.enter_context(harness.amop_database("postgres", workdir, admin_url))
         start = 1
         for acc, (api, control) in zip(accounts, sims):
             acc["bulk_change_id"] = harness.seed_fleet(engine, control, acc["devices"], start=start,
@@ -173,10 +188,8 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
             cluster.airflow("db", "migrate")
             cluster.start_core()
             if redis_url:
-                # every account's batch tasks at once: a run per account x BULKCHANGE_BATCH_CONCURRENCY
-                # (2) slots over two workers, plus room for the prepare / finalize of other runs
-                for name in ("worker1", "worker2"):
-                    cluster.start_celery_worker(name, queue, concurrency=len(accounts) + 2)
+                for name in R5C_WORKERS:
+                    cluster.start_celery_worker(name, queue, concurrency=slots)
             cluster.wait_for_dags(["bulk_change_sensor", "bulk_change_process"])
             cluster.airflow("dags", "unpause", "bulk_change_process")
             cluster.airflow("dags", "trigger", "bulk_change_sensor")  # one sensor run, triggered once
@@ -213,6 +226,7 @@ def r5(scale: float, workdir: Path, *, executor: str = "LocalExecutor") -> dict:
     return {"executor": executor, "accounts": per_account, "devices": sum(a["devices"] for a in accounts),
             "slowest_bound_s": slowest, "total_s": round(total, 2), "ratio": round(total / slowest, 3),
             "claimed_per_poke": [len(c or []) for c in claims], "workers": hosts if redis_url else None,
+            "slots_per_worker": slots or None, "pg_max_connections": max_connections,
             "all_processed": all(v == "PROCESSED" for v in statuses.values()), "cpu": cpu.result()}
 
 

@@ -55,3 +55,35 @@ def test_bench_runs_and_writes_every_figure(tmp_path):
 
     table = markdown(data, source="bench.json", digest="0" * 64)
     assert all(f"| {name} " in table for name in ("R1", "R2", "R3", "MEM", "R4", "R4S", "R5", "R6"))
+
+
+def test_pg_server_gives_the_connections_asked_for():
+    """R5C's PostgreSQL: the shared server when it allows enough connections, else a throwaway one
+    with exactly what was asked for, gone afterwards (its worker slots would not fit otherwise)."""
+    import sqlalchemy as sa
+
+    from bench import harness
+
+    if not harness.pg_reachable():
+        assert not IN_CI, "PostgreSQL must be reachable in CI"
+        import pytest
+        pytest.skip("PostgreSQL not reachable")
+    have = harness.pg_max_connections()
+    with harness.pg_server(have) as (url, n):
+        assert (url, n) == (harness.PG_ADMIN_URL, have)
+    with harness.pg_server(have + 7) as (url, n):
+        assert url != harness.PG_ADMIN_URL and n == have + 7
+        assert harness.pg_max_connections(url) == have + 7
+        with harness.pg_database("probe", url) as db_url:
+            eng = sa.create_engine(db_url)
+            with eng.connect() as c:
+                assert c.execute(sa.text("SELECT 1")).scalar() == 1
+            eng.dispose()
+    eng = sa.create_engine(url)
+    try:
+        import pytest
+        with pytest.raises(sa.exc.OperationalError):  # stopped with the scenario
+            with eng.connect():
+                pass
+    finally:
+        eng.dispose()

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import tenacity
 
@@ -36,6 +36,7 @@ R = TypeVar("R")
 
 DEFAULT_MAX_PARALLEL = 10
 _NEVER = float("-inf")
+LAST_LET_GO: Any = object()  # refused(): the entry of this thread's last let-go
 
 
 def max_parallel_from_env(default: int = DEFAULT_MAX_PARALLEL) -> int:
@@ -147,12 +148,22 @@ class RateLimiter:
             self._sleep(wait)
             waited += wait
 
-    def refused(self) -> None:
-        """The carrier refused (429) the request this thread was last let go for: it counted
-        nothing, so the window does not count it either."""
-        sent, self._mine.sent = getattr(self._mine, "sent", None), None
+    def taken(self) -> float | None:
+        """This thread's entry in the window from its last ``acquire``/``admit`` (None: no window);
+        the caller hands it to ``refused`` if the carrier refuses that request."""
+        return getattr(self._mine, "sent", None)
+
+    def refused(self, entry: Any = LAST_LET_GO) -> None:
+        """The carrier refused (429) a request: it counted nothing, so the window does not count it
+        either. ``entry``: the request's ``taken()``; by default the one this thread was last let go
+        for, which is another request's when a call was made in between (a check at the carrier
+        before a resend takes its own slot after the resend's)."""
+        mine = getattr(self._mine, "sent", None)
+        sent = mine if entry is LAST_LET_GO else entry
         if sent is None:
             return
+        if mine == sent:
+            self._mine.sent = None
         with self._lock:
             try:
                 self._sent.remove(sent)
@@ -318,7 +329,9 @@ class CallPolicy:
                 limiter.penalize(min(retry_after, self.retry.max_delay))
             step, state["free"] = next_step(exc), None
             if step is NextStep.WAIT_OUT and hasattr(limiter, "refused"):
-                limiter.refused()  # not counted by the carrier: not in the limiter's window either
+                # not counted by the carrier: not in the limiter's window either (this attempt's own
+                # entry: a check made during the attempt took a later one on this thread)
+                limiter.refused(state["entry"]) if "entry" in state else limiter.refused()
             if step is NextStep.REAUTHENTICATE:
                 state["reauthenticated"], state["free"] = 1, "reauth"
             elif step is NextStep.WAIT_OUT and state["waited"] < self.retry.rate_limited_waits:
@@ -348,6 +361,8 @@ class CallPolicy:
                 limiter.acquire()
             elif hasattr(limiter, "admit"):  # in its place: no new slot, but within the window
                 limiter.admit()
+            if hasattr(limiter, "taken"):
+                state["entry"] = limiter.taken()
 
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             if state["free"] == "reauth":

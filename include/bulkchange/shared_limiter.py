@@ -36,7 +36,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from bulkchange.engine import RateLimiter, carrier_window, check_window
+from bulkchange.engine import LAST_LET_GO, RateLimiter, carrier_window, check_window
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +249,21 @@ class RedisRateLimiter:
             self._sleep(float(seconds))
             waited += float(seconds)
 
-    def refused(self) -> None:
-        """The carrier refused (429) the request this thread was last let go for: out of the
-        window again (it counted nothing)."""
-        sent, self._mine.sent = getattr(self._mine, "sent", None), None
+    def taken(self) -> Any:
+        """This thread's entry in the shared window from its last ``acquire``/``admit`` (None: not
+        in the window); the caller hands it to ``refused``."""
+        return getattr(self._mine, "sent", None) if self._redis_usable() else self.fallback.taken()
+
+    def refused(self, entry: Any = LAST_LET_GO) -> None:
+        """The carrier refused (429) a request: out of the window again (it counted nothing).
+        ``entry``: the request's ``taken()``; by default this thread's last let-go (see
+        ``RateLimiter.refused``)."""
         if not self._redis_usable():
-            return self.fallback.refused()
+            return self.fallback.refused(entry)
+        mine = getattr(self._mine, "sent", None)
+        sent = mine if entry is LAST_LET_GO else entry
+        if mine == sent:
+            self._mine.sent = None
         if sent is None:
             return
         try:

@@ -774,3 +774,26 @@ def test_a_window_looser_than_the_spacing_absorbs_a_late_caller(span, recovered)
     late_gaps = [b - a for a, b in zip(times[-30:], times[-29:])]
     assert (min(late_gaps) > 0.2) is recovered
     assert times[-1] - (100.0 + 199 / 4.9) == pytest.approx(0.0, abs=0.01)  # no time lost either way
+
+
+def test_a_refusal_takes_its_own_request_out_of_the_window_not_a_check_made_in_between():
+    """After an unknown outcome the resend's slot is taken first, then the check at the carrier
+    takes its own (same thread, same limiter). If the carrier then refuses the resend, the entry
+    that leaves the window is the resend's: the check reached the carrier and counts."""
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep, window=(2, 1.0))
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.01), sleep=clock.sleep)
+    sent = []
+
+    def resend():
+        sent.append(clock.now)  # let go at 100.0
+        if len(sent) == 1:
+            clock.sleep(0.1)
+            policy.execute(lambda: "not there")  # the check: let go at 100.1, counted by the carrier
+            raise TransientError("429", status_code=429, retry_after=0.01)
+        return "ok"
+
+    assert policy.execute(resend) == ("ok", 2)
+    assert sent[1] == pytest.approx(100.11)
+    limiter.acquire()  # the window now holds the check (100.1) and the retry (100.11)
+    assert clock.now == pytest.approx(101.1)  # had the check's entry left instead: 101.0

@@ -237,6 +237,20 @@ def test_a_refused_request_leaves_the_shared_window(redis_url, key):
     assert time.monotonic() - t0 < 2.0  # counted, it would have waited 5 s
 
 
+def test_a_refusal_named_by_its_entry_leaves_the_shared_window_not_a_later_one(redis_url, key):
+    """A check at the carrier let go after the refused request, on the same thread: the refused
+    request's own entry leaves the window, the check's stays (the carrier counted it)."""
+    limiter = RedisRateLimiter(key, None, url=redis_url, window=(2, 5.0))
+    limiter.acquire()
+    refused = limiter.taken()
+    time.sleep(0.05)
+    limiter.acquire()  # the check
+    check = limiter.taken()
+    assert refused is not None and check is not None and refused != check
+    limiter.refused(refused)
+    assert limiter._redis.lrange(limiter.window_key, 0, -1) == [check]
+
+
 def test_a_late_sleeper_holds_the_next_caller_back(redis_url, key):
     """Slots are reserved ahead (every 0.1 s): the caller of the second slot sleeps 0.15 s too long
     and goes out at +0.25, the fourth slot is +0.3; without the window they leave 0.05 s apart,

@@ -87,3 +87,15 @@ def test_pg_server_gives_the_connections_asked_for():
                 pass
     finally:
         eng.dispose()
+
+
+def test_r3_http_ab_runs_both_versions_and_restores_the_shortcuts(tmp_path):
+    out = tmp_path / "ab.json"
+    env_path = f"{ROOT}:{ROOT / 'include'}:{ROOT / 'plugins'}"
+    res = subprocess.run([sys.executable, "-m", "bench.r3_ab", "--devices", "20", "--rounds", "1", "--out", str(out)],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": env_path}, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert len(data["runs"]["requests"]) == len(data["runs"]["shortcuts"]) == 1 and data["commit"]
+    assert all(v > 0 for v in data["mean"].values()) and data["load_before"] and data["load_after"]

@@ -244,7 +244,8 @@ class BoundedSession(requests.Session):
         body or none, headers, no per-request extras) is prepared here directly into the same
         ``PreparedRequest`` requests would make (``prepare_plain``), then sent through the session's
         ``send`` as requests does (deadline, size cap, redirects, cookies, hooks all as before):
-        requests' general preparation was a third of the HTTP client's CPU per request."""
+        requests' general preparation is a visible part of the HTTP client's CPU per request
+        (docs/development.md, "Where R3's CPU goes")."""
         prepared = None
         if not (params or data or cookies or files or auth or proxies or hooks or stream or verify is not None
                 or cert):

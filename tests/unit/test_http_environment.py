@@ -119,8 +119,8 @@ PLAIN = [
 @pytest.mark.parametrize("kwargs", PLAIN, ids=[r["method"] + " " + r["url"] for r in PLAIN])
 def test_a_carrier_call_is_prepared_directly_as_requests_prepares_it(kwargs):
     """BoundedSession.request prepares a plain carrier call itself (requests' general preparation is
-    a third of the client's CPU per request): method, URL, headers in their order and body must be
-    byte for byte what requests makes of the same call in the same session."""
+    a visible part of the client's CPU per request): method, URL, headers in their order and body
+    must be byte for byte what requests makes of the same call in the same session."""
     ours, plain = BoundedSession(), requests.Session()
     for session in (ours, plain):
         session.headers["X-Session"] = "s"

@@ -267,15 +267,10 @@ class BoundedSession(requests.Session):
                 or self.auth is not None or any(self.hooks.values()) \
                 or not isinstance(headers, (dict, type(None))):
             return None
-        if self.trust_env and self._once_per_host("netrc", url, None, lambda: get_netrc_auth(url)):
+        if self.trust_env and self._netrc_auth(url):
             return None
         method = method.upper()
-        merged = CaseInsensitiveDict(self.headers)
-        for key, value in (headers or {}).items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+        merged = self._merged_headers(headers or {})
         for header in merged.items():
             check_header_validity(header)  # no CR / LF smuggled into a header
         body = None
@@ -308,21 +303,31 @@ class BoundedSession(requests.Session):
         if request.cookies or len(self.cookies) or self.params or not isinstance(request.headers, dict) \
                 or not isinstance(request.params, dict):
             return super().prepare_request(request)
-        headers = CaseInsensitiveDict(self.headers)
-        for key, value in request.headers.items():
-            if value is None:
-                headers.pop(key, None)
-            else:
-                headers[key] = value
+        headers = self._merged_headers(request.headers)
         auth = request.auth if request.auth is not None else self.auth
         if self.trust_env and not auth:
-            auth = self._once_per_host("netrc", request.url, None, lambda: get_netrc_auth(request.url))
+            auth = self._netrc_auth(request.url)
         prepared = requests.PreparedRequest()
         prepared.prepare(method=request.method.upper(), url=request.url, files=request.files, data=request.data,
                          json=request.json, headers=headers, auth=auth, cookies=RequestsCookieJar(),
                          params={k: v for k, v in request.params.items() if v is not None},
                          hooks=merge_hooks(request.hooks, self.hooks))
         return prepared
+
+    def _merged_headers(self, headers: dict) -> CaseInsensitiveDict:
+        """The session's headers with the request's over them; a request header set to None removes
+        the session's (requests' ``merge_setting`` for headers)."""
+        merged = CaseInsensitiveDict(self.headers)
+        for key, value in headers.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return merged
+
+    def _netrc_auth(self, url: str) -> Any:
+        """``~/.netrc``'s credentials for this URL's host, read once per scheme and host."""
+        return self._once_per_host("netrc", url, None, lambda: get_netrc_auth(url))
 
     def _once_per_host(self, what: str, url: Any, extra: Any, read: Callable[[], Any]) -> Any:
         """``read()`` the first time ``what`` is asked for this URL's scheme and host (and ``extra``),

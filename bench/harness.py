@@ -150,9 +150,9 @@ def pg_server(min_connections: int):
             major = int(c.execute(sa.text("SHOW server_version_num")).scalar()) // 10000
     finally:
         eng.dispose()
-    bindir = next((d for d in (Path(f"/usr/lib/postgresql/{major}/bin"),
-                               Path(os.environ.get("BULKCHANGE_BENCH_PG_BINDIR", "/nonexistent")))
-                   if (d / "initdb").exists()), None)
+    bindir = next((d for d in (Path(os.environ.get("BULKCHANGE_BENCH_PG_BINDIR", "/nonexistent")),
+                               Path(f"/usr/lib/postgresql/{major}/bin"))
+                   if (d / "initdb").exists()), None)  # the one named first, then Debian's
     if bindir is None:
         raise RuntimeError(f"the PostgreSQL server allows {have} connections, the scenario needs "
                            f"{min_connections}, and no initdb of PostgreSQL {major} to start one "

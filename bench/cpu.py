@@ -4,7 +4,9 @@ The batch task's own CPU per device is R3; under a real scheduler the machine al
 processes, the simulators, PostgreSQL and Redis, and on 2 CPUs their sum is what bounds R5 and R6.
 ``CpuByRole`` samples ``/proc`` in a thread (every ``interval_s``) and adds up each process's user +
 system time by role, from its command line; a process that starts and ends between two samples is
-missed, and one that ends loses at most its last interval. Linux only: elsewhere it records nothing.
+missed, and one that ends loses at most its last interval. A process's whole CPU goes to the role of
+the last command line seen for it: a task process forked from its supervisor first shows the
+supervisor's command line, until it sets its own title. Linux only: elsewhere it records nothing.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class CpuByRole:
         self.proc = proc
         self._ticks: dict[tuple[str, str], int] = {}
         self._roles: dict[tuple[str, str], str] = {}
-        self._by_role: Counter = Counter()
+        self._spent: Counter = Counter()  # ticks per process since sampling began
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = self._t1 = 0.0
@@ -67,15 +69,16 @@ class CpuByRole:
             except (OSError, IndexError, ValueError):
                 continue
             key = (pid, started)
-            if key not in self._roles:
-                try:
-                    cmd = (self.proc / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    cmd = ""
+            try:
+                cmd = (self.proc / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                cmd = None  # ended meanwhile: keep the role last seen
+            if cmd is not None or key not in self._roles:
                 self._roles[key] = role_of(cmd) if cmd else "kernel"
+            if key not in self._ticks:
                 # a process already running when sampling began counts from then on
                 self._ticks[key] = ticks if first else 0
-            self._by_role[self._roles[key]] += ticks - self._ticks[key]
+            self._spent[key] += ticks - self._ticks[key]
             self._ticks[key] = ticks
 
     def _run(self) -> None:
@@ -99,6 +102,9 @@ class CpuByRole:
 
     def result(self) -> dict:
         wall = (self._t1 or time.monotonic()) - self._t0
-        by_role = {role: round(ticks / _HZ, 1) for role, ticks in self._by_role.most_common() if ticks > 0}
+        totals: Counter = Counter()
+        for key, ticks in self._spent.items():
+            totals[self._roles[key]] += ticks
+        by_role = {role: round(ticks / _HZ, 1) for role, ticks in totals.most_common() if ticks > 0}
         return {"wall_s": round(wall, 1), "capacity_cpu_s": round(wall * (os.cpu_count() or 1), 1),
                 "total_cpu_s": round(sum(by_role.values()), 1), "by_role": by_role}

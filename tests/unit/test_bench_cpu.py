@@ -35,6 +35,17 @@ def test_cpu_is_added_up_by_role_from_the_first_sample_on(tmp_path):
     assert got == {"task processes": round(350 / _HZ, 1), "scheduler": round(60 / _HZ, 1)}
 
 
+def test_a_forked_task_counts_under_the_title_it_sets_not_its_supervisors(tmp_path):
+    cpu = CpuByRole(interval_s=3600, proc=tmp_path)
+    with cpu:
+        # first seen with its supervisor's command line (forked, not yet retitled) ...
+        _proc(tmp_path, 20, "airflow worker -- LocalExecutor: 01a2", 30, 0, started=9)
+        cpu._sample()
+        # ... then as the task it is: all of its CPU, the ticks before the title included
+        _proc(tmp_path, 20, "airflow worker -- 01a2", 400, 20, started=9)
+    assert cpu.result()["by_role"] == {"task processes": round(420 / _HZ, 1)}
+
+
 def test_the_docs_table_names_where_the_cpu_went_when_the_run_recorded_it():
     from bench.report import _cpu
 

@@ -114,7 +114,8 @@ def run_phases(cluster) -> dict[str, dict]:
     run's start to its first batch task starting (``to_batches_s``: prepare and the approval gate,
     with the scheduler loops and task starts between them), the batch tasks (``batches_s``: first
     start to last end), from the last batch to the run's end (``after_batches_s``: wait_for_carrier,
-    finalize), and the longest a task instance waited between queued and started (``max_queued_s``)."""
+    finalize), the longest a task instance waited between queued and started (``max_queued_s``), and
+    each batch task's start and end from the run's start (``batch_spans_s``, by start)."""
     rows = cluster.query(
         "SELECT ti.run_id, ti.task_id, ti.queued_dttm, ti.start_date, ti.end_date, dr.start_date, dr.end_date "
         "FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
@@ -122,12 +123,13 @@ def run_phases(cluster) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for run_id, task_id, queued, start, end, run_start, run_end in rows:
         p = out.setdefault(run_id, {"run_start": run_start, "run_end": run_end, "batch_start": None,
-                                    "batch_end": None, "max_queued_s": 0.0})
+                                    "batch_end": None, "max_queued_s": 0.0, "spans": []})
         if queued and start:
             p["max_queued_s"] = max(p["max_queued_s"], (start - queued).total_seconds())
         if task_id == "process_batch" and start and end:
             p["batch_start"] = min(filter(None, (p["batch_start"], start)))
             p["batch_end"] = max(filter(None, (p["batch_end"], end)))
+            p["spans"].append((start, end))
     result = {}
     for run_id, p in out.items():
         if not (p["batch_start"] and p["run_start"] and p["run_end"]):
@@ -135,7 +137,10 @@ def run_phases(cluster) -> dict[str, dict]:
         result[run_id] = {"to_batches_s": round((p["batch_start"] - p["run_start"]).total_seconds(), 1),
                           "batches_s": round((p["batch_end"] - p["batch_start"]).total_seconds(), 1),
                           "after_batches_s": round((p["run_end"] - p["batch_end"]).total_seconds(), 1),
-                          "max_queued_s": round(p["max_queued_s"], 1)}
+                          "max_queued_s": round(p["max_queued_s"], 1),
+                          "batch_spans_s": [[round((s - p["run_start"]).total_seconds(), 1),
+                                             round((e - p["run_start"]).total_seconds(), 1)]
+                                            for s, e in sorted(p["spans"])]}
     return result
 
 

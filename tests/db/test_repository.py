@@ -247,3 +247,62 @@ def test_psycopg3_plans_every_lookup_for_its_own_values(pg_url):
         assert prepared == 0, f"{prepared} statements prepared on the server: generic plans"
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_psycopg2_sends_an_executemany_in_pages_not_a_round_trip_per_row(pg_url):
+    """Recording a batch's results updates every device change and device: with psycopg2's own
+    executemany that is one statement (a round trip) per row. The engine sends them in pages."""
+    import psycopg2.extensions
+    import sqlalchemy as sa
+
+    from bulkchange.db.connect import EXECUTEMANY_PAGE_SIZE
+
+    sent = {"execute": 0, "executemany": 0}
+
+    class Counting(psycopg2.extensions.cursor):
+        def execute(self, *a, **kw):
+            sent["execute"] += 1
+            return super().execute(*a, **kw)
+
+        def executemany(self, *a, **kw):
+            sent["executemany"] += 1
+            return super().executemany(*a, **kw)
+
+    engine = make_engine(pg_url, connect_args={"cursor_factory": Counting})
+    seed.create_schema(engine)
+    try:
+        bulk_id = make_bulk(engine, n=EXECUTEMANY_PAGE_SIZE + 20)
+        tbl = t.m2m_device_change
+        with engine.begin() as conn:
+            ids = list(conn.execute(select(tbl.c.Id).where(tbl.c.BulkChangeId == bulk_id)).scalars())
+            sent.update(execute=0, executemany=0)
+            conn.execute(sa.update(tbl).where(tbl.c.Id == sa.bindparam("dc_id"))
+                         .values(StatusDetails=sa.bindparam("why")),
+                         [{"dc_id": i, "why": f"row {i}"} for i in ids])
+        # two pages (psycopg2.extras.execute_batch sends each as one statement), not 520 rows
+        assert sent == {"execute": 2, "executemany": 0}
+        with engine.connect() as conn:
+            rows = conn.execute(select(tbl.c.Id, tbl.c.StatusDetails).where(tbl.c.BulkChangeId == bulk_id)).all()
+        details = {r.Id: r.StatusDetails for r in rows}
+        assert details == {i: f"row {i}" for i in ids}
+    finally:
+        engine.dispose()
+
+
+def test_retired_spares_are_counted_whatever_the_driver_reports_for_an_executemany(amop_engine):
+    """retire_taken_over_spares says how many spare rows it retired, also where the driver reports
+    only a page's last statement for an executemany (psycopg2 in pages: db.connect)."""
+    from bulkchange.db import sim_swap
+
+    bulk_id = make_bulk(amop_engine, n=2)
+    spares = [seed.make_iccid(97_000 + k) for k in range(3)]
+    with amop_engine.begin() as conn:
+        seed.add_devices(conn, [{"ICCID": i, "Status": "INVENTORY"} for i in spares], sp_id=1, tenant_id=1)
+        bulk = bulk_changes.load_bulk_change(conn, bulk_id)
+        device_ids = list(conn.execute(select(t.device.c.Id).where(t.device.c.ICCID.in_(
+            [seed.make_iccid(1000), seed.make_iccid(1001)]))).scalars())
+        moved = [(device_ids[0], spares[0]), (device_ids[1], spares[1])]
+        assert sim_swap.retire_taken_over_spares(conn, bulk, moved) == 2
+        retired = set(conn.execute(select(t.device.c.ICCID).where(t.device.c.IsDeleted == True)).scalars())  # noqa: E712
+    assert retired == {spares[0], spares[1]}

@@ -58,8 +58,11 @@ def retire_taken_over_spares(conn: Connection, bulk: BulkChange, moved: Sequence
                                  d.c.ServiceProviderId == bulk.service_provider_id, d.c.TenantId == bulk.tenant_id,
                                  d.c.IsDeleted == False, _spare(d.c.Status)))  # noqa: E712
             .values(IsActive=False, IsDeleted=True, ModifiedDate=utcnow()))
-    result = conn.execute(stmt, [{"iccid": iccid, "device_id": device_id} for device_id, iccid in moved])
-    return max(result.rowcount or 0, 0)
+    params = [{"iccid": iccid, "device_id": device_id} for device_id, iccid in moved]
+    if conn.dialect.supports_sane_multi_rowcount:
+        return max(conn.execute(stmt, params).rowcount or 0, 0)
+    # a driver sending the rows in pages reports only a page's last statement (db.connect)
+    return sum(max(conn.execute(stmt, p).rowcount or 0, 0) for p in params)
 
 
 def change_requests_in_order(conn: Connection, bulk: BulkChange) -> list[tuple[int, str | None, str | None]]:

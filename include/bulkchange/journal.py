@@ -61,17 +61,29 @@ class CallJournal(Journal):
         self._ends: list[CallRecord] = []
         self._finished: list[tuple[int, CallRecord]] = []
         self._writing = False
+        self._close: Callable[[], None] = lambda: None
         self.round_trips = 0   # transactions written
         self.intents = 0       # attempts journaled before being sent
 
     @classmethod
     def for_batch(cls, engine: Engine, bulk: BulkChange, *, processed_by: str) -> "CallJournal":
+        """The batch's journal, writing through one held connection (``db.connect.HeldConnection``:
+        no checkout, so no ping round trip, per write); ``close()`` gives it back."""
         from bulkchange.db import device_changes
+        from bulkchange.db.connect import HeldConnection
+
+        held = HeldConnection(engine)  # used by one write at a time: the writes never overlap
 
         def write(intents, ends, finished):
-            return device_changes.journal_write(engine, bulk, processed_by=processed_by, intents=intents,
+            return device_changes.journal_write(held, bulk, processed_by=processed_by, intents=intents,
                                                 completions=ends, finished=finished)
-        return cls(write)
+        journal = cls(write)
+        journal._close = held.close
+        return journal
+
+    def close(self) -> None:
+        """The batch is over (after ``flush``): give back what the writes held."""
+        self._close()
 
     # -- Journal ---------------------------------------------------------------------------------
     def begin(self, device_change_id: int, record: CallRecord) -> None:

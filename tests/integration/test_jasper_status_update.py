@@ -288,3 +288,30 @@ def test_a_rate_plan_applied_before_a_failed_status_call_is_written(amop_engine,
     with amop_engine.connect() as conn:
         assert set(conn.execute(select(t.device.c.Status, t.device.c.CarrierRatePlan)).all()) == \
             {("ACTIVATED", "P-500")}
+
+
+def test_the_journal_writes_on_one_connection_not_a_checkout_per_attempt(amop_engine, fleet_factory, make_client,
+                                                                         jasper):
+    """One attempt at a time (max_parallel 1): every attempt is its own journal transaction. They
+    share the journal's held connection (db.connect.HeldConnection): on a server database each
+    checkout costs a ping round trip. The batch's other transactions (loading, recording) still
+    check out their own, and every connection is back in the pool when the batch ends."""
+    from sqlalchemy import event
+
+    fleet = fleet_factory(30)
+    bulk_id = fleet.bulk("Suspend", PostUpdateStatusId=7)
+    plan = processing.prepare(amop_engine, bulk_id, batch_size=30)
+    checkouts = []
+    listener = lambda *a: checkouts.append(1)  # noqa: E731
+    event.listen(amop_engine, "checkout", listener)
+    try:
+        [batch] = plan.batches
+        processing.process_batch(amop_engine, bulk_id, batch.device_change_ids, client=make_client(), max_parallel=1)
+    finally:
+        event.remove(amop_engine, "checkout", listener)
+    with amop_engine.connect() as conn:
+        logs = conn.execute(select(func.count()).select_from(t.device_bulk_change_log)
+                            .where(t.device_bulk_change_log.c.BulkChangeId == bulk_id)).scalar_one()
+    assert logs == 30 and len(jasper.calls()) == 30
+    assert len(checkouts) < 10, f"{len(checkouts)} checkouts for 30 journaled attempts"
+    assert amop_engine.pool.checkedout() == 0

@@ -89,3 +89,59 @@ def read_committed_snapshot_problem(engine: Engine) -> str | None:
             "batches' closing transactions, the portal's reads and the progress roll-up block each "
             "other and deadlocks (error 1205) are more likely (they are retried, docs/database.md). "
             f"A DBA enables it with: {SNAPSHOT_STATEMENT}")
+
+
+class HeldConnection:
+    """One pooled connection kept for a sequence of short transactions from one thread at a time
+    (the call journal's group commits: ``bulkchange.journal``), instead of a checkout per
+    transaction. A checkout is not free: on PostgreSQL and SQL Server the engine pings the
+    connection first (``pool_pre_ping``), a round trip per transaction, and a journal writes one
+    transaction per carrier attempt when the account's rate spaces the attempts out.
+
+    ``begin()`` is used as ``engine.begin()`` is (``db.retry.run_in_transaction`` takes either).
+    The connection goes back to the pool, and the next transaction checks one out again with the
+    engine's ping, when it was idle longer than ``idle_s`` (a connection the server or a proxy
+    dropped while it sat idle is then replaced, as the pool would) and after any error in a
+    transaction (an invalidated connection is never used again). ``close()`` gives it back."""
+
+    def __init__(self, engine: Engine, *, idle_s: float = 5.0, clock=None):
+        import time
+
+        self.engine = engine
+        self.idle_s = idle_s
+        self._clock = clock or time.monotonic
+        self._conn = None
+        self._last_used = 0.0
+        self.checkouts = 0
+
+    @property
+    def dialect(self):
+        return self.engine.dialect
+
+    def begin(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def transaction():
+            if self._conn is not None and self._clock() - self._last_used > self.idle_s:
+                self.close()
+            if self._conn is None:
+                self._conn = self.engine.connect()
+                self.checkouts += 1
+            try:
+                with self._conn.begin():
+                    yield self._conn
+            except BaseException:
+                self.close()
+                raise
+            finally:
+                self._last_used = self._clock()
+        return transaction()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection: the pool discards it
+                pass

@@ -168,7 +168,8 @@ def journal_write(engine: Engine, bulk: BulkChange, *, processed_by: str,
                   intents: Sequence[tuple[int, CallRecord]] = (),
                   completions: Sequence[CallRecord] = (),
                   finished: Sequence[tuple[int, CallRecord]] = ()) -> list[int]:
-    """One short transaction of the call journal (never held across an HTTP call).
+    """One short transaction of the call journal (never held across an HTTP call), on ``engine``
+    or the journal's ``db.connect.HeldConnection``.
 
     ``intents``: attempts about to be sent, inserted as IN_FLIGHT rows; returns their row ids in
     order. ``completions``: attempts whose IN_FLIGHT row (``log_id``) gets its answer.

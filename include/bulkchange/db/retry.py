@@ -76,7 +76,8 @@ def is_transient(exc: BaseException) -> bool:
 def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, what: str = "transaction",
                        attempts: int = ATTEMPTS) -> T:
     """``work(conn)`` inside ``engine.begin()``, run again in a new transaction when it lost a
-    deadlock or lock conflict (at most ``attempts`` times); returns what ``work`` returns."""
+    deadlock or lock conflict (at most ``attempts`` times); returns what ``work`` returns.
+    ``engine``: an Engine, or anything with its ``begin()`` (``db.connect.HeldConnection``)."""
     def before_sleep(state) -> None:
         exc = state.outcome.exception()
         log.warning("%s: %s, attempt %d of %d rolled back; running it again", what, transient_reason(exc),

@@ -72,9 +72,13 @@ class CpuByRole:
             try:
                 cmd = (self.proc / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
-                cmd = None  # ended meanwhile: keep the role last seen
-            if cmd is not None or key not in self._roles:
-                self._roles[key] = role_of(cmd) if cmd else "kernel"
+                cmd = ""
+            if cmd:
+                self._roles[key] = role_of(cmd)
+            elif key not in self._roles:
+                # kernel threads have no command line; a process that is exiting (a zombie) has
+                # none either, and keeps the role last seen
+                self._roles[key] = "kernel"
             if key not in self._ticks:
                 # a process already running when sampling began counts from then on
                 self._ticks[key] = ticks if first else 0

@@ -46,6 +46,16 @@ def test_a_forked_task_counts_under_the_title_it_sets_not_its_supervisors(tmp_pa
     assert cpu.result()["by_role"] == {"task processes": round(420 / _HZ, 1)}
 
 
+def test_an_exiting_process_keeps_its_role(tmp_path):
+    cpu = CpuByRole(interval_s=3600, proc=tmp_path)
+    with cpu:
+        _proc(tmp_path, 21, "airflow worker -- 01a4", 300, 10, started=9)
+        cpu._sample()
+        _proc(tmp_path, 21, "", 320, 10, started=9)  # a zombie: its command line is empty
+        _proc(tmp_path, 2, "", 50, 0, started=1)     # a kernel thread: never had one
+    assert cpu.result()["by_role"] == {"task processes": round(330 / _HZ, 1), "kernel": round(50 / _HZ, 1)}
+
+
 def test_the_docs_table_names_where_the_cpu_went_when_the_run_recorded_it():
     from bench.report import _cpu
 

@@ -1,9 +1,12 @@
 """Engines for the AMOP database: one place that knows each dialect's connection quirks."""
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # rows per round trip of a psycopg2 executemany (make_engine)
@@ -104,39 +107,31 @@ class HeldConnection:
     dropped while it sat idle is then replaced, as the pool would) and after any error in a
     transaction (an invalidated connection is never used again). ``close()`` gives it back."""
 
-    def __init__(self, engine: Engine, *, idle_s: float = 5.0, clock=None):
-        import time
-
+    def __init__(self, engine: Engine, *, idle_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self.engine = engine
         self.idle_s = idle_s
-        self._clock = clock or time.monotonic
-        self._conn = None
+        self._clock = clock
+        self._conn: Connection | None = None
         self._last_used = 0.0
-        self.checkouts = 0
 
     @property
     def dialect(self):
         return self.engine.dialect
 
-    def begin(self):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def transaction():
-            if self._conn is not None and self._clock() - self._last_used > self.idle_s:
-                self.close()
-            if self._conn is None:
-                self._conn = self.engine.connect()
-                self.checkouts += 1
-            try:
-                with self._conn.begin():
-                    yield self._conn
-            except BaseException:
-                self.close()
-                raise
-            finally:
-                self._last_used = self._clock()
-        return transaction()
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        if self._conn is not None and self._clock() - self._last_used > self.idle_s:
+            self.close()
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        try:
+            with self._conn.begin():
+                yield self._conn
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._last_used = self._clock()
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -50,8 +50,9 @@ class _Slot:
 class CallJournal(Journal):
     """Group-committed, write-ahead log rows for one batch's carrier attempts (thread-safe)."""
 
-    def __init__(self, write: WriteFn):
+    def __init__(self, write: WriteFn, close: Callable[[], None] = lambda: None):
         self._write = write
+        self._close = close  # what the writes hold, given back by ``close()``
         self._lock = threading.RLock()
         # threads waiting for a write to end, each on its own condition (of the same lock) with what
         # it waits for: a write wakes exactly those it finished plus one to lead the next write,
@@ -61,7 +62,6 @@ class CallJournal(Journal):
         self._ends: list[CallRecord] = []
         self._finished: list[tuple[int, CallRecord]] = []
         self._writing = False
-        self._close: Callable[[], None] = lambda: None
         self.round_trips = 0   # transactions written
         self.intents = 0       # attempts journaled before being sent
 
@@ -77,9 +77,7 @@ class CallJournal(Journal):
         def write(intents, ends, finished):
             return device_changes.journal_write(held, bulk, processed_by=processed_by, intents=intents,
                                                 completions=ends, finished=finished)
-        journal = cls(write)
-        journal._close = held.close
-        return journal
+        return cls(write, held.close)
 
     def close(self) -> None:
         """The batch is over (after ``flush``): give back what the writes held."""

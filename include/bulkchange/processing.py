@@ -460,19 +460,16 @@ def process_batch(engine: Engine, bulk_id: int, device_change_ids: list[int], *,
     if keeper is not None:
         keeper.__enter__()
     try:
-        _run_all(handler_cls, open_changes, work, work_group, max_parallel, progress, results)
-    except BaseException:
-        journal.close()
-        raise
-    finally:
-        if keeper is not None:
-            keeper.__exit__()
-    results = [r for r in results if r is not None]
-    recorded_ids = recorder.recorded_ids()
-    try:
+        try:
+            _run_all(handler_cls, open_changes, work, work_group, max_parallel, progress, results)
+        finally:
+            if keeper is not None:
+                keeper.__exit__()
         journal.flush()  # the answers still queued, before the results that rely on them
     finally:
         journal.close()
+    results = [r for r in results if r is not None]
+    recorded_ids = recorder.recorded_ids()
     log.info("bulk change %s: %d carrier attempts journaled in %d log transactions; %d results recorded "
              "while the batch ran, in %d groups", bulk_id, journal.intents, journal.round_trips,
              len(recorded_ids), recorder.groups)

@@ -114,10 +114,6 @@ class HeldConnection:
         self._conn: Connection | None = None
         self._last_used = 0.0
 
-    @property
-    def dialect(self):
-        return self.engine.dialect
-
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         if self._conn is not None and self._clock() - self._last_used > self.idle_s:

@@ -14,6 +14,7 @@ Knows nothing about Airflow or any particular carrier (plain Python: stdlib and 
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import operator
 import random
@@ -27,6 +28,7 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 import tenacity
 
 from bulkchange.carriers.base import NextStep, next_step
+from bulkchange.carriers.http import when_sent
 from bulkchange.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ class RateLimiter:
     After the penalty, sending resumes at the steady rate (no banked burst).
 
     ``window=(cap, span)``: besides the spacing, at most ``cap`` callers are let go in any ``span``
-    seconds, counted at the moment each one is let go (``admit``). Slots are reserved ahead, so a
+    seconds, counted from the moment each one is let go (``admit``) and, once its request is on the
+    wire, from then (``sent``: ``CallPolicy`` reports it). Slots are reserved ahead, so a
     caller that wakes late (a busy host: its thread, or Redis's reply, waited for a CPU) sends
     closer to the next caller than the spacing says, and a carrier that counts "N per second" on
     arrival refuses whichever request completes N + 1 inside one second; the window holds the
@@ -152,6 +155,28 @@ class RateLimiter:
         """This thread's entry in the window from its last ``acquire``/``admit`` (None: no window);
         the caller hands it to ``refused`` if the carrier refuses that request."""
         return getattr(self._mine, "sent", None)
+
+    def sent(self, entry: Any) -> Any:
+        """The request let go as ``entry`` (its ``taken()``) has just been written to the wire: the
+        window counts it from now instead of from when it was let go, and returns its entry from
+        here on. A carrier counts arrivals: a thread that was let go and then waited for a CPU (or
+        the GIL) before its request left arrives later than the window thought, and the request
+        ``cap`` places after it would arrive less than ``span`` after it and be refused; counted
+        when it left, it holds that one back instead."""
+        if self.window is None or entry is None:
+            return entry
+        with self._lock:
+            now = self._clock()
+            if now <= entry:
+                return entry
+            try:
+                self._sent.remove(entry)
+            except ValueError:  # out of the window already (refused, or pushed out by later ones)
+                return entry
+            bisect.insort(self._sent, now)  # the window stays in time order (its oldest first)
+            if getattr(self._mine, "sent", None) == entry:
+                self._mine.sent = now
+            return now
 
     def refused(self, entry: Any = LAST_LET_GO) -> None:
         """The carrier refused (429) a request: it counted nothing, so the window does not count it
@@ -363,6 +388,11 @@ class CallPolicy:
                 limiter.admit()
             if hasattr(limiter, "taken"):
                 state["entry"] = limiter.taken()
+                if state["entry"] is not None and hasattr(limiter, "sent"):
+                    state["on_sent"] = on_sent
+
+        def on_sent() -> None:  # the attempt's request left (carriers.http): the window counts it from now
+            state["entry"] = limiter.sent(state["entry"])
 
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             if state["free"] == "reauth":
@@ -379,7 +409,8 @@ class CallPolicy:
         def attempt() -> R:
             state["calls"] += 1
             try:
-                return fn()
+                with when_sent(state.pop("on_sent", None)):
+                    return fn()
             except BaseException as exc:
                 _set_attempts(exc, state["calls"])
                 raise

@@ -17,9 +17,11 @@ Same algorithm and interface as the in-process limiter (``acquire()`` -> seconds
   key; a caller whose reserved slot falls inside a penalty that arrived while it slept queues
   again;
 * ``window=(cap, span)`` (see :class:`~bulkchange.engine.RateLimiter`): at most ``cap`` callers let
-  go in any ``span`` seconds, counted when each is let go (a list of those times in Redis, beside the
-  bucket): a caller that wakes late holds the next ones back instead of arriving bunched with them;
-  the same round trip that checks for a penalty after the sleep does it;
+  go in any ``span`` seconds, counted from when each is let go and, once its request has been
+  written to the wire, from then (``sent``; a sorted set of the callers in Redis, beside the
+  bucket): a caller that wakes late, or whose request leaves late, holds the next ones back instead
+  of arriving bunched with them; the same round trip that checks for a penalty after the sleep
+  does the counting;
 * the keys expire after ``ttl_s`` of disuse, so old accounts leave nothing behind.
 
 If Redis cannot be reached, the limiter logs a warning and falls back to the in-process
@@ -31,9 +33,11 @@ Airflow-free (needs the ``redis`` client only when a Redis URL is configured).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Callable
 
 from bulkchange.engine import LAST_LET_GO, RateLimiter, carrier_window, check_window
@@ -43,31 +47,33 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "bulkchange:ratelimit:"
 DEFAULT_TTL_S = 3600
 
-# The window's check, shared by both scripts: KEYS[2] = the list of let-go times (oldest first, at
-# most cap), cap and span as numbers; `now` the server's time. Sets `room` (true: counted now) and
-# `room_at` (when the oldest counted leaves the window).
+# The window's check, shared by both scripts: KEYS[2] = the window, a sorted set of the callers let
+# go (member: the caller's id, ARGV[`id_arg`]; score: when it was let go, moved to when its request
+# left by _SENT), cap and span as numbers; `now` the server's time. Sets `room` (true: counted now)
+# and `room_at` (when the oldest counted leaves the window).
 _WINDOW = """
 local room, room_at, sent = true, now, ''
 if cap > 0 then
-  local n = redis.call('LLEN', KEYS[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - span)
+  local n = redis.call('ZCARD', KEYS[2])
   if n >= cap then
-    local oldest = tonumber(redis.call('LINDEX', KEYS[2], n - cap))
-    if oldest > now - span then room, room_at = false, oldest + span end
+    local oldest = tonumber(redis.call('ZRANGE', KEYS[2], n - cap, n - cap, 'WITHSCORES')[2])
+    room, room_at = false, oldest + span
   end
   if room then
-    sent = string.format('%.6f', now)
-    redis.call('RPUSH', KEYS[2], sent)
-    redis.call('LTRIM', KEYS[2], -cap, -1)
+    sent = ARGV[id_arg]
+    redis.call('ZADD', KEYS[2], now, sent)
     redis.call('EXPIRE', KEYS[2], ttl)
   end
 end
 """
 
 # KEYS[1] = bucket, KEYS[2] = window; ARGV = interval (0 = unlimited), burst, ttl, cap (0 = no
-# window), span. Returns {slot, now, sent} as strings (Lua numbers would be truncated to integers
-# on the way back); sent not '': the slot is now and the window had room, the caller sends at once
-# (sent is its entry in the window).
+# window), span, the caller's id. Returns {slot, now, sent} as strings (Lua numbers would be
+# truncated to integers on the way back); sent not '': the slot is now and the window had room,
+# the caller sends at once (sent is its entry in the window: its id).
 _RESERVE = """
+local id_arg = 6
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
@@ -93,10 +99,11 @@ return {string.format('%.6f', slot), string.format('%.6f', now), let_go}
 """
 
 # After the sleep. KEYS as _RESERVE; ARGV = the reserved slot ('' for a retry in its place: no
-# penalty check), cap, span, ttl. Returns {'requeue', 0} (a penalty that arrived meanwhile covers
-# the slot), {'wait', seconds} (the window is full: ask again then) or {'go', sent} (sent: the
-# caller's entry in the window, '' without one).
+# penalty check), cap, span, ttl, the caller's id. Returns {'requeue', 0} (a penalty that arrived
+# meanwhile covers the slot), {'wait', seconds} (the window is full: ask again then) or {'go',
+# sent} (sent: the caller's entry in the window, '' without one).
 _LET_GO = """
+local id_arg = 5
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if ARGV[1] ~= '' then
@@ -107,6 +114,16 @@ local cap, span, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 """ + _WINDOW + """
 if room then return {'go', sent} end
 return {'wait', string.format('%.6f', room_at - now)}
+"""
+
+# KEYS[1] = window; ARGV = a caller's entry. Its request just left: the window counts it from now (if
+# it is still in the window, and only later, never earlier).
+_SENT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) < now then redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1]) end
+return 1
 """
 
 # KEYS[1] = bucket; ARGV = seconds, ttl. The later end of overlapping penalties wins.
@@ -145,7 +162,9 @@ class RedisRateLimiter:
 
             client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.key = KEY_PREFIX + key
-        self.window_key = self.key + ":sent"
+        # a sorted set (ids of the callers let go, by when their requests left); named apart from the
+        # list an earlier version kept, which a running deployment may still hold for an hour
+        self.window_key = self.key + ":window"
         self.window = check_window(window)
         self.rate: float | None = float(rate_per_s) if rate_per_s and rate_per_s > 0 else None
         self.burst = int(burst)
@@ -155,6 +174,9 @@ class RedisRateLimiter:
         self._reserve = client.register_script(_RESERVE)
         self._let_go = client.register_script(_LET_GO)
         self._penalize = client.register_script(_PENALIZE)
+        self._sent = client.register_script(_SENT)
+        self._ids = itertools.count()
+        self._id_prefix = f"{uuid.uuid4().hex[:12]}:"  # ids unique across every holder of the key
         self._sleep = sleep
         self._retry_after_s = retry_redis_after_s
         self._down_until = 0.0
@@ -164,6 +186,10 @@ class RedisRateLimiter:
     @property
     def unlimited(self) -> bool:
         return self.rate is None
+
+    def _new_id(self) -> str:
+        """A caller's id in the shared window (unique across every holder of the key)."""
+        return f"{self._id_prefix}{next(self._ids)}"
 
     # -- Redis availability -------------------------------------------------------------------
     def _redis_usable(self) -> bool:
@@ -196,7 +222,8 @@ class RedisRateLimiter:
         while True:
             try:
                 slot_s, now_s, let_go = self._reserve(keys=[self.key, self.window_key],
-                                                      args=[repr(interval), self.burst, self.ttl_s, cap, repr(span)])
+                                                      args=[repr(interval), self.burst, self.ttl_s, cap, repr(span),
+                                                            self._new_id()])
                 slot, now = float(slot_s), float(now_s)
             except Exception as exc:  # noqa: BLE001
                 if not self._is_redis_error(exc):
@@ -234,7 +261,7 @@ class RedisRateLimiter:
         while True:
             try:
                 verdict, seconds = self._let_go(keys=[self.key, self.window_key],
-                                                args=[slot, cap, repr(span), self.ttl_s])
+                                                args=[slot, cap, repr(span), self.ttl_s, self._new_id()])
             except Exception as exc:  # noqa: BLE001
                 if not self._is_redis_error(exc):
                     raise
@@ -254,6 +281,25 @@ class RedisRateLimiter:
         in the window); the caller hands it to ``refused``."""
         return getattr(self._mine, "sent", None) if self._redis_usable() else self.fallback.taken()
 
+    def sent(self, entry: Any) -> Any:
+        """The request let go as ``entry`` has just been written to the wire: the shared window counts
+        it from now (the server's clock), not from when it was let go (``RateLimiter.sent``). One
+        round trip per request; a Redis error loses only this correction. Returns the entry (the
+        same id: only its time moves)."""
+        if entry is None:
+            return None
+        if isinstance(entry, float):  # let go by the in-process fallback while Redis was away
+            return self.fallback.sent(entry)
+        if not self._redis_usable():
+            return entry
+        try:
+            self._sent(keys=[self.window_key], args=[entry])
+        except Exception as exc:  # noqa: BLE001
+            if not self._is_redis_error(exc):
+                raise
+            self._redis_failed(exc)
+        return entry
+
     def refused(self, entry: Any = LAST_LET_GO) -> None:
         """The carrier refused (429) a request: out of the window again (it counted nothing).
         ``entry``: the request's ``taken()``; by default this thread's last let-go (see
@@ -267,7 +313,7 @@ class RedisRateLimiter:
         if sent is None:
             return
         try:
-            self._redis.lrem(self.window_key, 1, sent)
+            self._redis.zrem(self.window_key, sent)
         except Exception as exc:  # noqa: BLE001
             if not self._is_redis_error(exc):
                 raise

@@ -747,6 +747,56 @@ def test_a_refused_request_leaves_the_window_and_its_retry_keeps_its_place():
     assert clock.now == pytest.approx(101.5)  # counted, the refusal would have pushed this to 101.52
 
 
+def test_a_request_that_leaves_late_is_counted_from_when_it_left():
+    """A caller let go at 100.0 whose request leaves at 100.3 (its thread waited for a CPU): the
+    carrier counts it at 100.3, so the next caller but one (cap 2 per second) waits until 101.3;
+    counted from 100.0 it would go at 101.1 and arrive 0.8 s after it: refused."""
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep, window=(2, 1.0))
+    limiter.acquire()
+    entry = limiter.taken()
+    clock.sleep(0.3)
+    assert limiter.sent(entry) == pytest.approx(100.3) == limiter.taken()
+    clock.sleep(0.2)
+    limiter.acquire()
+    clock.sleep(0.6)  # 101.1
+    limiter.acquire()
+    assert clock.now == pytest.approx(101.3)
+    assert limiter.sent(None) is None and limiter.sent(50.0) == 50.0  # not in the window: nothing moves
+
+
+def test_the_call_policy_reports_when_each_attempt_left_and_a_check_inside_it_its_own():
+    """``carriers.http`` calls the hook of the innermost attempt once its request is written: the
+    attempt's own window entry moves, and a call made inside the attempt (a check at the carrier)
+    moves its own entry, not the attempt's."""
+    from bulkchange.carriers import http
+
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep, window=(5, 1.0))
+    moved = []
+    real_sent = limiter.sent
+    limiter.sent = lambda entry: moved.append((entry, clock.now)) or real_sent(entry)
+    policy = CallPolicy(limiter, RetryPolicy(max_attempts=1), sleep=clock.sleep)
+
+    def check():
+        clock.sleep(0.1)
+        http._request_sent()
+        return "checked"
+
+    def fn():
+        clock.sleep(0.2)
+        inner = policy.execute(check)  # let go at 100.2, its request leaves at 100.3
+        clock.sleep(0.05)
+        http._request_sent()  # the attempt's own request leaves at 100.35
+        http._request_sent()  # a second write of the same attempt: counted once
+        return inner
+
+    assert policy.execute(fn) == (("checked", 1), 1)
+    assert moved == [(pytest.approx(100.2), pytest.approx(100.3)), (pytest.approx(100.0), pytest.approx(100.35))]
+    http._request_sent()  # outside any attempt: nothing
+    assert len(moved) == 2
+
+
 def test_the_carrier_window_is_the_simulators_rule_stretched_by_the_headroom():
     from bulkchange.engine import carrier_window
 

@@ -48,7 +48,7 @@ def key(redis_url):
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    redis.Redis.from_url(redis_url).delete(KEY_PREFIX + name, KEY_PREFIX + name + ":sent")
+    redis.Redis.from_url(redis_url).delete(KEY_PREFIX + name, KEY_PREFIX + name + ":window")
 
 
 def test_two_limiters_on_one_key_share_the_rate(redis_url, key):
@@ -248,7 +248,23 @@ def test_a_refusal_named_by_its_entry_leaves_the_shared_window_not_a_later_one(r
     check = limiter.taken()
     assert refused is not None and check is not None and refused != check
     limiter.refused(refused)
-    assert limiter._redis.lrange(limiter.window_key, 0, -1) == [check]
+    assert limiter._redis.zrange(limiter.window_key, 0, -1) == [check]
+
+
+def test_a_request_that_left_late_is_counted_in_the_shared_window_from_when_it_left(redis_url, key):
+    """Let go, then its request leaves 0.3 s later (the thread waited for a CPU): another holder's
+    next caller (1 per 0.5 s) waits until 0.5 s after the request left, not after the let-go."""
+    a, b = (RedisRateLimiter(key, None, url=redis_url, window=(1, 0.5)) for _ in range(2))
+    a.acquire()
+    entry = a.taken()
+    time.sleep(0.3)
+    assert a.sent(entry) == entry  # the same entry; only its time moved
+    left = time.monotonic()
+    b.acquire()
+    assert time.monotonic() - left >= 0.45  # from the let-go it would have waited 0.2 s
+    assert a.sent(None) is None
+    a.refused(entry)  # a moved entry can still leave the window
+    assert a._redis.zscore(a.window_key, entry) is None
 
 
 def test_a_late_sleeper_holds_the_next_caller_back(redis_url, key):

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import re
 import socket
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from urllib.parse import urlsplit
 
@@ -39,6 +41,8 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity, get_netrc_auth
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -134,6 +138,32 @@ _WATCHDOG = _Watchdog()
 _current = threading.local()
 
 
+# --- the moment a request left ----------------------------------------------------------------------
+@contextmanager
+def when_sent(hook: Callable[[], None] | None) -> Iterator[None]:
+    """Call ``hook`` (once) the moment the first request this thread sends inside the block has
+    been written to its connection. The rate limiter's window counts an attempt from then
+    (``engine.CallPolicy``): a carrier counts arrivals, not the moment a thread was let go. Nested
+    blocks (a check at the carrier inside an attempt) each have their own hook."""
+    hooks = _current.__dict__.setdefault("sent_hooks", [])
+    hooks.append(hook)
+    try:
+        yield
+    finally:
+        hooks.pop()
+
+
+def _request_sent() -> None:
+    hooks = getattr(_current, "sent_hooks", None)
+    if hooks and hooks[-1] is not None:
+        hook, hooks[-1] = hooks[-1], None
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - the request is on the wire: its call goes on regardless
+            log.warning("could not note when a request left (the rate limit's window counts it from when "
+                        "it was let go)", exc_info=True)
+
+
 class _TrackedConnectionMixin:
     """Registers the connection with the request in flight on this thread, so the watchdog can
     shut its socket down at the deadline (also while connecting or reading headers)."""
@@ -148,7 +178,9 @@ class _TrackedConnectionMixin:
         call = getattr(_current, "call", None)
         if call is not None and getattr(self, "sock", None) is not None:
             call.attach(self)  # a pooled connection, already connected
-        return super().request(*args, **kwargs)  # type: ignore[misc]
+        out = super().request(*args, **kwargs)  # type: ignore[misc]
+        _request_sent()  # the request is on the wire (headers and body written)
+        return out
 
 
 class _HTTPConnection(_TrackedConnectionMixin, HTTPConnection):

@@ -43,8 +43,13 @@ def rows(res: dict) -> list[tuple[str, str, str, str]]:
         r = res["R3"]
         pg = r.get("postgres_cpu_ms_per_device")
         value = f"SQLite {r['sqlite_cpu_ms_per_device']} ms" + (f", PostgreSQL {pg} ms" if pg is not None else "")
+        runs = r.get("runs", 1)
+        spread = "".join(f"; {name} runs {', '.join(str(x) for x in r[key])}" for name, key in
+                         (("SQLite", "sqlite_cpu_ms_per_device_runs"), ("PostgreSQL", "postgres_cpu_ms_per_device_runs"))
+                         if runs > 1 and r.get(key))
         out.append(("R3 CPU per device", value, "< 2 ms",
                     f"{r['devices']} devices, zero latency, CPU of the pipeline process (simulator excluded)"
+                    + (f"; the median of {runs} runs on each database" if runs > 1 else "") + spread
                     + ("" if pg is not None else f"; PostgreSQL {r.get('postgres', 'not measured')}")))
     if "MEM" in res:
         r = res["MEM"]

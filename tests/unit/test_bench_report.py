@@ -152,3 +152,13 @@ def test_the_benchmark_waits_for_the_load_the_scenario_before_left_and_no_longer
     monkeypatch.setattr(bench_main.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
     assert bench_main.settle(12, poll_s=5) == 12.0    # never idle: gives up at the limit
     assert bench_main.settle(0) == 0.0
+
+
+def test_r3_measured_several_times_shows_its_median_and_every_run():
+    run = dict(RUN, R3={"devices": 2000, "runs": 3, "sqlite_cpu_ms_per_device": 1.9,
+                        "sqlite_cpu_ms_per_device_runs": [2.4, 1.9, 1.7], "postgres_cpu_ms_per_device": 2.1,
+                        "postgres_cpu_ms_per_device_runs": [2.1, 2.0, 2.6]})
+    r3 = next(line for line in report.markdown(run, source="x.json", digest="0" * 64).split("\n")
+              if line.startswith("| R3 "))
+    assert "SQLite 1.9 ms, PostgreSQL 2.1 ms" in r3
+    assert "the median of 3 runs on each database; SQLite runs 2.4, 1.9, 1.7; PostgreSQL runs 2.1, 2.0, 2.6" in r3
